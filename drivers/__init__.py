@@ -1,0 +1,1 @@
+"""Device models and the servers that drive them."""

@@ -1,0 +1,1 @@
+"""Images, the boot loader and the `malv` command line."""

@@ -1,0 +1,1 @@
+"""Loadable MLaaS policy modules."""

@@ -1,0 +1,1 @@
+"""Programs that run on the kernel: init, the shell, coreutils and workloads."""
