@@ -1,0 +1,107 @@
+"""The `malv` command line.  It calls the same Python API a test or a
+researcher would (`kernel.boot`, `bench.*.run`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kernel import Kernel, KernelHalted
+from kernel.log import FORMATS
+
+BENCHMARKS = ("ipc", "boot", "vgpu")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    config = {"seed": args.seed, "cpus": args.cpus, "frames": args.frames, "log_format": args.log_format}
+    if args.headless or args.run is not None:
+        return boot_headless(args.run or "", config)
+    if not sys.stdin.isatty():
+        print("malv boot: standard input is not a terminal; use --headless --run \"cmd; cmd\"", file=sys.stderr)
+        return 2
+    from image.terminal import run_interactive
+
+    k = Kernel(realtime=True, console=_write, **config)
+    k.threaded = True
+    k.boot()
+    try:
+        return run_interactive(k)
+    finally:
+        k.shutdown()
+
+
+def boot_headless(script: str, config: dict) -> int:
+    """Boot at max speed, type each `;`-separated command, then close the
+    console; init powers off at the end of input.  Exits 0 on poweroff."""
+    k = Kernel(console=_write, **config)
+    try:
+        k.boot()
+        for command in script.split(";"):
+            if command.strip():
+                k.tty.feed(command.strip())
+        k.tty.close()
+        try:
+            k.run()
+        except KernelHalted:
+            pass
+        if not k.halted:
+            print("malv: the kernel stopped with nothing left to run", file=sys.stderr)
+            return 1
+        return 0 if k.halt_reason.startswith("poweroff") else 1
+    finally:
+        k.shutdown()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    names = BENCHMARKS if args.name in (None, "all") else (args.name,)
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"malv bench: unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        if not args.json:
+            print(f"== {name}")
+        for figure in module.run(quick=args.quick):
+            print(figure.json() if args.json else figure.line(), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="malv", description="malvos: boot, benchmark and experiment")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    boot = sub.add_parser("boot", help="boot the kernel (interactive in a terminal, or headless)")
+    boot.add_argument("--headless", action="store_true", help="no person present: run --run and power off")
+    boot.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
+    boot.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    boot.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+    boot.add_argument("--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)")
+    boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
+    boot.set_defaults(func=cmd_boot)
+
+    bench = sub.add_parser("bench", help="run performance benchmarks (ratios in one run)")
+    bench.add_argument("name", nargs="?", help=f"one of {', '.join(BENCHMARKS)} (default: all)")
+    bench.add_argument("--json", action="store_true", help="one JSON object per figure")
+    bench.add_argument("--quick", action="store_true", help="shorter runs, noisier figures")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print(f"malv: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

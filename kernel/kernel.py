@@ -1,0 +1,493 @@
+"""The malvos microkernel: traps, IPC, capabilities, scheduling and the clock.
+
+Design principles, in the spirit of curio's kernel:
+
+* Keep the kernel small.  It handles traps, IPC, capabilities, CPU
+  scheduling and time.  Everything else — the console, the GPU driver,
+  policy modules, the shell — is a task that talks to it by message.
+* Tasks ask for service only by yielding trap objects.  The handlers are
+  gathered in one visible table (`syscall.TRAP_TABLE`).
+* Time is virtual.  A CPU runs its task trap by trap and charges each trap a
+  fixed cost (and `Compute` its duration).  It keeps going without touching
+  the event heap until the next pending event is due, so an IPC ping-pong
+  between two tasks never leaves this file's inner loop.
+* A task can never hurt the kernel.  A bad trap raises an error inside the
+  task; a task that dies releases its caps, memory and waiters; advisors that
+  misbehave are reported and bypassed.
+* Several kernels can share one event loop (the hypervisor's guests do).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from kernel import syscall
+from kernel.caps import Capability, Rights
+from kernel.clock import EventLoop, RealtimeLoop, Timer
+from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
+from kernel.ipc import Endpoint, Notification
+from kernel.log import KernelLog
+from kernel.memory import MemoryManager
+from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
+from kernel.sched import DEFAULT_SLICE_NS, Scheduler
+from kernel.task import Proc, State, Task
+from kernel.traps import Message, Received
+from kernel.tty import Tty
+
+VERSION = "0.1.0"
+BANNER = f"malvos {VERSION} - a message-passing microkernel with a virtual GPU"
+
+TRAP_COST_NS = 200  # fixed cost of entering and leaving the kernel
+CTX_SWITCH_NS = 1_000  # cost of switching a CPU to another task
+DEFAULT_FRAMES = 2048  # 8 MiB of physical memory
+
+
+class KernelHalted(RuntimeError):
+    """The kernel has powered off or panicked."""
+
+
+class Cpu:
+    __slots__ = ("id", "current", "event", "active", "slice_end", "busy_ns", "switches")
+
+    def __init__(self, cpu_id: int) -> None:
+        self.id = cpu_id
+        self.current: Task | None = None
+        self.event: Timer | None = None  # the pending continuation of this CPU
+        self.active = False  # inside _cpu_run right now
+        self.slice_end = 0
+        self.busy_ns = 0
+        self.switches = 0
+
+
+class Kernel:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        cpus: int = 2,
+        frames: int = DEFAULT_FRAMES,
+        loop: EventLoop | None = None,
+        realtime: bool = False,
+        log_format: str = "console",
+        name: str = "",
+        programs: ProgramTable | None = None,
+        console: Callable[[str], None] | None = None,
+        slice_ns: int = DEFAULT_SLICE_NS,
+        trap_cost_ns: int = TRAP_COST_NS,
+    ) -> None:
+        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+            raise ValueError(f"cpus must be between 1 and 64, got {cpus!r}")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.name = name
+        self.owns_loop = loop is None
+        self.loop = loop if loop is not None else (RealtimeLoop() if realtime else EventLoop())
+        self.threaded = False  # the loop runs on another thread than the host side
+        self.log = KernelLog(lambda: self.loop.now_ns, log_format, kernel_name=name)
+        self.programs = programs if programs is not None else DEFAULT_PROGRAMS
+        self.sched = Scheduler(cpus, slice_ns)
+        self.mm = MemoryManager(frames)
+        self.cpus = [Cpu(c) for c in range(cpus)]
+        self.tasks: dict[int, Task] = {}
+        self.exit_codes: dict[int, int] = {}  # exited, not yet waited for
+        self.trap_cost_ns = trap_cost_ns
+        self.ctx_switch_ns = CTX_SWITCH_NS
+        self.boot_ns = self.loop.now_ns
+        self.halted = False
+        self.halt_reason = ""
+        self.init_pid = 0
+        self._next_pid = 1
+        self.tty = Tty(self, console)
+        self.tty.irq = Notification()
+
+    # ===================================================================
+    # Boot and the public API
+    # ===================================================================
+
+    def boot(self, init: str = "init") -> Kernel:
+        """Start the console server and init, then run until the shell prompts."""
+        self.tty.write_prompt(BANNER + "\n")
+        self.log.echo = self.tty.write_prompt
+        self.log.info(
+            "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
+            memory_kib=self.mm.nframes * 4, realtime=isinstance(self.loop, RealtimeLoop),
+        )  # fmt: skip
+        console_pid = self.spawn(
+            "console", caps={"endpoint": Endpoint(), "tty": self.tty, "irq": self.tty.irq}
+        )
+        console = self.tasks[console_pid]
+        console_ep = console.cspace.lookup(console.proc.caps["endpoint"])  # type: ignore[union-attr]
+        self.init_pid = self.spawn(init, caps={"console": console_ep.derive(Rights.WRITE | Rights.GRANT)})
+        if not self.threaded:
+            self.run_until_prompt()
+        self.log.echo_level = 30  # after boot the console shows warnings only
+        return self
+
+    def spawn(
+        self,
+        program: Any,
+        args: tuple[str, ...] | list[str] = (),
+        *,
+        caps: dict[str, Any] | None = None,
+        name: str | None = None,
+        parent: int = 0,
+    ) -> int:
+        """Start a program (a name in the program table, or a generator
+        function taking a `Proc`) as a task; returns its pid.
+
+        `caps` maps names to a `Capability` (the child gets a derived copy) or
+        to a kernel object (the child gets the original cap, all rights).
+        """
+        if self.halted:
+            raise KernelHalted(self.halt_reason)
+        if isinstance(program, str):
+            try:
+                fn = self.programs.lookup(program)
+            except KeyError:
+                raise InvalidArgument(f"no program named {program!r}") from None
+            name = name or program
+        elif callable(program):
+            fn = program
+            name = name or getattr(program, "__name__", "task")
+        else:
+            raise InvalidArgument(f"a program is a name or a generator function, not {program!r}")
+        args = tuple(str(a) for a in args)
+        pid = self._next_pid
+        task = Task(self, pid, name, None, parent, self.loop.now_ns)  # type: ignore[arg-type]
+        slots: dict[str, int] = {}
+        for cap_name, value in (caps or {}).items():
+            cap = value.derive() if isinstance(value, Capability) else Capability(value, Rights.ALL)
+            slots[cap_name] = task.cspace.insert(cap)
+        task.proc = Proc(pid, name, args, slots, self.rng.getrandbits(32))
+        try:
+            gen = fn(task.proc)
+        except Exception as exc:
+            task.cspace.clear()
+            raise InvalidArgument(f"program {name!r} failed to start: {exc!r}") from None
+        if not hasattr(gen, "send") or not hasattr(gen, "throw"):
+            task.cspace.clear()
+            raise InvalidArgument(f"program {name!r} is not a generator function")
+        task.gen = gen
+        self._next_pid += 1
+        self.tasks[pid] = task
+        self.log.info("task", "spawned", task=name, pid=pid, parent=parent)
+        self.sched.enqueue(task)
+        self._kick()
+        return pid
+
+    def run(self, until: int | None = None) -> None:
+        """Run the event loop until virtual time `until` (ns), until the kernel
+        halts, or until nothing is left to do."""
+        if self.halted:
+            raise KernelHalted(self.halt_reason)
+        self.loop.run(until_ns=until)
+
+    def run_until_prompt(self, limit_ns: int = 60_000_000_000) -> bool:
+        """Run until a reader waits on the console with no input queued.
+        Returns False if `limit_ns` of virtual time passed first."""
+        deadline = self.loop.now_ns + limit_ns
+        self.tty.on_prompt = lambda _prompt: self.loop.stop()
+        try:
+            while not self.halted:
+                if self.tty.waiting_prompt is not None and not self.tty.lines:
+                    return True
+                before = self.loop.now_ns
+                self.loop.run(until_ns=deadline)
+                if self.loop.now_ns >= deadline or (self.loop.next_time() is None and before == self.loop.now_ns):
+                    return self.tty.waiting_prompt is not None
+            return False
+        finally:
+            self.tty.on_prompt = None
+
+    def shell(self, line: str, limit_ns: int = 60_000_000_000) -> str:
+        """Type one line into the shell and return what the commands printed."""
+        if self.halted:
+            raise KernelHalted(self.halt_reason)
+        capture: list[str] = []
+        self.tty.capture = capture
+        try:
+            self.tty.feed(line)
+            if not self.run_until_prompt(limit_ns) and not self.halted:
+                raise TimeoutError(f"the shell did not prompt again within {limit_ns / 1e9:g} s: {''.join(capture)!r}")
+        finally:
+            self.tty.capture = None
+        return "".join(capture)
+
+    def shutdown(self) -> None:
+        """Stop every task and release the kernel's resources.  Idempotent."""
+        if not self.halted:
+            self.halt("shutdown")
+        for task in list(self.tasks.values()):
+            self._release(task, -9)
+        self.mm.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def halt(self, reason: str) -> None:
+        if self.halted:
+            return
+        self.log.info("kernel", "halted", reason=reason)
+        self.halted = True
+        self.halt_reason = reason
+        for cpu in self.cpus:
+            if cpu.event is not None:
+                cpu.event.cancel()
+                cpu.event = None
+        if self.owns_loop:
+            self.loop.stop()
+
+    @property
+    def uptime_ns(self) -> int:
+        return self.loop.now_ns - self.boot_ns
+
+    def proclist(self) -> tuple[tuple, ...]:
+        """(pid, ppid, state, cpu_ns, resident_pages, name) for every live task."""
+        return tuple(
+            (t.pid, t.parent, t.state.name.lower(), t.cpu_ns, t.aspace.resident if t.aspace else 0, t.name)
+            for t in sorted(self.tasks.values(), key=lambda t: t.pid)
+        )
+
+    def procdump(self) -> str:
+        """The process list, as xv6's Ctrl-P prints it."""
+        lines = ["", f"{'PID':>5} {'STATE':<9} {'CPU(ms)':>9}  NAME"]
+        for pid, _ppid, state, cpu_ns, _rss, name in self.proclist():
+            lines.append(f"{pid:>5} {state:<9} {cpu_ns / 1e6:>9.3f}  {name}")
+        return "\n".join(lines) + "\n"
+
+    # ===================================================================
+    # The CPUs: this loop runs tasks, trap by trap
+    # ===================================================================
+
+    def _kick(self) -> None:
+        """Wake one idle CPU, if any, to look for work."""
+        for cpu in self.cpus:
+            if cpu.current is None and cpu.event is None and not cpu.active:
+                cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+                return
+
+    def _cpu_run(self, cpu: Cpu) -> None:
+        cpu.event = None
+        cpu.active = True
+        try:
+            self._cpu_loop(cpu)
+        finally:
+            cpu.active = False
+
+    def _cpu_loop(self, cpu: Cpu) -> None:
+        loop = self.loop
+        sched = self.sched
+        seen = -1  # the heap's change counter when `nxt` was read
+        nxt: int | None = None
+        while not self.halted:
+            now = loop.now_ns
+            task = cpu.current
+            if task is None:
+                task = sched.pick_next(cpu.id)
+                if task is None:
+                    return  # idle until _kick
+                task.state = State.RUNNING
+                task.cpu = cpu.id
+                cpu.current = task
+                cpu.slice_end = now + sched.time_slice(task)
+                cpu.switches += 1
+                cost = self.ctx_switch_ns
+            elif now >= cpu.slice_end:
+                if sched.has_waiting(cpu.id):
+                    cpu.current = None  # round robin: back of the queue
+                    sched.enqueue(task)
+                    continue
+                cpu.slice_end = now + sched.time_slice(task)
+                continue
+            elif task.compute_left_ns:
+                cost = min(task.compute_left_ns, cpu.slice_end - now)
+                task.compute_left_ns -= cost
+            else:
+                cost = self._step(task)
+            task.cpu_ns += cost
+            task.vtime += cost
+            cpu.busy_ns += cost
+            end = now + cost
+            if loop.changes != seen:  # re-read the heap only when it changed
+                seen = loop.changes
+                nxt = loop.next_time()
+            if loop.stopping or (nxt is not None and nxt < end) or (loop.until_ns is not None and end > loop.until_ns):
+                # Someone else is due first: continue this CPU as an event.
+                cpu.event = loop.call_at(end, self._cpu_run, cpu)
+                return
+            loop.advance_to(end)
+
+    def _step(self, task: Task) -> int:
+        """Run a task up to its next trap and handle the trap.  Returns its cost."""
+        task.traps += 1
+        try:
+            if task.resume_exc is not None:
+                exc, task.resume_exc = task.resume_exc, None
+                trap = task.gen.throw(exc)
+            else:
+                value, task.resume_value = task.resume_value, None
+                trap = task.gen.send(value)
+        except StopIteration as stop:
+            self.exit(task, stop.value if isinstance(stop.value, int) else 0)
+            return self.trap_cost_ns
+        except SyscallError as exc:
+            self.kill(task, f"unhandled error: {exc}", -1, level="error")
+            return self.trap_cost_ns
+        except Exception as exc:
+            self.kill(task, f"crashed: {exc!r}", -1, level="error")
+            return self.trap_cost_ns
+        handler = syscall.TRAP_TABLE.get(type(trap))
+        if handler is None:
+            task.resume_exc = UnknownTrap(f"{trap!r} is not a trap")
+            return self.trap_cost_ns
+        try:
+            result = handler(self, task, trap)
+        except SyscallError as exc:
+            task.resume_exc = exc
+        else:
+            if result is not syscall.BLOCK:
+                task.resume_value = result
+        return self.trap_cost_ns
+
+    # ===================================================================
+    # Blocking and waking (used by the trap handlers)
+    # ===================================================================
+
+    def block(self, task: Task, state: State, on: Any) -> None:
+        task.state = state
+        task.blocked_on = on
+        if task.cpu >= 0:
+            cpu = self.cpus[task.cpu]
+            if cpu.current is task:
+                cpu.current = None
+
+    def wake(self, task: Task, value: Any = None, exc: BaseException | None = None) -> None:
+        if not task.alive:
+            return
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        task.blocked_on = None
+        task.resume_value = value
+        task.resume_exc = exc
+        self.sched.enqueue(task)
+        self._kick()
+
+    def handoff(self, blocked: Task, target: Task, value: Any) -> None:
+        """seL4's fastpath: `blocked` just blocked on its CPU, and `target`
+        runs there at once, on the rest of the time slice."""
+        cpu = self.cpus[blocked.cpu]
+        if cpu.current is not None or not target.alive:
+            self.wake(target, value)
+            return
+        target.blocked_on = None
+        target.resume_value = value
+        target.resume_exc = None
+        target.state = State.RUNNING
+        target.cpu = cpu.id
+        cpu.current = target
+
+    def preempt(self, task: Task) -> None:
+        """Yield: give up the CPU, back of the run queue."""
+        if task.cpu >= 0 and self.cpus[task.cpu].current is task:
+            self.cpus[task.cpu].current = None
+        self.sched.enqueue(task)
+
+    def sleep(self, task: Task, delay_ns: int, value: Any) -> None:
+        self.block(task, State.SLEEP, None)
+        task.timer = self.loop.call_later(delay_ns, self._timer_fired, (task, value))
+
+    def _timer_fired(self, arg: tuple[Task, Any]) -> None:
+        task, value = arg
+        task.timer = None
+        if task.alive and task.state is State.SLEEP and not self.halted:
+            self.wake(task, value)
+
+    def signal(self, ntfn: Notification, badge: int) -> None:
+        bound = ntfn.bound
+        if bound is not None and bound.alive and bound.state is State.RECV:
+            bound.blocked_on.receivers.remove(bound)
+            self.wake(bound, Received(Message("notification"), badge | ntfn.word))
+            ntfn.word = 0
+        elif ntfn.waiters:
+            self.wake(ntfn.waiters.popleft(), badge | ntfn.word)
+            ntfn.word = 0
+        else:
+            ntfn.word |= badge
+
+    def raise_irq(self, ntfn: Notification | None, bits: int) -> None:
+        """A device interrupt: signal its notification from outside any task."""
+        if ntfn is not None and not self.halted:
+            self.signal(ntfn, bits)
+
+    def strand(self, tasks: list[Task]) -> None:
+        """Tasks whose IPC can never complete (their peer's caps are gone) get an error."""
+        for task in tasks:
+            if task.alive and task.state in (State.SEND, State.REPLY):
+                self.wake(task, exc=PeerDied("the other end of the IPC is gone"))
+
+    # ===================================================================
+    # Task death
+    # ===================================================================
+
+    def exit(self, task: Task, code: int) -> None:
+        self.log.info("task", "exited", task=task.name, pid=task.pid, code=code)
+        self._release(task, code)
+
+    def kill(self, task: Task, reason: str, code: int, level: str = "info") -> None:
+        if not task.alive:
+            return
+        getattr(self.log, level)("task", "killed", task=task.name, pid=task.pid, reason=reason)
+        self._release(task, code)
+
+    def _release(self, task: Task, code: int) -> None:
+        """Take a task out of every queue and give back all it held.
+        Nothing it was exchanging is lost: its peers get errors."""
+        if not task.alive:
+            return
+        state, on = task.state, task.blocked_on
+        if state is State.RUNNABLE:
+            self.sched.dequeue(task)
+        elif state is State.RUNNING:
+            cpu = self.cpus[task.cpu]
+            if cpu.current is task:
+                cpu.current = None
+                if cpu.event is not None and not cpu.active:
+                    cpu.event.cancel()
+                    cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+        elif state is State.SEND:
+            on.senders = type(on.senders)(e for e in on.senders if e[0] is not task)
+        elif state is State.RECV:
+            on.receivers.remove(task)
+        elif state is State.NOTIFY:
+            on.waiters.remove(task)
+        elif state is State.CHILD and task in on.exit_waiters:
+            on.exit_waiters.remove(task)
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        task.state = State.DEAD
+        task.alive = False
+        try:
+            task.gen.close()
+        except Exception:  # the generator misbehaved on close; it is dead anyway
+            pass
+        if task.bound_ntfn is not None and task.bound_ntfn.bound is task:
+            task.bound_ntfn.bound = None
+        self.strand(task.cspace.clear())
+        if task.aspace is not None:
+            self.mm.release(task.aspace)
+        del self.tasks[task.pid]
+        if task.exit_waiters:
+            for waiter in task.exit_waiters:
+                self.wake(waiter, code)
+        else:
+            self.exit_codes[task.pid] = code
+        if task.pid == self.init_pid and not self.halted:
+            self.log.error("kernel", "panic", reason=f"init exited with status {code}")
+            self.halt(f"panic: init exited with status {code}")

@@ -1,0 +1,239 @@
+"""Physical memory, address spaces and demand paging.
+
+Physical memory is a cffi-allocated arena of 4 KiB frames, so page contents
+are real bytes.  Each task has an `AddressSpace` whose page table maps virtual
+page numbers to a frame (present) or a swap slot (swapped out).  A page gets
+a frame on first touch; when frames run out the pager evicts a victim to the
+swap area and faults it back in later.
+
+Which frame to evict and which pages to prefetch are policy: they are asked
+of `MemoryManager.policy` (default: CLOCK, no prefetch).  A memory advisor
+plugs in there; an answer that is not one of the candidates falls back to
+CLOCK so no page is ever lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cffi
+
+from kernel.errors import InvalidArgument, OutOfMemory, SegmentationFault
+from kernel.swap import SwapArea
+
+PAGE_SIZE = 4096
+MINOR_FAULT_NS = 1_000  # zero-fill a fresh frame
+SWAP_IO_NS = 80_000  # one page to or from the swap device (an SSD-class latency)
+
+_ffi = cffi.FFI()
+
+
+class Pte:
+    """A page-table entry: a frame when present, else a swap slot (or neither: untouched)."""
+
+    __slots__ = ("frame", "slot", "dirty")
+
+    def __init__(self) -> None:
+        self.frame = -1
+        self.slot = -1
+        self.dirty = False
+
+
+class AddressSpace:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.table: dict[int, Pte] = {}  # vpn -> Pte, only for mapped pages
+        self.next_vpn = 16  # page 0.. stay unmapped so a null address faults
+        self.resident = 0
+
+    def map(self, pages: int) -> int:
+        if not isinstance(pages, int) or pages <= 0:
+            raise InvalidArgument(f"MemMap needs a positive page count, got {pages!r}")
+        base = self.next_vpn
+        for vpn in range(base, base + pages):
+            self.table[vpn] = Pte()
+        self.next_vpn = base + pages + 1  # a guard page between regions
+        return base * PAGE_SIZE
+
+
+class ClockPolicy:
+    """The default eviction policy: the CLOCK second-chance algorithm."""
+
+    name = "clock"
+
+    def __init__(self) -> None:
+        self.hand = 0
+
+    def select_victim(self, mm: MemoryManager, candidates: list[int]) -> int:
+        referenced = mm.referenced
+        n = mm.nframes
+        while True:
+            frame = self.hand
+            self.hand = (self.hand + 1) % n
+            if mm.owner[frame] is None:
+                continue
+            if referenced[frame]:
+                referenced[frame] = False
+                continue
+            return frame
+
+    def prefetch(self, mm: MemoryManager, aspace: AddressSpace, vpn: int) -> list[int]:
+        return []
+
+
+class MemoryManager:
+    def __init__(self, nframes: int, swap_slots: int | None = None, swap_path: str | None = None):
+        if nframes < 4:
+            raise ValueError(f"physical memory needs at least 4 frames, got {nframes}")
+        self.nframes = nframes
+        self.arena = _ffi.new("uint8_t[]", nframes * PAGE_SIZE)
+        self.buf = _ffi.buffer(self.arena)
+        self.owner: list[tuple[AddressSpace, int] | None] = [None] * nframes
+        self.referenced = [False] * nframes
+        self.free_frames = list(range(nframes - 1, -1, -1))
+        self.swap = SwapArea(PAGE_SIZE, swap_slots if swap_slots is not None else nframes * 16, swap_path)
+        self.policy: Any = ClockPolicy()
+        self.on_policy_fault: Callable[[Any, str, str], None] | None = None
+        self._fallback = ClockPolicy()
+        self.faults = 0
+        self.swap_ins = 0
+        self.swap_outs = 0
+
+    # -- access -------------------------------------------------------------------
+
+    def access(self, aspace: AddressSpace, addr: int, size: int, data: bytes | None = None) -> tuple[bytes | None, int]:
+        """Read `size` bytes at `addr`, or write `data` there.
+
+        Returns (bytes read or None, I/O time in ns the caller must wait).
+        """
+        if not isinstance(addr, int) or addr < 0 or size < 0:
+            raise InvalidArgument(f"bad address range {addr!r}+{size!r}")
+        out = bytearray() if data is None else None
+        io_ns = 0
+        pos = 0
+        while pos < size:
+            vaddr = addr + pos
+            vpn, off = divmod(vaddr, PAGE_SIZE)
+            chunk = min(PAGE_SIZE - off, size - pos)
+            pte = aspace.table.get(vpn)
+            if pte is None:
+                raise SegmentationFault(f"address {vaddr:#x} is not mapped")
+            if pte.frame < 0:
+                io_ns += self._fault(aspace, vpn, pte)
+            frame = pte.frame
+            self.referenced[frame] = True
+            start = frame * PAGE_SIZE + off
+            if data is None:
+                out.extend(self.buf[start : start + chunk])  # type: ignore[union-attr]
+            else:
+                self.buf[start : start + chunk] = data[pos : pos + chunk]
+                pte.dirty = True
+            pos += chunk
+        return (bytes(out) if out is not None else None), io_ns
+
+    # -- paging -----------------------------------------------------------------
+
+    def _fault(self, aspace: AddressSpace, vpn: int, pte: Pte) -> int:
+        self.faults += 1
+        io_ns = self._load(aspace, vpn, pte)
+        for extra in self._ask("prefetch", aspace, vpn):
+            epte = aspace.table.get(extra)
+            if epte is not None and epte.frame < 0 and epte.slot >= 0 and len(self.free_frames) > 1:
+                io_ns += self._load(aspace, extra, epte)
+        return io_ns
+
+    def _load(self, aspace: AddressSpace, vpn: int, pte: Pte) -> int:
+        io_ns = 0
+        if not self.free_frames:
+            io_ns += self._evict(protect=(aspace, vpn))
+        frame = self.free_frames.pop()
+        base = frame * PAGE_SIZE
+        if pte.slot >= 0:
+            self.buf[base : base + PAGE_SIZE] = self.swap.read(pte.slot)
+            self.swap.free(pte.slot)
+            pte.slot = -1
+            self.swap_ins += 1
+            io_ns += SWAP_IO_NS
+        else:
+            _ffi.memmove(self.arena + base, b"\0" * PAGE_SIZE, PAGE_SIZE)
+            io_ns += MINOR_FAULT_NS
+        pte.frame = frame
+        pte.dirty = False
+        self.owner[frame] = (aspace, vpn)
+        self.referenced[frame] = True
+        aspace.resident += 1
+        return io_ns
+
+    def _evict(self, protect: tuple[AddressSpace, int] | None = None) -> int:
+        candidates = [f for f in range(self.nframes) if self.owner[f] is not None]
+        if not candidates:
+            raise OutOfMemory("no frame can be evicted")
+        victim = self._ask("select_victim", candidates)
+        if not isinstance(victim, int) or victim < 0 or victim >= self.nframes or self.owner[victim] is None:
+            self._policy_fault("invalid", f"select_victim returned {victim!r}, not a resident frame")
+            victim = self._fallback.select_victim(self, candidates)
+        owner = self.owner[victim]
+        assert owner is not None
+        aspace, vpn = owner
+        pte = aspace.table[vpn]
+        slot = self.swap.alloc()
+        base = victim * PAGE_SIZE
+        self.swap.write(slot, self.buf[base : base + PAGE_SIZE])
+        self.swap_outs += 1
+        pte.slot = slot
+        pte.frame = -1
+        aspace.resident -= 1
+        self.owner[victim] = None
+        self.referenced[victim] = False
+        self.free_frames.append(victim)
+        return SWAP_IO_NS
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        policy = self.policy
+        fn = getattr(policy, method, None)
+        if fn is None:
+            return getattr(self._fallback, method)(self, *args)
+        try:
+            return fn(self, *args)
+        except Exception as exc:  # the policy's fault, not the kernel's
+            self._policy_fault("raised", f"{method}: {exc!r}")
+            return getattr(self._fallback, method)(self, *args)
+
+    def _policy_fault(self, kind: str, message: str) -> None:
+        policy = self.policy
+        if self.on_policy_fault is not None:
+            self.on_policy_fault(policy, kind, message)
+        if self.policy is policy and not isinstance(policy, ClockPolicy):
+            self.policy = self._fallback
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def release(self, aspace: AddressSpace) -> None:
+        """Free every frame and swap slot of an address space (task exit)."""
+        for pte in aspace.table.values():
+            if pte.frame >= 0:
+                self.owner[pte.frame] = None
+                self.referenced[pte.frame] = False
+                self.free_frames.append(pte.frame)
+            if pte.slot >= 0:
+                self.swap.free(pte.slot)
+        aspace.table.clear()
+        aspace.resident = 0
+
+    def info(self) -> dict[str, int]:
+        used = self.nframes - len(self.free_frames)
+        return {
+            "page_size": PAGE_SIZE,
+            "total_kib": self.nframes * PAGE_SIZE // 1024,
+            "used_kib": used * PAGE_SIZE // 1024,
+            "free_kib": len(self.free_frames) * PAGE_SIZE // 1024,
+            "swap_total_kib": self.swap.slots * PAGE_SIZE // 1024,
+            "swap_used_kib": self.swap.used * PAGE_SIZE // 1024,
+            "faults": self.faults,
+            "swap_ins": self.swap_ins,
+            "swap_outs": self.swap_outs,
+        }
+
+    def close(self) -> None:
+        self.swap.close()

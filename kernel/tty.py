@@ -1,0 +1,105 @@
+"""The kernel's end of a terminal: lines in, text out, and an interrupt line.
+
+A `Tty` is a device object.  The console driver (a server task holding a cap
+to it) reads lines and writes text; the host side (the interactive terminal,
+a headless script, or `Kernel.shell`) feeds lines and Ctrl-C.  Input raises
+the tty's IRQ: a `Notification` that the console server has bound to itself.
+
+The host side may live on another thread (the interactive terminal), so
+every host-side call goes through `_post`, which hands the work to the event
+loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+
+IRQ_INPUT = 1  # badge bits on the IRQ notification
+IRQ_INTERRUPT = 2
+
+
+class Tty:
+    def __init__(self, kernel: Kernel, sink: Callable[[str], None] | None = None, echo_input: bool = True) -> None:
+        self.kernel = kernel
+        self.lines: deque[str] = deque()
+        self.eof = False
+        self.interrupts = 0
+        self.sink = sink  # where output goes (stdout, a buffer, ...)
+        self.echo_input = echo_input  # write "prompt + line" when a scripted line is read
+        self.transcript: list[str] = []
+        self.capture: list[str] | None = None  # Kernel.shell collects here
+        self.irq: Any = None  # the Notification, set by the kernel at boot
+        self.waiting_prompt: str | None = None  # a reader is blocked with this prompt
+        self.on_prompt: Callable[[str], None] | None = None  # host hook: input wanted
+
+    # -- device side (the console server) -----------------------------------------------
+
+    def write(self, text: str) -> None:
+        self.transcript.append(text)
+        if self.capture is not None:
+            self.capture.append(text)
+        if self.sink is not None:
+            self.sink(text)
+
+    def write_prompt(self, text: str) -> None:
+        """Output that is not a program's (prompts, echoed input): not captured."""
+        self.transcript.append(text)
+        if self.sink is not None:
+            self.sink(text)
+
+    def want_line(self, prompt: str) -> str | None:
+        """A reader asks for a line: return one if queued, else remember the prompt."""
+        if self.lines:
+            line = self.lines.popleft()
+            self.waiting_prompt = None
+            if self.echo_input:
+                self.write_prompt(f"{prompt}{line}\n")
+            return line
+        self.waiting_prompt = prompt
+        if self.on_prompt is not None:
+            self.on_prompt(prompt)
+        return None
+
+    def take_interrupts(self) -> int:
+        n, self.interrupts = self.interrupts, 0
+        return n
+
+    # -- host side --------------------------------------------------------------------------
+
+    def feed(self, line: str) -> None:
+        self._post(self._feed, line)
+
+    def close(self) -> None:
+        """End of input (Ctrl-D, or the end of a headless script)."""
+        self._post(self._close, None)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the console server interrupts the foreground program."""
+        self._post(self._interrupt, None)
+
+    def procdump(self) -> None:
+        """Ctrl-P: print the process list, from the kernel, as xv6 does."""
+        self._post(lambda _arg: self.write_prompt(self.kernel.procdump()), None)
+
+    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        if self.kernel.threaded:
+            self.kernel.loop.call_soon_threadsafe(fn, arg)
+        else:
+            fn(arg)
+
+    def _feed(self, line: str) -> None:
+        self.lines.append(line)
+        self.kernel.raise_irq(self.irq, IRQ_INPUT)
+
+    def _close(self, _arg: Any) -> None:
+        self.eof = True
+        self.kernel.raise_irq(self.irq, IRQ_INPUT)
+
+    def _interrupt(self, _arg: Any) -> None:
+        self.interrupts += 1
+        self.kernel.raise_irq(self.irq, IRQ_INTERRUPT)

@@ -1,0 +1,182 @@
+"""sh: the malvos shell.
+
+It reads a line from the console, splits it on `;`, and runs each command.
+Builtins live in `COMMANDS`, one generator function each; their docstrings
+are what `help` prints.  `run PROG [ARGS] [&]` starts a program from the
+program table, in the foreground (Ctrl-C interrupts it) or as a background
+job.  Bad input gets one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from kernel.errors import SyscallError
+from kernel.traps import (
+    Call,
+    Dmesg,
+    GetTime,
+    Kill,
+    MemInfo,
+    Message,
+    Poweroff,
+    ProcList,
+    Send,
+    Spawn,
+    WaitPid,
+)
+from userland.lib import UsageError, int_arg, println, write
+
+PROMPT = "$ "
+
+
+class Shell:
+    def __init__(self, proc) -> None:
+        self.proc = proc
+        self.con = proc.caps["console"]
+        self.jobs: dict[int, tuple[int, str]] = {}  # job number -> (pid, command line)
+        self.next_job = 1
+
+
+def shell(proc):
+    sh = Shell(proc)
+    while True:
+        r = yield Call(sh.con, Message("readline", PROMPT))
+        if r.msg.label != "line":
+            return 0
+        for command in str(r.msg.payload).split(";"):
+            yield from run_command(sh, command)
+
+
+def run_command(sh: Shell, command: str):
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        yield from println(sh.proc, f"sh: {exc}")
+        return
+    if not argv:
+        return
+    fn = COMMANDS.get(argv[0])
+    if fn is None:
+        yield from println(sh.proc, f"sh: {argv[0]}: command not found (try 'help')")
+        return
+    try:
+        yield from fn(sh, argv[1:])
+    except UsageError as exc:
+        yield from println(sh.proc, f"{argv[0]}: {exc}")
+    except SyscallError as exc:
+        yield from println(sh.proc, f"{argv[0]}: {exc}")
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_help(sh: Shell, args):
+    """help: list the commands"""
+    lines = ["commands:"]
+    for name, fn in COMMANDS.items():
+        lines.append(f"  {(fn.__doc__ or name).split(chr(10))[0]}")
+    yield from println(sh.proc, "\n".join(lines))
+
+
+def cmd_ps(sh: Shell, args):
+    """ps: list the tasks"""
+    rows = yield ProcList()
+    lines = [f"{'PID':>5} {'PPID':>5} {'STATE':<9} {'CPU(ms)':>9} {'RSS(KiB)':>9}  NAME"]
+    for pid, ppid, state, cpu_ns, rss, name in rows:
+        lines.append(f"{pid:>5} {ppid:>5} {state:<9} {cpu_ns / 1e6:>9.3f} {rss * 4:>9}  {name}")
+    yield from println(sh.proc, "\n".join(lines))
+
+
+def cmd_dmesg(sh: Shell, args):
+    """dmesg: print the kernel log"""
+    lines = yield Dmesg()
+    yield from println(sh.proc, "\n".join(lines))
+
+
+def cmd_free(sh: Shell, args):
+    """free: physical memory and swap, in KiB"""
+    m = yield MemInfo()
+    yield from println(
+        sh.proc,
+        f"{'':6}{'total':>10}{'used':>10}{'free':>10}\n"
+        f"{'Mem:':6}{m['total_kib']:>10}{m['used_kib']:>10}{m['free_kib']:>10}\n"
+        f"{'Swap:':6}{m['swap_total_kib']:>10}{m['swap_used_kib']:>10}"
+        f"{m['swap_total_kib'] - m['swap_used_kib']:>10}\n"
+        f"page faults {m['faults']}, swapped in {m['swap_ins']}, swapped out {m['swap_outs']}",
+    )
+
+
+def cmd_uptime(sh: Shell, args):
+    """uptime: virtual time since boot"""
+    now = yield GetTime()
+    rows = yield ProcList()
+    yield from println(sh.proc, f"up {now / 1e9:.6f} s, {len(rows)} tasks")
+
+
+def cmd_kill(sh: Shell, args):
+    """kill PID: end a task"""
+    pid = int_arg(args, 0, "pid", minimum=1)
+    yield Kill(pid)
+    yield from println(sh.proc, f"killed {pid}")
+
+
+def cmd_run(sh: Shell, args):
+    """run PROG [ARGS] [&]: start a program (in the background with &)"""
+    background = bool(args) and args[-1] == "&"
+    if background:
+        args = args[:-1]
+    elif args and args[-1].endswith("&"):
+        args = args[:-1] + [args[-1][:-1]]
+        background = True
+    if not args:
+        raise UsageError("usage: run PROG [ARGS] [&]")
+    pid = yield Spawn(args[0], tuple(args[1:]), caps={"console": sh.con})
+    if background:
+        job = sh.next_job
+        sh.next_job += 1
+        sh.jobs[job] = (pid, " ".join(args))
+        yield from println(sh.proc, f"[{job}] {pid}")
+        return
+    yield Send(sh.con, Message("foreground", pid))
+    try:
+        status = yield WaitPid(pid)
+    finally:
+        yield Send(sh.con, Message("foreground", 0))
+    if status == -2:
+        yield from write(sh.proc, "^C\n")
+    elif status != 0:
+        yield from println(sh.proc, f"{args[0]}: exited with status {status}")
+
+
+def cmd_jobs(sh: Shell, args):
+    """jobs: list background jobs"""
+    lines = []
+    for job, (pid, cmdline) in list(sh.jobs.items()):
+        status = yield WaitPid(pid, nohang=True)
+        if status is None:
+            lines.append(f"[{job}] {pid:>5} running   {cmdline}")
+        else:
+            lines.append(f"[{job}] {pid:>5} done ({status})  {cmdline}")
+            del sh.jobs[job]
+    yield from println(sh.proc, "\n".join(lines) if lines else "no jobs")
+
+
+def cmd_poweroff(sh: Shell, args):
+    """poweroff: halt the machine"""
+    yield from println(sh.proc, "powering off")
+    yield Call(sh.con, Message("status"))  # the console has printed everything before this
+    yield Poweroff()
+
+
+COMMANDS = {
+    "help": cmd_help,
+    "ps": cmd_ps,
+    "dmesg": cmd_dmesg,
+    "free": cmd_free,
+    "uptime": cmd_uptime,
+    "kill": cmd_kill,
+    "run": cmd_run,
+    "jobs": cmd_jobs,
+    "poweroff": cmd_poweroff,
+}
