@@ -1,0 +1,627 @@
+"""The vGPU engine: block dispatch, timing, clocks and power, compiled with numba (`drivers/vgpu`).
+
+This is the hot path of the virtual GPU.  It implements exactly the rules
+written out in `reference.py` (dispatch order, integer timing fixed at block
+start, clock switch latency, piecewise-constant power); the tests hold the
+two to identical results.  `Engine` is the Python face: it subclasses
+`api.VirtualGpu`, which validates every request, and keeps the device state
+in numpy tables that the `@njit(cache=True)` functions below update in place.
+
+Principles
+----------
+* The state is struct-of-arrays: each table is a 2-D int64 array with one
+  row per field (``atoms[A_NEXT, atom]``), so a field is contiguous and a
+  compiled function takes a handful of tables, not dozens of arrays.
+* The event loop (`_run`) is one page: take the next instant, apply clock
+  changes, end the blocks ending then, start blocks.  No Python objects.
+* Running blocks sit in a binary min-heap keyed by end time.
+* Queued atoms sit in FIFOs, one per (context, priority, block size, mask),
+  linked through the atom table.  All atoms of a FIFO fit the same TPCs, so
+  only its head can be dispatched.  The non-empty FIFOs are kept in priority
+  order, so choosing an atom for a TPC looks at FIFO heads of the top
+  priority level with work for that TPC, and no further.
+* A TPC is examined only when something may have changed for it: a block on
+  it ended, or an atom that includes it was launched.  A TPC that could take
+  nothing stays unable to until one of those happens (dispatch removes or
+  reorders candidates, never adds one), so this is exact, not a heuristic.
+* Growth (more atoms, FIFOs, contexts, clock requests, log space) happens in
+  Python between compiled calls; the loop stops and asks before the block
+  log could overflow.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
+from drivers.vgpu.presets import GpuSpec
+from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost
+
+# Integer scalars, in `sc`.
+S_NOW = 0  # virtual time, ns
+S_CLOCK = 1  # current clock, MHz
+S_FMAX = 2  # max clock, MHz
+S_BW = 3  # device bandwidth, MB/s
+S_SEQ = 4  # blocks dispatched so far; also the round-robin clock
+S_BUSY = 5  # TPCs with at least one block
+S_DEMAND = 6  # summed bandwidth demand of running blocks, MB/s
+S_NGROUPS = 7  # groups in the heap
+S_RUNNING = 8  # running blocks
+S_NDIRTY = 9  # TPCs to examine at the next dispatch
+S_CLK_HEAD = 10  # clock requests: next to apply
+S_CLK_TAIL = 11  # clock requests: one past the last
+S_LOG_ON = 12
+S_LOG_N = 13
+S_NDONE = 14  # atoms completed during the current run
+S_COMPLETED = 15  # blocks completed so far
+S_NQ = 16  # non-empty FIFOs, in the Q_ORDER row
+S_NTPC = 17
+S_FREE_SLOT = 18  # head of the free list of block slots
+S_PASS = 19  # dispatch passes so far
+S_NPASS = 20  # atoms that started blocks in the current pass
+N_SCALARS = 21
+
+# Float scalars, in `fs`.
+F_ENERGY = 0  # J
+F_IDLE_W = 1
+F_DYN_W = 2  # dynamic power of one busy TPC at the current clock
+F_MEM_W_PER_MBPS = 3
+N_FLOATS = 4
+
+# Rows of the atom table, indexed by atom id.
+A_UNITS = 0  # TPC capacity units one block holds
+A_COMPUTE = 1  # compute-bound ns per block at f_max
+A_MEM = 2  # memory-bound ns per block, uncontended
+A_DEMAND = 3  # MB/s one running block draws
+A_NEXT = 4  # next block to dispatch
+A_END = 5  # one past the atom's last block
+A_RUNNING = 6
+A_CTX = 7
+A_LINK = 8  # next atom in the same FIFO, -1 at the tail
+A_DONE_NS = 9  # completion time, -1 until then
+A_PASS = 10  # the last dispatch pass that started blocks of the atom
+A_GROUP = 11  # first slot of the blocks it started in that pass
+A_GROUP_END = 12  # when they end
+N_ATOM_ROWS = 13
+
+# Rows of the FIFO table, indexed by FIFO id (Q_ORDER by position).
+Q_PRIO = 0
+Q_CTX = 1
+Q_KEY = 2  # (-priority << 32) + context: the FIFO's place in the dispatch order
+Q_UNITS = 3
+Q_HEAD = 4
+Q_TAIL = 5
+Q_ORDER = 6  # the non-empty FIFOs, sorted by Q_KEY
+N_FIFO_ROWS = 7
+
+# Rows of the TPC table.
+T_FREE = 0  # free capacity units
+T_BLOCKS = 1  # running blocks
+T_DIRTY = 2  # 1 while listed in T_DIRTY_LIST
+T_DIRTY_LIST = 3  # TPCs to examine (first S_NDIRTY entries)
+# A lower bound on the smallest block of the queued atoms that may use the
+# TPC.  A TPC with less free capacity can take nothing and is not scanned.
+# Launches lower it at once; a scan that finds nothing sets it exactly;
+# atoms running out only leave it (safely) low.
+T_MIN_UNITS = 4
+N_TPC_ROWS = 5
+
+# Rows of the block slots, the heap, the clock requests and the block log.
+SL_ITEM = 0  # atom << 8 | tpc
+SL_NEXT = 1  # next slot of the same group, or of the free list; -1 ends
+H_END = 0
+H_SLOT = 1  # first slot of the group
+K_TIME = 0
+K_MHZ = 1
+L_ATOM, L_BLOCK, L_TPC, L_START, L_END = range(5)
+
+# What `_run` stopped for.
+RUN_REACHED = 0  # reached `until`, or nothing left to happen
+RUN_COMPLETIONS = 1  # atoms completed (stop-on-completion mode)
+RUN_LOG_FULL = 2  # the block log needs more room before the next dispatch
+
+_TPC_BITS = 8  # at most 256 TPCs
+
+
+class EngineState(NamedTuple):
+    """The whole device state: numpy tables the compiled functions update in place."""
+
+    sc: np.ndarray  # int64 scalars (S_*)
+    fs: np.ndarray  # float64 scalars (F_*)
+    atoms: np.ndarray  # int64 [N_ATOM_ROWS, atom capacity]
+    fifos: np.ndarray  # int64 [N_FIFO_ROWS, FIFO capacity]
+    fifo_mask: np.ndarray  # uint64 [FIFO capacity, mask words]
+    ctx_last: np.ndarray  # int64 per context: dispatch seq when last served, -1 never
+    tpcs: np.ndarray  # int64 [N_TPC_ROWS, n_tpcs]
+    pending: np.ndarray  # uint64 mask words: TPCs of atoms launched since the last run
+    slots: np.ndarray  # int64 [2, n_tpcs * 16]: one per block that can run at once
+    heap: np.ndarray  # int64 [2, n_tpcs * 16]: groups of running blocks, min-heap on H_END
+    pass_atoms: np.ndarray  # int64: atoms that started blocks in the current pass
+    clocks: np.ndarray  # int64 [2, capacity]: requested clocks, in effect order
+    clock_dyn_w: np.ndarray  # float64: per-TPC dynamic power at each requested clock
+    done: np.ndarray  # int64: atoms completed during the current run
+    log: np.ndarray  # int64 [5, capacity]: the block log
+
+
+# -- the compiled core -------------------------------------------------------
+
+
+@njit(cache=True)
+def _run(st, until, stop_on_completion):
+    """The event loop: runs to `until` and returns one of the RUN_* codes.
+
+    The helpers are closures over the state tables, which the compiler
+    inlines; passing the tables as arguments would cost a reference-count
+    update per table per call in the innermost loop.
+    """
+    sc, fs, atoms, fifos, fifo_mask = st.sc, st.fs, st.atoms, st.fifos, st.fifo_mask
+    ctx_last, tpcs, slots, heap, log = st.ctx_last, st.tpcs, st.slots, st.heap, st.log
+    clocks, pass_atoms = st.clocks, st.pass_atoms
+
+    # The heap is 4-ary: half the depth of a binary heap, and the four
+    # children of a node share a cache line.
+    def heap_push(end, slot):
+        """Add a group of blocks that all end at `end`."""
+        i = sc[S_NGROUPS]
+        sc[S_NGROUPS] = i + 1
+        while i > 0:
+            parent = (i - 1) >> 2
+            if heap[H_END, parent] <= end:
+                break
+            heap[H_END, i] = heap[H_END, parent]
+            heap[H_SLOT, i] = heap[H_SLOT, parent]
+            i = parent
+        heap[H_END, i] = end
+        heap[H_SLOT, i] = slot
+
+    def heap_pop():
+        """Remove the group that ends first; return its first slot."""
+        top = heap[H_SLOT, 0]
+        n = sc[S_NGROUPS] - 1
+        sc[S_NGROUPS] = n
+        end = heap[H_END, n]
+        slot = heap[H_SLOT, n]
+        i = 0
+        while True:
+            first = 4 * i + 1
+            if first >= n:
+                break
+            child = first
+            child_end = heap[H_END, first]
+            for c in range(first + 1, min(first + 4, n)):
+                if heap[H_END, c] < child_end:
+                    child, child_end = c, heap[H_END, c]
+            if child_end >= end:
+                break
+            heap[H_END, i] = child_end
+            heap[H_SLOT, i] = heap[H_SLOT, child]
+            i = child
+        heap[H_END, i] = end
+        heap[H_SLOT, i] = slot
+        return top
+
+    def mark_dirty(tpc):
+        if tpcs[T_DIRTY, tpc] == 0:
+            tpcs[T_DIRTY, tpc] = 1
+            tpcs[T_DIRTY_LIST, sc[S_NDIRTY]] = tpc
+            sc[S_NDIRTY] += 1
+
+    def integrate_to(t):
+        """Power is constant since the last instant: add its energy exactly."""
+        in_use = min(sc[S_DEMAND], sc[S_BW])
+        power = fs[F_IDLE_W] + sc[S_BUSY] * fs[F_DYN_W] + fs[F_MEM_W_PER_MBPS] * in_use
+        fs[F_ENERGY] += power * (t - sc[S_NOW]) * 1e-9
+        sc[S_NOW] = t
+
+    def choose_fifo(tpc, free):
+        """Position in Q_ORDER of the FIFO whose head `tpc` takes next, or -1."""
+        word = tpc >> 6
+        bit = np.uint64(1) << np.uint64(tpc & 63)
+        best_i = -1
+        best_prio = 0
+        best_last = 0
+        best_ctx = 0
+        best_atom = 0
+        smallest = UNITS_PER_TPC + 1  # smallest block of the FIFOs that may use `tpc`
+        for i in range(sc[S_NQ]):
+            q = fifos[Q_ORDER, i]
+            prio = fifos[Q_PRIO, q]
+            if best_i >= 0 and prio < best_prio:
+                break  # FIFOs are in priority order: nothing later can win
+            if (fifo_mask[q, word] & bit) == 0:
+                continue
+            units = fifos[Q_UNITS, q]
+            smallest = min(smallest, units)
+            if units > free:
+                continue
+            # Equal priority: the least recently served context, then the lower
+            # context id, then the earlier launch.
+            ctx = fifos[Q_CTX, q]
+            last = ctx_last[ctx]
+            atom = fifos[Q_HEAD, q]
+            if (
+                best_i < 0
+                or last < best_last
+                or (
+                    last == best_last and (ctx < best_ctx or (ctx == best_ctx and atom < best_atom))
+                )
+            ):
+                best_i, best_prio, best_last, best_ctx, best_atom = i, prio, last, ctx, atom
+        if best_i < 0:  # every FIFO was scanned: the bound is now exact
+            tpcs[T_MIN_UNITS, tpc] = smallest
+        return best_i
+
+    def start_block(order_i, tpc):
+        """Start the next block of the head of FIFO Q_ORDER[order_i] on `tpc`."""
+        q = fifos[Q_ORDER, order_i]
+        a = fifos[Q_HEAD, q]
+        block = atoms[A_NEXT, a]
+        atoms[A_NEXT, a] = block + 1
+        if block + 1 == atoms[A_END, a]:  # no blocks left: off its FIFO
+            nxt = atoms[A_LINK, a]
+            fifos[Q_HEAD, q] = nxt
+            if nxt < 0:  # the FIFO is empty: out of the dispatch order
+                fifos[Q_TAIL, q] = -1
+                n = sc[S_NQ] - 1
+                for j in range(order_i, n):
+                    fifos[Q_ORDER, j] = fifos[Q_ORDER, j + 1]
+                sc[S_NQ] = n
+        seq = sc[S_SEQ]
+        sc[S_SEQ] = seq + 1
+        ctx_last[atoms[A_CTX, a]] = seq
+        if tpcs[T_BLOCKS, tpc] == 0:
+            sc[S_BUSY] += 1
+        tpcs[T_BLOCKS, tpc] += 1
+        tpcs[T_FREE, tpc] -= atoms[A_UNITS, a]
+        sc[S_DEMAND] += atoms[A_DEMAND, a]
+        sc[S_RUNNING] += 1
+        atoms[A_RUNNING, a] += 1
+        # The block joins its atom's group for this pass: blocks of one atom
+        # started at one instant end together.
+        slot = sc[S_FREE_SLOT]
+        sc[S_FREE_SLOT] = slots[SL_NEXT, slot]
+        slots[SL_ITEM, slot] = (a << _TPC_BITS) | tpc
+        if atoms[A_PASS, a] != sc[S_PASS]:
+            atoms[A_PASS, a] = sc[S_PASS]
+            atoms[A_GROUP, a] = -1
+            pass_atoms[sc[S_NPASS]] = a
+            sc[S_NPASS] += 1
+        slots[SL_NEXT, slot] = atoms[A_GROUP, a]
+        atoms[A_GROUP, a] = slot
+        if sc[S_LOG_ON] != 0:
+            n = sc[S_LOG_N]
+            log[L_ATOM, n] = a
+            log[L_BLOCK, n] = block
+            log[L_TPC, n] = tpc
+            log[L_START, n] = sc[S_NOW]
+            sc[S_LOG_N] = n + 1
+
+    def dispatch():
+        """One dispatch pass (see reference.py), then fix the new blocks' ends."""
+        sc[S_PASS] += 1
+        sc[S_NPASS] = 0
+        log_begin = sc[S_LOG_N]
+        n = sc[S_NDIRTY]
+        for i in range(1, n):  # insertion sort: usually one or two entries
+            t = tpcs[T_DIRTY_LIST, i]
+            j = i - 1
+            while j >= 0 and tpcs[T_DIRTY_LIST, j] > t:
+                tpcs[T_DIRTY_LIST, j + 1] = tpcs[T_DIRTY_LIST, j]
+                j -= 1
+            tpcs[T_DIRTY_LIST, j + 1] = t
+        while n > 0:  # rounds: each dirty TPC, ascending, takes at most one block
+            kept = 0
+            for i in range(n):
+                tpc = tpcs[T_DIRTY_LIST, i]
+                free = tpcs[T_FREE, tpc]
+                order_i = -1
+                if free >= tpcs[T_MIN_UNITS, tpc]:
+                    order_i = choose_fifo(tpc, free)
+                if order_i >= 0:
+                    start_block(order_i, tpc)
+                    tpcs[T_DIRTY_LIST, kept] = tpc
+                    kept += 1
+                else:
+                    tpcs[T_DIRTY, tpc] = 0
+            n = kept
+        sc[S_NDIRTY] = 0
+
+        # Timing, fixed now that the pass is over and the contention known:
+        # the compute part scales with f_max / f, the memory part with demand.
+        clock, fmax, bw, demand, now = sc[S_CLOCK], sc[S_FMAX], sc[S_BW], sc[S_DEMAND], sc[S_NOW]
+        for k in range(sc[S_NPASS]):
+            a = pass_atoms[k]
+            if clock == fmax:
+                duration = atoms[A_COMPUTE, a]
+            else:
+                duration = (atoms[A_COMPUTE, a] * fmax + clock - 1) // clock
+            if demand <= bw:
+                duration += atoms[A_MEM, a]
+            else:
+                duration += (atoms[A_MEM, a] * demand + bw - 1) // bw
+            atoms[A_GROUP_END, a] = now + duration
+            heap_push(now + duration, atoms[A_GROUP, a])
+        for i in range(log_begin, sc[S_LOG_N]):
+            log[L_END, i] = atoms[A_GROUP_END, log[L_ATOM, i]]
+
+    def end_group(t, slot):
+        """The blocks of a group end at `t`: free their TPCs and slots."""
+        while slot >= 0:
+            item = slots[SL_ITEM, slot]
+            nxt = slots[SL_NEXT, slot]
+            slots[SL_NEXT, slot] = sc[S_FREE_SLOT]
+            sc[S_FREE_SLOT] = slot
+            slot = nxt
+            a = item >> _TPC_BITS
+            tpc = item & ((1 << _TPC_BITS) - 1)
+            tpcs[T_FREE, tpc] += atoms[A_UNITS, a]
+            tpcs[T_BLOCKS, tpc] -= 1
+            if tpcs[T_BLOCKS, tpc] == 0:
+                sc[S_BUSY] -= 1
+            sc[S_DEMAND] -= atoms[A_DEMAND, a]
+            sc[S_RUNNING] -= 1
+            sc[S_COMPLETED] += 1
+            mark_dirty(tpc)
+            atoms[A_RUNNING, a] -= 1
+            if atoms[A_RUNNING, a] == 0 and atoms[A_NEXT, a] == atoms[A_END, a]:
+                atoms[A_DONE_NS, a] = t
+                st.done[sc[S_NDONE]] = a
+                sc[S_NDONE] += 1
+
+    sc[S_NDONE] = 0
+    for w in range(st.pending.shape[0]):  # the TPCs of atoms launched since the last run
+        bits = st.pending[w]
+        for b in range(64):
+            if (bits >> np.uint64(b)) & np.uint64(1):
+                mark_dirty(w * 64 + b)
+        st.pending[w] = 0
+    log_room_needed = sc[S_NTPC] * MAX_BLOCKS_PER_TPC
+
+    # This loop is the event loop.
+    while True:
+        if sc[S_NDIRTY] > 0:
+            if sc[S_LOG_ON] != 0 and log.shape[1] - sc[S_LOG_N] < log_room_needed:
+                return RUN_LOG_FULL
+            dispatch()
+
+        # The next instant: a group of blocks ends, or a clock request takes effect.
+        t = FOREVER_NS
+        if sc[S_NGROUPS] > 0:
+            t = heap[H_END, 0]
+        head = sc[S_CLK_HEAD]
+        if head < sc[S_CLK_TAIL] and clocks[K_TIME, head] < t:
+            t = clocks[K_TIME, head]
+        if t == FOREVER_NS or t > until:  # nothing more happens by `until`
+            if until != FOREVER_NS:
+                integrate_to(until)
+            return RUN_REACHED
+        integrate_to(t)
+
+        while head < sc[S_CLK_TAIL] and clocks[K_TIME, head] == t:
+            sc[S_CLOCK] = clocks[K_MHZ, head]
+            fs[F_DYN_W] = st.clock_dyn_w[head]
+            head += 1
+        sc[S_CLK_HEAD] = head
+
+        while sc[S_NGROUPS] > 0 and heap[H_END, 0] == t:
+            end_group(t, heap_pop())
+        if stop_on_completion and sc[S_NDONE] > 0:
+            return RUN_COMPLETIONS
+
+
+# -- the Python face ---------------------------------------------------------
+
+
+def _widened(table: np.ndarray, size: int, fill, axis: int) -> np.ndarray:
+    """`table` grown to `size` along `axis`, new entries set to `fill`."""
+    shape = list(table.shape)
+    shape[axis] = size
+    out = np.full(shape, fill, dtype=table.dtype)
+    index = [slice(None)] * table.ndim
+    index[axis] = slice(0, table.shape[axis])
+    out[tuple(index)] = table
+    return out
+
+
+def _mask_words(mask: int, words: int) -> list[int]:
+    return [(mask >> (64 * w)) & 0xFFFF_FFFF_FFFF_FFFF for w in range(words)]
+
+
+class Engine(VirtualGpu):
+    """The virtual GPU with its numba timing back end.  See `api.VirtualGpu` for the API."""
+
+    def __init__(
+        self,
+        spec: GpuSpec | str = "a100",
+        *,
+        record_blocks: bool = False,
+        atom_capacity: int = 256,
+    ) -> None:
+        super().__init__(spec, record_blocks=record_blocks)
+        spec = self.spec
+        n = spec.n_tpcs
+        self._words = (n + 63) // 64
+        i64 = np.int64
+        sc = np.zeros(N_SCALARS, i64)
+        sc[S_CLOCK] = sc[S_FMAX] = spec.max_clock_mhz
+        sc[S_BW] = spec.bandwidth_mbps
+        sc[S_LOG_ON] = int(self.record_blocks)
+        sc[S_NTPC] = n
+        fs = np.zeros(N_FLOATS, np.float64)
+        fs[F_IDLE_W] = spec.idle_power_w
+        fs[F_DYN_W] = spec.dynamic_power_per_tpc_w(spec.max_clock_mhz)
+        fs[F_MEM_W_PER_MBPS] = spec.mem_w_per_mbps()
+        tpcs = np.zeros((N_TPC_ROWS, n), i64)
+        tpcs[T_FREE] = UNITS_PER_TPC
+        tpcs[T_MIN_UNITS] = UNITS_PER_TPC + 1
+        cap = max(1, atom_capacity)
+        n_slots = n * MAX_BLOCKS_PER_TPC  # the most blocks that can run at once
+        slots = np.zeros((2, n_slots), i64)
+        slots[SL_NEXT] = np.arange(1, n_slots + 1)
+        slots[SL_NEXT, -1] = -1
+        log_cap = 4 * n * MAX_BLOCKS_PER_TPC if self.record_blocks else 0
+        self._st = EngineState(
+            sc=sc,
+            fs=fs,
+            atoms=np.zeros((N_ATOM_ROWS, cap), i64),
+            fifos=np.zeros((N_FIFO_ROWS, 8), i64),
+            fifo_mask=np.zeros((8, self._words), np.uint64),
+            ctx_last=np.full(8, -1, i64),
+            tpcs=tpcs,
+            pending=np.zeros(self._words, np.uint64),
+            slots=slots,
+            heap=np.zeros((2, n_slots), i64),
+            pass_atoms=np.zeros(n_slots, i64),
+            clocks=np.zeros((2, 8), i64),
+            clock_dyn_w=np.zeros(8, np.float64),
+            done=np.zeros(cap, i64),
+            log=np.zeros((5, log_cap), i64),
+        )
+        self._fifo_of: dict[tuple[int, int, int, int], int] = {}
+
+    def _grow(self, field: str, size: int, fill=0, axis: int = -1) -> None:
+        table = getattr(self._st, field)
+        self._st = self._st._replace(**{field: _widened(table, size, fill, axis)})
+
+    # -- the back end --------------------------------------------------------
+
+    def _backend_add_context(self, ctx: int) -> None:
+        if ctx >= self._st.ctx_last.shape[0]:
+            self._grow("ctx_last", 2 * (ctx + 1), fill=-1)
+
+    def _fifo(self, ctx: int, priority: int, units: int, mask: int) -> int:
+        """The FIFO for atoms of this context, priority, block size and mask."""
+        key = (ctx, priority, units, mask)
+        q = self._fifo_of.get(key)
+        if q is None:
+            q = len(self._fifo_of)
+            self._fifo_of[key] = q
+            if q >= self._st.fifos.shape[1]:
+                self._grow("fifos", 2 * (q + 1))
+                self._grow("fifo_mask", 2 * (q + 1), axis=0)
+            fifos = self._st.fifos
+            fifos[Q_PRIO, q] = priority
+            fifos[Q_CTX, q] = ctx
+            fifos[Q_KEY, q] = (-priority << 32) + ctx
+            fifos[Q_UNITS, q] = units
+            fifos[Q_HEAD, q] = fifos[Q_TAIL, q] = -1
+            self._st.fifo_mask[q] = _mask_words(mask, self._words)
+        return q
+
+    def _backend_launch(
+        self,
+        atom_id: int,
+        ctx: int,
+        priority: int,
+        begin: int,
+        end: int,
+        mask: int,
+        cost: BlockCost,
+    ) -> None:
+        if atom_id >= self._st.atoms.shape[1]:
+            self._grow("atoms", 2 * (atom_id + 1))
+            self._grow("done", 2 * (atom_id + 1))
+        q = self._fifo(ctx, priority, cost.units, mask)
+        st = self._st
+        atoms = st.atoms
+        atoms[:, atom_id] = -1
+        atoms[A_UNITS, atom_id] = cost.units
+        atoms[A_COMPUTE, atom_id] = cost.compute_ns
+        atoms[A_MEM, atom_id] = cost.mem_ns
+        atoms[A_DEMAND, atom_id] = cost.demand_mbps
+        atoms[A_NEXT, atom_id] = begin
+        atoms[A_END, atom_id] = end
+        atoms[A_RUNNING, atom_id] = 0
+        atoms[A_CTX, atom_id] = ctx
+        atoms[A_PASS, atom_id] = 0
+        np.bitwise_or(st.pending, st.fifo_mask[q], out=st.pending)
+        fifos, sc = st.fifos, st.sc
+        tail = fifos[Q_TAIL, q]
+        if tail >= 0:
+            atoms[A_LINK, tail] = atom_id
+        else:  # the FIFO was empty: it joins the dispatch order
+            fifos[Q_HEAD, q] = atom_id
+            n = int(sc[S_NQ])
+            order = fifos[Q_ORDER]
+            at = int(np.searchsorted(fifos[Q_KEY, order[:n]], fifos[Q_KEY, q], side="right"))
+            order[at + 1 : n + 1] = order[at:n].copy()
+            order[at] = q
+            sc[S_NQ] = n + 1
+        fifos[Q_TAIL, q] = atom_id
+        in_mask = np.flatnonzero(
+            np.unpackbits(st.fifo_mask[q].view(np.uint8), bitorder="little")[: self.spec.n_tpcs]
+        )
+        st.tpcs[T_MIN_UNITS, in_mask] = np.minimum(st.tpcs[T_MIN_UNITS, in_mask], cost.units)
+
+    def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
+        sc = self._st.sc
+        head, tail = int(sc[S_CLK_HEAD]), int(sc[S_CLK_TAIL])
+        if head == tail:
+            head = tail = 0
+        elif tail == self._st.clocks.shape[1]:
+            self._grow("clocks", 2 * tail)
+            self._grow("clock_dyn_w", 2 * tail)
+        st = self._st
+        st.clocks[K_TIME, tail] = effective_ns
+        st.clocks[K_MHZ, tail] = clock_mhz
+        st.clock_dyn_w[tail] = self.spec.dynamic_power_per_tpc_w(clock_mhz)
+        sc[S_CLK_HEAD], sc[S_CLK_TAIL] = head, tail + 1
+
+    def _backend_run(self, until_ns: int, stop_on_completion: bool) -> list[tuple[int, int]]:
+        done: list[tuple[int, int]] = []
+        while True:
+            status = _run(self._st, until_ns, stop_on_completion)
+            st = self._st
+            atoms = st.done[: st.sc[S_NDONE]]
+            done.extend(zip(st.atoms[A_DONE_NS, atoms].tolist(), atoms.tolist(), strict=True))
+            if status != RUN_LOG_FULL:
+                done.sort()
+                return done
+            self._grow("log", 2 * st.log.shape[1] + 1)
+
+    def _backend_tpc_units(self) -> list[int]:
+        return (UNITS_PER_TPC - self._st.tpcs[T_FREE]).tolist()
+
+    def _backend_demand_mbps(self) -> int:
+        return int(self._st.sc[S_DEMAND])
+
+    def _backend_counts(self) -> tuple[int, int]:
+        return int(self._st.sc[S_SEQ]), int(self._st.sc[S_COMPLETED])
+
+    def _backend_pending_clocks(self) -> list[tuple[int, int]]:
+        st = self._st
+        live = slice(st.sc[S_CLK_HEAD], st.sc[S_CLK_TAIL])
+        return list(
+            zip(st.clocks[K_TIME, live].tolist(), st.clocks[K_MHZ, live].tolist(), strict=True)
+        )
+
+    def _backend_block_log(self) -> list[BlockRecord]:
+        rows = self._st.log[:, : self._st.sc[S_LOG_N]].T.tolist()
+        return [BlockRecord(*row) for row in rows]
+
+    @property
+    def now_ns(self) -> int:
+        return int(self._st.sc[S_NOW])
+
+    @property
+    def clock_mhz(self) -> int:
+        return int(self._st.sc[S_CLOCK])
+
+    @property
+    def energy_j(self) -> float:
+        return float(self._st.fs[F_ENERGY])
+
+    @property
+    def busy_tpcs(self) -> int:
+        return int(self._st.sc[S_BUSY])
+
+    @property
+    def running_blocks(self) -> int:
+        return int(self._st.sc[S_RUNNING])
+
+    @property
+    def blocks_dispatched(self) -> int:
+        return int(self._st.sc[S_SEQ])
