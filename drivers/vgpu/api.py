@@ -157,7 +157,7 @@ class VirtualGpu(abc.ABC):
         if not isinstance(kernel, KernelDesc):
             raise InvalidArgument(f"expected a KernelDesc, got {kernel!r}")
         self._kernels.append(kernel)
-        self._costs.append(BlockCost.of(kernel, self.spec.n_tpcs, self.spec.bandwidth_mbps))
+        self._costs.append(BlockCost.of(kernel, self.spec))
         self._launched_begins.append([])
         self._launched_ends.append([])
         self._kernel_blocks_done.append(0)

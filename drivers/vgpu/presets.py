@@ -73,6 +73,9 @@ class GpuSpec:
     switch_latency_ns: int = attrs.field(validator=_positive)
     #: Peak FP32 throughput at max clock, in TFLOP/s (functional kernels' timing).
     peak_fp32_tflops: float = attrs.field(validator=_positive)
+    #: Share of the device's block slots with which a purely memory-bound
+    #: kernel saturates DRAM bandwidth (see `work.BlockCost`).
+    dram_saturation_share: float = attrs.field(default=0.25, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_clock_mhz > self.max_clock_mhz:
@@ -91,6 +94,8 @@ class GpuSpec:
                 f"GpuSpec {self.name!r}: ridge_clock_mhz {self.ridge_clock_mhz} lies outside "
                 f"the clock range {self.min_clock_mhz}-{self.max_clock_mhz} MHz"
             )
+        if self.dram_saturation_share > 1:
+            raise InvalidArgument(f"GpuSpec {self.name!r}: dram_saturation_share above 1")
         if self.n_tpcs > 256:
             raise InvalidArgument(f"GpuSpec {self.name!r}: at most 256 TPCs are supported")
         if self.bandwidth_mbps < 1:
@@ -223,6 +228,24 @@ h100 = GpuSpec(
 )
 
 PRESETS: dict[str, GpuSpec] = {spec.name: spec for spec in (a100, h100)}
+
+
+def scaled(spec: GpuSpec, n_tpcs: int, switch_latency_ns: int | None = None) -> GpuSpec:
+    """`spec` cut down to `n_tpcs` TPCs, with bandwidth in proportion.
+
+    For small devices in tests and for the slices of a partitioned GPU.
+    Memory and the per-TPC power constants are kept; memory power scales
+    with the bandwidth.
+    """
+    return attrs.evolve(
+        spec,
+        name=f"{spec.name}/{n_tpcs}",
+        n_tpcs=n_tpcs,
+        bandwidth_gbps=spec.bandwidth_gbps * n_tpcs / spec.n_tpcs,
+        switch_latency_ns=spec.switch_latency_ns
+        if switch_latency_ns is None
+        else switch_latency_ns,
+    )
 
 
 def get_preset(name: str) -> GpuSpec:

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from drivers.vgpu.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from drivers.vgpu.presets import GpuSpec
 
 #: Capacity units of one TPC: lcm(1..16), so every 1/b share is an integer.
 UNITS_PER_TPC = 720720
@@ -199,11 +202,25 @@ def atomize(
 class BlockCost:
     """A kernel's blocks in the engine's integer units on one device.
 
-    ``mem_ns = round(block_duration_ns * mem_fraction)`` is the memory-bound
-    part and ``compute_ns`` the rest.  A running block draws
-    ``demand_mbps = round(mem_fraction * bandwidth_mbps / (n_tpcs * blocks_per_tpc))``:
-    a purely memory-bound kernel that fills the whole device draws exactly the
-    device's bandwidth.
+    Memory model.  A block of a kernel with memory-bound fraction ``m``
+    would, unhindered, stream from DRAM at ``m / s`` times its equal share of
+    the bandwidth, with ``s`` the spec's `dram_saturation_share`: a purely
+    memory-bound kernel saturates DRAM with a share ``s`` of the device's
+    block slots (a quarter by default).  So a block draws::
+
+        demand_mbps = round(m / s * bandwidth_mbps / (n_tpcs * blocks_per_tpc))
+
+    and, when the running blocks draw more than the bandwidth, every memory
+    part stretches by ``demand / bandwidth``.  The kernel's block duration is
+    what it took *alone on the whole device*, already stretched by its own
+    ``max(1, m / s)``; the unhindered memory part is therefore::
+
+        mem_ns = round(block_duration_ns * m / max(1, m / s))
+
+    and ``compute_ns = block_duration_ns - round(block_duration_ns * m)``.
+    Alone on the whole device a block lasts its `block_duration_ns` (to the
+    rounding); on fewer TPCs a memory-bound kernel's blocks run faster, as on
+    real GPUs; two memory-bound kernels side by side slow each other down.
     """
 
     units: int
@@ -212,12 +229,14 @@ class BlockCost:
     demand_mbps: int
 
     @classmethod
-    def of(cls, kernel: KernelDesc, n_tpcs: int, bandwidth_mbps: int) -> BlockCost:
-        mem_ns = round(kernel.block_duration_ns * kernel.mem_fraction)
-        slots = n_tpcs * kernel.blocks_per_tpc
+    def of(cls, kernel: KernelDesc, spec: GpuSpec) -> BlockCost:
+        m = kernel.mem_fraction
+        oversubscription = m / spec.dram_saturation_share
+        slots = spec.n_tpcs * kernel.blocks_per_tpc
+        mem_isolated_ns = round(kernel.block_duration_ns * m)
         return cls(
             units=kernel.block_units,
-            compute_ns=kernel.block_duration_ns - mem_ns,
-            mem_ns=mem_ns,
-            demand_mbps=round(kernel.mem_fraction * bandwidth_mbps / slots),
+            compute_ns=kernel.block_duration_ns - mem_isolated_ns,
+            mem_ns=round(kernel.block_duration_ns * m / max(1.0, oversubscription)),
+            demand_mbps=round(oversubscription * spec.bandwidth_mbps / slots),
         )
