@@ -19,11 +19,19 @@ def _write(text: str) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    config = {"seed": args.seed, "cpus": args.cpus, "frames": args.frames, "log_format": args.log_format}
+    config = {
+        "seed": args.seed,
+        "cpus": args.cpus,
+        "frames": args.frames,
+        "log_format": args.log_format,
+    }
     if args.headless or args.run is not None:
         return boot_headless(args.run or "", config)
     if not sys.stdin.isatty():
-        print("malv boot: standard input is not a terminal; use --headless --run \"cmd; cmd\"", file=sys.stderr)
+        print(
+            'malv boot: standard input is not a terminal; use --headless --run "cmd; cmd"',
+            file=sys.stderr,
+        )
         return 2
     from image.terminal import run_interactive
 
@@ -62,7 +70,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = BENCHMARKS if args.name in (None, "all") else (args.name,)
     for name in names:
         if name not in BENCHMARKS:
-            print(f"malv bench: unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+            print(
+                f"malv bench: unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}",
+                file=sys.stderr,
+            )
             return 2
     for name in names:
         module = importlib.import_module(f"bench.{name}")
@@ -74,15 +85,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="malv", description="malvos: boot, benchmark and experiment")
+    parser = argparse.ArgumentParser(
+        prog="malv", description="malvos: boot, benchmark and experiment"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     boot = sub.add_parser("boot", help="boot the kernel (interactive in a terminal, or headless)")
-    boot.add_argument("--headless", action="store_true", help="no person present: run --run and power off")
+    boot.add_argument(
+        "--headless", action="store_true", help="no person present: run --run and power off"
+    )
     boot.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
-    boot.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    boot.add_argument(
+        "--seed", type=int, default=0, help="seed for every random choice (default 0)"
+    )
     boot.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
-    boot.add_argument("--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)")
+    boot.add_argument(
+        "--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)"
+    )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
     boot.set_defaults(func=cmd_boot)
 

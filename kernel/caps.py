@@ -88,7 +88,9 @@ class CSpace:
                 f"slot {slot} lacks rights {Rights.describe(need)} (has {Rights.describe(cap.rights)})"
             )
         if kind is not None and type(cap.obj) is not kind and not isinstance(cap.obj, kind):
-            raise CapabilityError(f"slot {slot} names a {type(cap.obj).__name__}, not a {kind.__name__}")
+            raise CapabilityError(
+                f"slot {slot} names a {type(cap.obj).__name__}, not a {kind.__name__}"
+            )
         return cap
 
     def delete(self, slot: int) -> list[Any]:

@@ -32,7 +32,13 @@ class _Sink:
 
 
 class KernelLog:
-    def __init__(self, clock: Callable[[], int], fmt: str = "console", capacity: int = 4096, kernel_name: str = "") -> None:
+    def __init__(
+        self,
+        clock: Callable[[], int],
+        fmt: str = "console",
+        capacity: int = 4096,
+        kernel_name: str = "",
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown log format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt
@@ -55,7 +61,10 @@ class KernelLog:
             record["kernel"] = self.kernel_name
         record.update(event)
         self.ring.append(record)
-        if self.echo is not None and _LEVELS.get(record.get("level", "info"), 20) >= self.echo_level:
+        if (
+            self.echo is not None
+            and _LEVELS.get(record.get("level", "info"), 20) >= self.echo_level
+        ):
             self.echo(self.render(record) + "\n")
         return ""  # the record is stored; the sink needs nothing
 
@@ -77,7 +86,9 @@ class KernelLog:
             return self._json(None, "", dict(record))
         t = record["t_ns"] / 1e9
         extra = "  ".join(
-            f"{k}={v}" for k, v in record.items() if k not in ("t_ns", "subsystem", "event", "level", "kernel")
+            f"{k}={v}"
+            for k, v in record.items()
+            if k not in ("t_ns", "subsystem", "event", "level", "kernel")
         )
         level = record.get("level", "info")
         mark = "" if level == "info" else f"{level.upper()}: "

@@ -24,7 +24,9 @@ IRQ_INTERRUPT = 2
 
 
 class Tty:
-    def __init__(self, kernel: Kernel, sink: Callable[[str], None] | None = None, echo_input: bool = True) -> None:
+    def __init__(
+        self, kernel: Kernel, sink: Callable[[str], None] | None = None, echo_input: bool = True
+    ) -> None:
         self.kernel = kernel
         self.lines: deque[str] = deque()
         self.eof = False
