@@ -27,7 +27,6 @@ import tty as termtty
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
-from prompt_toolkit.patch_stdout import patch_stdout
 
 from kernel import Kernel
 
@@ -38,6 +37,7 @@ def run_interactive(k: Kernel) -> int:
     """Drive a booted-in-realtime kernel from this terminal until poweroff."""
     prompts: queue.Queue[str] = queue.Queue()
     k.tty.on_prompt = prompts.put
+    k.tty.echo_input = False  # prompt_toolkit already shows what was typed
     worker = threading.Thread(target=_run_kernel, args=(k,), name="malvos-kernel", daemon=True)
     worker.start()
 
@@ -48,20 +48,20 @@ def run_interactive(k: Kernel) -> int:
         k.tty.procdump()
 
     session: PromptSession[str] = PromptSession(history=InMemoryHistory(), key_bindings=bindings)
-    with patch_stdout(raw=True):
-        while not k.halted:
-            prompt = _wait_for_prompt(k, prompts)
-            if prompt is None:
-                break
-            try:
-                line = session.prompt(prompt)
-            except KeyboardInterrupt:
-                prompts.put(prompt)  # Ctrl-C at the prompt: a fresh prompt
-                continue
-            except EOFError:
-                k.tty.close()
-                continue
-            k.tty.feed(line)
+    while not k.halted:
+        prompt = _wait_for_prompt(k, prompts)
+        if prompt is None:
+            break
+        k.log.echo_level = 30  # booted: from now on the console shows warnings only
+        try:
+            line = session.prompt(prompt)
+        except KeyboardInterrupt:
+            prompts.put(prompt)  # Ctrl-C at the prompt: a fresh prompt
+            continue
+        except EOFError:
+            k.tty.close()
+            continue
+        k.tty.feed(line)
     worker.join(timeout=5)
     return 0 if k.halt_reason.startswith("poweroff") else 1
 

@@ -49,6 +49,7 @@ class EventLoop:
         self.changes = 0  # bumped on every push and pop: cheap "did the heap change?"
         self.stopping = False  # a stop() was asked; CPUs yield to the loop
         self.until_ns: int | None = None  # the horizon of the current run()
+        self.paced = False  # True when virtual time must not run ahead of the wall clock
 
     # -- scheduling ---------------------------------------------------------
 
@@ -121,6 +122,10 @@ class EventLoop:
 
     # -- hooks for RealtimeLoop ---------------------------------------------
 
+    def wall_virtual_ns(self) -> int:
+        """The virtual time the wall clock has reached (max speed: no limit)."""
+        return self.now_ns
+
     def _pace(self, when_ns: int) -> None:
         """Max speed: never wait."""
 
@@ -143,6 +148,7 @@ class RealtimeLoop(EventLoop):
         if speed <= 0:
             raise ValueError(f"realtime speed must be positive, got {speed}")
         self.speed = speed
+        self.paced = True
         self._cond = threading.Condition()
         self._injected: list[tuple[Callback, Any]] = []
         self._wall0 = time.monotonic()
@@ -182,10 +188,13 @@ class RealtimeLoop(EventLoop):
                     self._cond.wait(min(delay, 0.05))
             self._sync_now()
 
+    def wall_virtual_ns(self) -> int:
+        return self._virt0 + int((time.monotonic() - self._wall0) * self.speed * 1e9)
+
     def _sync_now(self) -> None:
         # Virtual time follows the wall clock while we wait, so injected
         # events land at the current wall time, not at the last event's time.
-        wall_virt = self._virt0 + int((time.monotonic() - self._wall0) * self.speed * 1e9)
+        wall_virt = self.wall_virtual_ns()
         nxt = self.next_time()
         if nxt is not None:
             wall_virt = min(wall_virt, nxt)
