@@ -1,0 +1,140 @@
+"""vGPU engine benchmarks: dispatch rate, engine vs reference model, numba compile vs cache.
+
+The workload is *inference stacking* on an A100, as in LithOS: eight
+contexts, each a stream of one model's kernels from the synthetic traces
+(ResNet-50 inference and training, BERT, MobileNetV2), atomized to 300 us.
+Context 0 is high priority and may use every TPC; the seven others are best
+effort, each on its own seventh of the TPCs.  Everything is launched up front
+and run with `run_batch`: one compiled call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import Figure
+from drivers.vgpu.api import VirtualGpu
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.presets import a100
+from drivers.vgpu.reference import ReferenceEngine
+from drivers.vgpu.traces import model_workload
+from drivers.vgpu.work import atomize, mask_of
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = (
+    "resnet50_b4_inference",
+    "resnet50_b32_training",
+    "bert_b2_inference",
+    "mobilenetv2_b4_inference",
+)
+N_CONTEXTS = 8
+ATOM_NS = 300_000
+
+
+def stacking_workload(gpu: VirtualGpu, kernels_per_context: int, seed: int = 0) -> None:
+    """Launch the stacking workload described above on `gpu`."""
+    n = gpu.spec.n_tpcs
+    width = n // (N_CONTEXTS - 1)
+    for index in range(N_CONTEXTS):
+        ctx = gpu.create_context()
+        kernels = model_workload(MODELS[index % len(MODELS)], seed + index).kernels
+        repeats = math.ceil(kernels_per_context / len(kernels))
+        if index == 0:
+            mask, priority = gpu.spec.all_tpcs_mask, 1
+        else:
+            mask, priority = mask_of(range((index - 1) * width, index * width)), 0
+        for kernel in (kernels * repeats)[:kernels_per_context]:
+            kernel_id = gpu.add_kernel(kernel)
+            for atom in atomize(kernel, ATOM_NS, n, mask):
+                gpu.launch(ctx, kernel_id, atom.begin, atom.end, atom.mask, priority)
+
+
+def timed_batch(device_cls, kernels_per_context: int, record_blocks: bool = False):
+    """Build the workload, then time `run_batch` alone; return (gpu, events, seconds)."""
+    gpu = device_cls(a100, record_blocks=record_blocks)
+    stacking_workload(gpu, kernels_per_context)
+    start = time.perf_counter()
+    events = gpu.run_batch()
+    return gpu, events, time.perf_counter() - start
+
+
+def dispatch_rate(kernels_per_context: int, repeats: int) -> tuple[float, int]:
+    """Best-of-`repeats` blocks dispatched per second, and the blocks per run."""
+    best = math.inf
+    for _ in range(repeats):
+        gpu, _, seconds = timed_batch(Engine, kernels_per_context)
+        best = min(best, seconds)
+    return gpu.blocks_dispatched / best, gpu.blocks_dispatched
+
+
+def engine_vs_reference(kernels_per_context: int, repeats: int) -> tuple[float, float, int]:
+    """Rates of both back ends on the same workload; raises if their results differ."""
+    reference, ref_events, ref_seconds = timed_batch(ReferenceEngine, kernels_per_context, True)
+    engine_seconds = math.inf
+    for _ in range(repeats):
+        engine, events, seconds = timed_batch(Engine, kernels_per_context, True)
+        engine_seconds = min(engine_seconds, seconds)
+    if events != ref_events or engine.block_log() != reference.block_log():
+        raise AssertionError("the engine and the reference model disagree on the benchmark")
+    if not math.isclose(engine.energy_j, reference.energy_j, rel_tol=1e-9):
+        raise AssertionError("the engine and the reference model disagree on energy")
+    blocks = engine.blocks_dispatched
+    return blocks / engine_seconds, blocks / ref_seconds, blocks
+
+
+_FIRST_RUN = """
+import time
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.work import KernelDesc
+gpu = Engine("a100")
+gpu.launch(gpu.create_context(), KernelDesc("k", 10, 1, 100))
+start = time.perf_counter()
+gpu.run_batch()
+print(time.perf_counter() - start)
+"""
+
+
+def first_run_seconds(cache_dir: str) -> float:
+    """Time of the engine's first compiled call in a fresh interpreter."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_RUN],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[Figure]:
+    timed_batch(Engine, 2)  # load (or compile) the engine before timing it
+    rate, blocks = dispatch_rate(60 if quick else 600, 1 if quick else 3)
+    engine_rate, reference_rate, compared = engine_vs_reference(3 if quick else 8, 5)
+    with tempfile.TemporaryDirectory(prefix="malvos-numba-") as cache:
+        compile_s = first_run_seconds(cache)
+        cached_s = first_run_seconds(cache)
+    return [
+        Figure("vgpu engine block dispatches", rate, "blocks/s", target=">= 10M/s"),
+        Figure(
+            "vgpu engine vs reference model",
+            engine_rate,
+            "blocks/s",
+            baseline=reference_rate,
+            baseline_name="reference",
+            target=">= 30x",
+        ),
+        Figure("vgpu engine = reference, blocks", compared, "identical blocks"),
+        Figure("vgpu numba compile, cold cache", compile_s, "s"),
+        Figure(
+            "vgpu numba cached load", cached_s, "s", baseline=compile_s, baseline_name="compile"
+        ),
+        Figure("vgpu dispatch benchmark size", blocks, "blocks"),
+    ]
