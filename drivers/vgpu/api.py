@@ -310,6 +310,7 @@ class VirtualGpu(abc.ABC):
 
     def stats(self) -> GpuStats:
         units = self._backend_tpc_units()
+        dispatched, completed = self._backend_counts()
         return GpuStats(
             now_ns=self.now_ns,
             clock_mhz=self.clock_mhz,
@@ -320,8 +321,8 @@ class VirtualGpu(abc.ABC):
             running_blocks=self.running_blocks,
             tpc_occupancy=tuple(u / UNITS_PER_TPC for u in units),
             bandwidth_demand_gbps=self._backend_demand_mbps() / 1000.0,
-            blocks_dispatched=self._backend_counts()[0],
-            blocks_completed=self._backend_counts()[1],
+            blocks_dispatched=dispatched,
+            blocks_completed=completed,
             atoms_launched=len(self._atom_kernel),
             atoms_completed=sum(t is not None for t in self._atom_done_ns),
             kernels_completed=self._kernels_completed,
@@ -331,6 +332,10 @@ class VirtualGpu(abc.ABC):
     def tpc_occupancy(self) -> list[float]:
         """Per TPC, the fraction of its capacity held by running blocks."""
         return [u / UNITS_PER_TPC for u in self._backend_tpc_units()]
+
+    @property
+    def blocks_dispatched(self) -> int:
+        return self._backend_counts()[0]
 
     @property
     def power_w(self) -> float:

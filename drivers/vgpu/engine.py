@@ -38,7 +38,7 @@ from numba import njit
 
 from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
 from drivers.vgpu.presets import GpuSpec
-from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost
+from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost, tpcs_of
 
 # Integer scalars, in `sc`.
 S_NOW = 0  # virtual time, ns
@@ -481,6 +481,7 @@ class Engine(VirtualGpu):
             log=np.zeros((5, log_cap), i64),
         )
         self._fifo_of: dict[tuple[int, int, int, int], int] = {}
+        self._fifo_tpcs: list[np.ndarray] = []  # per FIFO, the TPCs of its mask
 
     def _grow(self, field: str, size: int, fill=0, axis: int = -1) -> None:
         table = getattr(self._st, field)
@@ -509,6 +510,7 @@ class Engine(VirtualGpu):
             fifos[Q_UNITS, q] = units
             fifos[Q_HEAD, q] = fifos[Q_TAIL, q] = -1
             self._st.fifo_mask[q] = _mask_words(mask, self._words)
+            self._fifo_tpcs.append(np.array(tpcs_of(mask), dtype=np.int64))
         return q
 
     def _backend_launch(
@@ -551,9 +553,7 @@ class Engine(VirtualGpu):
             order[at] = q
             sc[S_NQ] = n + 1
         fifos[Q_TAIL, q] = atom_id
-        in_mask = np.flatnonzero(
-            np.unpackbits(st.fifo_mask[q].view(np.uint8), bitorder="little")[: self.spec.n_tpcs]
-        )
+        in_mask = self._fifo_tpcs[q]
         st.tpcs[T_MIN_UNITS, in_mask] = np.minimum(st.tpcs[T_MIN_UNITS, in_mask], cost.units)
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
@@ -621,7 +621,3 @@ class Engine(VirtualGpu):
     @property
     def running_blocks(self) -> int:
         return int(self._st.sc[S_RUNNING])
-
-    @property
-    def blocks_dispatched(self) -> int:
-        return int(self._st.sc[S_SEQ])
