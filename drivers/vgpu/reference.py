@@ -15,7 +15,8 @@ in its mask and whose block fits its free capacity.  Dispatch order is:
 higher priority first; among equal priorities, round robin over contexts —
 the context served least recently first (never-served first, then the lower
 context id); within a context, launch order.  Running blocks are never
-preempted.
+preempted.  `advance` returns at a completion before that instant's dispatch
+(it runs when the loop resumes), so atoms launched then take part in it.
 
 *Timing, fixed when a block starts.*  With ``demand`` the summed bandwidth
 demand of the running blocks once every block starting at this instant has
@@ -76,7 +77,6 @@ class ReferenceEngine(VirtualGpu):
         self._blocks_on = [0] * n
         self._demand = 0
         self._running: list[tuple[int, int, _QueuedAtom, int]] = []  # (end, seq, atom, tpc)
-        self._atoms: list[_QueuedAtom] = []
         self._queued: list[_QueuedAtom] = []  # atoms with blocks not yet dispatched
         self._last_served: dict[int, int] = {}
         self._seq = 0  # blocks dispatched; also the round-robin clock
@@ -198,9 +198,7 @@ class ReferenceEngine(VirtualGpu):
         mask: int,
         cost: BlockCost,
     ) -> None:
-        atom = _QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost)
-        self._atoms.append(atom)
-        self._queued.append(atom)
+        self._queued.append(_QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost))
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
         self._pending_clocks.append((effective_ns, clock_mhz))
