@@ -33,6 +33,7 @@ import bisect
 from typing import Any, NamedTuple
 
 import attrs
+import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument, UnknownContext, UnknownKernel
 from drivers.vgpu.memory import DeviceMemory
@@ -89,9 +90,10 @@ class GpuStats:
 
 
 def _check_int(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """`value` as a Python int; numpy integers are accepted, bools and floats are not."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise InvalidArgument(f"{what} must be an integer, got {value!r}")
-    return value
+    return int(value)
 
 
 class VirtualGpu(abc.ABC):
@@ -199,8 +201,8 @@ class VirtualGpu(abc.ABC):
             kernel_id = self._check_kernel(kernel)
             desc = self._kernels[kernel_id]
         end = desc.grid_blocks if end is None else end
-        _check_int("atom begin", begin)
-        _check_int("atom end", end)
+        begin = _check_int("atom begin", begin)
+        end = _check_int("atom end", end)
         if not 0 <= begin < end <= desc.grid_blocks:
             raise InvalidArgument(
                 f"atom range [{begin}, {end}) of kernel {desc.name!r} must be non-empty "
@@ -281,7 +283,7 @@ class VirtualGpu(abc.ABC):
     def _run(self, until_ns: int | None, stop_on_completion: bool) -> list[Completion]:
         if until_ns is None:
             until_ns = FOREVER_NS
-        _check_int("until_ns", until_ns)
+        until_ns = _check_int("until_ns", until_ns)
         if until_ns < self.now_ns:
             raise InvalidArgument(
                 f"cannot advance to {until_ns} ns: it is already {self.now_ns} ns"
