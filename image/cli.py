@@ -10,7 +10,7 @@ import sys
 from kernel import Kernel, KernelHalted
 from kernel.log import FORMATS
 
-BENCHMARKS = ("ipc", "boot", "vgpu")
+BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas")
 
 
 def _write(text: str) -> None:

@@ -30,6 +30,7 @@ from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
 from kernel.ipc import Endpoint, Notification
 from kernel.log import KernelLog
 from kernel.memory import MemoryManager
+from kernel.mlaas.core import Mlaas
 from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
 from kernel.sched import DEFAULT_SLICE_NS, Scheduler
 from kernel.task import Proc, State, Task
@@ -101,6 +102,7 @@ class Kernel:
         self._next_pid = 1
         self.tty = Tty(self, console)
         self.tty.irq = Notification()
+        self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
 
     # ===================================================================
     # Boot and the public API
@@ -174,6 +176,8 @@ class Kernel:
         self.tasks[pid] = task
         self.log.info("task", "spawned", task=name, pid=pid, parent=parent)
         self.sched.enqueue(task)
+        if self.mlaas.task_hooks:
+            self.mlaas.notify_spawn(task)
         self._kick()
         return pid
 
@@ -219,6 +223,7 @@ class Kernel:
         """Stop every task and release the kernel's resources.  Idempotent."""
         if not self.halted:
             self.halt("shutdown")
+        self.mlaas.shutdown()
         for task in list(self.tasks.values()):
             self._release(task, -9)
         self.mm.close()
@@ -450,6 +455,8 @@ class Kernel:
         Nothing it was exchanging is lost: its peers get errors."""
         if not task.alive:
             return
+        if self.mlaas.task_hooks:
+            self.mlaas.notify_exit(task)
         state, on = task.state, task.blocked_on
         if state is State.RUNNABLE:
             self.sched.dequeue(task)

@@ -9,7 +9,8 @@ swap area and faults it back in later.
 Which frame to evict and which pages to prefetch are policy: they are asked
 of `MemoryManager.policy` (default: CLOCK, no prefetch).  A memory advisor
 plugs in there; an answer that is not one of the candidates falls back to
-CLOCK so no page is ever lost.
+CLOCK so no page is ever lost.  An advisor that needs to see accesses,
+faults or evictions sets the matching `*_hook` (None costs nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kernel.swap import SwapArea
 PAGE_SIZE = 4096
 MINOR_FAULT_NS = 1_000  # zero-fill a fresh frame
 SWAP_IO_NS = 80_000  # one page to or from the swap device (an SSD-class latency)
+MAX_PREFETCH_PAGES = 32  # pages one fault may prefetch
 
 _ffi = cffi.FFI()
 
@@ -96,6 +98,11 @@ class MemoryManager:
         self.policy: Any = ClockPolicy()
         self.on_policy_fault: Callable[[Any, str, str], None] | None = None
         self._fallback = ClockPolicy()
+        # Notice hooks for a memory advisor: (aspace, vpn, frame), (aspace, vpn, major), (aspace, vpn, frame)
+        self.access_hook: Callable[[AddressSpace, int, int], None] | None = None
+        self.fault_hook: Callable[[AddressSpace, int, bool], None] | None = None
+        self.evict_hook: Callable[[AddressSpace, int, int], None] | None = None
+        self.prefetched = 0
         self.faults = 0
         self.swap_ins = 0
         self.swap_outs = 0
@@ -123,6 +130,8 @@ class MemoryManager:
                 io_ns += self._fault(aspace, vpn, pte)
             frame = pte.frame
             self.referenced[frame] = True
+            if self.access_hook is not None:
+                self.access_hook(aspace, vpn, frame)
             start = frame * PAGE_SIZE + off
             if data is None:
                 out.extend(self.buf[start : start + chunk])  # type: ignore[union-attr]
@@ -136,17 +145,37 @@ class MemoryManager:
 
     def _fault(self, aspace: AddressSpace, vpn: int, pte: Pte) -> int:
         self.faults += 1
+        major = pte.slot >= 0
         io_ns = self._load(aspace, vpn, pte)
-        for extra in self._ask("prefetch", aspace, vpn):
-            epte = aspace.table.get(extra)
-            if epte is not None and epte.frame < 0 and epte.slot >= 0 and len(self.free_frames) > 1:
-                io_ns += self._load(aspace, extra, epte)
+        if self.fault_hook is not None:
+            self.fault_hook(aspace, vpn, major)
+        # A prefetch answer is vpns of this address space or (aspace, vpn) pairs.
+        # Prefetched pages may evict others but never the page that faulted, and
+        # they start unreferenced: they have to earn their place (Leap §4.2).
+        for extra in list(self._ask("prefetch", aspace, vpn))[:MAX_PREFETCH_PAGES]:
+            target, evpn = extra if isinstance(extra, tuple) else (aspace, extra)
+            epte = target.table.get(evpn)
+            if epte is not None and epte.frame < 0 and epte.slot >= 0:
+                io_ns += self._load(target, evpn, epte, protect=pte.frame)
+                self.referenced[epte.frame] = False
+                self.prefetched += 1
         return io_ns
 
-    def _load(self, aspace: AddressSpace, vpn: int, pte: Pte) -> int:
+    def prefetch_page(self, aspace: AddressSpace, vpn: int) -> int:
+        """Bring a swapped-out page in ahead of need (a background prefetch, for
+        no task in particular).  Returns the device time, 0 if there was nothing to do."""
+        pte = aspace.table.get(vpn)
+        if pte is None or pte.frame >= 0 or pte.slot < 0:
+            return 0
+        io_ns = self._load(aspace, vpn, pte)
+        self.referenced[pte.frame] = False
+        self.prefetched += 1
+        return io_ns
+
+    def _load(self, aspace: AddressSpace, vpn: int, pte: Pte, protect: int = -1) -> int:
         io_ns = 0
         if not self.free_frames:
-            io_ns += self._evict(protect=(aspace, vpn))
+            io_ns += self._evict(protect)
         frame = self.free_frames.pop()
         base = frame * PAGE_SIZE
         if pte.slot >= 0:
@@ -165,8 +194,8 @@ class MemoryManager:
         aspace.resident += 1
         return io_ns
 
-    def _evict(self, protect: tuple[AddressSpace, int] | None = None) -> int:
-        candidates = [f for f in range(self.nframes) if self.owner[f] is not None]
+    def _evict(self, protect: int = -1) -> int:
+        candidates = [f for f in range(self.nframes) if self.owner[f] is not None and f != protect]
         if not candidates:
             raise OutOfMemory("no frame can be evicted")
         victim = self._ask("select_victim", candidates)
@@ -176,6 +205,8 @@ class MemoryManager:
         owner = self.owner[victim]
         assert owner is not None
         aspace, vpn = owner
+        if self.evict_hook is not None:
+            self.evict_hook(aspace, vpn, victim)
         pte = aspace.table[vpn]
         slot = self.swap.alloc()
         base = victim * PAGE_SIZE
@@ -233,6 +264,7 @@ class MemoryManager:
             "faults": self.faults,
             "swap_ins": self.swap_ins,
             "swap_outs": self.swap_outs,
+            "prefetched": self.prefetched,
         }
 
     def close(self) -> None:

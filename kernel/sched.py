@@ -7,10 +7,11 @@ policy to `dispatch` into it.  The built-in policy is round robin over the
 global FIFO with a fixed time slice.
 
 The advisor hook: when a sched advisor is attached, `pick_next` asks it to
-choose among the runnable tasks and `time_slice` asks it for the slice.  An
-advisor that raises or answers with a task that is not runnable is reported
-to `on_advisor_fault` (the MLaaS subsystem ejects it) and the default policy
-decides instead, so no task is lost.
+choose among the runnable tasks (a live `RunnableTasks` sequence) and
+`time_slice` asks it for the slice.  An advisor that raises or answers with a
+task that is not runnable is reported to `on_advisor_fault` (the MLaaS
+subsystem ejects it) and the default policy decides instead, so no task is
+lost.
 """
 
 from __future__ import annotations
@@ -86,6 +87,26 @@ class VtimeDsq:
         return (entry[2] for entry in sorted(self._heap, key=lambda e: (e[0], e[1])))
 
 
+class RunnableTasks:
+    """A live, read-only sequence of the runnable tasks: what `select_next`
+    chooses among.  Nothing is copied until the advisor looks, so an advisor
+    that defers costs the dispatch path almost nothing."""
+
+    __slots__ = ("_sched",)
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+
+    def __len__(self) -> int:
+        return len(self._sched.where)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._sched.runnable())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._sched.runnable()[index]
+
+
 class Scheduler:
     """Owns the DSQs.  The default policy is round robin on the global DSQ."""
 
@@ -96,6 +117,7 @@ class Scheduler:
         self.advisor: Any = None
         self.on_advisor_fault: Callable[[Any, str, str], None] | None = None
         self.where: dict[int, FifoDsq | VtimeDsq] = {}  # pid -> the DSQ holding it
+        self.candidates = RunnableTasks(self)
 
     # -- queues ---------------------------------------------------------------
 
@@ -125,9 +147,9 @@ class Scheduler:
     def runnable(self) -> list[Task]:
         out: list[Task] = []
         for dsq in self.local:
-            out.extend(dsq)
+            out.extend(dsq._q)  # the deque itself: this runs at every advised dispatch
         for dsq in self.dsqs.values():
-            out.extend(dsq)
+            out.extend(dsq._q if dsq.kind == "fifo" else dsq)
         return out
 
     def has_waiting(self, cpu: int) -> bool:
@@ -136,11 +158,19 @@ class Scheduler:
     # -- decisions --------------------------------------------------------------
 
     def pick_next(self, cpu: int) -> Task | None:
-        if self.advisor is not None:
-            task = self._ask_advisor(cpu)
-            if task is not None:
-                self.dequeue(task)
-                return task
+        advisor = self.advisor
+        if advisor is not None and self.where:
+            # Asked at every dispatch, so written out here rather than in a helper.
+            select = getattr(advisor, "select_next", None)
+            if select is not None:
+                try:
+                    choice = select(self.candidates, cpu)
+                except Exception as exc:
+                    self._fault("raised", f"select_next: {exc!r}")
+                    choice = None
+                if choice is not None and self._runnable_choice(choice):
+                    self.dequeue(choice)
+                    return choice
         task = self.local[cpu].pop()
         if task is None:
             task = self.dsqs[GLOBAL_DSQ].pop()
@@ -168,24 +198,11 @@ class Scheduler:
             return ns
         return self.slice_ns
 
-    def _ask_advisor(self, cpu: int) -> Task | None:
-        select = getattr(self.advisor, "select_next", None)
-        if select is None:
-            return None
-        candidates = self.runnable()
-        if not candidates:
-            return None
-        try:
-            choice = select(candidates, cpu)
-        except Exception as exc:
-            self._fault("raised", f"select_next: {exc!r}")
-            return None
-        if choice is None:
-            return None
+    def _runnable_choice(self, choice: Any) -> bool:
         if not isinstance(choice, Task) or choice.state is not State.RUNNABLE or choice.pid not in self.where:
             self._fault("invalid", f"select_next returned {choice!r}, not a runnable task")
-            return None
-        return choice
+            return False
+        return True
 
     def _fault(self, kind: str, message: str) -> None:
         advisor = self.advisor

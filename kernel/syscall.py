@@ -405,6 +405,37 @@ def trap_log(k: Kernel, task: Task, trap: T.Log) -> Any:
     return None
 
 
+# -- MLaaS modules -------------------------------------------------------------------------------------
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def trap_modload(k: Kernel, task: Task, trap: T.ModLoad) -> Any:
+    rec = k.mlaas.insmod(_check_name(trap.spec, "module"), dict(trap.params))
+    return {"name": rec.name, "kind": rec.kind, "params": dict(rec.params)}
+
+
+def trap_modunload(k: Kernel, task: Task, trap: T.ModUnload) -> Any:
+    return k.mlaas.rmmod(_check_name(trap.name, "module name"))
+
+
+def trap_modreload(k: Kernel, task: Task, trap: T.ModReload) -> Any:
+    rec = k.mlaas.reload(_check_name(trap.name, "module name"), dict(trap.params))
+    return {"name": rec.name, "kind": rec.kind, "report": rec.report}
+
+
+def trap_modlist(k: Kernel, task: Task, trap: T.ModList) -> Any:
+    return tuple(k.mlaas.lsmod())
+
+
+def trap_modinfo(k: Kernel, task: Task, trap: T.ModInfo) -> Any:
+    return k.mlaas.modinfo(_check_name(trap.name, "module name"))
+
+
 # The syscall table: every trap the kernel understands, in one place.
 TRAP_TABLE: dict[type, Handler] = {
     T.Send: trap_send,
@@ -443,4 +474,9 @@ TRAP_TABLE: dict[type, Handler] = {
     T.Dmesg: trap_dmesg,
     T.MemInfo: trap_meminfo,
     T.Log: trap_log,
+    T.ModLoad: trap_modload,
+    T.ModUnload: trap_modunload,
+    T.ModReload: trap_modreload,
+    T.ModList: trap_modlist,
+    T.ModInfo: trap_modinfo,
 }

@@ -318,3 +318,42 @@ class Log:
 
     event: str
     fields: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=lambda f: tuple(dict(f).items()))
+
+
+# -- MLaaS modules (insmod, rmmod, reload, lsmod, modinfo) ----------------------------
+
+
+def _params(p: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(dict(p).items())
+
+
+@attrs.frozen
+class ModLoad:
+    """Load a module by name (from the module path) or by path, with parameters."""
+
+    spec: str
+    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_params)
+
+
+@attrs.frozen
+class ModUnload:
+    name: str
+
+
+@attrs.frozen
+class ModReload:
+    """Load the module's file again and hand its state over; the old version
+    stays in if the new one fails."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_params)
+
+
+@attrs.frozen
+class ModList:
+    pass
+
+
+@attrs.frozen
+class ModInfo:
+    name: str

@@ -26,6 +26,7 @@ from kernel.traps import (
     WaitPid,
 )
 from userland.lib import UsageError, int_arg, println, write
+from userland.modcmds import COMMANDS as MODULE_COMMANDS
 
 PROMPT = "$ "
 
@@ -180,3 +181,4 @@ COMMANDS = {
     "jobs": cmd_jobs,
     "poweroff": cmd_poweroff,
 }
+COMMANDS.update(MODULE_COMMANDS)
