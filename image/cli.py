@@ -11,6 +11,8 @@ from kernel import Kernel, KernelHalted
 from kernel.log import FORMATS
 
 BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas")
+#: Experiments, each a module exp/NAME.py with main(argv); add yours here.
+EXPERIMENTS = ("memory", "sched", "crossover")
 
 
 def _write(text: str) -> None:
@@ -84,6 +86,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exp(args: argparse.Namespace) -> int:
+    if args.name not in EXPERIMENTS:
+        print(
+            f"malv exp: unknown experiment {args.name!r}; choose from {', '.join(EXPERIMENTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    return importlib.import_module(f"exp.{args.name}").main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="malv", description="malvos: boot, benchmark and experiment"
@@ -110,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="one JSON object per figure")
     bench.add_argument("--quick", action="store_true", help="shorter runs, noisier figures")
     bench.set_defaults(func=cmd_bench)
+
+    exp = sub.add_parser(
+        "exp", help="run an experiment: results.json, results.md and plots under --out"
+    )
+    exp.add_argument("name", help=f"one of {', '.join(EXPERIMENTS)}")
+    exp.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the experiment's options (--out DIR, --quick, --seed N)"
+    )
+    exp.set_defaults(func=cmd_exp)
     return parser
 
 

@@ -128,14 +128,18 @@ class Model:
         ``W0, b0, W1, b1, ...`` of an ``.npz`` file (a path).  Every array is
         checked against the model's shape before any is replaced."""
         if isinstance(weights, (str, bytes)) or hasattr(weights, "__fspath__"):
+            names = [n for i in range(len(self.layers) - 1) for n in (f"W{i}", f"b{i}")]
             try:
                 with np.load(weights) as data:
+                    missing = [n for n in names if n not in data.files]
+                    if missing:
+                        raise WeightShapeError(
+                            f"{self.name}: the weights file has no array {missing[0]!r}"
+                        )
                     weights = [(data[f"W{i}"], data[f"b{i}"]) for i in range(len(self.layers) - 1)]
-            except KeyError as exc:
-                raise WeightShapeError(
-                    f"{self.name}: the weights file has no array {exc}"
-                ) from None
             except (OSError, ValueError) as exc:
+                if isinstance(exc, WeightShapeError):
+                    raise
                 raise WeightShapeError(f"{self.name}: cannot read weights: {exc}") from None
         try:
             pairs = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in weights]

@@ -1,0 +1,119 @@
+"""What experiments share: argument parsing, progress, and all-or-nothing output.
+
+An experiment writes into a fresh temporary directory beside ``--out``; only
+when everything is written is it moved into place (replacing an older run),
+so an error never leaves a half-written results directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"malv exp {name}", description=description)
+    p.add_argument(
+        "--out",
+        default=os.path.join("results", name),
+        help=f"output directory (default results/{name})",
+    )
+    p.add_argument("--quick", action="store_true", help="a smaller run, for tests and a first look")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+@contextmanager
+def results_dir(out: str) -> Iterator[str]:
+    """Yield a temporary directory; on success it replaces `out`, on error it is removed."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
+        os.rmdir(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class Progress:
+    """A one-line progress display on stderr (a line per step when it is not a terminal)."""
+
+    def __init__(self, name: str, total: int, quiet: bool = False) -> None:
+        self.name = name
+        self.total = total
+        self.done = 0
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.t0
+        width = 24
+        filled = int(width * self.done / max(1, self.total))
+        line = f"{self.name}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label}  {elapsed:.1f}s"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100)[:100])
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def each(self, items: Iterable[Any], label: Any = str) -> Iterator[Any]:
+        for item in items:
+            yield item
+            self.step(label(item))
+
+
+def write_json(directory: str, data: Any) -> None:
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=float)
+        f.write("\n")
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(directory: str, text: str) -> None:
+    with open(os.path.join(directory, "results.md"), "w") as f:
+        f.write(text)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg back end (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
