@@ -103,6 +103,7 @@ class MemoryManager:
         self.fault_hook: Callable[[AddressSpace, int, bool], None] | None = None
         self.evict_hook: Callable[[AddressSpace, int, int], None] | None = None
         self.prefetched = 0
+        self.advice_ns = 0  # the memory advisor's inference during this fault: the faulting task waits for it
         self.faults = 0
         self.swap_ins = 0
         self.swap_outs = 0
@@ -159,6 +160,8 @@ class MemoryManager:
                 io_ns += self._load(target, evpn, epte, protect=pte.frame)
                 self.referenced[epte.frame] = False
                 self.prefetched += 1
+        io_ns += self.advice_ns
+        self.advice_ns = 0
         return io_ns
 
     def prefetch_page(self, aspace: AddressSpace, vpn: int) -> int:
@@ -170,6 +173,7 @@ class MemoryManager:
         io_ns = self._load(aspace, vpn, pte)
         self.referenced[pte.frame] = False
         self.prefetched += 1
+        self.advice_ns = 0  # a background load: no task waits for the advice
         return io_ns
 
     def _load(self, aspace: AddressSpace, vpn: int, pte: Pte, protect: int = -1) -> int:

@@ -131,8 +131,8 @@ class SchedAdvisor(Advisor):
 class GpuAdvisor(Advisor):
     """Advises the vGPU driver: TPCs per context, atom size and right-sizing.
 
-    The driver asks through `Mlaas.ask_gpu`; the views it passes describe its
-    contexts and kernels.  TPC masks are int bit sets (bit t: TPC t).
+    The driver asks through `Mlaas.gpu` (a `GpuAdvice`); the views it passes
+    describe its contexts and kernels.  TPC masks are int bit sets (bit t: TPC t).
     """
 
     kind = "gpu"

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import islice
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from kernel.memory import SWAP_IO_NS
-from kernel.mlaas.advisors import MemoryAdvisor, SchedAdvisor, overrides
+from kernel.mlaas.advisors import BASES, MemoryAdvisor, SchedAdvisor, overrides
 from kernel.mlaas.context import TaskView
 from kernel.mlaas.faults import guard
 
@@ -274,6 +274,7 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
     """
     select = rec.advisor.select_next
     slot = rec.slot
+    watchdog = core.watchdog
     calls = 0
 
     def counter() -> int:
@@ -284,8 +285,8 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
     @guard
     def select_next(tasks: Any, cpu: int) -> Task | None:
         nonlocal calls
-        if core.starve_timer is None:
-            core.arm_starvation_watchdog()
+        if watchdog.timer is None:
+            watchdog.arm()
         candidates._views = None
         calls += 1
         if calls & rec.sample_mask:  # a call the budget check skips (see faults.py)
@@ -321,3 +322,94 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
         return answer._task if type(answer) is TaskView else answer
 
     return select_next
+
+
+class GpuAdvice:
+    """What the vGPU driver asks the attached GPU and power advisors.
+
+    Each method returns the advisor's checked answer, or None — no advisor,
+    no opinion, or a fault (the advisor is then ejected) — and the driver
+    decides by its own default.  Contexts are ints or objects with `.ctx`;
+    `device.clocks_mhz` lists the clocks the device can run at.
+    """
+
+    def __init__(self, core: Mlaas) -> None:
+        self.core = core
+
+    def _ask(self, kind: str, callback: str, *args: Any) -> tuple[ModuleRecord | None, Any]:
+        rec = self.core.attached.get(kind)
+        if rec is None or not overrides(rec.cls, BASES[kind], callback):
+            return None, None
+        answer = self.core.call(rec, getattr(rec.advisor, callback), *args)
+        return (None, None) if answer is FAULTED or answer is None else (rec, answer)
+
+    def _invalid(self, rec: ModuleRecord, message: str) -> None:
+        self.core.eject(rec, "invalid", message)
+
+    def tpc_allocation(self, contexts: list[Any], n_tpcs: int) -> dict[int, int] | None:
+        """A TPC mask for each context id."""
+        rec, answer = self._ask("gpu", "tpc_allocation", contexts, n_tpcs)
+        if rec is None:
+            return None
+        ids = {c if isinstance(c, int) else c.ctx for c in contexts}
+        full = (1 << n_tpcs) - 1
+        if not isinstance(answer, Mapping):
+            self._invalid(
+                rec, f"tpc_allocation returned {answer!r}, not a mapping of context to mask"
+            )
+            return None
+        for ctx, mask in answer.items():
+            if ctx not in ids:
+                self._invalid(
+                    rec, f"tpc_allocation named context {ctx!r}, which was not asked about"
+                )
+                return None
+            if isinstance(mask, bool) or not isinstance(mask, int) or mask <= 0 or mask & ~full:
+                self._invalid(
+                    rec,
+                    f"tpc_allocation gave context {ctx} mask {mask!r}: "
+                    f"a mask must name at least one of TPCs 0-{n_tpcs - 1} and no other",
+                )
+                return None
+        return dict(answer)
+
+    def atom_size(self, kernel: Any) -> int | None:
+        """The target atom duration in ns, within [1 us, 1 s]."""
+        rec, answer = self._ask("gpu", "atom_size", kernel)
+        if rec is None:
+            return None
+        if not _int_in(answer, 1_000, 1_000_000_000):
+            self._invalid(rec, f"atom_size returned {answer!r}, not an int of ns in [1 us, 1 s]")
+            return None
+        return answer
+
+    def right_size(self, kernel: Any, n_tpcs: int) -> int | None:
+        """How many TPCs the kernel should get, within [1, n_tpcs]."""
+        rec, answer = self._ask("gpu", "right_size", kernel, n_tpcs)
+        if rec is None:
+            return None
+        if not _int_in(answer, 1, n_tpcs):
+            self._invalid(rec, f"right_size returned {answer!r}, not a TPC count in [1, {n_tpcs}]")
+            return None
+        return answer
+
+    def frequency(self, device: Any) -> int | None:
+        """A clock in MHz, one of `device.clocks_mhz`."""
+        rec, answer = self._ask("power", "frequency", device)
+        if rec is None:
+            return None
+        if (
+            isinstance(answer, bool)
+            or not isinstance(answer, int)
+            or answer not in device.clocks_mhz
+        ):
+            lo, hi = min(device.clocks_mhz), max(device.clocks_mhz)
+            self._invalid(
+                rec, f"frequency returned {answer!r} MHz, not a clock of the device ({lo}-{hi} MHz)"
+            )
+            return None
+        return answer
+
+
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and lo <= value <= hi

@@ -23,8 +23,8 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from kernel.mlaas import loader
-from kernel.mlaas.advisors import BASES, Advisor, overrides
-from kernel.mlaas.bindings import FAULTED, MemoryBinding, SchedBinding
+from kernel.mlaas.advisors import Advisor, overrides
+from kernel.mlaas.bindings import FAULTED, GpuAdvice, MemoryBinding, SchedBinding
 from kernel.mlaas.context import AdvisorContext, TaskView
 from kernel.mlaas.faults import (
     HARD_FACTOR,
@@ -38,6 +38,7 @@ from kernel.mlaas.faults import (
     CallSlot,
     ExitReport,
     ModuleError,
+    StarvationWatchdog,
     describe,
     guard,
 )
@@ -114,9 +115,8 @@ class Mlaas:
         self.load_slot = CallSlot()
         self.task_views: dict[int, TaskView] = {}
         self.task_hooks = False  # does the kernel need to tell us about spawns and exits?
-        self.starve_timeout_ns = DEFAULT_STARVE_TIMEOUT_NS
-        self.starve_timer: Any = None
-        self._starve_seen: dict[int, tuple[int, tuple[int, int]]] = {}
+        self.watchdog = StarvationWatchdog(self, DEFAULT_STARVE_TIMEOUT_NS)
+        self.gpu = GpuAdvice(self)  # what the vGPU driver asks: TPCs, atoms, clock
         self._inference: InferenceService | None = None
         self.allowed: set[str] = set()  # modules a guest of this kernel may choose
         self.host: Mlaas | None = None  # set when this kernel is a guest
@@ -218,6 +218,15 @@ class Mlaas:
             reason=reason,
             message=message,
         )
+
+    @property
+    def starve_timeout_ns(self) -> int:
+        """How long a runnable task may wait, in virtual time, before the sched advisor is ejected."""
+        return self.watchdog.timeout_ns
+
+    @starve_timeout_ns.setter
+    def starve_timeout_ns(self, value: int) -> None:
+        self.watchdog.timeout_ns = value
 
     def view_of(self, task: Task) -> TaskView:
         view = self.task_views.get(task.pid)
@@ -447,10 +456,7 @@ class Mlaas:
         elif isinstance(rec.binding, SchedBinding):
             rec.binding.unbind(self.kernel.sched)
             self.task_views.clear()
-            self._starve_seen.clear()
-            if self.starve_timer is not None:
-                self.starve_timer.cancel()
-                self.starve_timer = None
+            self.watchdog.stop()
         if self._inference is not None:
             self._inference.drop_owner(rec)
         self._update_task_hooks()
@@ -521,130 +527,9 @@ class Mlaas:
         rec = self.attached.get("sched")
         if rec is not None:
             view = self.task_views.pop(task.pid, None) or TaskView(task)
-            self._starve_seen.pop(task.pid, None)
+            self.watchdog.forget(task.pid)
             if rec.binding.wants_exit:
                 self.call(rec, rec.advisor.on_exit, view, task.cpu_ns)
-
-    # ===================================================================
-    # The starvation watchdog (virtual time)
-    # ===================================================================
-
-    def arm_starvation_watchdog(self) -> None:
-        period = max(self.starve_timeout_ns // 4, 100_000)
-        self.starve_timer = self.kernel.loop.call_later(period, self._starve_check)
-
-    def _starve_check(self, _arg: Any = None) -> None:
-        """A task that stayed runnable, without running, past the timeout ejects the
-        sched advisor.  Re-armed only while tasks are runnable, so an idle kernel's
-        event loop can run dry."""
-        self.starve_timer = None
-        rec = self.attached.get("sched")
-        if rec is None or self.kernel.halted:
-            self._starve_seen.clear()
-            return
-        now = self.kernel.loop.now_ns
-        runnable = self.kernel.sched.runnable()
-        seen: dict[int, tuple[int, tuple[int, int]]] = {}
-        for t in runnable:
-            mark = (t.cpu_ns, t.traps)
-            old = self._starve_seen.get(t.pid)
-            if old is None or old[1] != mark:
-                seen[t.pid] = (now, mark)
-                continue
-            waited = now - old[0]
-            if waited > self.starve_timeout_ns:
-                self._starve_seen.clear()
-                self.eject(
-                    rec,
-                    "starved",
-                    f"task {t.name} (pid {t.pid}) was runnable for {waited / 1e6:.0f} ms "
-                    f"without running (timeout {self.starve_timeout_ns / 1e6:g} ms)",
-                )
-                return
-            seen[t.pid] = old
-        self._starve_seen = seen
-        if runnable:
-            self.arm_starvation_watchdog()
-
-    # ===================================================================
-    # GPU and power advice (asked by the vGPU driver)
-    # ===================================================================
-
-    def _ask(self, kind: str, callback: str, *args: Any) -> tuple[ModuleRecord | None, Any]:
-        rec = self.attached.get(kind)
-        if rec is None or not overrides(rec.cls, BASES[kind], callback):
-            return None, None
-        answer = self.call(rec, getattr(rec.advisor, callback), *args)
-        return (None, None) if answer is FAULTED else (rec, answer)
-
-    def ask_tpc_allocation(self, contexts: list[Any], n_tpcs: int) -> dict[int, int] | None:
-        """TPC masks by context id (each context is an int or has `.ctx`), or None: decide yourself."""
-        rec, answer = self._ask("gpu", "tpc_allocation", contexts, n_tpcs)
-        if rec is None or answer is None:
-            return None
-        ids = {c if isinstance(c, int) else c.ctx for c in contexts}
-        full = (1 << n_tpcs) - 1
-        if not isinstance(answer, Mapping):
-            return self._invalid(
-                rec, f"tpc_allocation returned {answer!r}, not a mapping of context to mask"
-            )
-        for ctx, mask in answer.items():
-            if ctx not in ids:
-                return self._invalid(
-                    rec, f"tpc_allocation named context {ctx!r}, which was not asked about"
-                )
-            if isinstance(mask, bool) or not isinstance(mask, int) or mask <= 0 or mask & ~full:
-                return self._invalid(
-                    rec,
-                    f"tpc_allocation gave context {ctx} mask {mask!r}: "
-                    f"a mask must name at least one of TPCs 0-{n_tpcs - 1} and no other",
-                )
-        return dict(answer)
-
-    def ask_atom_size(self, kernel: Any) -> int | None:
-        rec, answer = self._ask("gpu", "atom_size", kernel)
-        if rec is None or answer is None:
-            return None
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or not 1_000 <= answer <= 1_000_000_000
-        ):
-            return self._invalid(
-                rec, f"atom_size returned {answer!r}, not an int of ns in [1 us, 1 s]"
-            )
-        return answer
-
-    def ask_right_size(self, kernel: Any, n_tpcs: int) -> int | None:
-        rec, answer = self._ask("gpu", "right_size", kernel, n_tpcs)
-        if rec is None or answer is None:
-            return None
-        if isinstance(answer, bool) or not isinstance(answer, int) or not 1 <= answer <= n_tpcs:
-            return self._invalid(
-                rec, f"right_size returned {answer!r}, not a TPC count in [1, {n_tpcs}]"
-            )
-        return answer
-
-    def ask_frequency(self, device: Any) -> int | None:
-        """A clock in MHz from the power advisor, checked against `device.clocks_mhz`."""
-        rec, answer = self._ask("power", "frequency", device)
-        if rec is None or answer is None:
-            return None
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or answer not in device.clocks_mhz
-        ):
-            lo, hi = min(device.clocks_mhz), max(device.clocks_mhz)
-            return self._invalid(
-                rec, f"frequency returned {answer!r} MHz, not a clock of the device ({lo}-{hi} MHz)"
-            )
-        return answer
-
-    def _invalid(self, rec: ModuleRecord, message: str) -> Any:
-        """Eject `rec` for an invalid answer; the caller's answer becomes None (no advice)."""
-        self.eject(rec, "invalid", message)
-        return None
 
     # ===================================================================
     # Kernel-space inference (the service is made on first use: it needs numpy)
@@ -655,12 +540,21 @@ class Mlaas:
         if self._inference is None:
             from kernel.mlaas.inference import InferenceService
 
-            self._inference = InferenceService(self.kernel, deliver=self._deliver)
+            self._inference = InferenceService(
+                self.kernel, deliver=self._deliver, charge=self._charge
+            )
         return self._inference
 
     def register_backend(self, kind: str, backend: Any) -> None:
         """Offer an inference back end (the vGPU driver registers ``vgpu``)."""
         self.inference.register_backend(kind, backend)
+
+    def _charge(self, rec: ModuleRecord, wait_ns: int) -> None:
+        """A module waited `wait_ns` for an inference result.  A memory advisor
+        decides inside a page fault, so the faulting task waits with it; the
+        other hook points are not delayed (the time is in the module's account)."""
+        if rec.kind == "memory":
+            self.kernel.mm.advice_ns += wait_ns
 
     def _deliver(self, request: Any) -> None:
         rec = request.owner

@@ -14,6 +14,7 @@ reason             what happened
                    row, or ran ten times over it and the watchdog interrupted it
 ``invalid``        a callback answered something the kernel cannot use
 ``starved``        a runnable task waited past the starvation timeout
+                   (`StarvationWatchdog`, in virtual time)
 ``reload-failed``  `reload` could not load the changed file (the old version
                    stays in: this report does not eject)
 =================  ==========================================================
@@ -194,3 +195,65 @@ def as_exit_fields(report: ExitReport | None) -> dict[str, Any]:
     if report is None:
         return {}
     return attrs.asdict(report)
+
+
+class StarvationWatchdog:
+    """sched_ext's watchdog, in virtual time: a task that stays runnable without
+    running past `timeout_ns` ejects the sched advisor (reason ``starved``).
+
+    Every quarter of the timeout it notes each runnable task's CPU time and
+    trap count; a task whose marks have not moved since it was first seen
+    waiting is starving.  It re-arms only while tasks are runnable, so an idle
+    kernel's event loop can run dry; the sched binding re-arms it at the next
+    dispatch (`timer` is None).
+    """
+
+    def __init__(self, core: Any, timeout_ns: int) -> None:
+        self.core = core
+        self.timeout_ns = timeout_ns
+        self.timer: Any = None
+        self._waiting: dict[int, tuple[int, tuple[int, int]]] = {}  # pid -> (since, marks)
+
+    def arm(self) -> None:
+        period = max(self.timeout_ns // 4, 100_000)
+        self.timer = self.core.kernel.loop.call_later(period, self._check)
+
+    def stop(self) -> None:
+        self._waiting.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def forget(self, pid: int) -> None:
+        self._waiting.pop(pid, None)
+
+    def _check(self, _arg: Any = None) -> None:
+        self.timer = None
+        kernel = self.core.kernel
+        rec = self.core.attached.get("sched")
+        if rec is None or kernel.halted:
+            self._waiting.clear()
+            return
+        now = kernel.loop.now_ns
+        runnable = kernel.sched.runnable()
+        waiting: dict[int, tuple[int, tuple[int, int]]] = {}
+        for t in runnable:
+            marks = (t.cpu_ns, t.traps)
+            old = self._waiting.get(t.pid)
+            if old is None or old[1] != marks:
+                waiting[t.pid] = (now, marks)
+                continue
+            waited = now - old[0]
+            if waited > self.timeout_ns:
+                self._waiting.clear()
+                self.core.eject(
+                    rec,
+                    "starved",
+                    f"task {t.name} (pid {t.pid}) was runnable for {waited / 1e6:.0f} ms "
+                    f"without running (timeout {self.timeout_ns / 1e6:g} ms)",
+                )
+                return
+            waiting[t.pid] = old
+        self._waiting = waiting
+        if runnable:
+            self.arm()

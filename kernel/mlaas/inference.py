@@ -273,6 +273,7 @@ class Request:
     """One `infer` call: a future for its rows' outputs."""
 
     __slots__ = (
+        "waited",
         "service",
         "model",
         "x",
@@ -302,15 +303,23 @@ class Request:
         self.owner = owner
         self.callback = callback
         self.done = False
+        self.waited = False
         self.value: np.ndarray | None = None
         self.backend = ""
         self.done_ns = 0
         self.batch_rows = 0
 
     def result(self) -> np.ndarray:
-        """The outputs (a vector for a single input, else a matrix), closing the batch now if needed."""
+        """The outputs (a vector for a single input, else a matrix), closing the batch
+        now if needed.  The caller waits for them: the time until they are ready is
+        charged to its module (`InferenceService.charge`)."""
         if not self.done:
             self.service.flush(self.model)
+        if not self.waited:
+            self.waited = True
+            wait_ns = self.done_ns - self.service.kernel.loop.now_ns
+            if wait_ns > 0 and self.owner is not None and self.service.charge is not None:
+                self.service.charge(self.owner, wait_ns)
         assert self.value is not None
         return self.value
 
@@ -328,7 +337,13 @@ class _Batch:
 class InferenceService:
     """One per kernel: the models, the open batches, the back ends and the policy."""
 
-    def __init__(self, kernel: Kernel, *, deliver: Callable[[Request], None] | None = None) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        deliver: Callable[[Request], None] | None = None,
+        charge: Callable[[Any, int], None] | None = None,
+    ) -> None:
         self.kernel = kernel
         self.backends: dict[str, InferenceBackend] = {"cpu": CpuBackend()}
         self.policy = CrossoverPolicy(self.backends)
@@ -338,6 +353,7 @@ class InferenceService:
         self.features = FeatureStore(lambda: kernel.loop.now_ns, self)
         self._open: dict[int, _Batch] = {}  # id(model) -> its open batch
         self._deliver = deliver  # runs a request's callback (guarded by the MLaaS core)
+        self.charge = charge  # charges a module's wait for a result to whoever waits on it
         self.log: list[
             tuple[int, str, str, int, int, str]
         ] = []  # (t, model, backend, rows, cost, why)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import memory_worker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,3 +190,34 @@ def test_a_module_infers_through_its_context_and_its_callbacks_are_guarded(
     kernel.run()
     assert len(rec.advisor.seen) == 2 and rec.infer_rows == 2
     assert rec.state == "ejected" and "scored raised RuntimeError: enough" in rec.report.message
+
+
+def test_a_memory_advisor_waiting_for_inference_delays_the_faulting_task(tmp_path):
+    def elapsed_ns(infer: bool) -> tuple[int, float]:
+        path = tmp_path / f"fifo_{infer}.py"
+        path.write_text(
+            "from kernel.mlaas import MemoryAdvisor\n"
+            "class Fifo(MemoryAdvisor):\n"
+            "    name = 'fifo'\n"
+            "    def on_load(self):\n"
+            "        self.model = self.ctx.model('m', (4, 8, 1))\n"
+            "    def select_victim(self, candidates):\n"
+            f"        if {infer}:\n"
+            "            self.ctx.infer(self.model, [[1.0, 2.0, 3.0, 4.0]] * 8).result()\n"
+            "        return candidates[0]\n"
+        )
+        k = Kernel(seed=0, cpus=1, frames=16)
+        try:
+            rec = k.mlaas.insmod(str(path))
+            results: list = []
+            k.spawn(memory_worker(24, 1, results))
+            k.run()
+            assert results == [0]
+            return k.loop.now_ns, rec.infer_ns.get("cpu", 0.0)
+        finally:
+            k.shutdown()
+
+    plain, _ = elapsed_ns(False)
+    inferring, charged = elapsed_ns(True)
+    assert charged > 0
+    assert inferring - plain == pytest.approx(charged, rel=1e-6)

@@ -250,17 +250,17 @@ def device(n_tpcs=8, clocks=range(210, 1411, 15)):
 def test_first_fit_gives_each_context_its_own_tpcs(kernel: Kernel):
     kernel.mlaas.insmod("first_fit")
     contexts = [SimpleNamespace(ctx=0, demand_tpcs=3), SimpleNamespace(ctx=1, demand_tpcs=4), 2]
-    masks = kernel.mlaas.ask_tpc_allocation(contexts, 8)
+    masks = kernel.mlaas.gpu.tpc_allocation(contexts, 8)
     assert masks == {0: 0b111, 1: 0b1111000, 2: 0b11111111}
-    assert kernel.mlaas.ask_atom_size(None) is None and kernel.mlaas.ask_right_size(None, 8) is None
+    assert kernel.mlaas.gpu.atom_size(None) is None and kernel.mlaas.gpu.right_size(None, 8) is None
 
 
 def test_fixed_clock_pins_the_clock_and_a_clock_the_device_lacks_is_ejected(kernel: Kernel):
     kernel.mlaas.insmod("fixed_clock")
-    assert kernel.mlaas.ask_frequency(device()) == 1410
+    assert kernel.mlaas.gpu.frequency(device()) == 1410
     kernel.mlaas.rmmod("fixed_clock")
     rec = kernel.mlaas.insmod("fixed_clock", {"clock_mhz": "1000"})
-    assert kernel.mlaas.ask_frequency(device()) is None
+    assert kernel.mlaas.gpu.frequency(device()) is None
     assert (
         rec.state == "ejected"
         and "1000 MHz, not a clock of the device (210-1410 MHz)" in rec.report.message
@@ -277,7 +277,7 @@ def test_gpu_answers_are_checked(kernel: Kernel, tmp_path):
         "        return {0: 1 << n_tpcs}\n"
     )
     rec = kernel.mlaas.insmod(str(path))
-    assert kernel.mlaas.ask_tpc_allocation([0], 8) is None
+    assert kernel.mlaas.gpu.tpc_allocation([0], 8) is None
     assert (
         rec.report.reason == "invalid"
         and "must name at least one of TPCs 0-7" in rec.report.message
