@@ -44,6 +44,10 @@ from drivers.vgpu.work import UNITS_PER_TPC, BlockCost, KernelDesc, check_mask
 FOREVER_NS = 1 << 62
 #: Priorities are within (-PRIORITY_LIMIT, PRIORITY_LIMIT).
 PRIORITY_LIMIT = 1 << 31
+#: How atoms of equal priority share the TPCs (see `reference.py`, "Dispatch"):
+#: round robin over contexts, or first launched first (one hardware queue, as
+#: under MPS, where whoever launches more wins).
+DISPATCH_ORDERS = ("context", "launch")
 
 
 class Completion(NamedTuple):
@@ -99,9 +103,21 @@ def _check_int(what: str, value: object) -> int:
 class VirtualGpu(abc.ABC):
     """A virtual GPU: contexts, memory, kernels and atoms over a timing back end."""
 
-    def __init__(self, spec: GpuSpec | str = "a100", *, record_blocks: bool = False) -> None:
+    def __init__(
+        self,
+        spec: GpuSpec | str = "a100",
+        *,
+        record_blocks: bool = False,
+        dispatch_order: str = "context",
+    ) -> None:
         self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
         self.record_blocks = bool(record_blocks)
+        if dispatch_order not in DISPATCH_ORDERS:
+            raise InvalidArgument(
+                f"dispatch order must be one of {', '.join(DISPATCH_ORDERS)}, "
+                f"got {dispatch_order!r}"
+            )
+        self.dispatch_order = dispatch_order
         self.memory = DeviceMemory(self.spec.memory_bytes)
         self._live_contexts: set[int] = set()
         self._next_ctx = 0
@@ -119,6 +135,10 @@ class VirtualGpu(abc.ABC):
         self._atom_blocks: list[int] = []
         self._atom_done_ns: list[int | None] = []
         self._open_atoms: dict[int, int] = {}
+        self._ctx_order: dict[int, int] = {}  # per context, the order of its last launch
+        # Block costs by kernel descriptor: a driver registers the same
+        # descriptor again for every run of a model (identity, not equality).
+        self._cost_of: dict[int, tuple[KernelDesc, BlockCost]] = {}
         self._kernels_completed = 0
 
     # -- contexts ------------------------------------------------------------
@@ -130,6 +150,7 @@ class VirtualGpu(abc.ABC):
         self._next_ctx += 1
         self._live_contexts.add(ctx)
         self._open_atoms[ctx] = 0
+        self._ctx_order[ctx] = 0
         self._backend_add_context(ctx)
         return ctx
 
@@ -158,8 +179,11 @@ class VirtualGpu(abc.ABC):
         """Register a kernel instance; its atoms are launched by the returned id."""
         if not isinstance(kernel, KernelDesc):
             raise InvalidArgument(f"expected a KernelDesc, got {kernel!r}")
+        cached = self._cost_of.get(id(kernel))
+        if cached is None or cached[0] is not kernel:
+            cached = self._cost_of[id(kernel)] = (kernel, BlockCost.of(kernel, self.spec))
         self._kernels.append(kernel)
-        self._costs.append(BlockCost.of(kernel, self.spec))
+        self._costs.append(cached[1])
         self._launched_begins.append([])
         self._launched_ends.append([])
         self._kernel_blocks_done.append(0)
@@ -184,6 +208,7 @@ class VirtualGpu(abc.ABC):
         end: int | None = None,
         mask: int | None = None,
         priority: int | None = None,
+        order: int | None = None,
     ) -> int:
         """Queue blocks ``[begin, end)`` of `kernel` on the TPCs in `mask`; return the atom id.
 
@@ -193,44 +218,81 @@ class VirtualGpu(abc.ABC):
         `priority` (larger first) to the kernel's.  The atom competes for
         TPCs from the next `advance`, together with every atom launched at
         the same instant.  A kernel's atoms must not overlap.
+
+        `order` is the atom's place in the ``launch`` dispatch order (default:
+        now): a driver that emulates streams passes the time the host
+        enqueued the kernel, which may be earlier than the launch into the
+        device.  A context's orders must not decrease.
         """
-        self._check_context(ctx)
-        if isinstance(kernel, KernelDesc):
+        if type(ctx) is not int or ctx not in self._live_contexts:
+            self._check_context(ctx)
+        if type(kernel) is int and 0 <= kernel < len(self._kernels):
+            kernel_id = kernel
+            desc = self._kernels[kernel_id]
+        elif isinstance(kernel, KernelDesc):
             desc, kernel_id = kernel, None
         else:
             kernel_id = self._check_kernel(kernel)
             desc = self._kernels[kernel_id]
         end = desc.grid_blocks if end is None else end
-        begin = _check_int("atom begin", begin)
-        end = _check_int("atom end", end)
+        if type(begin) is not int:
+            begin = _check_int("atom begin", begin)
+        if type(end) is not int:
+            end = _check_int("atom end", end)
         if not 0 <= begin < end <= desc.grid_blocks:
             raise InvalidArgument(
                 f"atom range [{begin}, {end}) of kernel {desc.name!r} must be non-empty "
                 f"and within [0, {desc.grid_blocks})"
             )
-        mask = self.spec.all_tpcs_mask if mask is None else check_mask(mask, self.spec.n_tpcs)
-        priority = desc.priority if priority is None else _check_int("priority", priority)
+        if mask is None:
+            mask = self.spec.all_tpcs_mask
+        elif type(mask) is not int or mask <= 0 or mask >> self.spec.n_tpcs:
+            mask = check_mask(mask, self.spec.n_tpcs)
+        if priority is None:
+            priority = desc.priority
+        elif type(priority) is not int:
+            priority = _check_int("priority", priority)
         if not -PRIORITY_LIMIT < priority < PRIORITY_LIMIT:
             raise InvalidArgument(f"priority must be within (-2**31, 2**31), got {priority}")
+        if order is None:
+            order = self.now_ns
+        elif type(order) is not int:
+            order = _check_int("order", order)
+        if not 0 <= order < FOREVER_NS:
+            raise InvalidArgument(f"order must be within [0, {FOREVER_NS}), got {order}")
+        if order < self._ctx_order[ctx]:
+            raise InvalidArgument(
+                f"order {order} of context {ctx} is below its previous launch's "
+                f"{self._ctx_order[ctx]}: a context's orders must not decrease"
+            )
         if kernel_id is not None:
             self._check_disjoint(kernel_id, begin, end)
         else:
             kernel_id = self.add_kernel(desc)
         begins, ends = self._launched_begins[kernel_id], self._launched_ends[kernel_id]
-        i = bisect.bisect_left(begins, begin)
-        begins.insert(i, begin)
-        ends.insert(i, end)
+        if begins:
+            i = bisect.bisect_left(begins, begin)
+            begins.insert(i, begin)
+            ends.insert(i, end)
+        else:
+            begins.append(begin)
+            ends.append(end)
+        self._ctx_order[ctx] = order
         atom_id = len(self._atom_kernel)
         self._atom_kernel.append(kernel_id)
         self._atom_ctx.append(ctx)
         self._atom_blocks.append(end - begin)
         self._atom_done_ns.append(None)
         self._open_atoms[ctx] += 1
-        self._backend_launch(atom_id, ctx, priority, begin, end, mask, self._costs[kernel_id])
+        self._backend_launch(
+            atom_id, ctx, priority, begin, end, mask, self._costs[kernel_id], order
+        )
         return atom_id
 
     def _check_disjoint(self, kernel_id: int, begin: int, end: int) -> None:
         begins, ends = self._launched_begins[kernel_id], self._launched_ends[kernel_id]
+        if not begins:
+            return
         i = bisect.bisect_right(begins, begin)
         before_overlaps = i > 0 and ends[i - 1] > begin
         after_overlaps = i < len(begins) and begins[i] < end
@@ -246,6 +308,18 @@ class VirtualGpu(abc.ABC):
 
     def atom_done_ns(self, atom_id: int) -> int | None:
         return self._atom_done_ns[atom_id]
+
+    def atom_busy_ns(self, atom_id: int) -> int:
+        """The summed run time of the atom's blocks dispatched so far, in ns.
+
+        Each block counts from its start to its end (fixed when it starts),
+        so divided by the kernel's `blocks_per_tpc` it is the TPC time the
+        atom occupies: what a policy charges a tenant for.
+        """
+        atom_id = _check_int("atom id", atom_id)
+        if not 0 <= atom_id < len(self._atom_kernel):
+            raise InvalidArgument(f"no atom {atom_id}")
+        return self._backend_atom_busy_ns(atom_id)
 
     def kernel_done_ns(self, kernel_id: int) -> int | None:
         return self._kernel_done_ns[self._check_kernel(kernel_id)]
@@ -384,6 +458,7 @@ class VirtualGpu(abc.ABC):
         end: int,
         mask: int,
         cost: BlockCost,
+        order: int,
     ) -> None: ...
 
     @abc.abstractmethod
@@ -398,6 +473,9 @@ class VirtualGpu(abc.ABC):
 
     @abc.abstractmethod
     def _backend_demand_mbps(self) -> int: ...
+
+    @abc.abstractmethod
+    def _backend_atom_busy_ns(self, atom_id: int) -> int: ...
 
     @abc.abstractmethod
     def _backend_counts(self) -> tuple[int, int]:

@@ -62,7 +62,8 @@ S_NTPC = 17
 S_FREE_SLOT = 18  # head of the free list of block slots
 S_PASS = 19  # dispatch passes so far
 S_NPASS = 20  # atoms that started blocks in the current pass
-N_SCALARS = 21
+S_BY_LAUNCH = 21  # 1: equal priorities go in launch order, not round robin
+N_SCALARS = 22
 
 # Float scalars, in `fs`.
 F_ENERGY = 0  # J
@@ -85,7 +86,10 @@ A_DONE_NS = 9  # completion time, -1 until then
 A_PASS = 10  # the last dispatch pass that started blocks of the atom
 A_GROUP = 11  # first slot of the blocks it started in that pass
 A_GROUP_END = 12  # when they end
-N_ATOM_ROWS = 13
+A_PASS_BLOCKS = 13  # blocks it started in that pass
+A_BUSY_NS = 14  # summed run time of its blocks so far
+A_ORDER = 15  # its place in the launch dispatch order (then its id)
+N_ATOM_ROWS = 16
 
 # Rows of the FIFO table, indexed by FIFO id (Q_ORDER by position).
 Q_PRIO = 0
@@ -238,11 +242,16 @@ def _run(st, until, stop_on_completion):
             if units > free:
                 continue
             # Equal priority: the least recently served context, then the lower
-            # context id, then the earlier launch.
+            # context id, then the earlier launch; or only the earlier launch.
             ctx = fifos[Q_CTX, q]
             last = ctx_last[ctx]
             atom = fifos[Q_HEAD, q]
-            if (
+            if sc[S_BY_LAUNCH] != 0:
+                # A context's orders never decrease, so a FIFO's head has its least.
+                order = atoms[A_ORDER, atom]
+                if best_i < 0 or order < best_last or (order == best_last and atom < best_atom):
+                    best_i, best_prio, best_last, best_atom = i, prio, order, atom
+            elif (
                 best_i < 0
                 or last < best_last
                 or (
@@ -287,8 +296,10 @@ def _run(st, until, stop_on_completion):
         if atoms[A_PASS, a] != sc[S_PASS]:
             atoms[A_PASS, a] = sc[S_PASS]
             atoms[A_GROUP, a] = -1
+            atoms[A_PASS_BLOCKS, a] = 0
             pass_atoms[sc[S_NPASS]] = a
             sc[S_NPASS] += 1
+        atoms[A_PASS_BLOCKS, a] += 1
         slots[SL_NEXT, slot] = atoms[A_GROUP, a]
         atoms[A_GROUP, a] = slot
         if sc[S_LOG_ON] != 0:
@@ -343,6 +354,7 @@ def _run(st, until, stop_on_completion):
             else:
                 duration += (atoms[A_MEM, a] * demand + bw - 1) // bw
             atoms[A_GROUP_END, a] = now + duration
+            atoms[A_BUSY_NS, a] += atoms[A_PASS_BLOCKS, a] * duration
             heap_push(now + duration, atoms[A_GROUP, a])
         for i in range(log_begin, sc[S_LOG_N]):
             log[L_END, i] = atoms[A_GROUP_END, log[L_ATOM, i]]
@@ -412,6 +424,49 @@ def _run(st, until, stop_on_completion):
             return RUN_COMPLETIONS
 
 
+@njit(cache=True)
+def _enqueue(
+    sc, atoms, fifos, fifo_mask, pending, tpcs, in_mask, atom, q, units, compute_ns, mem_ns,
+    demand_mbps, begin, end, ctx, order,
+):  # fmt: skip
+    """Append atom `atom` to FIFO `q`; the FIFO joins the dispatch order if it was empty."""
+    for r in range(N_ATOM_ROWS):
+        atoms[r, atom] = -1
+    atoms[A_UNITS, atom] = units
+    atoms[A_COMPUTE, atom] = compute_ns
+    atoms[A_MEM, atom] = mem_ns
+    atoms[A_DEMAND, atom] = demand_mbps
+    atoms[A_NEXT, atom] = begin
+    atoms[A_END, atom] = end
+    atoms[A_RUNNING, atom] = 0
+    atoms[A_CTX, atom] = ctx
+    atoms[A_PASS, atom] = 0
+    atoms[A_BUSY_NS, atom] = 0
+    atoms[A_ORDER, atom] = order
+    for w in range(pending.shape[0]):
+        pending[w] |= fifo_mask[q, w]
+    tail = fifos[Q_TAIL, q]
+    if tail >= 0:
+        atoms[A_LINK, tail] = atom
+    else:  # the FIFO was empty: it joins the dispatch order, after equal keys
+        fifos[Q_HEAD, q] = atom
+        n = sc[S_NQ]
+        key = fifos[Q_KEY, q]
+        at = n
+        for i in range(n):
+            if fifos[Q_KEY, fifos[Q_ORDER, i]] > key:
+                at = i
+                break
+        for j in range(n, at, -1):
+            fifos[Q_ORDER, j] = fifos[Q_ORDER, j - 1]
+        fifos[Q_ORDER, at] = q
+        sc[S_NQ] = n + 1
+    fifos[Q_TAIL, q] = atom
+    for t in in_mask:
+        if tpcs[T_MIN_UNITS, t] > units:
+            tpcs[T_MIN_UNITS, t] = units
+
+
 # -- the Python face ---------------------------------------------------------
 
 
@@ -438,9 +493,10 @@ class Engine(VirtualGpu):
         spec: GpuSpec | str = "a100",
         *,
         record_blocks: bool = False,
+        dispatch_order: str = "context",
         atom_capacity: int = 256,
     ) -> None:
-        super().__init__(spec, record_blocks=record_blocks)
+        super().__init__(spec, record_blocks=record_blocks, dispatch_order=dispatch_order)
         spec = self.spec
         n = spec.n_tpcs
         self._words = (n + 63) // 64
@@ -450,6 +506,7 @@ class Engine(VirtualGpu):
         sc[S_BW] = spec.bandwidth_mbps
         sc[S_LOG_ON] = int(self.record_blocks)
         sc[S_NTPC] = n
+        sc[S_BY_LAUNCH] = int(self.dispatch_order == "launch")
         fs = np.zeros(N_FLOATS, np.float64)
         fs[F_IDLE_W] = spec.idle_power_w
         fs[F_DYN_W] = spec.dynamic_power_per_tpc_w(spec.max_clock_mhz)
@@ -522,39 +579,18 @@ class Engine(VirtualGpu):
         end: int,
         mask: int,
         cost: BlockCost,
+        order: int,
     ) -> None:
         if atom_id >= self._st.atoms.shape[1]:
             self._grow("atoms", 2 * (atom_id + 1))
             self._grow("done", 2 * (atom_id + 1))
         q = self._fifo(ctx, priority, cost.units, mask)
         st = self._st
-        atoms = st.atoms
-        atoms[:, atom_id] = -1
-        atoms[A_UNITS, atom_id] = cost.units
-        atoms[A_COMPUTE, atom_id] = cost.compute_ns
-        atoms[A_MEM, atom_id] = cost.mem_ns
-        atoms[A_DEMAND, atom_id] = cost.demand_mbps
-        atoms[A_NEXT, atom_id] = begin
-        atoms[A_END, atom_id] = end
-        atoms[A_RUNNING, atom_id] = 0
-        atoms[A_CTX, atom_id] = ctx
-        atoms[A_PASS, atom_id] = 0
-        np.bitwise_or(st.pending, st.fifo_mask[q], out=st.pending)
-        fifos, sc = st.fifos, st.sc
-        tail = fifos[Q_TAIL, q]
-        if tail >= 0:
-            atoms[A_LINK, tail] = atom_id
-        else:  # the FIFO was empty: it joins the dispatch order
-            fifos[Q_HEAD, q] = atom_id
-            n = int(sc[S_NQ])
-            order = fifos[Q_ORDER]
-            at = int(np.searchsorted(fifos[Q_KEY, order[:n]], fifos[Q_KEY, q], side="right"))
-            order[at + 1 : n + 1] = order[at:n].copy()
-            order[at] = q
-            sc[S_NQ] = n + 1
-        fifos[Q_TAIL, q] = atom_id
-        in_mask = self._fifo_tpcs[q]
-        st.tpcs[T_MIN_UNITS, in_mask] = np.minimum(st.tpcs[T_MIN_UNITS, in_mask], cost.units)
+        _enqueue(
+            st.sc, st.atoms, st.fifos, st.fifo_mask, st.pending, st.tpcs, self._fifo_tpcs[q],
+            atom_id, q, cost.units, cost.compute_ns, cost.mem_ns, cost.demand_mbps, begin, end,
+            ctx, order,
+        )  # fmt: skip
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
         sc = self._st.sc
@@ -575,15 +611,24 @@ class Engine(VirtualGpu):
         while True:
             status = _run(self._st, until_ns, stop_on_completion)
             st = self._st
-            atoms = st.done[: st.sc[S_NDONE]]
-            done.extend(zip(st.atoms[A_DONE_NS, atoms].tolist(), atoms.tolist(), strict=True))
+            n = int(st.sc[S_NDONE])
+            if n == 1:
+                atom = int(st.done[0])
+                done.append((int(st.atoms[A_DONE_NS, atom]), atom))
+            elif n:
+                atoms = st.done[:n]
+                done.extend(zip(st.atoms[A_DONE_NS, atoms].tolist(), atoms.tolist(), strict=True))
             if status != RUN_LOG_FULL:
-                done.sort()
+                if len(done) > 1:
+                    done.sort()
                 return done
             self._grow("log", 2 * st.log.shape[1] + 1)
 
     def _backend_tpc_units(self) -> list[int]:
         return (UNITS_PER_TPC - self._st.tpcs[T_FREE]).tolist()
+
+    def _backend_atom_busy_ns(self, atom_id: int) -> int:
+        return int(self._st.atoms[A_BUSY_NS, atom_id])
 
     def _backend_demand_mbps(self) -> int:
         return int(self._st.sc[S_DEMAND])

@@ -14,7 +14,10 @@ block of the first atom in *dispatch order* that has blocks left, includes it
 in its mask and whose block fits its free capacity.  Dispatch order is:
 higher priority first; among equal priorities, round robin over contexts —
 the context served least recently first (never-served first, then the lower
-context id); within a context, launch order.  Running blocks are never
+context id); within a context, launch order.  With ``dispatch_order="launch"``
+equal priorities go in launch order across contexts too (one FIFO, as MPS):
+by the atom's `order` (its launch instant unless the driver says when the
+host enqueued it), then its id.  Running blocks are never
 preempted.  `advance` returns at a completion before that instant's dispatch
 (it runs when the loop resumes), so atoms launched then take part in it.
 
@@ -60,14 +63,21 @@ class _QueuedAtom:
     end: int
     mask: int
     cost: BlockCost
+    order: int = 0
     running: int = 0
 
 
 class ReferenceEngine(VirtualGpu):
     """The vGPU's timing back end as a plain-Python event loop."""
 
-    def __init__(self, spec: GpuSpec | str = "a100", *, record_blocks: bool = False) -> None:
-        super().__init__(spec, record_blocks=record_blocks)
+    def __init__(
+        self,
+        spec: GpuSpec | str = "a100",
+        *,
+        record_blocks: bool = False,
+        dispatch_order: str = "context",
+    ) -> None:
+        super().__init__(spec, record_blocks=record_blocks, dispatch_order=dispatch_order)
         n = self.spec.n_tpcs
         self._now = 0
         self._clock = self.spec.max_clock_mhz
@@ -83,6 +93,7 @@ class ReferenceEngine(VirtualGpu):
         self._seq_of_end = 0  # tie-breaker in the heap
         self._completed = 0
         self._log: list[BlockRecord] = []
+        self._busy_ns: list[int] = []  # per atom, the summed run time of its blocks
 
     # -- the event loop ----------------------------------------------------
 
@@ -138,6 +149,7 @@ class ReferenceEngine(VirtualGpu):
         # Every block started at this instant sees the same contention.
         for atom, block, tpc in started:
             end = self._now + self._block_duration_ns(atom.cost)
+            self._busy_ns[atom.atom_id] += end - self._now
             heapq.heappush(self._running, (end, self._seq_of_end, atom, tpc))
             self._seq_of_end += 1
             if self.record_blocks:
@@ -151,6 +163,8 @@ class ReferenceEngine(VirtualGpu):
         ]
         if not candidates:
             return None
+        if self.dispatch_order == "launch":
+            return min(candidates, key=lambda a: (-a.priority, a.order, a.atom_id))
         return min(
             candidates,
             key=lambda a: (-a.priority, self._last_served[a.ctx], a.ctx, a.atom_id),
@@ -197,8 +211,10 @@ class ReferenceEngine(VirtualGpu):
         end: int,
         mask: int,
         cost: BlockCost,
+        order: int,
     ) -> None:
-        self._queued.append(_QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost))
+        self._queued.append(_QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost, order))
+        self._busy_ns.append(0)
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
         self._pending_clocks.append((effective_ns, clock_mhz))
@@ -208,6 +224,9 @@ class ReferenceEngine(VirtualGpu):
 
     def _backend_demand_mbps(self) -> int:
         return self._demand
+
+    def _backend_atom_busy_ns(self, atom_id: int) -> int:
+        return self._busy_ns[atom_id]
 
     def _backend_counts(self) -> tuple[int, int]:
         return self._seq, self._completed

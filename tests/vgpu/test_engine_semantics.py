@@ -76,6 +76,45 @@ def test_equal_priorities_take_turns_across_contexts(device_cls):
     assert order == [atom_a, atom_b] * 3
 
 
+def test_launch_dispatch_order_serves_equal_priorities_first_come_first_served(device_cls):
+    gpu = device_cls(small_spec(n_tpcs=1), record_blocks=True, dispatch_order="launch")
+    a, b = gpu.create_context(), gpu.create_context()
+    atom_a = gpu.launch(a, compute_kernel(grid=3))
+    atom_b = gpu.launch(b, compute_kernel(grid=3))
+    high = gpu.launch(b, compute_kernel(grid=1), priority=1)
+    run_to_idle(gpu)
+    assert [r.atom_id for r in gpu.block_log()] == [high] + [atom_a] * 3 + [atom_b] * 3
+
+
+def test_atom_busy_time_sums_its_blocks_run_times(device_cls, small):
+    gpu = device_cls(small, record_blocks=True)
+    ctx = gpu.create_context()
+    atom = gpu.launch(ctx, compute_kernel(grid=10, bpt=2, duration_ns=700))
+    gpu.advance(1)
+    assert gpu.atom_busy_ns(atom) == 8 * 700  # the first wave has started
+    run_to_idle(gpu)
+    assert gpu.atom_busy_ns(atom) == sum(r.end_ns - r.start_ns for r in gpu.block_log())
+    assert gpu.atom_busy_ns(atom) == 10 * 700
+    with pytest.raises(InvalidArgument):
+        gpu.atom_busy_ns(atom + 1)
+
+
+def test_launch_order_follows_the_given_host_enqueue_time(device_cls):
+    gpu = device_cls(small_spec(n_tpcs=1), record_blocks=True, dispatch_order="launch")
+    a, b = gpu.create_context(), gpu.create_context()
+    late = gpu.launch(a, compute_kernel(grid=2), order=500)
+    early = gpu.launch(b, compute_kernel(grid=2), order=100)
+    run_to_idle(gpu)
+    assert [r.atom_id for r in gpu.block_log()] == [early, early, late, late]
+    with pytest.raises(InvalidArgument, match="must not decrease"):
+        gpu.launch(a, compute_kernel(grid=1), order=400)
+
+
+def test_unknown_dispatch_order_is_refused(device_cls):
+    with pytest.raises(InvalidArgument, match="dispatch order"):
+        device_cls(small_spec(), dispatch_order="random")
+
+
 def test_a_context_runs_its_atoms_in_launch_order(device_cls):
     gpu = device_cls(small_spec(n_tpcs=1), record_blocks=True)
     ctx = gpu.create_context()

@@ -60,7 +60,7 @@ def play(device_cls, seed: int, batch: bool):
     """Drive one random workload; return everything observable."""
     rng = random.Random(seed)
     spec = scaled(rng.choice([a100, h100]), rng.choice([1, 2, 5, 8, 54]), rng.choice([500, 20_000]))
-    gpu = device_cls(spec, record_blocks=True)
+    gpu = device_cls(spec, record_blocks=True, dispatch_order=rng.choice(["context", "launch"]))
     ctxs = [gpu.create_context() for _ in range(rng.randint(1, 5))]
     pending: list[tuple] = []  # atoms planned but not yet launched
     for _ in range(rng.randint(1, 6)):
@@ -72,9 +72,16 @@ def play(device_cls, seed: int, batch: bool):
             pending.append((ctx, kid, begin, end, mask, priority))
     rng.shuffle(pending)
 
+    last_order = dict.fromkeys(ctxs, 0)
+
     def launch_some(count: int) -> None:
         for _ in range(min(count, len(pending))):
-            gpu.launch(*pending.pop())
+            ctx, *rest = pending.pop()
+            order = None
+            if rng.random() < 0.5:  # enqueued by the host before it reaches the device
+                order = max(last_order[ctx], gpu.now_ns - rng.randint(0, 3000))
+            last_order[ctx] = gpu.now_ns if order is None else order
+            gpu.launch(ctx, *rest, order=order)
 
     trace = []
     if batch:
@@ -96,7 +103,8 @@ def play(device_cls, seed: int, batch: bool):
                 launch_some(rng.randint(0, 3))
             if not events and until is None and not pending:
                 break
-    return trace, gpu.block_log(), gpu.energy_j, gpu.now_ns
+    busy = [gpu.atom_busy_ns(a) for a in range(gpu.stats().atoms_launched)]
+    return trace + [busy], gpu.block_log(), gpu.energy_j, gpu.now_ns
 
 
 def assert_same_run(seed: int, batch: bool) -> None:
