@@ -25,6 +25,7 @@ in hits each closes.  Target: `learned_warmth` closes at least 30% on ``mix``.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 import sys
@@ -68,8 +69,6 @@ class Zipf:
         self.rng = rng
 
     def draw(self) -> int:
-        import bisect
-
         return self.pages[min(bisect.bisect_left(self.cdf, self.rng.random()), len(self.pages) - 1)]
 
 

@@ -42,8 +42,9 @@ class Advisor:
     #: Which subsystem it advises; set by the bases.
     kind: ClassVar[str] = ""
     api_version: ClassVar[int] = API_VERSION
-    #: Host-clock budget of one callback, in microseconds.  Three overruns in a
-    #: row, or one call ten times over (interrupted by the watchdog), eject it.
+    #: Host-clock budget of one callback, in microseconds.  Three timed calls
+    #: over it in a row, or one call ten times over (interrupted by the host
+    #: watchdog), eject the module; see `faults.py` for which calls are timed.
     budget_us: ClassVar[float] = DEFAULT_BUDGET_US
     #: Parameters and their defaults; `insmod NAME key=value` sets them and the
     #: default's type (int, float, bool, str) is the parameter's type.

@@ -473,11 +473,15 @@ class Mlaas:
         self.task_hooks = "sched" in self.attached or "memory" in self.attached
 
     def shutdown(self) -> None:
-        for rec in list(self.attached.values()):
-            self._detach(rec)
-            rec.report = ExitReport(
-                "shutdown", "shutdown", "the kernel shut down", self.kernel.loop.now_ns
-            )
+        """Detach every module (the kernel is going away) and forget their code."""
+        for rec in list(self.modules.values()):
+            if rec.state == "live":
+                self._detach(rec)
+                rec.state = "removed"
+                rec.report = ExitReport(
+                    "shutdown", "shutdown", "the kernel shut down", self.kernel.loop.now_ns
+                )
+            loader.forget(rec.module)
 
     # ===================================================================
     # Reports

@@ -272,3 +272,26 @@ def test_default_slice_returns_after_the_sched_advisor_leaves(kernel: Kernel):
     kernel.mlaas.insmod("rr", {"slice_ms": "1"})
     kernel.mlaas.rmmod("rr")
     assert kernel.sched.time_slice(None) == DEFAULT_SLICE_NS
+
+
+def test_an_ejected_module_can_be_loaded_again_but_a_live_one_cannot(kernel: Kernel):
+    rec = kernel.mlaas.insmod(broken("garbage"))
+    kernel.spawn(cpu_worker(1, []))
+    kernel.run()
+    assert rec.state == "ejected"
+    again = kernel.mlaas.insmod(broken("garbage"))
+    assert again.state == "live" and kernel.mlaas.modules["garbage"] is again
+    with pytest.raises(ModuleError, match="module 'garbage' is already loaded \\(use reload\\)"):
+        kernel.mlaas.insmod(broken("garbage"))
+
+
+def test_shutdown_detaches_every_module_and_forgets_its_code():
+    import sys
+
+    k = Kernel(seed=0, cpus=1)
+    rec = k.mlaas.insmod("lru")
+    name = rec.module.__name__
+    assert name in sys.modules
+    k.shutdown()
+    assert name not in sys.modules and rec.report.reason == "shutdown"
+    assert k.mm.policy.__class__.__name__ == "ClockPolicy"
