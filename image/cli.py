@@ -26,6 +26,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         "cpus": args.cpus,
         "frames": args.frames,
         "log_format": args.log_format,
+        "gpu": None if args.gpu == "none" else args.gpu,
     }
     if args.headless or args.run is not None:
         return boot_headless(args.run or "", config)
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
     boot.add_argument(
         "--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)"
+    )
+    boot.add_argument(
+        "--gpu", choices=("a100", "h100", "none"), default="a100", help="the vGPU preset (default a100)"
     )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
     boot.set_defaults(func=cmd_boot)

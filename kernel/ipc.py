@@ -83,7 +83,7 @@ class ReplyObject(KernelObject):
 
     __slots__ = ("caller", "used")
 
-    def __init__(self, caller: Task) -> None:
+    def __init__(self, caller: Task | None = None) -> None:
         super().__init__()
         self.caller: Task | None = caller
         self.used = False

@@ -23,7 +23,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from kernel import syscall
 from kernel.caps import Capability, Rights
 from kernel.clock import EventLoop, RealtimeLoop, Timer
 from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
@@ -33,6 +32,7 @@ from kernel.memory import MemoryManager
 from kernel.mlaas.core import Mlaas
 from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
 from kernel.sched import DEFAULT_SLICE_NS, Scheduler
+from kernel.syscall import BLOCK, TRAP_TABLE
 from kernel.task import Proc, State, Task
 from kernel.traps import Message, Received
 from kernel.tty import Tty
@@ -50,7 +50,7 @@ class KernelHalted(RuntimeError):
 
 
 class Cpu:
-    __slots__ = ("id", "current", "event", "active", "slice_end", "busy_ns", "switches")
+    __slots__ = ("id", "current", "event", "active", "slice_end", "switches")
 
     def __init__(self, cpu_id: int) -> None:
         self.id = cpu_id
@@ -58,7 +58,6 @@ class Cpu:
         self.event: Timer | None = None  # the pending continuation of this CPU
         self.active = False  # inside _cpu_run right now
         self.slice_end = 0
-        self.busy_ns = 0
         self.switches = 0
 
 
@@ -77,6 +76,7 @@ class Kernel:
         console: Callable[[str], None] | None = None,
         slice_ns: int = DEFAULT_SLICE_NS,
         trap_cost_ns: int = TRAP_COST_NS,
+        gpu: str | None = "a100",
     ) -> None:
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
             raise ValueError(f"cpus must be between 1 and 64, got {cpus!r}")
@@ -102,6 +102,7 @@ class Kernel:
         self._next_pid = 1
         self.tty = Tty(self, console)
         self.tty.irq = Notification()
+        self.gpu_preset = gpu  # the vGPU driver's device preset; None: no GPU server
         self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
 
     # ===================================================================
@@ -109,23 +110,28 @@ class Kernel:
     # ===================================================================
 
     def boot(self, init: str = "init") -> Kernel:
-        """Start the console server and init, then run until the shell prompts."""
+        """Start the servers (console, vGPU driver) and init, then run until
+        the shell prompts.  init gets a send cap to each server's endpoint."""
         self.tty.write_prompt(BANNER + "\n")
         self.log.echo = self.tty.write_prompt
         self.log.info(
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
             memory_kib=self.mm.nframes * 4, realtime=isinstance(self.loop, RealtimeLoop),
         )  # fmt: skip
-        console_pid = self.spawn(
-            "console", caps={"endpoint": Endpoint(), "tty": self.tty, "irq": self.tty.irq}
-        )
-        console = self.tasks[console_pid]
-        console_ep = console.cspace.lookup(console.proc.caps["endpoint"])  # type: ignore[union-attr]
-        self.init_pid = self.spawn(init, caps={"console": console_ep.derive(Rights.WRITE | Rights.GRANT)})
+        servers = {"console": self._start_server("console", (), tty=self.tty, irq=self.tty.irq)}
+        if self.gpu_preset is not None:
+            servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,))
+        self.init_pid = self.spawn(init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()})
         if not self.threaded:
             self.run_until_prompt()
-        self.log.echo_level = 30  # after boot the console shows warnings only
+            self.log.echo_level = 30  # after boot the console shows warnings only
         return self
+
+    def _start_server(self, program: str, args: tuple[str, ...], **devices: Any) -> Capability:
+        """Spawn a server owning a new endpoint (and device caps); returns its endpoint cap."""
+        pid = self.spawn(program, args, caps={"endpoint": Endpoint(), **devices})
+        task = self.tasks[pid]
+        return task.cspace.lookup(task.proc.caps["endpoint"])  # type: ignore[union-attr]
 
     def spawn(
         self,
@@ -152,7 +158,7 @@ class Kernel:
             name = name or program
         elif callable(program):
             fn = program
-            name = name or getattr(program, "__name__", "task")
+            name = name or str(getattr(program, "__name__", "task"))
         else:
             raise InvalidArgument(f"a program is a name or a generator function, not {program!r}")
         args = tuple(str(a) for a in args)
@@ -315,14 +321,18 @@ class Kernel:
             else:
                 cost = self._step(task)
             task.cpu_ns += cost
-            task.vtime += cost
-            cpu.busy_ns += cost
             end = now + cost
             if loop.changes != seen:  # re-read the heap only when it changed
                 seen = loop.changes
                 nxt = loop.next_time()
-            if loop.stopping or (nxt is not None and nxt < end) or (loop.until_ns is not None and end > loop.until_ns):
-                # Someone else is due first: continue this CPU as an event.
+            if (
+                loop.stopping
+                or (nxt is not None and nxt < end)
+                or (loop.until_ns is not None and end > loop.until_ns)
+                or (loop.paced and end > loop.wall_virtual_ns())
+            ):
+                # Someone else is due first, or (realtime) the wall clock is
+                # behind: continue this CPU as an event.
                 cpu.event = loop.call_at(end, self._cpu_run, cpu)
                 return
             loop.advance_to(end)
@@ -346,7 +356,7 @@ class Kernel:
         except Exception as exc:
             self.kill(task, f"crashed: {exc!r}", -1, level="error")
             return self.trap_cost_ns
-        handler = syscall.TRAP_TABLE.get(type(trap))
+        handler = TRAP_TABLE.get(type(trap))
         if handler is None:
             task.resume_exc = UnknownTrap(f"{trap!r} is not a trap")
             return self.trap_cost_ns
@@ -355,7 +365,7 @@ class Kernel:
         except SyscallError as exc:
             task.resume_exc = exc
         else:
-            if result is not syscall.BLOCK:
+            if result is not BLOCK:
                 task.resume_value = result
         return self.trap_cost_ns
 

@@ -55,7 +55,7 @@ class KernelLog:
             cache_logger_on_first_use=True,
         )
 
-    def _stamp(self, _logger: Any, _method: str, event: dict[str, Any]) -> str:
+    def _stamp(self, _logger: Any, _method: str, event: Any) -> str:
         record = {"t_ns": self._clock(), "subsystem": event.pop("subsystem", "kernel")}
         if self.kernel_name:
             record["kernel"] = self.kernel_name
@@ -83,7 +83,7 @@ class KernelLog:
 
     def render(self, record: dict[str, Any]) -> str:
         if self.fmt == "json":
-            return self._json(None, "", dict(record))
+            return str(self._json(None, "", dict(record)))
         t = record["t_ns"] / 1e9
         extra = "  ".join(
             f"{k}={v}"

@@ -236,10 +236,11 @@ class MemoryManager:
             return getattr(self._fallback, method)(self, *args)
 
     def _policy_fault(self, kind: str, message: str) -> None:
-        policy = self.policy
+        """Report a misbehaving policy.  The handler (the MLaaS core) decides
+        whether to eject it; with no handler the policy is detached."""
         if self.on_policy_fault is not None:
-            self.on_policy_fault(policy, kind, message)
-        if self.policy is policy and not isinstance(policy, ClockPolicy):
+            self.on_policy_fault(self.policy, kind, message)
+        else:
             self.policy = self._fallback
 
     # -- lifecycle ------------------------------------------------------------------

@@ -59,7 +59,7 @@ def _deliver(
     if caller is None:
         return T.Received(msg, badge, None, new_slots)
     if reply is None:
-        reply = receiver.cspace.insert(Capability(ReplyObject(None), Rights.WRITE))
+        reply = receiver.cspace.insert(Capability(ReplyObject(None), Rights.WRITE | Rights.GRANT))
     obj: ReplyObject = receiver.cspace.slots[reply].obj
     if obj.caller is not None:
         # MCS semantics: re-binding a reply object drops its unanswered caller,
@@ -73,8 +73,9 @@ def _deliver(
 
 def _send(k: Kernel, task: Task, ep_slot: int, msg: T.Message, is_call: bool, blocking: bool) -> Any:
     cap = task.cspace.lookup(ep_slot, Rights.WRITE, Endpoint)
-    msg = _check_msg(msg)
-    caps = _sender_caps(task, cap, msg)
+    if type(msg) is not T.Message:
+        msg = _check_msg(msg)
+    caps = _sender_caps(task, cap, msg) if msg.caps else []
     ep: Endpoint = cap.obj
     if ep.receivers:
         receiver = ep.receivers.popleft()
@@ -237,7 +238,7 @@ def trap_newnotification(k: Kernel, task: Task, trap: T.NewNotification) -> Any:
 
 
 def trap_newreply(k: Kernel, task: Task, trap: T.NewReply) -> Any:
-    return task.cspace.insert(Capability(ReplyObject(None), Rights.WRITE, badge=REUSABLE))
+    return task.cspace.insert(Capability(ReplyObject(None), Rights.WRITE | Rights.GRANT, badge=REUSABLE))
 
 
 def _check_rights(rights: Any) -> int:
@@ -294,6 +295,13 @@ def trap_sleep(k: Kernel, task: Task, trap: T.Sleep) -> Any:
 
 def trap_gettime(k: Kernel, task: Task, trap: T.GetTime) -> Any:
     return k.loop.now_ns
+
+
+def trap_alarm(k: Kernel, task: Task, trap: T.Alarm) -> Any:
+    cap = task.cspace.lookup(trap.ntfn, Rights.WRITE, Notification)
+    delay_ns = _duration_ns(trap.us, "Alarm")
+    k.loop.call_later(delay_ns, lambda ntfn: k.raise_irq(ntfn, cap.badge or 1), cap.obj)
+    return None
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -460,6 +468,7 @@ TRAP_TABLE: dict[type, Handler] = {
     T.Compute: trap_compute,
     T.Sleep: trap_sleep,
     T.GetTime: trap_gettime,
+    T.Alarm: trap_alarm,
     T.Spawn: trap_spawn,
     T.WaitPid: trap_waitpid,
     T.Kill: trap_kill,

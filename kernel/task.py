@@ -73,7 +73,7 @@ class Task:
         self.parent = parent
         self.created_ns = now_ns
         self.cpu_ns = 0  # CPU time charged so far
-        self.vtime = 0  # for vtime-ordered dispatch queues
+        self.vtime = 0  # set by a policy, orders vtime dispatch queues (sched_ext's dsq_vtime)
         self.compute_left_ns = 0  # rest of the current Compute trap
         self.slice_ns = 0  # time slice granted at dispatch
         self.resume_value: Any = None

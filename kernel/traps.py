@@ -208,6 +208,15 @@ class GetTime:
     pass
 
 
+@attrs.frozen
+class Alarm:
+    """Signal the notification `ntfn` once, `us` microseconds from now: the
+    timer interrupt a driver waits for while it also serves requests."""
+
+    ntfn: int
+    us: float
+
+
 # -- tasks ------------------------------------------------------------------------
 
 

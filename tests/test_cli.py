@@ -27,8 +27,8 @@ def test_headless_run_prints_init_shell_and_memory_and_exits_0():
     out = r.stdout
     assert out.startswith("malvos 0.1.0")
     assert re.search(r"^\$ ps$", out, re.M)
-    assert re.search(r"^\s+2\s+0\s+\w+\s+[\d.]+\s+\d+\s+init$", out, re.M)
-    assert re.search(r"^\s+3\s+2\s+\w+\s+[\d.]+\s+\d+\s+sh$", out, re.M)
+    assert re.search(r"^\s+3\s+0\s+\w+\s+[\d.]+\s+\d+\s+init$", out, re.M)
+    assert re.search(r"^\s+4\s+3\s+\w+\s+[\d.]+\s+\d+\s+sh$", out, re.M)
     assert re.search(r"^Mem:\s+8192\s+\d+\s+\d+$", out, re.M)
     assert out.rstrip().endswith("powering off")
 

@@ -19,13 +19,14 @@ def test_boot_reaches_the_prompt_with_banner_and_boot_log(malv_kernel: Kernel):
 def test_ps_lists_init_console_and_the_shell(malv_kernel: Kernel):
     out = malv_kernel.shell("ps")
     assert re.search(r"^\s+1\s+0\s+\w+\s+[\d.]+\s+\d+\s+console$", out, re.M)
-    assert re.search(r"^\s+2\s+0\s+child\s+.*init$", out, re.M)
-    assert re.search(r"^\s+3\s+2\s+running\s+.*sh$", out, re.M)
+    assert re.search(r"^\s+2\s+0\s+\w+\s+.*vgpu$", out, re.M)
+    assert re.search(r"^\s+3\s+0\s+child\s+.*init$", out, re.M)
+    assert re.search(r"^\s+4\s+3\s+running\s+.*sh$", out, re.M)
 
 
 def test_free_and_uptime_and_dmesg(malv_kernel: Kernel):
     assert re.search(r"Mem:\s+8192\s+\d+\s+\d+", malv_kernel.shell("free"))
-    assert re.match(r"up \d+\.\d{6} s, 3 tasks", malv_kernel.shell("uptime"))
+    assert re.match(r"up \d+\.\d{6} s, 4 tasks", malv_kernel.shell("uptime"))
     assert "task: spawned" in malv_kernel.shell("dmesg")
 
 
@@ -40,7 +41,7 @@ def test_unknown_commands_and_bad_arguments_get_one_clear_line(malv_kernel: Kern
 
 def test_help_lists_every_command(malv_kernel: Kernel):
     out = malv_kernel.shell("help")
-    for name in ("help", "ps", "dmesg", "free", "uptime", "kill", "run", "jobs", "poweroff"):
+    for name in ("help", "ps", "dmesg", "free", "uptime", "kill", "run", "jobs", "poweroff", "gpu"):
         assert re.search(rf"^  {name}\b", out, re.M), name
 
 
@@ -80,10 +81,10 @@ def test_ctrl_p_prints_the_process_list(malv_kernel: Kernel):
 
 def test_init_restarts_the_shell_if_it_is_killed(malv_kernel: Kernel):
     k = malv_kernel
-    k.shell("kill 3")
+    k.shell("kill 4")
     assert k.run_until_prompt()
     names = {name: pid for pid, *_, name in k.proclist()}
-    assert "sh" in names and names["sh"] != 3
+    assert "sh" in names and names["sh"] != 4
     assert k.shell("run echo back") == "back\n"
 
 

@@ -18,14 +18,16 @@ from kernel.traps import (
     Spawn,
     WaitPid,
 )
-from userland.lib import UsageError, int_arg, println
+from userland.lib import UsageError, int_arg, println, program
 
 
+@program
 def echo(proc):
     """echo [WORDS...]: print the words."""
     yield from println(proc, " ".join(proc.argv))
 
 
+@program
 def spin(proc):
     """spin [MS]: use the CPU for MS milliseconds of virtual time (forever without MS)."""
     ms = int_arg(proc.argv, 0, "milliseconds", default=-1, minimum=-1)
@@ -36,12 +38,14 @@ def spin(proc):
     yield from println(proc, f"spin: done ({proc.argv[0] if proc.argv else 'forever'} ms)")
 
 
+@program
 def sleep(proc):
     """sleep MS: sleep for MS milliseconds of virtual time."""
     ms = int_arg(proc.argv, 0, "milliseconds")
     yield Sleep(ms * 1000)
 
 
+@program
 def memhog(proc):
     """memhog PAGES: write a pattern to PAGES pages, then read every byte back.
 
@@ -64,6 +68,7 @@ def _pattern(pid: int, page: int) -> bytes:
     return (seed * (PAGE_SIZE // len(seed) + 1))[:PAGE_SIZE]
 
 
+@program
 def pingpong(proc):
     """pingpong [N]: N Call/ReplyRecv round trips between two tasks."""
     n = int_arg(proc.argv, 0, "round trips", default=1000, minimum=1)

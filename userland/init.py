@@ -10,7 +10,7 @@ from kernel.traps import Call, Log, Message, Poweroff, Spawn, WaitPid
 def init(proc):
     con = proc.caps["console"]
     while True:
-        pid = yield Spawn("sh", caps={"console": con})
+        pid = yield Spawn("sh", caps=proc.caps)  # the console, and the GPU if there is one
         status = yield WaitPid(pid)
         end = yield Call(con, Message("status"))
         if end.msg.payload:

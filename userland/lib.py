@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+from kernel.errors import SyscallError
 from kernel.traps import Message, Send
 
 
@@ -32,3 +35,18 @@ def int_arg(argv, i: int, what: str, default: int | None = None, minimum: int = 
     if value < minimum:
         raise UsageError(f"{what} must be at least {minimum}, got {value}")
     return value
+
+
+def program(fn):
+    """Make a generator function a program: bad arguments or a refused
+    request print one line (``name: reason``) and exit with status 2."""
+
+    @functools.wraps(fn)
+    def run(proc):
+        try:
+            return (yield from fn(proc))
+        except (UsageError, SyscallError) as exc:
+            yield from println(proc, f"{proc.name}: {exc}")
+            return 2
+
+    return run

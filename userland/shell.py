@@ -26,6 +26,7 @@ from kernel.traps import (
     WaitPid,
 )
 from userland.lib import UsageError, int_arg, println, write
+from userland.gpu import COMMANDS as GPU_COMMANDS
 from userland.modcmds import COMMANDS as MODULE_COMMANDS
 
 PROMPT = "$ "
@@ -132,7 +133,7 @@ def cmd_run(sh: Shell, args):
         background = True
     if not args:
         raise UsageError("usage: run PROG [ARGS] [&]")
-    pid = yield Spawn(args[0], tuple(args[1:]), caps={"console": sh.con})
+    pid = yield Spawn(args[0], tuple(args[1:]), caps=sh.proc.caps)
     if background:
         job = sh.next_job
         sh.next_job += 1
@@ -182,3 +183,4 @@ COMMANDS = {
     "poweroff": cmd_poweroff,
 }
 COMMANDS.update(MODULE_COMMANDS)
+COMMANDS.update(GPU_COMMANDS)

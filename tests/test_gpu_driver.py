@@ -1,0 +1,130 @@
+"""The vGPU driver server: contexts by capability, launches, sync, and `gpu`."""
+
+from __future__ import annotations
+
+import re
+
+from drivers.vgpu.server import LaunchSpec
+from kernel import Kernel, Message
+from kernel.errors import CapabilityError
+from kernel.traps import Call, Spawn, WaitPid
+from userland.gpulib import open_context
+
+
+def run_program(k: Kernel, program) -> list:
+    """Run a program with the GPU cap init hands out; return what it recorded."""
+    log: list = []
+    shell = next(t for t in k.tasks.values() if t.name == "sh")
+    caps = {"gpu": shell.cspace.lookup(shell.proc.caps["gpu"])}
+    pid = k.spawn(lambda proc: program(proc, log), caps=caps, name="gputest")
+    while pid in k.tasks:
+        k.run(until=k.loop.now_ns + 100_000_000)
+    return log
+
+
+def test_gpu_burn_shows_the_gpu_busy_with_power_and_energy(malv_kernel: Kernel):
+    k = malv_kernel
+    assert re.match(r"\[1\] \d+", k.shell("run gpu-burn 1 &"))
+    k.shell("run sleep 300")
+    view = k.shell("gpu")
+    assert re.search(r"busy TPCs\s+54/54", view)
+    power = float(re.search(r"power\s+([\d.]+) W", view).group(1))
+    energy = float(re.search(r"energy\s+([\d.]+) J", view).group(1))
+    assert power > 300 and energy > 50
+    assert "TPC occupancy |" + "█" * 54 + "|" in view
+
+
+def test_kernels_of_one_stream_run_in_order_and_sync_returns_after_them(malv_kernel: Kernel):
+    def program(proc, log):
+        ctx = yield from open_context(proc)
+        spec = LaunchSpec("k", grid_blocks=108, block_us=100.0)  # one wave: 100 µs
+        t0 = yield from ctx.sync()
+        first = yield from ctx.launch(spec)
+        yield from ctx.launch(spec)
+        log.append((yield from ctx.sync(first)) - t0)
+        log.append((yield from ctx.sync()) - t0)
+
+    first_done, all_done = run_program(malv_kernel, program)
+    assert 100_000 <= first_done < 200_000
+    assert all_done >= first_done + 100_000
+
+
+def test_a_program_cannot_touch_another_programs_context(malv_kernel: Kernel):
+    def program(proc, log):
+        ctx = yield from open_context(proc)
+        # The plain gpu cap names no context; only the minted context cap does.
+        r = yield Call(proc.caps["gpu"], Message("alloc", 4096))
+        log.append(r.msg.payload)
+        other = yield from open_context(proc)
+        yield from ctx.alloc(1 << 20)
+        view = yield Call(proc.caps["gpu"], Message("stats"))
+        mine = {c.ctx: c.memory_bytes for c in view.msg.payload.contexts}
+        log.append((mine[ctx.ctx], mine[other.ctx]))
+        yield from ctx.destroy()
+        try:
+            yield Call(ctx.cap, Message("alloc", 4096))
+        except CapabilityError:
+            log.append("revoked")
+
+    refused, usage, revoked = run_program(malv_kernel, program)
+    assert "needs a context cap" in refused
+    assert usage == (1 << 20, 0)
+    assert revoked == "revoked"
+
+
+def test_bad_requests_get_clear_errors_and_the_device_stays_consistent(malv_kernel: Kernel):
+    def program(proc, log):
+        ctx = yield from open_context(proc, quota_bytes=1 << 20)
+        for label, payload in [
+            ("launch", LaunchSpec("zero", grid_blocks=0, block_us=1.0)),
+            ("launch", LaunchSpec("neg", grid_blocks=4, block_us=-1.0)),
+            ("launch", LaunchSpec("nomask", grid_blocks=4, block_us=1.0, mask=0)),
+            ("launch", "not a spec"),
+            ("alloc", -5),
+            ("alloc", 2 << 20),
+            ("free", 12345),
+            ("frobnicate", None),
+        ]:
+            r = yield Call(ctx.cap, Message(label, payload))
+            log.append((label, r.msg.label))
+        r = yield Call(proc.caps["gpu"], Message("set_clock", 5000))
+        log.append(("set_clock", r.msg.label))
+        log.append(("alloc-ok", (yield Call(ctx.cap, Message("alloc", 4096))).msg.label))
+
+    answers = run_program(malv_kernel, program)
+    assert all(label == "error" for _, label in answers[:-1]), answers
+    assert answers[-1] == ("alloc-ok", "handle")
+
+
+def test_gpu_command_without_a_gpu_says_so(malv_boot):
+    k = malv_boot(gpu=None)
+    assert k.shell("gpu") == "gpu: this machine has no GPU\n"
+    assert "no GPU" in k.shell("run gpu-burn 1")
+
+
+def test_headless_gpu_demo_through_the_cli():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "image.cli", "boot", "--headless", "--run", "run gpu-burn 1 &; run sleep 200; gpu; poweroff"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"busy TPCs\s+54/54", r.stdout)
+    assert re.search(r"power\s+[1-9][\d.]* W", r.stdout)
+
+
+def test_spawned_programs_inherit_the_gpu_cap(malv_kernel: Kernel):
+    seen = []
+
+    def child(proc):
+        seen.append(sorted(proc.caps))
+        yield from ()
+
+    def parent(proc, log):
+        pid = yield Spawn(child, caps=proc.caps)
+        yield WaitPid(pid)
+
+    run_program(malv_kernel, parent)
+    assert seen == [["gpu"]]

@@ -1,0 +1,75 @@
+"""GPU programs and the `gpu` shell command (an nvidia-smi-like view)."""
+
+from __future__ import annotations
+
+from kernel.traps import GetTime
+from userland.gpulib import LaunchSpec, gpu_request, open_context
+from userland.lib import UsageError, int_arg, println, program
+
+BAR = " ▁▂▃▄▅▆▇█"
+
+
+@program
+def gpu_burn(proc):
+    """gpu-burn [SECONDS] [MEM_MB]: keep every TPC busy for SECONDS of virtual time."""
+    seconds = int_arg(proc.argv, 0, "seconds", default=1, minimum=1)
+    mem_mb = int_arg(proc.argv, 1, "memory in MB", default=1024, minimum=0)
+    ctx = yield from open_context(proc)
+    if mem_mb:
+        yield from ctx.alloc(mem_mb << 20)
+    start = yield GetTime()
+    deadline = start + seconds * 1_000_000_000
+    kernels = 0
+    # A GEMM-like kernel, mostly compute-bound: 864 blocks of 500 µs, 2 per TPC
+    # (8 waves on an A100's 54 TPCs).
+    spec = LaunchSpec("burn_gemm", grid_blocks=864, block_us=500.0, mem_fraction=0.2)
+    now = start
+    while now < deadline:
+        for _ in range(4):
+            yield from ctx.launch(spec)
+            kernels += 1
+        now = yield from ctx.sync()
+    yield from ctx.destroy()
+    yield from println(proc, f"gpu-burn: {kernels} kernels in {(now - start) / 1e9:.3f} s")
+
+
+def cmd_gpu(sh, args):
+    """gpu: the GPU's clock, power, energy, memory per context and TPC occupancy"""
+    if args:
+        raise UsageError("usage: gpu")
+    cap = sh.proc.caps.get("gpu")
+    if cap is None:
+        raise UsageError("this machine has no GPU")
+    view = (yield from gpu_request(cap, "stats")).msg.payload
+    yield from println(sh.proc, format_view(view))
+
+
+def format_view(view) -> str:
+    s = view.stats
+    gb = 1e9
+    width = 66
+    rule = "+" + "-" * width + "+"
+    lines = [
+        rule,
+        _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs", f"t={s.now_ns / 1e9:.6f} s", width),
+        _row(f"clock {s.clock_mhz} MHz   power {s.power_w:7.1f} W", f"energy {s.energy_j:10.3f} J", width),
+        _row(f"busy TPCs {s.busy_tpcs:>3}/{view.n_tpcs}   blocks running {s.running_blocks}",
+             f"memory {s.memory_used_bytes / gb:.2f}/{view.memory_bytes / gb:.0f} GB", width),
+        rule,
+        _row(" ctx   memory (MiB)   kernels queued   kernels done", "", width),
+    ]  # fmt: skip
+    for c in view.contexts:
+        lines.append(_row(f"{c.ctx:>4}   {c.memory_bytes / (1 << 20):>12.1f}   {c.kernels_queued:>14}   {c.kernels_done:>12}", "", width))
+    if not view.contexts:
+        lines.append(_row("  no contexts", "", width))
+    lines.append(rule)
+    occ = "".join(BAR[min(8, round(o * 8))] for o in s.tpc_occupancy)
+    lines.append(f"TPC occupancy |{occ}|")
+    return "\n".join(lines)
+
+
+def _row(left: str, right: str, width: int) -> str:
+    return f"| {left}{' ' * max(1, width - 2 - len(left) - len(right))}{right} |"
+
+
+COMMANDS = {"gpu": cmd_gpu}
