@@ -146,10 +146,10 @@ class Scheduler:
 
     def runnable(self) -> list[Task]:
         out: list[Task] = []
-        for dsq in self.local:
-            out.extend(dsq._q)  # the deque itself: this runs at every advised dispatch
+        for local in self.local:
+            out.extend(local._q)  # the deque itself: this runs at every advised dispatch
         for dsq in self.dsqs.values():
-            out.extend(dsq._q if dsq.kind == "fifo" else dsq)
+            out.extend(dsq._q if isinstance(dsq, FifoDsq) else dsq)
         return out
 
     def has_waiting(self, cpu: int) -> bool:
