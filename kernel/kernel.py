@@ -120,7 +120,8 @@ class Kernel:
         )  # fmt: skip
         servers = {"console": self._start_server("console", (), tty=self.tty, irq=self.tty.irq)}
         if self.gpu_preset is not None:
-            servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,))
+            # The driver gets the MLaaS core too: it offers the vGPU to kernel-space inference.
+            servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,), mlaas=self.mlaas)
         self.init_pid = self.spawn(init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()})
         if not self.threaded:
             self.run_until_prompt()

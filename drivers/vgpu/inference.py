@@ -118,6 +118,13 @@ class VgpuInferenceBackend:
 
 def attach(kernel, gpu: VirtualGpu | None = None, *, priority: int = 0) -> VgpuInferenceBackend:
     """Register a vGPU inference back end with `kernel`'s MLaaS core and return it."""
+    return attach_to_core(kernel.mlaas, gpu, priority=priority)
+
+
+def attach_to_core(core, gpu: VirtualGpu | None = None, *, priority: int = 0) -> VgpuInferenceBackend:
+    """Register a vGPU inference back end with an MLaaS core (what the GPU
+    driver server does at start, with the cap to the core it was given)."""
+    kernel = core.kernel
     backend = VgpuInferenceBackend(gpu, clock=lambda: kernel.loop.now_ns, priority=priority)
-    kernel.mlaas.register_backend("vgpu", backend)
+    core.register_backend("vgpu", backend)
     return backend

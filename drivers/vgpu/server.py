@@ -24,8 +24,11 @@ Time.  The engine keeps its own clock; on every wake the server advances it
 to the kernel's time, handling completions in order, so stream order and
 GPU timing are exact.  Only the answer to a `sync` is quantised: while a
 caller waits, the server wakes every `SYNC_TICK_US` (a polling driver).
-The engine is created on the first request, so a kernel that never uses the
-GPU never loads the compiled engine.
+The driver also offers the device to kernel-space inference: boot hands it a
+cap to the MLaaS core, and it registers a vGPU inference back end sharing its
+engine, so advisors' batches and programs' kernels contend for the same TPCs.
+(An inference batch runs the engine to its own completion, so the device may
+briefly be ahead of the kernel's time; launches then start at the device's.)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from kernel.traps import (
     Alarm,
     BindNotification,
     GetTime,
+    MapDevice,
     Message,
     Mint,
     NewNotification,
@@ -70,6 +74,7 @@ class LaunchSpec:
 @attrs.frozen
 class ContextView:
     ctx: int
+    owner: str  # "program", or "kernel" for kernel-space inference
     memory_bytes: int
     kernels_queued: int
     kernels_done: int
@@ -192,18 +197,28 @@ class GpuDriver:
 
     def view(self) -> GpuView:
         eng = self.engine
-        contexts = tuple(
-            ContextView(c.ctx, eng.memory.used_bytes(c.ctx),
-                        sum(len(q) for q in c.streams.values()) + len(c.running), c.done)
-            for c in self.contexts.values()
-        )  # fmt: skip
-        return GpuView(self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), contexts)
+        contexts = []
+        for ctx_id in eng.contexts:
+            c = self.contexts.get(ctx_id)
+            if c is None:  # not a program's: kernel-space inference's
+                contexts.append(ContextView(ctx_id, "kernel", eng.memory.used_bytes(ctx_id), 0, 0))
+                continue
+            queued = sum(len(q) for q in c.streams.values()) + len(c.running)
+            contexts.append(ContextView(ctx_id, "program", eng.memory.used_bytes(ctx_id), queued, c.done))
+        return GpuView(self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts))
 
 
 def gpu_server(proc):
     """The vGPU driver task.  argv[0] is the device preset (default a100)."""
     ep = proc.caps["endpoint"]
     driver = GpuDriver(proc.argv[0] if proc.argv else "a100")
+    if "mlaas" in proc.caps:
+        # Offer the device to kernel-space inference (LAKE): modules' batches
+        # then run on this engine, beside the programs' kernels.
+        from drivers.vgpu.inference import attach_to_core
+
+        core = yield MapDevice(proc.caps["mlaas"])
+        attach_to_core(core, driver.engine)
     timer = yield NewNotification()
     yield BindNotification(timer)
     reply = yield NewReply()
