@@ -25,8 +25,8 @@ from kernel.traps import (
     Spawn,
     WaitPid,
 )
-from userland.lib import UsageError, int_arg, println, write
 from userland.gpu import COMMANDS as GPU_COMMANDS
+from userland.lib import UsageError, int_arg, println, write
 from userland.modcmds import COMMANDS as MODULE_COMMANDS
 
 PROMPT = "$ "
