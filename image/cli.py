@@ -12,7 +12,7 @@ from kernel.log import FORMATS
 
 BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas")
 #: Experiments, each a module exp/NAME.py with main(argv); add yours here.
-EXPERIMENTS = ("memory", "sched", "crossover")
+EXPERIMENTS = ("memory", "sched", "crossover", "stacking", "hybrid", "rightsizing", "dvfs")
 
 
 def _write(text: str) -> None:

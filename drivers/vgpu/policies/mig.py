@@ -1,0 +1,104 @@
+"""Multi-Instance GPU: static partitions at GPC granularity (`drivers/vgpu/policies`).
+
+An A100 offers seven compute slices; a slice is a GPC's worth of SMs (14 SMs,
+7 TPCs), so a whole-GPU instance has 98 of the 108 SMs and the rest stay
+dark.  Here a slice is ``n_tpcs // 7`` TPCs.  Each tenant gets a contiguous
+instance of `slices` slices (from its `quota` share by largest remainder,
+at least one each); its kernels run only there.  Memory bandwidth is not
+partitioned: the engine has one memory system (a real 4g instance also gets
+4 of the 8 memory slices).
+
+Reconfiguring (`reconfigure`) needs the instances idle: launches stop, the
+running atoms drain, then the GPU is unavailable for `reconfigure_ns` (about
+a second on real devices) before the new layout serves the held kernels.
+"""
+
+from __future__ import annotations
+
+from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.lithos.tpcs import largest_remainder
+from drivers.vgpu.policies.base import SharingPolicy
+
+MIG_SLICES = 7
+
+
+def mig_layout(slices: list[int], n_tpcs: int) -> list[int]:
+    """Contiguous masks of `slices` GPC slices each, from TPC 0."""
+    if sum(slices) > MIG_SLICES:
+        raise InvalidArgument(f"mig: {sum(slices)} slices asked, the GPU has {MIG_SLICES}")
+    if any(n < 1 for n in slices):
+        raise InvalidArgument(f"mig: every instance needs at least one slice, got {slices}")
+    per_slice = n_tpcs // MIG_SLICES
+    if per_slice < 1:
+        raise InvalidArgument(f"mig: a device of {n_tpcs} TPCs has no GPC slices")
+    masks, first = [], 0
+    for n in slices:
+        width = n * per_slice
+        masks.append(((1 << width) - 1) << first)
+        first += width
+    return masks
+
+
+class Mig(SharingPolicy):
+    name = "mig"
+
+    def __init__(self, slices: tuple[int, ...] | None = None, reconfigure_ns: int = 1_000_000_000):
+        self.slices = slices
+        self.reconfigure_ns = reconfigure_ns
+
+    def setup(self) -> None:
+        sim = self.sim
+        if len(sim.streams) > MIG_SLICES:
+            raise InvalidArgument(
+                f"mig: at most {MIG_SLICES} instances, got {len(sim.streams)} tenants"
+            )
+        slices = (
+            list(self.slices)
+            if self.slices is not None
+            else largest_remainder([s.tenant.quota for s in sim.streams], MIG_SLICES)
+        )
+        if len(slices) != len(sim.streams):
+            raise InvalidArgument(f"mig: {len(slices)} instances for {len(sim.streams)} tenants")
+        self.layout = list(slices)
+        self.masks = mig_layout(self.layout, sim.n_tpcs)
+        self.held: list = []
+        self.state = "serving"  # or "draining", "down"
+        self.reconfigurations = 0
+
+    def mask(self, s) -> int:
+        return self.masks[s.index]
+
+    def kernel_ready(self, s) -> None:
+        if self.state == "serving":
+            super().kernel_ready(s)
+        else:
+            self.held.append(s)
+
+    def reconfigure(self, slices: tuple[int, ...]) -> None:
+        """Change the layout: drain, then `reconfigure_ns` of downtime."""
+        self.new_masks = mig_layout(list(slices), self.sim.n_tpcs)
+        self.layout = list(slices)
+        self.state = "draining"
+        self._check_drained()
+
+    def atom_done(self, s, atom, kernel_done) -> None:
+        if self.state == "draining":
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if all(s.inflight == 0 for s in self.sim.streams):
+            self.state = "down"
+            self.call_at(self.sim.now_ns + self.reconfigure_ns, self._resume)
+
+    def _resume(self) -> None:
+        self.masks = self.new_masks
+        self.state = "serving"
+        self.reconfigurations += 1
+        held, self.held = self.held, []
+        for s in held:
+            if s.kernel_pending:
+                self.launch_whole(s)
+
+    def report(self) -> dict:
+        return {"slices": self.layout, "tpcs": [m.bit_count() for m in self.masks],
+                "reconfigurations": self.reconfigurations}  # fmt: skip

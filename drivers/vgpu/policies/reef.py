@@ -1,0 +1,102 @@
+"""REEF: real-time kernels first, best-effort kernels padded around them (`drivers/vgpu/policies`).
+
+After Han et al., "Microsecond-scale Preemption for Concurrent GPU-accelerated
+DNN Inferences" (OSDI 2022), as Orion's artifact runs it on NVIDIA GPUs:
+
+* high-priority kernels launch at once, at high priority;
+* while a high-priority kernel runs, a best-effort kernel is co-launched
+  (dynamic kernel padding) only if it is shorter than what remains of the
+  running high-priority kernel and needs no more SMs than it does;
+* with no high-priority work pending, best-effort kernels are released in
+  batches of `batch_depth` (12) that run back to back without checks.
+
+When high-priority work arrives, REEF resets the best-effort queues: the
+rest of the batch goes back to waiting (`reset`).  REEF also kills the
+best-effort kernels already running; the engine cannot preempt a running
+block, so here they finish.  Durations and SM counts come from the
+tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
+"""
+
+from __future__ import annotations
+
+from drivers.vgpu.policies.base import SharingPolicy
+from drivers.vgpu.policies.sim import PRIO_HIGH, PRIO_LOW
+
+
+class Reef(SharingPolicy):
+    name = "reef"
+
+    def __init__(self, batch_depth: int = 12, reset: bool = True) -> None:
+        if batch_depth < 1:
+            raise ValueError(f"reef: batch depth must be at least 1, got {batch_depth}")
+        self.batch_depth = batch_depth
+        self.reset = reset
+
+    def setup(self) -> None:
+        self.held: list = []  # best-effort streams with a kernel waiting
+        self.batch_left: dict[int, int] = {}  # best-effort stream -> kernels left in its batch
+        self.padded = 0
+        self.batched = 0
+
+    def priority(self, s) -> int:
+        return PRIO_HIGH if s.hp else PRIO_LOW
+
+    def _hp_running(self) -> list:
+        return [h for h in self.sim.streams if h.hp and h.active]
+
+    def _fits(self, s, running: list) -> bool:
+        """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
+        now = self.sim.now_ns
+        k = s.pos
+        for h in running:
+            if h.pos < 0 or h.desc is None:
+                return False
+            rest_ns = h.ready_ns + h.iso_ns[h.pos] - now
+            if not (s.iso_ns[k] < rest_ns and s.sms[k] <= h.sms[h.pos]):
+                return False
+        return True
+
+    def kernel_ready(self, s) -> None:
+        if s.hp:
+            if self.reset:
+                self.batch_left.clear()
+            super().kernel_ready(s)
+            self._pad()
+            return
+        if self.batch_left.get(s.index, 0) > 0:
+            self.batch_left[s.index] -= 1
+            self.launch_whole(s)
+            return
+        self.held.append(s)
+        self._pad()
+
+    def stream_idle(self, s) -> None:
+        if s.hp:
+            self._pad()
+
+    def _pad(self) -> None:
+        """Launch the waiting best-effort kernels that the rules allow now."""
+        if not self.held:
+            return
+        running = self._hp_running()
+        keep = []
+        for s in self.held:
+            if not s.kernel_pending:
+                continue
+            if not running:  # no HP work pending: release a batch
+                self.batch_left[s.index] = self.batch_depth - 1
+                self.batched += 1
+                self.launch_whole(s)
+            elif self._fits(s, running):
+                self.padded += 1
+                self.launch_whole(s)
+            else:
+                keep.append(s)
+        self.held = keep
+
+    def detach(self) -> None:
+        self.held = []
+        self.batch_left.clear()
+
+    def report(self) -> dict:
+        return {"padded": self.padded, "batches": self.batched}

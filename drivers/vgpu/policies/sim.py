@@ -1,0 +1,530 @@
+"""The sharing simulator: tenants' request streams over one virtual GPU (`drivers/vgpu/policies`).
+
+A *tenant* is an application on the GPU with one CUDA-like stream: a model
+whose kernels run in order, one request (an inference, or a training
+iteration) after another.  Tenants come in three kinds:
+
+* ``open``: a latency-critical service; requests arrive at given instants
+  (Poisson or a trace) and queue while an earlier one runs;
+* ``closed``: a job that issues its next request when the last one is done;
+* ``be``: a best-effort closed-loop job, whose throughput is what counts.
+
+`Simulation` drives the `Engine` for a `SharingPolicy`.  The engine has no
+stream ordering: the simulator makes a stream's next kernel *ready* when the
+previous one completes, and the policy decides when, where (TPC mask) and at
+which priority its blocks are launched, whole or cut into atoms.  Policies
+may hold kernels back and set timers.  The loop is the usual one::
+
+    events = gpu.advance(next timer or arrival)
+    completions -> policy.atom_done; a finished kernel makes the next ready
+    no completions -> run the timers due now
+
+The device serves equal priorities first launched, first served.  A real
+stream is fed by a host thread that enqueues kernels ahead of the GPU,
+`HOST_LAUNCH_NS` apart, and the hardware queues see them in that order; so
+a policy that passes launches through gives each kernel its host enqueue
+time as its dispatch order (`Stream.host_order`).  How far the host runs
+ahead is the tenant's `run_ahead`: 0 for a service or job that waits for
+each request's result (it enqueues a request's kernels when the request
+starts), or a number of kernels for a job that never waits, as a training
+loop or batch job does, held back only by CUDA's queue of pending launches
+(`LAUNCH_QUEUE_DEPTH`).  Policies that intercept launches and release them
+later (TGS, REEF, Orion, LithOS) launch in their own order: the instant
+they release.
+
+A request's latency runs from its arrival (open) or issue (closed, be) to
+the completion of its last kernel.  Requests that arrived in the measured
+window but are not done at its end count with the latency they have so far:
+an overloaded policy cannot hide its queue by leaving it unfinished.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.traces import Workload
+
+if TYPE_CHECKING:
+    from drivers.vgpu.policies.base import SharingPolicy
+
+TENANT_KINDS = ("open", "closed", "be")
+#: Host time to enqueue one kernel launch (PyTorch eager mode: a few us).
+HOST_LAUNCH_NS = 5_000
+#: Launches CUDA lets a host thread have pending before a launch blocks.
+LAUNCH_QUEUE_DEPTH = 1024
+#: Atom priorities the policies use (larger dispatches first).  Equal
+#: priorities go in launch order: the device runs with ``dispatch_order="launch"``.
+PRIO_HIGH = 3
+PRIO_NORMAL = 2
+PRIO_LOW = 1
+PRIO_STOLEN = 0
+
+
+def _check_kind(instance, attribute, value) -> None:
+    if value not in TENANT_KINDS:
+        raise InvalidArgument(
+            f"tenant kind must be one of {', '.join(TENANT_KINDS)}, got {value!r}"
+        )
+
+
+def _check_quota(instance, attribute, value) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidArgument(f"tenant quota must be a share within [0, 1], got {value!r}")
+
+
+@attrs.frozen
+class Tenant:
+    """An application sharing the GPU."""
+
+    name: str
+    workload: Workload
+    kind: str = attrs.field(validator=_check_kind)
+    #: Open loop: request arrival instants, ascending, in ns.
+    arrivals_ns: tuple[int, ...] = ()
+    #: Share of the device's TPCs: MIG slices, the MPS thread percentage,
+    #: the LithOS TPC quota.
+    quota: float = attrs.field(default=0.0, validator=_check_quota)
+    #: Latency objective of one request, in ns (None: none).
+    slo_ns: int | None = None
+    #: Kernels the host may enqueue ahead of the GPU across requests; 0: the
+    #: host waits for every request's result before starting the next.
+    run_ahead: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+
+    @property
+    def hp(self) -> bool:
+        """High priority: every tenant but the best-effort ones."""
+        return self.kind != "be"
+
+
+def kernel_sms(kernel, spec: GpuSpec) -> int:
+    """SMs the kernel fills alone: its blocks over the blocks one SM holds (Orion's SM_usage)."""
+    return -(-kernel.grid_blocks * spec.sms_per_tpc // kernel.blocks_per_tpc)
+
+
+def kernel_profile(kernel) -> int:
+    """Orion's profile: 1 compute-bound, 0 memory-bound, -1 unknown."""
+    m = kernel.mem_fraction
+    return 1 if m < 0.5 else 0 if m > 0.5 else -1
+
+
+class Stream:
+    """A tenant's stream at run time: its current request and kernel, and its counters."""
+
+    def __init__(self, index: int, tenant: Tenant, ctx: int, spec: GpuSpec) -> None:
+        self.index = index
+        self.tenant = tenant
+        self.name = tenant.name
+        self.hp = tenant.hp
+        self.ctx = ctx
+        self.kernels = tenant.workload.kernels
+        self.n_kernels = len(self.kernels)
+        n = spec.n_tpcs
+        # The profile a policy may know (REEF and Orion schedule on it).
+        self.iso_ns = [k.isolated_duration_ns(n) for k in self.kernels]
+        self.sms = [kernel_sms(k, spec) for k in self.kernels]
+        self.profiles = [kernel_profile(k) for k in self.kernels]
+        self.request_iso_ns = sum(self.iso_ns)
+        # The current request and kernel.
+        self.pos = -1  # index of the current kernel in the request; -1: no request
+        self.desc = None
+        self.kernel_id = -1
+        self.grid = 0
+        self.launched = 0  # blocks of the current kernel launched so far
+        self.inflight = 0  # atoms of the current kernel not yet complete
+        self.ready_ns = 0  # when the current kernel became ready
+        self.request_ns = 0  # arrival (open) or issue time of the current request
+        self.host_ns = 0  # when the host enqueued the current kernel
+        self.run_ahead = tenant.run_ahead
+        # Completion times of the last `run_ahead` kernels: the host may enqueue
+        # kernel g once kernel g - run_ahead is done.
+        self.done_ns: deque[int] = deque(maxlen=max(1, tenant.run_ahead))
+        self.last_order = 0  # dispatch order of the stream's last launch
+        self.pending: deque[int] = deque()  # arrival times of queued requests
+        self.next_arrival = 0  # index into tenant.arrivals_ns
+        self.inflight_masks: dict[int, int] = {}  # atom id -> mask, for every atom in flight
+        # Counters over the measured window.
+        self.latencies_ns: list[int] = []
+        self.completed = 0
+        self.kernels_done = 0
+        self.busy_tpc_ns = 0.0
+        self.alloc_tpc_ns = 0
+
+    def host_order(self, now_ns: int) -> int:
+        """When the host enqueued the current kernel (not after now)."""
+        return min(self.host_ns, now_ns)
+
+    @property
+    def active(self) -> bool:
+        """A request is in progress."""
+        return self.pos >= 0
+
+    @property
+    def remaining(self) -> int:
+        """Blocks of the current kernel not launched yet."""
+        return self.grid - self.launched
+
+    @property
+    def kernel_pending(self) -> bool:
+        """The current kernel has blocks the policy has not launched."""
+        return self.pos >= 0 and self.launched < self.grid
+
+
+@attrs.frozen
+class TraceAtom:
+    """One atom, for the Chrome trace."""
+
+    stream: int
+    kernel: str
+    launch_ns: int
+    done_ns: int
+    mask: int
+    priority: int
+    stolen: bool
+
+
+@attrs.frozen
+class StreamResult:
+    name: str
+    kind: str
+    latencies_ns: tuple[int, ...]
+    completed: int
+    kernels: int
+    busy_tpc_s: float
+    alloc_tpc_s: float
+    slo_ns: int | None
+    request_iso_ns: int
+
+
+@attrs.frozen
+class RunResult:
+    """What one simulated run measured, over the window [warmup, end)."""
+
+    policy: str
+    window_ns: int
+    energy_j: float
+    wall_s: float
+    streams: tuple[StreamResult, ...]
+    #: Policy-specific figures (predictor mispredictions, clock changes, ...).
+    extra: dict[str, Any]
+    atoms: tuple[TraceAtom, ...]
+    clocks: tuple[tuple[int, int], ...]  # (time, MHz) requests in effect
+    #: TPC allocation samples: (time, TPCs per stream).
+    allocation: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @property
+    def sim_to_wall(self) -> float:
+        return self.window_ns / 1e9 / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+_INF = 1 << 62
+
+
+class Simulation:
+    """Tenants on one virtual GPU under a sharing policy, in virtual time."""
+
+    def __init__(
+        self,
+        tenants: Sequence[Tenant],
+        policy: SharingPolicy,
+        *,
+        spec: GpuSpec | str = "a100",
+        duration_ns: int,
+        warmup_ns: int = 0,
+        trace_window_ns: tuple[int, int] | None = None,
+        sample_ns: int | None = None,
+        record_blocks: bool = False,
+    ) -> None:
+        """`record_blocks` keeps the engine's block log (for tests);
+        `trace_window_ns`: record the atoms launched within it (for a trace);
+        `sample_ns`: sample each tenant's TPCs in use this often (within the
+        trace window, if there is one)."""
+        if not tenants:
+            raise InvalidArgument("a simulation needs at least one tenant")
+        names = [t.name for t in tenants]
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"tenant names must be distinct, got {names}")
+        if not 0 <= warmup_ns < duration_ns:
+            raise InvalidArgument(
+                f"warm-up {warmup_ns} ns must be within the duration {duration_ns} ns"
+            )
+        self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
+        self.gpu = Engine(self.spec, dispatch_order="launch", record_blocks=record_blocks)
+        self.n_tpcs = self.spec.n_tpcs
+        self.full_mask = self.spec.all_tpcs_mask
+        self.streams = [
+            Stream(i, t, self.gpu.create_context(), self.spec) for i, t in enumerate(tenants)
+        ]
+        self.duration_ns = duration_ns
+        self.warmup_ns = warmup_ns
+        self.trace_window_ns = trace_window_ns
+        self.sample_ns = sample_ns
+        self.policy = policy
+        # Per atom id: stream, launch time, TPC count, flags.
+        self.atom_stream: list[int] = []
+        self.atom_launch_ns: list[int] = []
+        self.atom_tpcs: list[int] = []
+        self.atom_stolen: list[bool] = []
+        self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
+        self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
+        self._seq = 0
+        self._energy_at_warmup = 0.0
+        self.trace_atoms: list[TraceAtom] = []
+        self.clock_log: list[tuple[int, int]] = []
+        self.allocation: list[tuple[int, tuple[int, ...]]] = []
+        self.running = False
+
+    # -- for policies --------------------------------------------------------
+
+    @property
+    def now_ns(self) -> int:
+        return self.gpu.now_ns
+
+    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
+        """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
+
+        Timers whose `owner` is a policy no longer in charge are dropped, so a
+        policy switched out at run time leaves nothing behind.
+        """
+        self._seq += 1
+        heapq.heappush(self._timers, (max(t_ns, self.gpu.now_ns), self._seq, owner, fn, args))
+
+    def launch(
+        self,
+        s: Stream,
+        blocks: int,
+        mask: int,
+        priority: int,
+        *,
+        stolen: bool = False,
+        order: int | None = None,
+    ) -> int:
+        """Launch the next `blocks` blocks of `s`'s current kernel on `mask`; return the atom id.
+
+        `order` is the atom's place among equal priorities (default: now).
+        """
+        begin = s.launched
+        end = begin + blocks
+        if order is None or order < s.last_order:
+            order = max(s.last_order, self.gpu.now_ns if order is None else order)
+        s.last_order = order
+        atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
+        s.launched = end
+        s.inflight += 1
+        s.inflight_masks[atom] = mask
+        self.atom_stream.append(s.index)
+        self.atom_launch_ns.append(self.gpu.now_ns)
+        self.atom_tpcs.append(mask.bit_count())
+        self.atom_stolen.append(stolen)
+        window = self.trace_window_ns
+        if window is not None and window[0] <= self.gpu.now_ns < window[1]:
+            self._atom_priority[atom] = priority
+        return atom
+
+    def set_clock(self, clock_mhz: int) -> int:
+        """Request a clock; returns when it takes effect."""
+        effective = self.gpu.set_clock(clock_mhz)
+        self.clock_log.append((effective, clock_mhz))
+        return effective
+
+    def set_policy(self, policy: SharingPolicy) -> None:
+        """Switch policies while running: held kernels are offered to the new one."""
+        old = self.policy
+        old.detach()
+        self.policy = policy
+        policy.attach(self)
+        for s in self.streams:
+            if s.kernel_pending:
+                policy.kernel_ready(s)
+
+    # -- the run -------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        wall0 = time.perf_counter()
+        self.running = True
+        policy = self.policy
+        policy.attach(self)
+        for s in self.streams:
+            if s.tenant.kind == "open":
+                self._schedule_arrival(s)
+            else:
+                self._start_request(s, 0)
+        if self.warmup_ns > 0:
+            self.call_at(self.warmup_ns, self._mark_warmup)
+        if self.sample_ns:
+            window = self.trace_window_ns
+            self.call_at(window[0] if window else 0, self._sample)
+        gpu = self.gpu
+        timers = self._timers
+        end = self.duration_ns
+        streams = self.streams
+        atom_stream = self.atom_stream
+        while True:
+            t_next = timers[0][0] if timers and timers[0][0] < end else end
+            events = gpu.advance(t_next)
+            if events:
+                for c in events:
+                    self._complete(streams[atom_stream[c.atom_id]], c.atom_id, c.kernel_done)
+                continue
+            now = gpu.now_ns
+            if now >= end:
+                break
+            while timers and timers[0][0] <= now:
+                _, _, owner, fn, args = heapq.heappop(timers)
+                if owner is None or owner is self.policy:
+                    fn(*args)
+        self.running = False
+        result = self._result(time.perf_counter() - wall0)
+        return result
+
+    def _mark_warmup(self) -> None:
+        self._energy_at_warmup = self.gpu.energy_j
+
+    def _sample(self) -> None:
+        counts = []
+        for s in self.streams:
+            union = 0
+            for mask in s.inflight_masks.values():
+                union |= mask
+            counts.append(union.bit_count())
+        now = self.gpu.now_ns
+        self.allocation.append((now, tuple(counts)))
+        window = self.trace_window_ns
+        if window is None or now + self.sample_ns < window[1]:
+            self.call_at(now + self.sample_ns, self._sample)
+
+    # -- requests ------------------------------------------------------------
+
+    def _schedule_arrival(self, s: Stream) -> None:
+        arrivals = s.tenant.arrivals_ns
+        if s.next_arrival < len(arrivals) and arrivals[s.next_arrival] < self.duration_ns:
+            self.call_at(arrivals[s.next_arrival], self._arrive, s)
+
+    def _arrive(self, s: Stream) -> None:
+        t = s.tenant.arrivals_ns[s.next_arrival]
+        s.next_arrival += 1
+        self._schedule_arrival(s)
+        if s.active:
+            s.pending.append(t)
+        else:
+            self._start_request(s, t)
+
+    def _start_request(self, s: Stream, request_ns: int) -> None:
+        s.request_ns = request_ns
+        s.pos = 0
+        self._ready(s)
+
+    def _ready(self, s: Stream) -> None:
+        # The host enqueued this kernel HOST_LAUNCH_NS after the previous one,
+        # and no earlier than its barrier: the request's start for a host that
+        # waits for results, the completion `run_ahead` kernels back otherwise.
+        host = s.host_ns + HOST_LAUNCH_NS
+        if s.run_ahead == 0:
+            if s.pos == 0:
+                host = max(host, self.gpu.now_ns)
+        elif len(s.done_ns) == s.run_ahead:
+            host = max(host, s.done_ns[0])
+        s.host_ns = host
+        desc = s.kernels[s.pos]
+        s.desc = desc
+        s.kernel_id = self.gpu.add_kernel(desc)
+        s.grid = desc.grid_blocks
+        s.launched = 0
+        s.ready_ns = self.gpu.now_ns
+        self.policy.kernel_ready(s)
+
+    def _complete(self, s: Stream, atom: int, kernel_done: bool) -> None:
+        now = self.gpu.now_ns
+        s.inflight -= 1
+        mask = s.inflight_masks.pop(atom)
+        launch_ns = self.atom_launch_ns[atom]
+        if now >= self.warmup_ns:
+            s.busy_tpc_ns += self.gpu.atom_busy_ns(atom) / s.desc.blocks_per_tpc
+            s.alloc_tpc_ns += self.atom_tpcs[atom] * (now - max(launch_ns, self.warmup_ns))
+        if self._atom_priority:
+            priority = self._atom_priority.pop(atom, None)
+            if priority is not None:
+                self.trace_atoms.append(
+                    TraceAtom(
+                        s.index, s.desc.name, launch_ns, now, mask, priority, self.atom_stolen[atom]
+                    )
+                )
+        self.policy.atom_done(s, atom, kernel_done)
+        if not kernel_done:
+            return
+        if now >= self.warmup_ns:
+            s.kernels_done += 1
+        if s.run_ahead:
+            s.done_ns.append(now)
+        s.pos += 1
+        if s.pos < s.n_kernels:
+            self._ready(s)
+            return
+        # The request is done.
+        if s.request_ns >= self.warmup_ns:
+            s.latencies_ns.append(now - s.request_ns)
+        if now >= self.warmup_ns:
+            s.completed += 1
+        s.pos = -1
+        s.desc = None
+        s.grid = s.launched = 0
+        if s.tenant.kind != "open":
+            self._start_request(s, now)
+        elif s.pending:
+            self._start_request(s, s.pending.popleft())
+        else:
+            self.policy.stream_idle(s)
+
+    # -- results -------------------------------------------------------------
+
+    def _result(self, wall_s: float) -> RunResult:
+        end = self.duration_ns
+        streams = []
+        for s in self.streams:
+            latencies = list(s.latencies_ns)
+            # Requests still waiting or running at the end count with the
+            # latency they have so far (see the module docstring).
+            unfinished = list(s.pending)
+            if s.active and s.tenant.kind == "open":
+                unfinished.append(s.request_ns)
+            latencies += [end - t for t in unfinished if t >= self.warmup_ns]
+            streams.append(
+                StreamResult(
+                    name=s.name,
+                    kind=s.tenant.kind,
+                    latencies_ns=tuple(latencies),
+                    completed=s.completed,
+                    kernels=s.kernels_done,
+                    busy_tpc_s=s.busy_tpc_ns / 1e9,
+                    alloc_tpc_s=s.alloc_tpc_ns / 1e9,
+                    slo_ns=s.tenant.slo_ns,
+                    request_iso_ns=s.request_iso_ns,
+                )
+            )
+        return RunResult(
+            policy=self.policy.label,
+            window_ns=end - self.warmup_ns,
+            energy_j=self.gpu.energy_j - self._energy_at_warmup,
+            wall_s=wall_s,
+            streams=tuple(streams),
+            extra=self.policy.report(),
+            atoms=tuple(self.trace_atoms),
+            clocks=tuple(self.clock_log),
+            allocation=tuple(self.allocation),
+        )
+
+
+def percentile_ns(latencies: Sequence[int], q: float) -> float:
+    """The q-th percentile (0-100) of `latencies`, NaN when there are none."""
+    if not latencies:
+        return float("nan")
+    return float(np.percentile(np.asarray(latencies, dtype=np.float64), q))

@@ -1,0 +1,142 @@
+"""`malv exp stacking`: LithOS inference stacking, every sharing policy side by side.
+
+Three inference tenants share an A100 (LithOS §7, "inference stacking"):
+
+* HP A, ResNet-50 (batch 4): a latency-critical service, open loop, with
+  Poisson arrivals at Orion's trace rate or the `--arrivals` trace, and an
+  SLO of twice its isolated request time;
+* HP B, ResNet-101 (batch 4): a closed-loop inference job;
+* BE, BERT (batch 2): a best-effort closed-loop job.
+
+The spatial policies split the GPU the same way (MIG slices, MPS thread
+percentages, LithOS TPC quotas): HP A gets the fewest TPCs on which its
+isolated request time stays within LithOS's slip of 1.1 (33 of 54 for the
+Orion ResNet-50 profile), HP B and BE share the rest 2:1 (on MIG: 4g+2g+1g).  Each tenant also runs alone on the whole GPU: its isolated
+latency and throughput are the reference.  Reported against the paper:
+HP A's P99 under LithOS vs MPS, vs isolated, and vs the best other policy,
+with the aggregate throughput (each tenant's throughput over its isolated
+throughput, summed).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from drivers.vgpu.policies import POLICY_NAMES
+from exp.output import results_dir, write_json, write_markdown
+from exp.sharing import (
+    Role,
+    check_out,
+    colocation_comparisons,
+    colocation_jobs,
+    colocation_outputs,
+    colocation_report,
+    colocation_results,
+    done_message,
+    fmt,
+    parse_policies,
+    run_jobs,
+    safe_main,
+    sharing_parser,
+)
+
+ROLES = (
+    Role("HP A", "resnet50", "open", sized=True),
+    Role("HP B", "resnet101", "closed", weight=2.0),
+    Role("BE", "bert", "be", weight=1.0),
+)
+PAPER = {
+    "mps_vs_lithos_p99": "13x",
+    "best_other_vs_lithos_p99": "3-4x",
+    "lithos_vs_best_other_throughput": "1.3-1.6x",
+}
+
+
+def comparison_rows(c: dict) -> list[tuple[str, str, str, str]]:
+    if "lithos_p99_ms" not in c:
+        return []
+    rows = [
+        ("HP A P99, LithOS vs isolated", f"{fmt(c['lithos_vs_isolated_p99'])}x", "-", "<= 1.3x")
+    ]
+    if "mps_vs_lithos_p99" in c:
+        rows.insert(
+            0, ("HP A P99, MPS / LithOS", f"{fmt(c['mps_vs_lithos_p99'])}x", "13x", ">= 5x")
+        )
+    if "best_other" in c:
+        rows += [
+            (f"HP A P99, best other ({c['best_other']}) / LithOS",
+             f"{fmt(c['best_other_vs_lithos_p99'])}x", "3-4x", "-"),
+            (f"aggregate throughput, LithOS / {c['best_other']}",
+             f"{fmt(c['lithos_vs_best_other_throughput'])}x", "1.3-1.6x", "-"),
+        ]  # fmt: skip
+    return rows
+
+
+NOTES = """
+The simulator reproduces the mechanisms, not NVIDIA's hardware, and three of
+its choices move these figures:
+
+* **MPS order.** Under MPS the device serves equal priorities first
+  launched, first served, and a pass-through policy gives each kernel the
+  time its host thread enqueued it (5 us per launch, running ahead of the
+  GPU within a request).  HP A's kernels therefore queue behind what HP B
+  and BE enqueued before HP A's request arrived.  How much that costs
+  depends on how far the other tenants run ahead and on HP A's load: at
+  Orion's trace rate (about 21 requests/s, 12% of the GPU for ResNet-50) a
+  request is rarely queued behind another one, so the MPS tail here is a
+  few times HP A's isolated latency, not the tens of times of an
+  overloaded service; the paper's 13x is measured at its own, higher loads.
+* **No preemption.** REEF kills running best-effort kernels when
+  high-priority work arrives; the engine never evicts a running block, so
+  here the rest of a REEF batch is withdrawn and running kernels finish.
+* **Who is high priority.** HP B is a closed-loop job and always has a
+  request in progress.  REEF, Orion and TGS protect every high-priority
+  tenant by holding best-effort work while one is busy, so with HP B always
+  busy the best-effort tenant barely runs under them: their HP tail is
+  close to isolated, and their throughput is what LithOS is compared on.
+  LithOS's tail cannot beat a policy that gives HP A the GPU as if alone,
+  so "3-4x lower tail than the best other" does not appear here; the
+  throughput gain does.
+
+LithOS's own HP A latency is bounded below by its quota: on its share of
+the TPCs a ResNet-50 request takes up to 1.1x its time on the whole GPU,
+and HP A steals TPCs from the others only when their busy-until timers say
+they are idle, which the busy HP B and BE rarely are.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    return safe_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    p = sharing_parser(
+        "stacking",
+        "inference stacking: HP A (open loop), HP B (closed loop) and BE under each policy",
+        duration_s=10.0,
+        policies=POLICY_NAMES,
+    )
+    args = p.parse_args(argv)
+    policies = parse_policies(args.policies)
+    check_out(args.out)
+    started = time.perf_counter()
+    jobs = colocation_jobs(ROLES, policies, args)
+    results = run_jobs("stacking", jobs, args.jobs, args.quiet)
+    data = colocation_results("stacking", ROLES, policies, jobs, results, args)
+    data["comparisons"] = colocation_comparisons(data, "HP A")
+    data["paper"] = PAPER
+    rows = comparison_rows(data["comparisons"])
+    report = colocation_report(data, "Inference stacking", rows, NOTES)
+    with results_dir(args.out) as tmp:
+        write_json(tmp, data)
+        write_markdown(tmp, report)
+        colocation_outputs(tmp, data, ROLES, jobs, results)
+    for row in rows:
+        print(f"{row[0]}: {row[1]} (paper {row[2]}, target {row[3]})")
+    done_message(args.out, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Helpers for the sharing-policy tests: a small GPU and hand-made workloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drivers.vgpu.policies import Simulation, Tenant, make_policy
+from drivers.vgpu.presets import a100, scaled
+from drivers.vgpu.traces import Workload
+from drivers.vgpu.work import KernelDesc
+
+#: An A100 cut to 14 TPCs (two per MIG slice), with a 1 ms clock switch.
+SPEC = scaled(a100, 14, switch_latency_ns=1_000_000)
+#: The shared real workloads, beside the repository.
+WORKLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "workloads"
+
+
+def kernel(name: str, grid: int, duration_ns: int, bpt: int = 2, mem: float = 0.2) -> KernelDesc:
+    return KernelDesc(name, grid, bpt, duration_ns, mem_fraction=mem)
+
+
+def workload(name: str, kernels: list[KernelDesc]) -> Workload:
+    total = sum(k.block_duration_ns for k in kernels)
+    return Workload(name, tuple(kernels), total, (0,) * len(kernels), "test")
+
+
+def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, object]:
+    if isinstance(policy, str):
+        policy = make_policy(policy)
+    sim = Simulation(tenants, policy, spec=kw.pop("spec", SPEC), duration_ns=duration_ns, **kw)
+    return sim, sim.run()
+
+
+def blocks_of(sim: Simulation, stream: int) -> list:
+    """The block log entries of one tenant's atoms."""
+    return [b for b in sim.gpu.block_log() if sim.atom_stream[b.atom_id] == stream]
+
+
+@pytest.fixture
+def small_tenants():
+    """An open-loop HP service, a closed-loop HP job and a best-effort job."""
+    hp = workload("hp", [kernel("hp.a", 10, 20_000), kernel("hp.b", 28, 30_000, mem=0.8)])
+    job = workload("job", [kernel("job.a", 20, 40_000), kernel("job.b", 6, 10_000)])
+    be = workload("be", [kernel("be.a", 56, 50_000, mem=0.8), kernel("be.b", 14, 80_000)])
+    arrivals = tuple(range(1_000_000, 20_000_000, 1_700_000))
+    return (
+        Tenant("hp", hp, "open", arrivals, quota=0.5, slo_ns=500_000),
+        Tenant("job", job, "closed", quota=0.25),
+        Tenant("be", be, "be", quota=0.25, run_ahead=64),
+    )

@@ -1,0 +1,78 @@
+"""`malv exp stacking|hybrid|rightsizing|dvfs`: outputs, bad input, all-or-nothing writing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from image.cli import main as malv
+from tests.policies.conftest import WORKLOADS
+
+QUICK = ["--duration", "0.08", "--jobs", "1", "--quiet"]
+
+
+def test_stacking_writes_results_table_plots_and_a_trace(tmp_path):
+    out = tmp_path / "stacking"
+    assert malv(["exp", "stacking", *QUICK, "--policies", "mps,lithos", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"results.json", "results.md", "latency_cdf.png", "bars.png", "trace.json"} <= names
+    assert "lithos_tpcs.png" in names
+    data = json.loads((out / "results.json").read_text())
+    assert {(r["policy"], r["tenant"]) for r in data["records"]} == {
+        (p, t) for p in ("mps", "lithos") for t in ("HP A", "HP B", "BE")
+    }
+    for r in data["records"]:
+        assert {"p50_ms", "p95_ms", "p99_ms", "slo_attainment", "throughput_rps", "tpc_seconds",
+                "energy_j", "avg_power_w"} <= set(r)  # fmt: skip
+    assert set(data["sim_to_wall"]) == {"mps", "lithos"}
+    assert "mps_vs_lithos_p99" in data["comparisons"]
+    trace = json.loads((out / "trace.json").read_text())
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert slices and all({"ts", "dur", "pid", "tid"} <= set(e) for e in slices)
+    assert "| policy | tenant |" in (out / "results.md").read_text()
+
+
+def test_hybrid_rightsizing_and_dvfs_run(tmp_path):
+    assert (
+        malv(["exp", "hybrid", *QUICK, "--policies", "priority", "--out", str(tmp_path / "h")]) == 0
+    )
+    for name in ("rightsizing", "dvfs"):
+        out = tmp_path / name
+        assert malv(["exp", name, *QUICK, "--models", "mobilenetv2", "--out", str(out)]) == 0
+        data = json.loads((out / "results.json").read_text())
+        assert "mobilenetv2" in data["summary"]["models"]
+        assert (out / f"{name}.png").exists()
+
+
+def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert malv(["exp", "stacking", *QUICK, "--policies", "mps,fifo", "--out", str(out)]) == 2
+    assert "unknown policy 'fifo'" in capsys.readouterr().err
+    bad = tmp_path / "gaps.json"
+    bad.write_text("[0.1, -2]")
+    assert malv(["exp", "stacking", *QUICK, "--arrivals", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "item 1" in err[0]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["gaps.json"]
+
+
+def test_out_must_be_new_or_an_earlier_result(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert malv(["exp", "dvfs", *QUICK, "--models", "mobilenetv2", "--out", str(tmp_path)]) == 2
+    assert "does not hold earlier results" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not WORKLOADS.is_dir(), reason="../shared/workloads is absent")
+def test_stacking_on_the_orion_traces_protects_hp_under_lithos_not_mps(tmp_path):
+    out = tmp_path / "orion"
+    args = ["exp", "stacking", "--duration", "0.6", "--jobs", "2", "--quiet",
+            "--policies", "mps,lithos", "--out", str(out),
+            "--trace-dir", str(WORKLOADS / "orion"),
+            "--arrivals", str(WORKLOADS / "arrivals" / "orion_inter_arrival_times.json")]  # fmt: skip
+    assert malv(args) == 0
+    c = json.loads((out / "results.json").read_text())["comparisons"]
+    assert c["mps_vs_lithos_p99"] > 2.0
+    assert c["lithos_vs_isolated_p99"] < 1.5

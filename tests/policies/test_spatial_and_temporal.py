@@ -1,0 +1,100 @@
+"""Defining behaviours of mps, mps-limit, priority, mig and timeslice."""
+
+from __future__ import annotations
+
+from drivers.vgpu.policies import Simulation, Tenant, make_policy
+from drivers.vgpu.policies.mig import MIG_SLICES
+from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
+from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
+
+FILL = 2 * SPEC.n_tpcs  # blocks of two per TPC that fill the device
+
+
+def test_priority_never_evicts_a_resident_best_effort_block():
+    be = Tenant("be", workload("be", [kernel("be", FILL, 100_000)]), "be")
+    hp = Tenant("hp", workload("hp", [kernel("hp", FILL, 10_000)]), "open", (50_000,))
+    sim, _ = simulate("priority", (hp, be), 400_000, record_blocks=True)
+    be_blocks, hp_blocks = blocks_of(sim, 1), blocks_of(sim, 0)
+    # Every best-effort block runs its whole duration; none is cut short for HP.
+    assert all(b.end_ns - b.start_ns == 100_000 for b in be_blocks)
+    # HP waits for the resident blocks, then goes before the pending BE kernel.
+    assert min(b.start_ns for b in hp_blocks) == 100_000
+    hp_end = max(b.end_ns for b in hp_blocks)
+    assert not [b for b in be_blocks if 100_000 <= b.start_ns < hp_end]
+
+
+def test_mig_keeps_every_tenant_on_its_own_partition(small_tenants):
+    sim, result = simulate("mig", small_tenants, 6_000_000, record_blocks=True)
+    masks = sim.policy.masks
+    assert sim.policy.layout == [3, 2, 2] or sum(sim.policy.layout) <= MIG_SLICES
+    assert all(a & b == 0 for i, a in enumerate(masks) for b in masks[i + 1 :])
+    for i in range(3):
+        blocks = blocks_of(sim, i)
+        assert blocks, "every tenant ran"
+        assert all(masks[i] >> b.tpc & 1 for b in blocks)
+    assert all(r.completed > 0 for r in result.streams[1:])
+
+
+def test_mig_reconfiguration_drains_then_is_down_before_the_new_layout():
+    job = Tenant("job", workload("job", [kernel("k", 8, 50_000)]), "closed")
+    be = Tenant("be", workload("be", [kernel("k", 8, 50_000)]), "be")
+    policy = make_policy("mig", reconfigure_ns=1_000_000)
+    sim = Simulation((job, be), policy, spec=SPEC, duration_ns=5_000_000, record_blocks=True)
+    sim.call_at(1_000_000, policy.reconfigure, (1, 6))
+    sim.run()
+    log = sim.gpu.block_log()
+    drained = max(b.end_ns for b in log if b.start_ns <= 1_000_000)
+    assert not [b for b in log if drained < b.start_ns < drained + 1_000_000]
+    after = [b for b in log if b.start_ns >= drained + 1_000_000]
+    assert after and all(policy.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+    assert policy.masks[1].bit_count() == 6 * (SPEC.n_tpcs // MIG_SLICES)
+
+
+def test_mps_limit_caps_each_tenant_to_its_share_of_tpcs(small_tenants):
+    sim, _ = simulate("mps-limit", small_tenants, 4_000_000, record_blocks=True)
+    for i, tenant in enumerate(small_tenants):
+        used = {b.tpc for b in blocks_of(sim, i)}
+        assert len(used) <= round(tenant.quota * SPEC.n_tpcs)
+
+
+def test_mps_serves_first_launched_first_so_whoever_launches_more_wins():
+    # The best-effort host enqueues its kernels 5 us apart, far ahead of the GPU.
+    be = Tenant("be", workload("be", [kernel("be", FILL, 100_000)]), "be", run_ahead=1024)
+    hp = Tenant("hp", workload("hp", [kernel("hp", FILL, 10_000)]), "open", (1_000_000,))
+    sim, _ = simulate("mps", (hp, be), 40_000_000, record_blocks=True)
+    # BE kernels enqueued before HP's arrival all go first: kernel g is
+    # enqueued at (g + 1) * 5 us, so kernels 0..198 precede HP's at 1 ms.
+    ahead = 1_000_000 // HOST_LAUNCH_NS - 1
+    first_hp = min(b.start_ns for b in blocks_of(sim, 0))
+    assert first_hp == ahead * 100_000
+    # Under priority the same HP kernel goes at the first BE completion.
+    sim, _ = simulate("priority", (hp, be), 3_000_000, record_blocks=True)
+    assert min(b.start_ns for b in blocks_of(sim, 0)) == 1_100_000
+
+
+def test_timeslice_gives_the_gpu_to_one_context_per_slice():
+    long = [kernel("k", 6 * FILL, 50_000)]  # six waves of 50 us
+    a = Tenant("a", workload("a", long), "closed")
+    b = Tenant("b", workload("b", long), "closed")
+    slice_ns = 200_000
+    sim, result = simulate(
+        make_policy("timeslice", slice_ns=slice_ns), (a, b), 2_000_000, record_blocks=True
+    )
+    for blk in sim.gpu.block_log():
+        owner = (blk.start_ns // slice_ns) % 2
+        assert sim.atom_stream[blk.atom_id] == owner, blk
+    assert sim.policy.switches >= 2_000_000 // slice_ns - 1
+    assert all(r.completed > 0 for r in result.streams)
+
+
+def test_timeslice_hands_over_at_once_when_the_owner_runs_dry():
+    be = Tenant("be", workload("be", [kernel("k", FILL, 30_000)]), "be")
+    hp = Tenant("hp", workload("hp", [kernel("k", 4, 20_000)]), "open", (10_000,))
+    sim, _ = simulate(make_policy("timeslice", slice_ns=300_000), (be, hp), 1_000_000,
+                      record_blocks=True)  # fmt: skip
+    hp_blocks = blocks_of(sim, 1)
+    # HP waits for BE's slice to end (its last wave started before 300 us) ...
+    assert min(b.start_ns for b in hp_blocks) == 300_000
+    hp_end = max(b.end_ns for b in hp_blocks)
+    # ... and gives the GPU back as soon as its one request is done.
+    assert min(b.start_ns for b in blocks_of(sim, 0) if b.start_ns >= 300_000) == hp_end
