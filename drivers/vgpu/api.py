@@ -316,7 +316,8 @@ class VirtualGpu(abc.ABC):
         so divided by the kernel's `blocks_per_tpc` it is the TPC time the
         atom occupies: what a policy charges a tenant for.
         """
-        atom_id = _check_int("atom id", atom_id)
+        if type(atom_id) is not int:
+            atom_id = _check_int("atom id", atom_id)
         if not 0 <= atom_id < len(self._atom_kernel):
             raise InvalidArgument(f"no atom {atom_id}")
         return self._backend_atom_busy_ns(atom_id)

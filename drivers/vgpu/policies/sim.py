@@ -282,12 +282,11 @@ class Simulation:
         self.clock_log: list[tuple[int, int]] = []
         self.allocation: list[tuple[int, tuple[int, ...]]] = []
         self.running = False
+        #: Virtual time, as the engine's (it moves only inside `advance`).
+        self.now_ns = 0
 
     # -- for policies --------------------------------------------------------
 
-    @property
-    def now_ns(self) -> int:
-        return self.gpu.now_ns
 
     def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
         """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
@@ -296,7 +295,7 @@ class Simulation:
         policy switched out at run time leaves nothing behind.
         """
         self._seq += 1
-        heapq.heappush(self._timers, (max(t_ns, self.gpu.now_ns), self._seq, owner, fn, args))
+        heapq.heappush(self._timers, (max(t_ns, self.now_ns), self._seq, owner, fn, args))
 
     def launch(
         self,
@@ -315,18 +314,18 @@ class Simulation:
         begin = s.launched
         end = begin + blocks
         if order is None or order < s.last_order:
-            order = max(s.last_order, self.gpu.now_ns if order is None else order)
+            order = max(s.last_order, self.now_ns if order is None else order)
         s.last_order = order
         atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
         s.launched = end
         s.inflight += 1
         s.inflight_masks[atom] = mask
         self.atom_stream.append(s.index)
-        self.atom_launch_ns.append(self.gpu.now_ns)
+        self.atom_launch_ns.append(self.now_ns)
         self.atom_tpcs.append(mask.bit_count())
         self.atom_stolen.append(stolen)
         window = self.trace_window_ns
-        if window is not None and window[0] <= self.gpu.now_ns < window[1]:
+        if window is not None and window[0] <= self.now_ns < window[1]:
             self._atom_priority[atom] = priority
         return atom
 
@@ -372,10 +371,11 @@ class Simulation:
             t_next = timers[0][0] if timers and timers[0][0] < end else end
             events = gpu.advance(t_next)
             if events:
+                self.now_ns = events[0].time_ns
                 for c in events:
                     self._complete(streams[atom_stream[c.atom_id]], c.atom_id, c.kernel_done)
                 continue
-            now = gpu.now_ns
+            now = self.now_ns = t_next  # no completion: the engine stopped at t_next
             if now >= end:
                 break
             while timers and timers[0][0] <= now:
@@ -396,7 +396,7 @@ class Simulation:
             for mask in s.inflight_masks.values():
                 union |= mask
             counts.append(union.bit_count())
-        now = self.gpu.now_ns
+        now = self.now_ns
         self.allocation.append((now, tuple(counts)))
         window = self.trace_window_ns
         if window is None or now + self.sample_ns < window[1]:
@@ -430,7 +430,7 @@ class Simulation:
         host = s.host_ns + HOST_LAUNCH_NS
         if s.run_ahead == 0:
             if s.pos == 0:
-                host = max(host, self.gpu.now_ns)
+                host = max(host, self.now_ns)
         elif len(s.done_ns) == s.run_ahead:
             host = max(host, s.done_ns[0])
         s.host_ns = host
@@ -439,11 +439,11 @@ class Simulation:
         s.kernel_id = self.gpu.add_kernel(desc)
         s.grid = desc.grid_blocks
         s.launched = 0
-        s.ready_ns = self.gpu.now_ns
+        s.ready_ns = self.now_ns
         self.policy.kernel_ready(s)
 
     def _complete(self, s: Stream, atom: int, kernel_done: bool) -> None:
-        now = self.gpu.now_ns
+        now = self.now_ns
         s.inflight -= 1
         mask = s.inflight_masks.pop(atom)
         launch_ns = self.atom_launch_ns[atom]
