@@ -25,6 +25,7 @@ from exp.sharing import (
     SLIP,
     check_out,
     done_message,
+    predictor_line,
     run_jobs,
     safe_main,
     sharing_parser,
@@ -106,6 +107,8 @@ def report(data: dict) -> str:
         ]),
         markdown_table(("model", "capacity saved", "trimming alone", "P99 cost", "throughput cost",
                         "P99 full ms", "P99 right-sized ms"), rows),
+        predictor_line({k: {"extra": [v["extra"]]} for k, v in data["runs"].items()
+                        if k.endswith("right-sized")}),
         "## Why ours differ",
         "",
         NOTES.strip(),

@@ -394,7 +394,7 @@ def plot_allocation(path: str, run: RunResult, names: Sequence[str], span_ns: in
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.stackplot(times, counts, labels=names, step="post")
     ax.set_xlabel("time (ms)")
-    ax.set_ylabel("TPCs with the tenant's atoms")
+    ax.set_ylabel("TPCs in its atoms' masks")
     ax.set_title(f"TPC allocation under {run.policy}")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
@@ -489,10 +489,13 @@ def colocation_jobs(
 ) -> list[RunJob]:
     duration = duration_ns(args)
     warmup = min(1_000_000_000, duration // 10)
-    window = (warmup, warmup + TRACE_SPAN_NS)
     jobs = []
     for seed in seeds(args):
         tenants = build_tenants(roles, args, seed, duration)
+        # The trace starts just before the first request after the warm-up.
+        arrivals = [t for tenant in tenants for t in tenant.arrivals_ns if t >= warmup]
+        start = max(warmup, min(arrivals, default=warmup) - 2_000_000)
+        window = (start, start + TRACE_SPAN_NS)
         for i, tenant in enumerate(tenants):
             jobs.append(
                 RunJob(
@@ -710,6 +713,7 @@ def colocation_report(
                 for r in data["isolated"]
             ],  # fmt: skip
         ),
+        predictor_line(data["runs"]),
         "Simulated seconds per wall-clock second, per policy: "
         + ", ".join(f"{p} {v:.2f}" for p, v in data["sim_to_wall"].items())
         + ".",
@@ -720,6 +724,20 @@ def colocation_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def predictor_line(runs: dict) -> str:
+    """LithOS's latency predictor: mispredictions (error over 50 us) over the atoms it predicted."""
+    extras = [e for label, r in runs.items() if label.startswith("lithos") for e in r["extra"]]
+    predicted = sum(e.get("predictions", 0) for e in extras)
+    if not predicted:
+        return ""
+    wrong = sum(e["misprediction_rate"] * e["predictions"] for e in extras)
+    error = sum(e["mean_abs_error_us"] * e["predictions"] for e in extras) / predicted
+    return (
+        f"LithOS's latency predictor: {100 * wrong / predicted:.2f}% of {predicted} predicted atoms "
+        f"mispredicted (error over 50 us); mean absolute error {error:.1f} us.\n"
+    )
 
 
 def fmt(x: float, digits: int = 2) -> str:

@@ -11,7 +11,6 @@ events a person would want to see (boot, spawn, exit, faults, module loads).
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +102,3 @@ class KernelLog:
 
     def find(self, event: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.ring if r.get("event") == event]
-
-
-def to_json(record: dict[str, Any]) -> str:
-    return json.dumps(record)
