@@ -343,13 +343,14 @@ def plot_latency_cdf(
                 np.concatenate([np.asarray(r.streams[index].latencies_ns, float) for r in runs])
             )
             if len(lat):
-                ax.plot(lat / MS, np.arange(1, len(lat) + 1) / len(lat), label=label)
+                style = {"color": "black", "linewidth": 2.5} if label.startswith("lithos") else {}
+                ax.plot(lat / MS, np.arange(1, len(lat) + 1) / len(lat), label=label, **style)
         ax.set_xscale("log")
         ax.set_xlabel("request latency (ms)")
         ax.set_ylabel("CDF")
         ax.set_title(names[index])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
