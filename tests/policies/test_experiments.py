@@ -76,3 +76,16 @@ def test_stacking_on_the_orion_traces_protects_hp_under_lithos_not_mps(tmp_path)
     c = json.loads((out / "results.json").read_text())["comparisons"]
     assert c["mps_vs_lithos_p99"] > 2.0
     assert c["lithos_vs_isolated_p99"] < 1.5
+
+
+def test_a_malformed_kernel_profile_is_named_by_file_and_line(tmp_path, capsys):
+    traces = tmp_path / "orion"
+    traces.mkdir()
+    (traces / "resnet50_4_fwd.csv").write_text(
+        "Name,Profile,Memory_footprint,SM_usage,Duration\nConv,1,0,98,100480\nBN,0,0,64,-5\n"
+    )
+    out = tmp_path / "out"
+    assert malv(["exp", "stacking", *QUICK, "--trace-dir", str(traces), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resnet50_4_fwd.csv: line 3" in err[0] and "Duration" in err[0]
+    assert not out.exists()

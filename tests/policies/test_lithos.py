@@ -189,3 +189,21 @@ def test_largest_remainder_gives_each_positive_share_at_least_one():
     assert largest_remainder([4 / 7, 2 / 7, 1 / 7], 54) == [31, 15, 8]
     assert largest_remainder([0.0, 0.0], 10) == [5, 5]
     assert sum(largest_remainder([0.3, 0.3], 54)) == 32
+
+
+def test_a_tenant_without_quota_runs_on_stolen_tpcs_only():
+    owner = Tenant("owner", workload("o", [kernel("o", 14, 100_000)]), "open",
+                   (0, 2_000_000), quota=1.0)  # fmt: skip
+    borrower = Tenant("borrower", workload("b", [kernel("b", 4, 50_000)]), "be", quota=0.0)
+    policy = make_policy("lithos")
+    sim, result = simulate(policy, (owner, borrower), 4_000_000, record_blocks=True)
+    assert policy.tpcs.own_mask[1] == 0
+    stolen = blocks_of(sim, 1)
+    assert stolen and all(sim.atom_stolen[b.atom_id] for b in stolen)
+    # It stole the idle TPCs at once; the owner got them back within one atom ...
+    assert min(b.start_ns for b in stolen) == 0
+    assert min(b.start_ns for b in blocks_of(sim, 0)) <= 50_000
+    # ... and it waited while the owner ran, then went on.
+    owner_end = min(b.end_ns for b in blocks_of(sim, 0))
+    assert not [b for b in stolen if 50_000 < b.start_ns < owner_end]
+    assert result.streams[1].completed > 10

@@ -153,8 +153,21 @@ class Lithos(SharingPolicy):
     def _pump(self, s) -> None:
         while s.launched < s.grid and s.inflight < self.max_inflight:
             if not self._step(s):
-                self.waiting.add(s.index)
+                # No TPC now (no quota, nothing idle): retry on the next
+                # completion, or when the first busy-until timer runs out.
+                if s.index not in self.waiting:
+                    self.waiting.add(s.index)
+                    until = self.tpcs.busy_until[self.tpcs.owner != s.index]
+                    later = until[until > self.sim.now_ns]
+                    if later.size:
+                        self.call_at(int(later.min()), self._retry, s)
                 return
+
+    def _retry(self, s) -> None:
+        if s.index in self.waiting:
+            self.waiting.discard(s.index)
+            if s.kernel_pending:
+                self._pump(s)
 
     def _step(self, s) -> bool:
         """Launch the next atom of `s` (own part, stolen part or both); False if no TPC."""
