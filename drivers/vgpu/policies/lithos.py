@@ -218,7 +218,8 @@ class Lithos(SharingPolicy):
             tpcs.claim(own, self.own_until[i])
             atom = sim.launch(s, own_blocks, own, PRIO_NORMAL)
             own_waves = math.ceil(own_blocks / (n_own * bpt))
-            self.atoms[atom] = (s.pos, own_waves, predicted, False, start > now)
+            own_predicted = round(own_waves * wave_ns) if known else None
+            self.atoms[atom] = (s.pos, own_waves, own_predicted, False, start > now)
             self.own_atoms += 1
             used += n_own
         if stolen_blocks:
