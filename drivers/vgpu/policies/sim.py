@@ -287,7 +287,6 @@ class Simulation:
 
     # -- for policies --------------------------------------------------------
 
-
     def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
         """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
 
