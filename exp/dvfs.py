@@ -23,6 +23,7 @@ from exp.sharing import (
     SLIP,
     check_out,
     done_message,
+    parse_policies,
     run_jobs,
     safe_main,
     sharing_parser,
@@ -131,6 +132,7 @@ def _main(argv: list[str] | None) -> int:
     )
     p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
     args = p.parse_args(argv)
+    parse_policies(args.policies, only="lithos")
     check_out(args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in models:

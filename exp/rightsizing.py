@@ -25,6 +25,7 @@ from exp.sharing import (
     SLIP,
     check_out,
     done_message,
+    parse_policies,
     predictor_line,
     run_jobs,
     safe_main,
@@ -143,6 +144,7 @@ def _main(argv: list[str] | None) -> int:
     )  # fmt: skip
     p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
     args = p.parse_args(argv)
+    parse_policies(args.policies, only="lithos")
     check_out(args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     from exp.sharing import CATALOGUE

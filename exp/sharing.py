@@ -101,6 +101,12 @@ def sharing_parser(
             default=",".join(policies),
             help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)",
         )
+    else:  # a LithOS-only comparison of single closed-loop tenants
+        p.add_argument(
+            "--policies",
+            default="lithos",
+            help="only lithos (with and without the mechanism); --arrivals does not apply",
+        )
     p.add_argument(
         "--duration",
         type=float,
@@ -116,12 +122,16 @@ def sharing_parser(
     return p
 
 
-def parse_policies(text: str) -> list[str]:
+def parse_policies(text: str, only: str | None = None) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise InvalidArgument("--policies names no policy")
     for n in names:
         policy_class(n)
+    if only is not None and names != [only]:
+        raise InvalidArgument(
+            f"--policies: this experiment compares {only} with itself, got {text!r}"
+        )
     return names
 
 
