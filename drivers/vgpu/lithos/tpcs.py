@@ -53,6 +53,9 @@ def largest_remainder(shares: Sequence[float], units: int, minimum: int = 1) -> 
     return counts
 
 
+_FOREVER = 1 << 62
+
+
 class TpcScheduler:
     def __init__(self, n_tpcs: int, quotas: Sequence[float], max_stolen: int = 2) -> None:
         self.n_tpcs = n_tpcs
@@ -68,7 +71,11 @@ class TpcScheduler:
         self.busy_until = np.zeros(n_tpcs, dtype=np.int64)
         self.stolen_out = [0] * len(counts)
         self._index: dict[int, np.ndarray] = {}
-        self._not_owned = [self.owner != i for i in range(len(counts))]
+        full = (1 << n_tpcs) - 1
+        self._not_owned = [full & ~mask for mask in self.own_mask]
+        # The TPCs idle now, kept until the first busy-until time runs out.
+        self._idle = full
+        self._idle_until = _FOREVER
 
     def tpcs(self, mask: int) -> np.ndarray:
         """The TPC indices of `mask` (cached: masks recur)."""
@@ -82,22 +89,30 @@ class TpcScheduler:
         """Work on `mask` is predicted to run until `until_ns`."""
         index = self.tpcs(mask)
         self.busy_until[index] = np.maximum(self.busy_until[index], until_ns)
+        self._idle &= ~mask
+        self._idle_until = min(self._idle_until, until_ns)
 
     def stealable(self, tenant: int, now_ns: int) -> int:
         """The TPCs `tenant` may steal now: others' TPCs predicted idle."""
         if self.stolen_out[tenant] >= self.max_stolen:
             return 0
-        free = (self.busy_until <= now_ns) & self._not_owned[tenant]
-        if not free.any():
-            return 0
-        return int.from_bytes(np.packbits(free, bitorder="little").tobytes(), "little")
+        if now_ns >= self._idle_until:
+            idle = self.busy_until <= now_ns
+            self._idle = int.from_bytes(np.packbits(idle, bitorder="little").tobytes(), "little")
+            later = self.busy_until[~idle]
+            self._idle_until = int(later.min()) if later.size else _FOREVER
+        return self._idle & self._not_owned[tenant]
 
     def first_tpcs(self, mask: int, count: int) -> int:
-        """The `count` lowest TPCs of `mask`."""
+        """The `count` lowest TPCs of `mask`, taken a run of consecutive TPCs at a time."""
         out = 0
         while mask and count > 0:
             low = mask & -mask
-            out |= low
-            mask ^= low
-            count -= 1
+            run = mask & ~(mask + low)  # the carry clears exactly the lowest run
+            n = run.bit_count()
+            if n >= count:
+                return out | ((1 << count) - 1) * low
+            out |= run
+            mask ^= run
+            count -= n
         return out
