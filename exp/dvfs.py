@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from exp.output import markdown_table, pyplot, results_dir, write_json, write_markdown
+from exp.output import markdown_table, results_dir, write_json, write_markdown
 from exp.sharing import (
     CATALOGUE,
     INFERENCE_MODELS,
@@ -24,6 +24,7 @@ from exp.sharing import (
     check_out,
     done_message,
     parse_policies,
+    plot_saving_vs_cost,
     run_jobs,
     safe_main,
     sharing_parser,
@@ -103,23 +104,9 @@ def report(data: dict) -> str:
 
 
 def plot(path: str, summary: dict) -> None:
-    plt = pyplot()
-    models = list(summary["models"])
-    saved = [100 * summary["models"][m]["energy_saved"] for m in models]
-    cost = [100 * summary["models"][m]["p99_cost"] for m in models]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    x = np.arange(len(models))
-    ax.bar(x - 0.2, saved, 0.4, label="energy per request saved (%)")
-    ax.bar(x + 0.2, cost, 0.4, label="P99 latency cost (%)")
-    ax.set_xticks(x)
-    ax.set_xticklabels(models, rotation=20)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title("DVFS at slip 1.1")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_saving_vs_cost(
+        path, summary, "energy_saved", "energy per request saved (%)", "DVFS at slip 1.1"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,22 +12,13 @@ paper: HP A's P99 under LithOS vs MPS and vs isolated.
 from __future__ import annotations
 
 import sys
-import time
 
 from drivers.vgpu.policies import POLICY_NAMES
-from exp.output import results_dir, write_json, write_markdown
 from exp.sharing import (
     Role,
-    check_out,
-    colocation_comparisons,
-    colocation_jobs,
-    colocation_outputs,
-    colocation_report,
-    colocation_results,
-    done_message,
     fmt,
     parse_policies,
-    run_jobs,
+    run_colocation,
     safe_main,
     sharing_parser,
 )
@@ -97,27 +88,20 @@ def _main(argv: list[str] | None) -> int:
     )
     args = p.parse_args(argv)
     policies = parse_policies(args.policies)
-    check_out(args.out)
     roles = (
         Role("HP A", "resnet50", "open", sized=True),
         Role("BE", TRAINING[args.training], "be"),
     )
-    started = time.perf_counter()
-    jobs = colocation_jobs(roles, policies, args)
-    results = run_jobs("hybrid", jobs, args.jobs, args.quiet)
-    data = colocation_results("hybrid", roles, policies, jobs, results, args)
-    data["comparisons"] = colocation_comparisons(data, "HP A")
-    data["paper"] = PAPER
-    rows = comparison_rows(data["comparisons"])
-    report = colocation_report(data, "Hybrid inference and training", rows, NOTES)
-    with results_dir(args.out) as tmp:
-        write_json(tmp, data)
-        write_markdown(tmp, report)
-        colocation_outputs(tmp, data, roles, jobs, results)
-    for row in rows:
-        print(f"{row[0]}: {row[1]} (paper {row[2]})")
-    done_message(args.out, started)
-    return 0
+    return run_colocation(
+        "hybrid",
+        "Hybrid inference and training",
+        roles,
+        policies,
+        args,
+        PAPER,
+        NOTES,
+        comparison_rows,
+    )
 
 
 if __name__ == "__main__":

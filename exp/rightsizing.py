@@ -19,13 +19,14 @@ import time
 
 import numpy as np
 
-from exp.output import markdown_table, pyplot, results_dir, write_json, write_markdown
+from exp.output import markdown_table, results_dir, write_json, write_markdown
 from exp.sharing import (
     INFERENCE_MODELS,
     SLIP,
     check_out,
     done_message,
     parse_policies,
+    plot_saving_vs_cost,
     predictor_line,
     run_jobs,
     safe_main,
@@ -118,23 +119,9 @@ def report(data: dict) -> str:
 
 
 def plot(path: str, summary: dict) -> None:
-    plt = pyplot()
-    models = list(summary["models"])
-    saved = [100 * summary["models"][m]["capacity_saved"] for m in models]
-    cost = [100 * summary["models"][m]["p99_cost"] for m in models]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    x = np.arange(len(models))
-    ax.bar(x - 0.2, saved, 0.4, label="TPC capacity saved (%)")
-    ax.bar(x + 0.2, cost, 0.4, label="P99 latency cost (%)")
-    ax.set_xticks(x)
-    ax.set_xticklabels(models, rotation=20)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title("Right-sizing at slip 1.1")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_saving_vs_cost(
+        path, summary, "capacity_saved", "TPC capacity saved (%)", "Right-sizing at slip 1.1"
+    )
 
 
 def _main(argv: list[str] | None) -> int:

@@ -806,3 +806,60 @@ def variant_figures(jobs: Sequence[RunJob], results: Sequence[RunResult]) -> dic
         fig["sim_to_wall"] = float(np.mean([r.sim_to_wall for r in rs]))
         out[label] = fig
     return out
+
+
+def plot_saving_vs_cost(
+    path: str, summary: dict, saved_key: str, saved_label: str, title: str
+) -> None:
+    """Per model, what a LithOS mechanism saves beside what it costs in P99
+    (the right-sizing and DVFS experiments' plot)."""
+    plt = pyplot()
+    models = list(summary["models"])
+    saved = [100 * summary["models"][m][saved_key] for m in models]
+    cost = [100 * summary["models"][m]["p99_cost"] for m in models]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(models))
+    ax.bar(x - 0.2, saved, 0.4, label=saved_label)
+    ax.bar(x + 0.2, cost, 0.4, label="P99 latency cost (%)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(models, rotation=20)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_colocation(
+    name: str,
+    title: str,
+    roles: Sequence[Role],
+    policies: list[str],
+    args: argparse.Namespace,
+    paper: dict,
+    notes: str,
+    comparison_rows: Callable[[dict], list[tuple[str, str, str, str]]],
+) -> int:
+    """The stacking and hybrid experiments: run every policy (and each tenant
+    alone), compare against the paper, and write results all or nothing."""
+    from exp.output import results_dir, write_json, write_markdown
+
+    check_out(args.out)
+    started = time.perf_counter()
+    jobs = colocation_jobs(roles, policies, args)
+    results = run_jobs(name, jobs, args.jobs, args.quiet)
+    data = colocation_results(name, roles, policies, jobs, results, args)
+    data["comparisons"] = colocation_comparisons(data, "HP A")
+    data["paper"] = paper
+    rows = comparison_rows(data["comparisons"])
+    report = colocation_report(data, title, rows, notes)
+    with results_dir(args.out) as tmp:
+        write_json(tmp, data)
+        write_markdown(tmp, report)
+        colocation_outputs(tmp, data, roles, jobs, results)
+    for row in rows:
+        print(f"{row[0]}: {row[1]} (paper {row[2]}, target {row[3]})")
+    done_message(args.out, started)
+    return 0
