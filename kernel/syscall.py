@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel import traps as T
 from kernel.caps import Capability, Rights, revoke
-from kernel.errors import InvalidArgument, NoSuchTask, PeerDied, WouldBlock
+from kernel.errors import CapabilityError, InvalidArgument, NoSuchTask, PeerDied, WouldBlock
 from kernel.ipc import Endpoint, Notification, ReplyObject
 from kernel.memory import AddressSpace
 from kernel.task import State, Task
@@ -166,7 +166,13 @@ def trap_nbrecv(k: Kernel, task: Task, trap: T.NBRecv) -> Any:
 
 
 def trap_reply(k: Kernel, task: Task, trap: T.Reply) -> Any:
-    caller = _reply(k, task, task.cspace.lookup(trap.reply, Rights.WRITE, ReplyObject), trap.msg)
+    cap = task.cspace.lookup(trap.reply, Rights.WRITE, ReplyObject)
+    if cap.obj.caller is None:
+        # Each Call is answered once: a reply object answered already (or
+        # never bound) has nobody to answer.  ReplyRecv skips its reply part
+        # instead, so a server loop may start with it.
+        raise CapabilityError("the reply object has no caller to answer")
+    caller = _reply(k, task, cap, trap.msg)
     if caller is not None:
         k.wake(caller, caller.resume_value)
     return None

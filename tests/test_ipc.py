@@ -89,11 +89,18 @@ def test_replyrecv_with_a_reusable_reply_object(bare_kernel: Kernel):
         ep = proc.caps["ep"]
         reply = yield NewReply()
         r = yield Recv(ep, reply)
-        while True:
+        while r.msg.payload < 4:
             r = yield ReplyRecv(ep, reply, Message("r", r.msg.payload + 1))
+        yield Reply(reply, Message("r", 5))
+        try:
+            yield Reply(reply, Message("twice"))  # each Call is answered once
+        except CapabilityError:
+            errors.append("answered")
 
+    errors = []
     run(bare_kernel, client)
     assert answers == [1, 2, 3, 4, 5]
+    assert errors == ["answered"]
 
 
 def test_caller_gets_an_error_when_the_server_dies_holding_its_reply(bare_kernel: Kernel):
