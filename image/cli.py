@@ -116,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)"
     )
     boot.add_argument(
-        "--gpu", choices=("a100", "h100", "none"), default="a100", help="the vGPU preset (default a100)"
+        "--gpu",
+        choices=("a100", "h100", "none"),
+        default="a100",
+        help="the vGPU preset (default a100)",
     )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
     boot.set_defaults(func=cmd_boot)
@@ -132,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("name", help=f"one of {', '.join(EXPERIMENTS)}")
     exp.add_argument(
-        "args", nargs=argparse.REMAINDER, help="the experiment's options (--out DIR, --quick, --seed N)"
+        "args",
+        nargs=argparse.REMAINDER,
+        help="the experiment's options (--out DIR, --quick, --seed N)",
     )
     exp.set_defaults(func=cmd_exp)
     return parser

@@ -122,7 +122,9 @@ class Kernel:
         if self.gpu_preset is not None:
             # The driver gets the MLaaS core too: it offers the vGPU to kernel-space inference.
             servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,), mlaas=self.mlaas)
-        self.init_pid = self.spawn(init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()})
+        self.init_pid = self.spawn(
+            init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
+        )
         if not self.threaded:
             self.run_until_prompt()
             self.log.echo_level = 30  # after boot the console shows warnings only
@@ -206,7 +208,9 @@ class Kernel:
                     return True
                 before = self.loop.now_ns
                 self.loop.run(until_ns=deadline)
-                if self.loop.now_ns >= deadline or (self.loop.next_time() is None and before == self.loop.now_ns):
+                if self.loop.now_ns >= deadline or (
+                    self.loop.next_time() is None and before == self.loop.now_ns
+                ):
                     return self.tty.waiting_prompt is not None
             return False
         finally:
@@ -221,7 +225,9 @@ class Kernel:
         try:
             self.tty.feed(line)
             if not self.run_until_prompt(limit_ns) and not self.halted:
-                raise TimeoutError(f"the shell did not prompt again within {limit_ns / 1e9:g} s: {''.join(capture)!r}")
+                raise TimeoutError(
+                    f"the shell did not prompt again within {limit_ns / 1e9:g} s: {''.join(capture)!r}"
+                )
         finally:
             self.tty.capture = None
         return "".join(capture)
@@ -261,7 +267,14 @@ class Kernel:
     def proclist(self) -> tuple[tuple, ...]:
         """(pid, ppid, state, cpu_ns, resident_pages, name) for every live task."""
         return tuple(
-            (t.pid, t.parent, t.state.name.lower(), t.cpu_ns, t.aspace.resident if t.aspace else 0, t.name)
+            (
+                t.pid,
+                t.parent,
+                t.state.name.lower(),
+                t.cpu_ns,
+                t.aspace.resident if t.aspace else 0,
+                t.name,
+            )
             for t in sorted(self.tasks.values(), key=lambda t: t.pid)
         )
 

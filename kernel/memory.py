@@ -94,7 +94,9 @@ class MemoryManager:
         self.owner: list[tuple[AddressSpace, int] | None] = [None] * nframes
         self.referenced = [False] * nframes
         self.free_frames = list(range(nframes - 1, -1, -1))
-        self.swap = SwapArea(PAGE_SIZE, swap_slots if swap_slots is not None else nframes * 16, swap_path)
+        self.swap = SwapArea(
+            PAGE_SIZE, swap_slots if swap_slots is not None else nframes * 16, swap_path
+        )
         self.policy: Any = ClockPolicy()
         self.on_policy_fault: Callable[[Any, str, str], None] | None = None
         self._fallback = ClockPolicy()
@@ -103,14 +105,18 @@ class MemoryManager:
         self.fault_hook: Callable[[AddressSpace, int, bool], None] | None = None
         self.evict_hook: Callable[[AddressSpace, int, int], None] | None = None
         self.prefetched = 0
-        self.advice_ns = 0  # the memory advisor's inference during this fault: the faulting task waits for it
+        self.advice_ns = (
+            0  # the memory advisor's inference during this fault: the faulting task waits for it
+        )
         self.faults = 0
         self.swap_ins = 0
         self.swap_outs = 0
 
     # -- access -------------------------------------------------------------------
 
-    def access(self, aspace: AddressSpace, addr: int, size: int, data: bytes | None = None) -> tuple[bytes | None, int]:
+    def access(
+        self, aspace: AddressSpace, addr: int, size: int, data: bytes | None = None
+    ) -> tuple[bytes | None, int]:
         """Read `size` bytes at `addr`, or write `data` there.
 
         Returns (bytes read or None, I/O time in ns the caller must wait).
@@ -203,8 +209,15 @@ class MemoryManager:
         if not candidates:
             raise OutOfMemory("no frame can be evicted")
         victim = self._ask("select_victim", candidates)
-        if not isinstance(victim, int) or victim < 0 or victim >= self.nframes or self.owner[victim] is None:
-            self._policy_fault("invalid", f"select_victim returned {victim!r}, not a resident frame")
+        if (
+            not isinstance(victim, int)
+            or victim < 0
+            or victim >= self.nframes
+            or self.owner[victim] is None
+        ):
+            self._policy_fault(
+                "invalid", f"select_victim returned {victim!r}, not a resident frame"
+            )
             victim = self._fallback.select_victim(self, candidates)
         owner = self.owner[victim]
         assert owner is not None

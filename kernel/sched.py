@@ -199,7 +199,11 @@ class Scheduler:
         return self.slice_ns
 
     def _runnable_choice(self, choice: Any) -> bool:
-        if not isinstance(choice, Task) or choice.state is not State.RUNNABLE or choice.pid not in self.where:
+        if (
+            not isinstance(choice, Task)
+            or choice.state is not State.RUNNABLE
+            or choice.pid not in self.where
+        ):
             self._fault("invalid", f"select_next returned {choice!r}, not a runnable task")
             return False
         return True

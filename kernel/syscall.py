@@ -50,12 +50,21 @@ def _sender_caps(task: Task, cap: Capability, msg: T.Message) -> list[Capability
 
 
 def _deliver(
-    k: Kernel, receiver: Task, msg: T.Message, badge: int, caller: Task | None,
-    caps: list[Capability], reply: int | None = None,
+    k: Kernel,
+    receiver: Task,
+    msg: T.Message,
+    badge: int,
+    caller: Task | None,
+    caps: list[Capability],
+    reply: int | None = None,
 ) -> T.Received:
     """Build what the receiver's Recv returns: transferred caps land in its
     cspace, and a caller is bound to the reply object `reply` (or a new one)."""
-    new_slots = tuple(receiver.cspace.insert(c.derive()) for c in caps if c.cspace is not None) if caps else ()
+    new_slots = (
+        tuple(receiver.cspace.insert(c.derive()) for c in caps if c.cspace is not None)
+        if caps
+        else ()
+    )
     if caller is None:
         return T.Received(msg, badge, None, new_slots)
     if reply is None:
@@ -71,7 +80,9 @@ def _deliver(
     return T.Received(msg, badge, reply, new_slots)
 
 
-def _send(k: Kernel, task: Task, ep_slot: int, msg: T.Message, is_call: bool, blocking: bool) -> Any:
+def _send(
+    k: Kernel, task: Task, ep_slot: int, msg: T.Message, is_call: bool, blocking: bool
+) -> Any:
     cap = task.cspace.lookup(ep_slot, Rights.WRITE, Endpoint)
     if type(msg) is not T.Message:
         msg = _check_msg(msg)
@@ -79,7 +90,9 @@ def _send(k: Kernel, task: Task, ep_slot: int, msg: T.Message, is_call: bool, bl
     ep: Endpoint = cap.obj
     if ep.receivers:
         receiver = ep.receivers.popleft()
-        received = _deliver(k, receiver, msg, cap.badge, task if is_call else None, caps, receiver.blocked_reply)
+        received = _deliver(
+            k, receiver, msg, cap.badge, task if is_call else None, caps, receiver.blocked_reply
+        )
         if is_call:
             # seL4 fastpath: the caller blocks, so its CPU runs the receiver at once.
             k.block(task, State.REPLY, task.blocked_on)
@@ -184,7 +197,9 @@ def trap_replyrecv(k: Kernel, task: Task, trap: T.ReplyRecv) -> Any:
     ep_cap = cspace.lookup(trap.ep, Rights.READ, Endpoint)
     reply_cap = cspace.lookup(trap.reply, Rights.WRITE, ReplyObject)
     caller = _reply(k, task, reply_cap, trap.msg)
-    result = _recv(k, task, ep_cap, trap.reply if reply_cap.badge == REUSABLE else None, blocking=True)
+    result = _recv(
+        k, task, ep_cap, trap.reply if reply_cap.badge == REUSABLE else None, blocking=True
+    )
     if caller is not None:
         if result is BLOCK:
             k.handoff(task, caller, caller.resume_value)  # fastpath back to the client
@@ -244,7 +259,9 @@ def trap_newnotification(k: Kernel, task: Task, trap: T.NewNotification) -> Any:
 
 
 def trap_newreply(k: Kernel, task: Task, trap: T.NewReply) -> Any:
-    return task.cspace.insert(Capability(ReplyObject(None), Rights.WRITE | Rights.GRANT, badge=REUSABLE))
+    return task.cspace.insert(
+        Capability(ReplyObject(None), Rights.WRITE | Rights.GRANT, badge=REUSABLE)
+    )
 
 
 def _check_rights(rights: Any) -> int:
@@ -284,8 +301,15 @@ def trap_delete(k: Kernel, task: Task, trap: T.Delete) -> Any:
 
 
 def _duration_ns(us: Any, what: str) -> int:
-    if isinstance(us, bool) or not isinstance(us, (int, float)) or not us >= 0 or us == float("inf"):
-        raise InvalidArgument(f"{what} needs a finite, non-negative number of microseconds, got {us!r}")
+    if (
+        isinstance(us, bool)
+        or not isinstance(us, (int, float))
+        or not us >= 0
+        or us == float("inf")
+    ):
+        raise InvalidArgument(
+            f"{what} needs a finite, non-negative number of microseconds, got {us!r}"
+        )
     return int(us * 1000)
 
 

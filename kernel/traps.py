@@ -24,7 +24,9 @@ MAX_PAYLOAD_ITEMS = 64
 
 def _check_payload(_inst: Any, _attr: Any, value: Any) -> None:
     if isinstance(value, (list, dict, set, bytearray)):
-        raise TypeError("message payload must be immutable (use a tuple, bytes or a frozen attrs class)")
+        raise TypeError(
+            "message payload must be immutable (use a tuple, bytes or a frozen attrs class)"
+        )
     if isinstance(value, tuple) and len(value) > MAX_PAYLOAD_ITEMS:
         raise ValueError(f"message payload has {len(value)} items; at most {MAX_PAYLOAD_ITEMS}")
 
@@ -52,7 +54,9 @@ class Received:
 
     __slots__ = ("msg", "badge", "reply", "caps")
 
-    def __init__(self, msg: Message, badge: int = 0, reply: int | None = None, caps: tuple[int, ...] = ()):
+    def __init__(
+        self, msg: Message, badge: int = 0, reply: int | None = None, caps: tuple[int, ...] = ()
+    ):
         self.msg = msg
         self.badge = badge
         self.reply = reply
@@ -230,7 +234,9 @@ class Spawn:
 
     program: Any
     args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    caps: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=lambda c: tuple(dict(c).items()))
+    caps: tuple[tuple[str, int], ...] = attrs.field(
+        default=(), converter=lambda c: tuple(dict(c).items())
+    )
     name: str | None = None
 
 
@@ -326,7 +332,9 @@ class Log:
     """Write a line to the kernel log from a task."""
 
     event: str
-    fields: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=lambda f: tuple(dict(f).items()))
+    fields: tuple[tuple[str, Any], ...] = attrs.field(
+        default=(), converter=lambda f: tuple(dict(f).items())
+    )
 
 
 # -- MLaaS modules (insmod, rmmod, reload, lsmod, modinfo) ----------------------------

@@ -134,7 +134,9 @@ def test_the_driver_offers_the_vgpu_to_kernel_space_inference(malv_kernel: Kerne
     backends = malv_kernel.mlaas.inference.backends
     assert set(backends) == {"cpu", "vgpu"}
     view = malv_kernel.shell("gpu")
-    assert re.search(r"^\|\s+0\s+kernel\s+0\.0\s+0\s+0\s+\|$", view, re.M)  # inference's own context
+    assert re.search(
+        r"^\|\s+0\s+kernel\s+0\.0\s+0\s+0\s+\|$", view, re.M
+    )  # inference's own context
 
 
 def test_a_booted_kernel_without_a_gpu_infers_on_the_cpu_only(malv_boot):

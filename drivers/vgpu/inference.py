@@ -121,7 +121,9 @@ def attach(kernel, gpu: VirtualGpu | None = None, *, priority: int = 0) -> VgpuI
     return attach_to_core(kernel.mlaas, gpu, priority=priority)
 
 
-def attach_to_core(core, gpu: VirtualGpu | None = None, *, priority: int = 0) -> VgpuInferenceBackend:
+def attach_to_core(
+    core, gpu: VirtualGpu | None = None, *, priority: int = 0
+) -> VgpuInferenceBackend:
     """Register a vGPU inference back end with an MLaaS core (what the GPU
     driver server does at start, with the cap to the core it was given)."""
     kernel = core.kernel

@@ -204,8 +204,12 @@ class GpuDriver:
                 contexts.append(ContextView(ctx_id, "kernel", eng.memory.used_bytes(ctx_id), 0, 0))
                 continue
             queued = sum(len(q) for q in c.streams.values()) + len(c.running)
-            contexts.append(ContextView(ctx_id, "program", eng.memory.used_bytes(ctx_id), queued, c.done))
-        return GpuView(self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts))
+            contexts.append(
+                ContextView(ctx_id, "program", eng.memory.used_bytes(ctx_id), queued, c.done)
+            )
+        return GpuView(
+            self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts)
+        )
 
 
 def gpu_server(proc):
