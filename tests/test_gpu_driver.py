@@ -7,7 +7,7 @@ import re
 from drivers.vgpu.server import LaunchSpec
 from kernel import Kernel, Message
 from kernel.errors import CapabilityError
-from kernel.traps import Call, Spawn, WaitPid
+from kernel.traps import Call, Sleep, Spawn, WaitPid
 from userland.gpulib import open_context
 
 
@@ -142,3 +142,35 @@ def test_the_driver_offers_the_vgpu_to_kernel_space_inference(malv_kernel: Kerne
 def test_a_booted_kernel_without_a_gpu_infers_on_the_cpu_only(malv_boot):
     k = malv_boot(gpu=None)
     assert set(k.mlaas.inference.backends) == {"cpu"}
+
+
+def test_launches_follow_the_attached_gpu_advisor_and_rmmod_restores_the_whole_device(
+    malv_kernel: Kernel,
+):
+    k = malv_kernel
+    assert "attached" in k.shell("insmod first_fit")
+
+    def program(proc, log):
+        mine = yield from open_context(proc)
+        yield from open_context(proc)  # a second context: first_fit halves the device
+        yield from mine.launch(LaunchSpec("wide", grid_blocks=20 * 108, block_us=1000.0))
+        yield Sleep(500)
+        view = (yield Call(proc.caps["gpu"], Message("stats"))).msg.payload
+        log.append(view.stats.busy_tpcs)
+        yield from mine.sync()
+
+    assert run_program(k, program) == [27]
+    k.shell("rmmod first_fit")
+    assert run_program(k, program) == [54]
+
+
+def test_the_clock_follows_the_attached_power_advisor(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod fixed_clock clock_mhz=900")
+    k.shell("run gpu-burn 1 &")
+    k.shell("run sleep 50")  # the governor asks while the device works; a switch takes 20 ms
+    assert "clock 900 MHz" in k.shell("gpu")
+    k.shell("rmmod fixed_clock")
+    k.shell("insmod fixed_clock")  # 0: the highest clock
+    k.shell("run sleep 50")
+    assert "clock 1410 MHz" in k.shell("gpu")

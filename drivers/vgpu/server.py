@@ -29,6 +29,13 @@ cap to the MLaaS core, and it registers a vGPU inference back end sharing its
 engine, so advisors' batches and programs' kernels contend for the same TPCs.
 (An inference batch runs the engine to its own completion, so the device may
 briefly be ahead of the kernel's time; launches then start at the device's.)
+
+Advice.  With the MLaaS core, the driver asks the attached GPU advisor for a
+TPC mask for each launch that names none (`tpc_allocation`), and the power
+advisor for the clock on each wake (`frequency`) — and, while the device has
+work, at least every `GOVERNOR_TICK_US`; an idle device keeps its clock.  `insmod first_fit` then
+gives each context its own TPCs, `insmod fixed_clock clock_mhz=900` pins the
+clock; `rmmod` brings back the whole device at the highest clock.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from kernel.traps import (
 )
 
 SYNC_TICK_US = 20
+GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the device works
 
 
 @attrs.frozen
@@ -91,6 +99,16 @@ class GpuView:
     contexts: tuple[ContextView, ...]
 
 
+@attrs.frozen
+class PowerView:
+    """What a power advisor sees of the device."""
+
+    clocks_mhz: Any  # every clock the device can run at
+    clock_mhz: int
+    busy_tpcs: int
+    power_w: float
+
+
 class GpuRequestError(Exception):
     pass
 
@@ -111,6 +129,7 @@ class GpuDriver:
     def __init__(self, preset: str) -> None:
         self.preset = preset
         self._engine: Any = None
+        self.advice: Any = None  # the MLaaS core's GpuAdvice, when boot gave the driver one
         self.contexts: dict[int, _Context] = {}
         self.waiters: list[tuple[int, int | None, int]] = []  # (ctx, kernel or None, reply slot)
 
@@ -151,8 +170,36 @@ class GpuDriver:
             return
         kernel_id = queue.popleft()
         spec = ctx.specs[kernel_id]
-        self.engine.launch(ctx.ctx, kernel_id, mask=spec.mask, priority=spec.priority)
+        mask = spec.mask if spec.mask is not None else self.advised_mask(ctx.ctx)
+        self.engine.launch(ctx.ctx, kernel_id, mask=mask, priority=spec.priority)
         ctx.running[stream] = kernel_id
+
+    # -- advice (MLaaS GPU and power advisors) ---------------------------------------------
+
+    def advised_mask(self, ctx_id: int) -> int | None:
+        """The attached GPU advisor's TPC allocation for a context; None: the
+        whole device (no advisor, no opinion, or a fault and its ejection)."""
+        if self.advice is None:
+            return None
+        allocation = self.advice.tpc_allocation(sorted(self.contexts), self.engine.spec.n_tpcs)
+        return None if allocation is None else allocation.get(ctx_id)
+
+    def advise_clock(self) -> None:
+        """Ask the attached power advisor for the clock; a change takes the
+        device's switch latency, so none is asked while one is pending."""
+        if self.advice is None or self._engine is None:
+            return
+        eng = self._engine
+        if eng.stats().pending_clocks:
+            return
+        wanted = self.advice.frequency(
+            PowerView(eng.spec.clocks_mhz, eng.clock_mhz, eng.busy_tpcs, eng.power_w)
+        )
+        if wanted is not None and wanted != eng.clock_mhz:
+            eng.set_clock(wanted)
+
+    def busy(self) -> bool:
+        return any(c.running for c in self.contexts.values())
 
     def finished(self, ctx_id: int, kernel_id: int | None) -> int | None:
         """The completion time of a kernel (or of all the context's work), or None."""
@@ -223,6 +270,7 @@ def gpu_server(proc):
 
         core = yield MapDevice(proc.caps["mlaas"])
         attach_to_core(core, driver.engine)
+        driver.advice = core.gpu  # launches and clocks follow the attached advisors
     timer = yield NewNotification()
     yield BindNotification(timer)
     reply = yield NewReply()
@@ -232,6 +280,7 @@ def gpu_server(proc):
         r = yield Recv(ep, reply)
         now = yield GetTime()
         driver.advance_to(now)
+        driver.advise_clock()
         if r.msg.label == "notification":
             ticking = False
         else:
@@ -253,8 +302,10 @@ def gpu_server(proc):
                 yield Reply(slot, Message("done", done_ns))
                 spare.append(slot)
         driver.waiters = still
-        if still and not ticking:
-            yield Alarm(timer, SYNC_TICK_US)
+        if not ticking and (still or (driver.advice is not None and driver.busy())):
+            # Poll for the waiters; while the device works, the power advisor
+            # is asked again at least every governor tick.
+            yield Alarm(timer, SYNC_TICK_US if still else GOVERNOR_TICK_US)
             ticking = True
 
 
