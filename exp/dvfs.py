@@ -12,24 +12,15 @@ saved, and the P99 latency and throughput cost.
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
-from exp.output import markdown_table, results_dir, write_json, write_markdown
+from exp.output import markdown_table
 from exp.sharing import (
-    CATALOGUE,
-    INFERENCE_MODELS,
     SLIP,
-    check_out,
-    done_message,
-    parse_policies,
     plot_saving_vs_cost,
-    run_jobs,
+    run_variants,
     safe_main,
-    sharing_parser,
-    variant_figures,
-    variant_jobs,
 )
 
 VARIANTS = {"f_max": {}, "dvfs": {"dvfs": True, "slip": SLIP}}
@@ -114,43 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    p = sharing_parser(
-        "dvfs", "LithOS with and without DVFS, per model", duration_s=5.0, policies=None
-    )
-    p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
-    args = p.parse_args(argv)
-    parse_policies(args.policies, only="lithos")
-    check_out(args.out)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for m in models:
-        if m not in CATALOGUE:
-            raise ValueError(f"unknown model {m!r}; known: {', '.join(CATALOGUE)}")
-    started = time.perf_counter()
-    jobs = variant_jobs(models, VARIANTS, args)
-    results = run_jobs("dvfs", jobs, args.jobs, args.quiet)
-    figs = variant_figures(jobs, results)
-    data = {
-        "experiment": "dvfs",
-        "config": {"gpu": args.gpu, "trace_dir": args.trace_dir,
-                   "seeds": sorted({j.seed for j in jobs}),
-                   "duration_s": jobs[0].duration_ns / 1e9, "warmup_s": jobs[0].warmup_ns / 1e9,
-                   "slip": SLIP, "models": models},
-        "runs": figs,
-        "summary": summarize(figs, models),
-        "paper": PAPER,
-        "sim_to_wall": {k: v["sim_to_wall"] for k, v in figs.items()},
-    }  # fmt: skip
-    with results_dir(args.out) as tmp:
-        write_json(tmp, data)
-        write_markdown(tmp, report(data))
-        plot(f"{tmp}/dvfs.png", data["summary"])
-    mean = data["summary"]["mean"]
-    print(
-        f"energy saved {100 * mean['energy_saved']:.1f}% at P99 cost "
-        f"{100 * mean['p99_cost']:+.1f}% (paper ~26% at ~7%)"
-    )
-    done_message(args.out, started)
-    return 0
+    return run_variants(
+        "dvfs", "LithOS with and without DVFS, per model", VARIANTS, summarize, report, plot, PAPER,
+        lambda mean: (
+            f"energy saved {100 * mean['energy_saved']:.1f}% at P99 cost "
+            f"{100 * mean['p99_cost']:+.1f}% (paper ~26% at ~7%)"
+        ),
+        argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

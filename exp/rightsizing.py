@@ -15,24 +15,16 @@ occupy are dropped first).  Reported per model and on average:
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
-from exp.output import markdown_table, results_dir, write_json, write_markdown
+from exp.output import markdown_table
 from exp.sharing import (
-    INFERENCE_MODELS,
     SLIP,
-    check_out,
-    done_message,
-    parse_policies,
     plot_saving_vs_cost,
     predictor_line,
-    run_jobs,
+    run_variants,
     safe_main,
-    sharing_parser,
-    variant_figures,
-    variant_jobs,
 )
 
 VARIANTS = {
@@ -125,45 +117,15 @@ def plot(path: str, summary: dict) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    p = sharing_parser(
-        "rightsizing", "LithOS with and without right-sizing, per model", duration_s=5.0,
-        policies=None,
+    return run_variants(
+        "rightsizing", "LithOS with and without right-sizing, per model",
+        VARIANTS, summarize, report, plot, PAPER,
+        lambda mean: (
+            f"capacity saved {100 * mean['capacity_saved']:.1f}% at P99 cost "
+            f"{100 * mean['p99_cost']:+.1f}% (paper ~26% at ~4%)"
+        ),
+        argv,
     )  # fmt: skip
-    p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
-    args = p.parse_args(argv)
-    parse_policies(args.policies, only="lithos")
-    check_out(args.out)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    from exp.sharing import CATALOGUE
-
-    for m in models:
-        if m not in CATALOGUE:
-            raise ValueError(f"unknown model {m!r}; known: {', '.join(CATALOGUE)}")
-    started = time.perf_counter()
-    jobs = variant_jobs(models, VARIANTS, args)
-    results = run_jobs("rightsizing", jobs, args.jobs, args.quiet)
-    figs = variant_figures(jobs, results)
-    data = {
-        "experiment": "rightsizing",
-        "config": {"gpu": args.gpu, "trace_dir": args.trace_dir, "seeds": sorted({j.seed for j in jobs}),
-                   "duration_s": jobs[0].duration_ns / 1e9, "warmup_s": jobs[0].warmup_ns / 1e9,
-                   "slip": SLIP, "models": models},
-        "runs": figs,
-        "summary": summarize(figs, models),
-        "paper": PAPER,
-        "sim_to_wall": {k: v["sim_to_wall"] for k, v in figs.items()},
-    }  # fmt: skip
-    with results_dir(args.out) as tmp:
-        write_json(tmp, data)
-        write_markdown(tmp, report(data))
-        plot(f"{tmp}/rightsizing.png", data["summary"])
-    mean = data["summary"]["mean"]
-    print(
-        f"capacity saved {100 * mean['capacity_saved']:.1f}% at P99 cost "
-        f"{100 * mean['p99_cost']:+.1f}% (paper ~26% at ~4%)"
-    )
-    done_message(args.out, started)
-    return 0
 
 
 if __name__ == "__main__":

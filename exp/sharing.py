@@ -863,3 +863,51 @@ def run_colocation(
         print(f"{row[0]}: {row[1]} (paper {row[2]}, target {row[3]})")
     done_message(args.out, started)
     return 0
+
+
+def run_variants(
+    name: str,
+    description: str,
+    variants: Any,
+    summarize: Callable[[dict, list[str]], dict],
+    report: Callable[[dict], str],
+    plot: Callable[[str, dict], None],
+    paper: dict,
+    headline: Callable[[dict], str],
+    argv: list[str] | None,
+) -> int:
+    """The right-sizing and DVFS experiments: LithOS with and without one
+    mechanism, per model; results written all or nothing."""
+    from exp.output import results_dir, write_json, write_markdown
+
+    p = sharing_parser(name, description, duration_s=5.0, policies=None)
+    p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
+    args = p.parse_args(argv)
+    parse_policies(args.policies, only="lithos")
+    check_out(args.out)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in CATALOGUE:
+            raise ValueError(f"unknown model {m!r}; known: {', '.join(CATALOGUE)}")
+    started = time.perf_counter()
+    jobs = variant_jobs(models, variants, args)
+    results = run_jobs(name, jobs, args.jobs, args.quiet)
+    figs = variant_figures(jobs, results)
+    data = {
+        "experiment": name,
+        "config": {"gpu": args.gpu, "trace_dir": args.trace_dir,
+                   "seeds": sorted({j.seed for j in jobs}),
+                   "duration_s": jobs[0].duration_ns / 1e9, "warmup_s": jobs[0].warmup_ns / 1e9,
+                   "slip": SLIP, "models": models},
+        "runs": figs,
+        "summary": summarize(figs, models),
+        "paper": paper,
+        "sim_to_wall": {k: v["sim_to_wall"] for k, v in figs.items()},
+    }  # fmt: skip
+    with results_dir(args.out) as tmp:
+        write_json(tmp, data)
+        write_markdown(tmp, report(data))
+        plot(f"{tmp}/{name}.png", data["summary"])
+    print(headline(data["summary"]["mean"]))
+    done_message(args.out, started)
+    return 0
