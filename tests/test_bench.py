@@ -1,0 +1,21 @@
+"""Benchmarks report figures in the one format (`bench.report.Figure`).
+They are run here only briefly, for their shape: targets are checked by
+`malv bench`, never by timed assertions in tests."""
+
+from __future__ import annotations
+
+from bench import boot, sim
+
+
+def test_boot_bench_reports_the_median_and_p95_in_ms():
+    figures = {f.name: f for f in boot.run(quick=True)}
+    assert set(figures) == {"boot.headless_median", "boot.headless_p95"}
+    assert all(f.unit == "ms" and f.value > 0 for f in figures.values())
+    assert figures["boot.headless_median"].value <= figures["boot.headless_p95"].value
+
+
+def test_sim_bench_reports_simulated_seconds_per_wall_second_per_policy():
+    figures = sim.run(quick=True)
+    assert [f.name for f in figures] == ["sim.stacking_mps", "sim.stacking_lithos"]
+    assert all(f.value > 0 and f.unit == "simulated s per wall s" for f in figures)
+    assert figures[1].target == ">= 50"
