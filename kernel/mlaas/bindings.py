@@ -289,33 +289,21 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
             watchdog.arm()
         candidates._views = None
         calls += 1
-        if calls & rec.sample_mask:  # a call the budget check skips (see faults.py)
-            slot.call = calls
-            try:
-                answer = select(candidates, cpu)
-                slot.call = 0
-            except KeyboardInterrupt:
-                slot.call = 0
-                raise
-            except BaseException as exc:
-                slot.call = 0
-                core.failed(rec, exc, "select_next")
-                return None
-        else:
-            t0 = perf_counter_ns()
-            slot.call = calls
-            try:
-                answer = select(candidates, cpu)
-                slot.call = 0
-            except KeyboardInterrupt:
-                slot.call = 0
-                raise
-            except BaseException as exc:
-                slot.call = 0
-                core.failed(rec, exc, "select_next")
-                return None
-            if core.timed(rec, perf_counter_ns() - t0, "select_next"):
-                return None
+        timed = not calls & rec.sample_mask  # others are calls the budget check skips (faults.py)
+        t0 = perf_counter_ns() if timed else 0
+        slot.call = calls
+        try:
+            answer = select(candidates, cpu)
+            slot.call = 0
+        except KeyboardInterrupt:
+            slot.call = 0
+            raise
+        except BaseException as exc:
+            slot.call = 0
+            core.failed(rec, exc, "select_next")
+            return None
+        if timed and core.timed(rec, perf_counter_ns() - t0, "select_next"):
+            return None
         if answer is None:
             return None
         # The scheduler checks that the task is runnable and reports it if not.

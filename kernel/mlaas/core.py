@@ -131,20 +131,8 @@ class Mlaas:
         Returns its answer, or `FAULTED` if the call ejected the module."""
         slot = rec.slot
         rec._calls = n = rec._calls + 1
-        if n & rec.sample_mask:  # a call the budget check skips (see faults.py)
-            slot.call = -n
-            try:
-                answer = fn(*args)
-                slot.call = 0
-            except KeyboardInterrupt:
-                slot.call = 0
-                raise
-            except BaseException as exc:
-                slot.call = 0
-                self.failed(rec, exc, getattr(fn, "__name__", "callback"))
-                return FAULTED
-            return answer
-        t0 = perf_counter_ns()
+        timed = not n & rec.sample_mask  # others are calls the budget check skips (faults.py)
+        t0 = perf_counter_ns() if timed else 0
         slot.call = -n
         try:
             answer = fn(*args)
@@ -156,7 +144,7 @@ class Mlaas:
             slot.call = 0
             self.failed(rec, exc, getattr(fn, "__name__", "callback"))
             return FAULTED
-        if self.timed(rec, perf_counter_ns() - t0, fn):
+        if timed and self.timed(rec, perf_counter_ns() - t0, fn):
             return FAULTED
         return answer
 
