@@ -16,7 +16,7 @@ import sys
 from drivers.vgpu.policies import POLICY_NAMES
 from exp.sharing import (
     Role,
-    fmt,
+    colocation_rows,
     parse_policies,
     run_colocation,
     safe_main,
@@ -25,6 +25,12 @@ from exp.sharing import (
 
 TRAINING = {"resnet50": "resnet50_train", "bert": "bert_train"}
 PAPER = {"mps_vs_lithos_p99": "4.7x", "lithos_vs_isolated_p99": "1.19x"}
+#: The paper's figures for the table's other rows (not in results.json's "paper").
+ROW_PAPER = {
+    **PAPER,
+    "best_other_vs_lithos_p99": "1.18x",
+    "lithos_vs_best_other_throughput": "1.35x",
+}
 
 NOTES = """
 Energy and power are the device's over the measured window.
@@ -57,19 +63,7 @@ Energy and power are the device's over the measured window.
 
 
 def comparison_rows(c: dict) -> list[tuple[str, str, str, str]]:
-    if "lithos_p99_ms" not in c:
-        return []
-    rows = [("HP A P99, LithOS vs isolated", f"{fmt(c['lithos_vs_isolated_p99'])}x", "1.19x", "-")]
-    if "mps_vs_lithos_p99" in c:
-        rows.insert(0, ("HP A P99, MPS / LithOS", f"{fmt(c['mps_vs_lithos_p99'])}x", "4.7x", "-"))
-    if "best_other" in c:
-        rows += [
-            (f"HP A P99, best other ({c['best_other']}) / LithOS",
-             f"{fmt(c['best_other_vs_lithos_p99'])}x", "1.18x", "-"),
-            (f"aggregate throughput, LithOS / {c['best_other']}",
-             f"{fmt(c['lithos_vs_best_other_throughput'])}x", "1.35x", "-"),
-        ]  # fmt: skip
-    return rows
+    return colocation_rows(c, ROW_PAPER, {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -911,3 +911,27 @@ def run_variants(
     print(headline(data["summary"]["mean"]))
     done_message(args.out, started)
     return 0
+
+
+def colocation_rows(
+    c: dict, paper: dict[str, str], targets: dict[str, str]
+) -> list[tuple[str, str, str, str]]:
+    """The stacking and hybrid comparisons with the paper: (what, ours, paper, target)."""
+    if "lithos_p99_ms" not in c:
+        return []
+
+    def row(what: str, key: str) -> tuple[str, str, str, str]:
+        return (what, f"{fmt(c[key])}x", paper.get(key, "-"), targets.get(key, "-"))
+
+    rows = [row("HP A P99, LithOS vs isolated", "lithos_vs_isolated_p99")]
+    if "mps_vs_lithos_p99" in c:
+        rows.insert(0, row("HP A P99, MPS / LithOS", "mps_vs_lithos_p99"))
+    if "best_other" in c:
+        rows += [
+            row(f"HP A P99, best other ({c['best_other']}) / LithOS", "best_other_vs_lithos_p99"),
+            row(
+                f"aggregate throughput, LithOS / {c['best_other']}",
+                "lithos_vs_best_other_throughput",
+            ),
+        ]
+    return rows

@@ -25,7 +25,7 @@ import sys
 from drivers.vgpu.policies import POLICY_NAMES
 from exp.sharing import (
     Role,
-    fmt,
+    colocation_rows,
     parse_policies,
     run_colocation,
     safe_main,
@@ -45,23 +45,9 @@ PAPER = {
 
 
 def comparison_rows(c: dict) -> list[tuple[str, str, str, str]]:
-    if "lithos_p99_ms" not in c:
-        return []
-    rows = [
-        ("HP A P99, LithOS vs isolated", f"{fmt(c['lithos_vs_isolated_p99'])}x", "-", "<= 1.3x")
-    ]
-    if "mps_vs_lithos_p99" in c:
-        rows.insert(
-            0, ("HP A P99, MPS / LithOS", f"{fmt(c['mps_vs_lithos_p99'])}x", "13x", ">= 5x")
-        )
-    if "best_other" in c:
-        rows += [
-            (f"HP A P99, best other ({c['best_other']}) / LithOS",
-             f"{fmt(c['best_other_vs_lithos_p99'])}x", "3-4x", "-"),
-            (f"aggregate throughput, LithOS / {c['best_other']}",
-             f"{fmt(c['lithos_vs_best_other_throughput'])}x", "1.3-1.6x", "-"),
-        ]  # fmt: skip
-    return rows
+    return colocation_rows(
+        c, PAPER, {"mps_vs_lithos_p99": ">= 5x", "lithos_vs_isolated_p99": "<= 1.3x"}
+    )
 
 
 NOTES = """
