@@ -17,7 +17,7 @@ def record_be_launches(policy):
     def launch_whole(s, order=None):
         sim = policy.sim
         if not s.hp:
-            running = [h for h in sim.streams if h.hp and h.active]
+            running = [h for h in sim.streams if h.hp and h.has_kernel]
             log.append((sim.now_ns, s, s.pos, [(h, h.pos, h.ready_ns) for h in running]))
         return release(s, order)
 

@@ -10,6 +10,7 @@ from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightS
 from drivers.vgpu.lithos.rightsizing import knee
 from drivers.vgpu.lithos.tpcs import largest_remainder
 from drivers.vgpu.policies import Tenant, make_policy
+from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
 from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
 
 
@@ -200,10 +201,11 @@ def test_a_tenant_without_quota_runs_on_stolen_tpcs_only():
     assert policy.tpcs.own_mask[1] == 0
     stolen = blocks_of(sim, 1)
     assert stolen and all(sim.atom_stolen[b.atom_id] for b in stolen)
-    # It stole the idle TPCs at once; the owner got them back within one atom ...
-    assert min(b.start_ns for b in stolen) == 0
-    assert min(b.start_ns for b in blocks_of(sim, 0)) <= 50_000
+    # It stole the idle TPCs as soon as its first launch reached the GPU; the
+    # owner's request arrived at once too, and got them back within one atom ...
+    assert min(b.start_ns for b in stolen) == HOST_LAUNCH_NS
+    assert min(b.start_ns for b in blocks_of(sim, 0)) <= HOST_LAUNCH_NS + 50_000
     # ... and it waited while the owner ran, then went on.
     owner_end = min(b.end_ns for b in blocks_of(sim, 0))
-    assert not [b for b in stolen if 50_000 < b.start_ns < owner_end]
+    assert not [b for b in stolen if HOST_LAUNCH_NS + 50_000 < b.start_ns < owner_end]
     assert result.streams[1].completed > 10

@@ -8,7 +8,8 @@ import pytest
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, Simulation, Tenant, UnknownPolicy, make_policy
-from tests.policies.conftest import SPEC, kernel, simulate, workload
+from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
+from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -36,8 +37,11 @@ def test_open_loop_latency_counts_queueing_and_unfinished_requests():
     t = Tenant("t", w, "open", (0, 10_000, 20_000, 950_000))
     _, result = simulate("mps", (t,), 1_000_000)
     lat = result.streams[0].latencies_ns
-    # Queued behind each other; the last arrived at 950 us and is still running.
-    assert sorted(lat) == [50_000, 100_000, 190_000, 280_000]
+    # Each request's kernel reaches the GPU one host launch after the request
+    # starts; they queue behind each other, and the last, arrived at 950 us,
+    # is still running.
+    launch = HOST_LAUNCH_NS
+    assert sorted(lat) == [50_000, 100_000 + launch, 190_000 + 2 * launch, 280_000 + 3 * launch]
     assert result.streams[0].completed == 3
 
 
@@ -73,3 +77,14 @@ def test_tenants_are_checked():
         Simulation((t, t), make_policy("mps"), duration_ns=1000)
     with pytest.raises(InvalidArgument, match="at least one tenant"):
         Simulation((), make_policy("mps"), duration_ns=1000)
+
+
+def test_the_gpu_never_runs_a_kernel_before_its_host_launched_it():
+    # Ten 1 us kernels: the host needs 5 us per launch, so the request is
+    # host-bound and each kernel starts one host launch after the last.
+    w = workload("w", [kernel(f"k{i}", 1, 1_000) for i in range(10)])
+    t = Tenant("t", w, "open", (0,))
+    sim, result = simulate("mps", (t,), 1_000_000, record_blocks=True)
+    starts = sorted(b.start_ns for b in blocks_of(sim, 0))
+    assert starts == [(i + 1) * HOST_LAUNCH_NS for i in range(10)]
+    assert result.streams[0].latencies_ns == (10 * HOST_LAUNCH_NS + 1_000,)

@@ -11,16 +11,19 @@ FILL = 2 * SPEC.n_tpcs  # blocks of two per TPC that fill the device
 
 
 def test_priority_never_evicts_a_resident_best_effort_block():
-    be = Tenant("be", workload("be", [kernel("be", FILL, 100_000)]), "be")
+    # The best-effort host enqueues its kernels ahead, so one is always pending.
+    be = Tenant("be", workload("be", [kernel("be", FILL, 100_000)]), "be", run_ahead=8)
     hp = Tenant("hp", workload("hp", [kernel("hp", FILL, 10_000)]), "open", (50_000,))
     sim, _ = simulate("priority", (hp, be), 400_000, record_blocks=True)
     be_blocks, hp_blocks = blocks_of(sim, 1), blocks_of(sim, 0)
     # Every best-effort block runs its whole duration; none is cut short for HP.
     assert all(b.end_ns - b.start_ns == 100_000 for b in be_blocks)
-    # HP waits for the resident blocks, then goes before the pending BE kernel.
-    assert min(b.start_ns for b in hp_blocks) == 100_000
+    # HP waits for the resident blocks (BE's first kernel reached the GPU one
+    # host launch in), then goes before the pending BE kernel.
+    first_be_done = HOST_LAUNCH_NS + 100_000
+    assert min(b.start_ns for b in hp_blocks) == first_be_done
     hp_end = max(b.end_ns for b in hp_blocks)
-    assert not [b for b in be_blocks if 100_000 <= b.start_ns < hp_end]
+    assert not [b for b in be_blocks if first_be_done <= b.start_ns < hp_end]
 
 
 def test_mig_keeps_every_tenant_on_its_own_partition(small_tenants):
@@ -60,16 +63,18 @@ def test_mps_limit_caps_each_tenant_to_its_share_of_tpcs(small_tenants):
 def test_mps_serves_first_launched_first_so_whoever_launches_more_wins():
     # The best-effort host enqueues its kernels 5 us apart, far ahead of the GPU.
     be = Tenant("be", workload("be", [kernel("be", FILL, 100_000)]), "be", run_ahead=1024)
-    hp = Tenant("hp", workload("hp", [kernel("hp", FILL, 10_000)]), "open", (1_000_000,))
+    hp = Tenant("hp", workload("hp", [kernel("hp", FILL, 10_000)]), "open", (1_002_000,))
     sim, _ = simulate("mps", (hp, be), 40_000_000, record_blocks=True)
-    # BE kernels enqueued before HP's arrival all go first: kernel g is
-    # enqueued at (g + 1) * 5 us, so kernels 0..198 precede HP's at 1 ms.
-    ahead = 1_000_000 // HOST_LAUNCH_NS - 1
+    # BE kernels enqueued before HP's all go first: BE kernel g is enqueued at
+    # (g + 1) * 5 us and HP's one host launch after its arrival, at 1.007 ms,
+    # so kernels 0..200 precede it; they run back to back from the first launch.
+    hp_enqueued = 1_002_000 + HOST_LAUNCH_NS
+    ahead = hp_enqueued // HOST_LAUNCH_NS
     first_hp = min(b.start_ns for b in blocks_of(sim, 0))
-    assert first_hp == ahead * 100_000
-    # Under priority the same HP kernel goes at the first BE completion.
+    assert first_hp == HOST_LAUNCH_NS + ahead * 100_000
+    # Under priority the same HP kernel goes at the first BE completion after it.
     sim, _ = simulate("priority", (hp, be), 3_000_000, record_blocks=True)
-    assert min(b.start_ns for b in blocks_of(sim, 0)) == 1_100_000
+    assert min(b.start_ns for b in blocks_of(sim, 0)) == HOST_LAUNCH_NS + 1_100_000
 
 
 def test_timeslice_gives_the_gpu_to_one_context_per_slice():
@@ -88,13 +93,15 @@ def test_timeslice_gives_the_gpu_to_one_context_per_slice():
 
 
 def test_timeslice_hands_over_at_once_when_the_owner_runs_dry():
-    be = Tenant("be", workload("be", [kernel("k", FILL, 30_000)]), "be")
+    be = Tenant("be", workload("be", [kernel("k", FILL, 30_000)]), "be", run_ahead=8)
     hp = Tenant("hp", workload("hp", [kernel("k", 4, 20_000)]), "open", (10_000,))
     sim, _ = simulate(make_policy("timeslice", slice_ns=300_000), (be, hp), 1_000_000,
                       record_blocks=True)  # fmt: skip
     hp_blocks = blocks_of(sim, 1)
-    # HP waits for BE's slice to end (its last wave started before 300 us) ...
-    assert min(b.start_ns for b in hp_blocks) == 300_000
+    # HP waits for BE's slice to end: it began when BE's first launch reached
+    # the GPU, and BE's back-to-back waves of 30 us end with it ...
+    slice_end = HOST_LAUNCH_NS + 300_000
+    assert min(b.start_ns for b in hp_blocks) == slice_end
     hp_end = max(b.end_ns for b in hp_blocks)
     # ... and gives the GPU back as soon as its one request is done.
-    assert min(b.start_ns for b in blocks_of(sim, 0) if b.start_ns >= 300_000) == hp_end
+    assert min(b.start_ns for b in blocks_of(sim, 0) if b.start_ns >= slice_end) == hp_end

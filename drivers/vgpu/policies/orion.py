@@ -86,7 +86,7 @@ class Orion(SharingPolicy):
     def _admit(self) -> None:
         if not self.held:
             return
-        running = [h for h in self.sim.streams if h.hp and h.active]
+        running = [h for h in self.sim.streams if h.hp and h.has_kernel]
         keep = []
         for s in self.held:
             if not s.kernel_pending:

@@ -42,15 +42,13 @@ class Reef(SharingPolicy):
         return PRIO_HIGH if s.hp else PRIO_LOW
 
     def _hp_running(self) -> list:
-        return [h for h in self.sim.streams if h.hp and h.active]
+        return [h for h in self.sim.streams if h.hp and h.has_kernel]
 
     def _fits(self, s, running: list) -> bool:
         """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
         now = self.sim.now_ns
         k = s.pos
         for h in running:
-            if h.pos < 0 or h.desc is None:
-                return False
             rest_ns = h.ready_ns + h.iso_ns[h.pos] - now
             if not (s.iso_ns[k] < rest_ns and s.sms[k] <= h.sms[h.pos]):
                 return False

@@ -23,7 +23,10 @@ The device serves equal priorities first launched, first served.  A real
 stream is fed by a host thread that enqueues kernels ahead of the GPU,
 `HOST_LAUNCH_NS` apart, and the hardware queues see them in that order; so
 a policy that passes launches through gives each kernel its host enqueue
-time as its dispatch order (`Stream.host_order`).  How far the host runs
+time as its dispatch order (`Stream.host_order`).  The GPU never sees a
+kernel before its host launched it, so a run of kernels shorter than a
+launch is host-bound, and a policy sees the stream between kernels
+(`Stream.has_kernel` false) while the next launch is on its way.  How far the host runs
 ahead is the tenant's `run_ahead`: 0 for a service or job that waits for
 each request's result (it enqueues a request's kernels when the request
 starts), or a number of kernels for a job that never waits, as a training
@@ -167,6 +170,12 @@ class Stream:
     def active(self) -> bool:
         """A request is in progress."""
         return self.pos >= 0
+
+    @property
+    def has_kernel(self) -> bool:
+        """The GPU has the current kernel: a request is in progress and the
+        host's launch of its current kernel has arrived."""
+        return self.desc is not None
 
     @property
     def remaining(self) -> int:
@@ -423,16 +432,26 @@ class Simulation:
         self._ready(s)
 
     def _ready(self, s: Stream) -> None:
-        # The host enqueued this kernel HOST_LAUNCH_NS after the previous one,
-        # and no earlier than its barrier: the request's start for a host that
-        # waits for results, the completion `run_ahead` kernels back otherwise.
-        host = s.host_ns + HOST_LAUNCH_NS
+        # The host enqueues each kernel HOST_LAUNCH_NS after the previous one,
+        # and starts no earlier than its barrier: the request's start for a
+        # host that waits for results, the completion `run_ahead` kernels back
+        # otherwise.  The GPU cannot see a kernel before its host launched it,
+        # so a stream of kernels shorter than the launch time is host-bound.
+        start = s.host_ns
         if s.run_ahead == 0:
             if s.pos == 0:
-                host = max(host, self.now_ns)
+                start = max(start, self.now_ns)
         elif len(s.done_ns) == s.run_ahead:
-            host = max(host, s.done_ns[0])
-        s.host_ns = host
+            start = max(start, s.done_ns[0])
+        host = s.host_ns = start + HOST_LAUNCH_NS
+        s.desc = None  # between kernels until the launch arrives
+        if host > self.now_ns:
+            self.call_at(host, self._enqueued, s)
+        else:
+            self._enqueued(s)
+
+    def _enqueued(self, s: Stream) -> None:
+        """The host's launch of `s`'s current kernel reached the GPU."""
         desc = s.kernels[s.pos]
         s.desc = desc
         s.kernel_id = self.gpu.add_kernel(desc)
