@@ -1,7 +1,8 @@
 """GPU sharing policies on the virtual GPU (`drivers/vgpu/policies`).
 
-Eight ways for tenants to share one GPU, each a `SharingPolicy` that the
-`Simulation` (sim.py) drives over the vGPU engine:
+Eight ways for tenants to share one GPU, each a `SharingPolicy` in charge of
+a `SharedDevice` (device.py): the experiments' `Simulation` (sim.py), or the
+booted vGPU driver (`drivers/vgpu/server.py`):
 
 | policy      | file          | how it shares the GPU                                     |
 | ----------- | ------------- | --------------------------------------------------------- |

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from drivers.vgpu.policies.sim import PRIO_NORMAL
+from drivers.vgpu.policies.device import PRIO_NORMAL
 
 if TYPE_CHECKING:
-    from drivers.vgpu.policies.sim import Simulation, Stream
+    from drivers.vgpu.policies.device import DeviceStream as Stream
+    from drivers.vgpu.policies.device import SharedDevice as Simulation
 
 
 class SharingPolicy:

@@ -19,19 +19,20 @@ this policy puts them together:
 * DVFS (`DvfsGovernor`, off by default) sets the clock from the runtime
   weighted frequency sensitivity of the recent kernels, rate-limited.
 
-Kernels are keyed by tenant and position in the request, the predictor's
-"kernel and its position in the batch".  A kernel never seen before is
+Kernels are keyed by the stream's `kernel_key`: in the simulator, tenant
+and position in the request, the predictor's "kernel and its position in
+the batch"; in the booted driver, context stream and kernel name.  A kernel never seen before is
 estimated from its descriptor's block time until its first atom is back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import PRIO_NORMAL, PRIO_STOLEN
+from drivers.vgpu.policies.device import PRIO_NORMAL, PRIO_STOLEN
 
 
 class Lithos(SharingPolicy):
@@ -76,7 +77,7 @@ class Lithos(SharingPolicy):
     def setup(self) -> None:
         sim = self.sim
         streams = sim.streams
-        quotas = self.quotas if self.quotas is not None else [s.tenant.quota for s in streams]
+        quotas = self.quotas if self.quotas is not None else [s.quota for s in streams]
         if len(quotas) != len(streams):
             raise ValueError(f"lithos: {len(quotas)} quotas for {len(streams)} tenants")
         self.tpcs = TpcScheduler(sim.n_tpcs, quotas, self.max_stolen)
@@ -96,8 +97,8 @@ class Lithos(SharingPolicy):
         self.kernel_clock = [0] * n
         self.kernel_tpcs: list[int | None] = [None] * n
         self.kernel_used = [0] * n  # TPCs the current kernel ran on, at most
-        # Atom id -> kernel position, waves, predicted ns, stolen, queued behind another.
-        self.atoms: dict[int, tuple[int, int, int | None, bool, bool]] = {}
+        # Atom id -> kernel key, waves, predicted ns, stolen, queued behind another.
+        self.atoms: dict[int, tuple[Hashable, int, int | None, bool, bool]] = {}
         self.own_done_ns = [0] * n  # when the tenant's last own atom completed
         self.waiting: set[int] = set()
         self.stolen_atoms = 0
@@ -112,7 +113,9 @@ class Lithos(SharingPolicy):
         self.kernel_used[i] = 0
         if self.sizer is not None:
             own = self.tpcs.own_mask[i].bit_count() or self.sim.n_tpcs
-            self.kernel_tpcs[i] = self.sizer.choose((i, s.pos), s.grid, s.desc.blocks_per_tpc, own)
+            self.kernel_tpcs[i] = self.sizer.choose(
+                s.kernel_key, s.grid, s.desc.blocks_per_tpc, own
+            )
         self._pump(s)
 
     def atom_done(self, s, atom, kernel_done) -> None:
@@ -124,11 +127,11 @@ class Lithos(SharingPolicy):
             if not kernel_done:
                 self._pump(s)
             return
-        pos, waves, predicted, stolen, queued = info
+        key, waves, predicted, stolen, queued = info
         start = sim.atom_launch_ns[atom]
         if queued:  # it ran once the atom ahead of it was done
             start = max(start, self.own_done_ns[i])
-        self.predictor.observe((i, pos), waves, now - start, predicted)
+        self.predictor.observe(key, waves, now - start, predicted)
         if stolen:
             self.tpcs.stolen_out[i] -= 1
         else:
@@ -136,9 +139,9 @@ class Lithos(SharingPolicy):
         if kernel_done:
             latency = now - self.kernel_start_ns[i]
             if self.sizer is not None:
-                self.sizer.observe((i, pos), self.kernel_used[i], latency)
+                self.sizer.observe(key, self.kernel_used[i], latency)
             if self.governor is not None and self.kernel_clock[i] == sim.gpu.clock_mhz:
-                self.governor.observe((i, pos), latency, self.kernel_clock[i])
+                self.governor.observe(key, latency, self.kernel_clock[i])
         else:
             self._pump(s)
         if self.waiting:
@@ -181,7 +184,7 @@ class Lithos(SharingPolicy):
             own = tpcs.first_tpcs(own, want)
         n_own = own.bit_count()
         bpt = s.desc.blocks_per_tpc
-        key = (i, s.pos)
+        key = s.kernel_key
         wave_ns = self.predictor.wave_ns(key)
         known = wave_ns is not None
         if not known:
@@ -219,14 +222,14 @@ class Lithos(SharingPolicy):
             atom = sim.launch(s, own_blocks, own, PRIO_NORMAL)
             own_waves = math.ceil(own_blocks / (n_own * bpt))
             own_predicted = round(own_waves * wave_ns) if known else None
-            self.atoms[atom] = (s.pos, own_waves, own_predicted, False, start > now)
+            self.atoms[atom] = (key, own_waves, own_predicted, False, start > now)
             self.own_atoms += 1
             used += n_own
         if stolen_blocks:
             tpcs.claim(stolen, now + duration)
             tpcs.stolen_out[i] += 1
             atom = sim.launch(s, stolen_blocks, stolen, PRIO_STOLEN, stolen=True)
-            self.atoms[atom] = (s.pos, waves, predicted, True, False)
+            self.atoms[atom] = (key, waves, predicted, True, False)
             self.stolen_atoms += 1
             used += stolen.bit_count()
         self.kernel_used[i] = max(self.kernel_used[i], used)

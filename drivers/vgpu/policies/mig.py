@@ -55,7 +55,7 @@ class Mig(SharingPolicy):
         slices = (
             list(self.slices)
             if self.slices is not None
-            else largest_remainder([s.tenant.quota for s in sim.streams], MIG_SLICES)
+            else largest_remainder([s.quota for s in sim.streams], MIG_SLICES)
         )
         if len(slices) != len(sim.streams):
             raise InvalidArgument(f"mig: {len(slices)} instances for {len(sim.streams)} tenants")

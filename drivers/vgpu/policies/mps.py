@@ -35,7 +35,7 @@ class MpsLimit(SharingPolicy):
         n = sim.n_tpcs
         shares = self.percentages
         if shares is None:
-            quotas = [s.tenant.quota for s in sim.streams]
+            quotas = [s.quota for s in sim.streams]
             if not any(quotas):
                 quotas = [1.0 / len(quotas)] * len(quotas)
             shares = tuple(100.0 * q for q in quotas)

@@ -12,7 +12,8 @@ best-effort kernel is admitted only if
   running high-priority kernel (an unknown profile, -1, matches nothing);
 * the isolated duration of the outstanding best-effort kernels, with its
   own, stays within `duration_cap_ns`: by default 2.5% of the shortest
-  high-priority request's isolated latency (about 150 us for ResNet-50).
+  high-priority request's isolated latency (about 150 us for ResNet-50),
+  or 150 us where requests have no profile (programs in the booted driver).
 
 With no high-priority request in progress, best-effort kernels run freely.
 Profiles, SM counts and durations are the tenants' kernel profiles.
@@ -21,7 +22,10 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 from __future__ import annotations
 
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
+
+#: The duration cap where no high-priority request profile is known.
+DEFAULT_DURATION_CAP_NS = 150_000
 
 
 class Orion(SharingPolicy):
@@ -40,10 +44,13 @@ class Orion(SharingPolicy):
     def setup(self) -> None:
         sim = self.sim
         self.threshold = self.sm_threshold or sim.spec.n_sms
-        hp_requests = [s.request_iso_ns for s in sim.streams if s.hp]
-        self.cap_ns = self.duration_cap_ns or int(
-            self.duration_cap_share * min(hp_requests, default=0)
-        )
+        hp_requests = [s.request_iso_ns for s in sim.streams if s.hp and s.request_iso_ns]
+        if self.duration_cap_ns:
+            self.cap_ns = self.duration_cap_ns
+        elif hp_requests:
+            self.cap_ns = int(self.duration_cap_share * min(hp_requests))
+        else:  # no request profile (the booted driver's programs)
+            self.cap_ns = DEFAULT_DURATION_CAP_NS
         self.held: list = []
         self.out_sms = 0
         self.out_ns = 0
@@ -72,15 +79,13 @@ class Orion(SharingPolicy):
             self._admit()
 
     def _admissible(self, s, running: list) -> bool:
-        k = s.pos
-        if self.out_sms + s.sms[k] > self.threshold:
+        if self.out_sms + s.kernel_sms > self.threshold:
             return False
-        if self.out_ns + s.iso_ns[k] > self.cap_ns:
+        if self.out_ns + s.kernel_iso_ns > self.cap_ns:
             return False
-        profile = s.profiles[k]
+        profile = s.kernel_profile
         return all(
-            profile == -1 or h.profiles[h.pos] == -1 or h.profiles[h.pos] != profile
-            for h in running
+            profile == -1 or h.kernel_profile == -1 or h.kernel_profile != profile for h in running
         )
 
     def _admit(self) -> None:
@@ -98,10 +103,9 @@ class Orion(SharingPolicy):
                 self.admitted_busy += 1
             else:
                 self.admitted_idle += 1
-            k = s.pos
-            self.outstanding[s.index] = (s.sms[k], s.iso_ns[k])
-            self.out_sms += s.sms[k]
-            self.out_ns += s.iso_ns[k]
+            self.outstanding[s.index] = (s.kernel_sms, s.kernel_iso_ns)
+            self.out_sms += s.kernel_sms
+            self.out_ns += s.kernel_iso_ns
             self.launch_whole(s)
         self.held = keep
 

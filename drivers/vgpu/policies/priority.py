@@ -9,7 +9,7 @@ best-effort blocks that hold the TPCs it needs (CUDA stream priorities).
 from __future__ import annotations
 
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
 
 
 class Priority(SharingPolicy):

@@ -20,7 +20,7 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 from __future__ import annotations
 
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
 
 
 class Reef(SharingPolicy):
@@ -47,10 +47,9 @@ class Reef(SharingPolicy):
     def _fits(self, s, running: list) -> bool:
         """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
         now = self.sim.now_ns
-        k = s.pos
         for h in running:
-            rest_ns = h.ready_ns + h.iso_ns[h.pos] - now
-            if not (s.iso_ns[k] < rest_ns and s.sms[k] <= h.sms[h.pos]):
+            rest_ns = h.ready_ns + h.kernel_iso_ns - now
+            if not (s.kernel_iso_ns < rest_ns and s.kernel_sms <= h.kernel_sms):
                 return False
         return True
 

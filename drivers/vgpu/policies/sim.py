@@ -43,18 +43,23 @@ an overloaded policy cannot hide its queue by leaving it unfinished.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
-from drivers.vgpu.engine import Engine
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.policies.device import (
+    DeviceStream,
+    SharedDevice,
+    TraceAtom,
+    kernel_profile,
+    kernel_sms,
+)
+from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.traces import Workload
 
 if TYPE_CHECKING:
@@ -65,12 +70,6 @@ TENANT_KINDS = ("open", "closed", "be")
 HOST_LAUNCH_NS = 5_000
 #: Launches CUDA lets a host thread have pending before a launch blocks.
 LAUNCH_QUEUE_DEPTH = 1024
-#: Atom priorities the policies use (larger dispatches first).  Equal
-#: priorities go in launch order: the device runs with ``dispatch_order="launch"``.
-PRIO_HIGH = 3
-PRIO_NORMAL = 2
-PRIO_LOW = 1
-PRIO_STOLEN = 0
 
 
 def _check_kind(instance, attribute, value) -> None:
@@ -109,96 +108,32 @@ class Tenant:
         return self.kind != "be"
 
 
-def kernel_sms(kernel, spec: GpuSpec) -> int:
-    """SMs the kernel fills alone: its blocks over the blocks one SM holds (Orion's SM_usage)."""
-    return -(-kernel.grid_blocks * spec.sms_per_tpc // kernel.blocks_per_tpc)
-
-
-def kernel_profile(kernel) -> int:
-    """Orion's profile: 1 compute-bound, 0 memory-bound, -1 unknown."""
-    m = kernel.mem_fraction
-    return 1 if m < 0.5 else 0 if m > 0.5 else -1
-
-
-class Stream:
+class Stream(DeviceStream):
     """A tenant's stream at run time: its current request and kernel, and its counters."""
 
     def __init__(self, index: int, tenant: Tenant, ctx: int, spec: GpuSpec) -> None:
-        self.index = index
+        super().__init__(index, tenant.name, ctx, hp=tenant.hp, quota=tenant.quota)
         self.tenant = tenant
-        self.name = tenant.name
-        self.hp = tenant.hp
-        self.ctx = ctx
         self.kernels = tenant.workload.kernels
         self.n_kernels = len(self.kernels)
         n = spec.n_tpcs
-        # The profile a policy may know (REEF and Orion schedule on it).
         self.iso_ns = [k.isolated_duration_ns(n) for k in self.kernels]
         self.sms = [kernel_sms(k, spec) for k in self.kernels]
         self.profiles = [kernel_profile(k) for k in self.kernels]
         self.request_iso_ns = sum(self.iso_ns)
-        # The current request and kernel.
-        self.pos = -1  # index of the current kernel in the request; -1: no request
-        self.desc = None
-        self.kernel_id = -1
-        self.grid = 0
-        self.launched = 0  # blocks of the current kernel launched so far
-        self.inflight = 0  # atoms of the current kernel not yet complete
-        self.ready_ns = 0  # when the current kernel became ready
         self.request_ns = 0  # arrival (open) or issue time of the current request
-        self.host_ns = 0  # when the host enqueued the current kernel
         self.run_ahead = tenant.run_ahead
         # Completion times of the last `run_ahead` kernels: the host may enqueue
         # kernel g once kernel g - run_ahead is done.
         self.done_ns: deque[int] = deque(maxlen=max(1, tenant.run_ahead))
-        self.last_order = 0  # dispatch order of the stream's last launch
         self.pending: deque[int] = deque()  # arrival times of queued requests
         self.next_arrival = 0  # index into tenant.arrivals_ns
-        self.inflight_masks: dict[int, int] = {}  # atom id -> mask, for every atom in flight
         # Counters over the measured window.
         self.latencies_ns: list[int] = []
         self.completed = 0
         self.kernels_done = 0
         self.busy_tpc_ns = 0.0
         self.alloc_tpc_ns = 0
-
-    def host_order(self, now_ns: int) -> int:
-        """When the host enqueued the current kernel (not after now)."""
-        return min(self.host_ns, now_ns)
-
-    @property
-    def active(self) -> bool:
-        """A request is in progress."""
-        return self.pos >= 0
-
-    @property
-    def has_kernel(self) -> bool:
-        """The GPU has the current kernel: a request is in progress and the
-        host's launch of its current kernel has arrived."""
-        return self.desc is not None
-
-    @property
-    def remaining(self) -> int:
-        """Blocks of the current kernel not launched yet."""
-        return self.grid - self.launched
-
-    @property
-    def kernel_pending(self) -> bool:
-        """The current kernel has blocks the policy has not launched."""
-        return self.pos >= 0 and self.launched < self.grid
-
-
-@attrs.frozen
-class TraceAtom:
-    """One atom, for the Chrome trace."""
-
-    stream: int
-    kernel: str
-    launch_ns: int
-    done_ns: int
-    mask: int
-    priority: int
-    stolen: bool
 
 
 @attrs.frozen
@@ -238,7 +173,7 @@ class RunResult:
 _INF = 1 << 62
 
 
-class Simulation:
+class Simulation(SharedDevice):
     """Tenants on one virtual GPU under a sharing policy, in virtual time."""
 
     def __init__(
@@ -266,100 +201,22 @@ class Simulation:
             raise InvalidArgument(
                 f"warm-up {warmup_ns} ns must be within the duration {duration_ns} ns"
             )
-        self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
-        self.gpu = Engine(self.spec, dispatch_order="launch", record_blocks=record_blocks)
-        self.n_tpcs = self.spec.n_tpcs
-        self.full_mask = self.spec.all_tpcs_mask
+        super().__init__(spec, policy, record_blocks=record_blocks, trace_window_ns=trace_window_ns)
         self.streams = [
             Stream(i, t, self.gpu.create_context(), self.spec) for i, t in enumerate(tenants)
         ]
         self.duration_ns = duration_ns
         self.warmup_ns = warmup_ns
-        self.trace_window_ns = trace_window_ns
         self.sample_ns = sample_ns
-        self.policy = policy
-        # Per atom id: stream, launch time, TPC count, flags.
-        self.atom_stream: list[int] = []
-        self.atom_launch_ns: list[int] = []
-        self.atom_tpcs: list[int] = []
-        self.atom_stolen: list[bool] = []
-        self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
-        self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
-        self._seq = 0
         self._energy_at_warmup = 0.0
-        self.trace_atoms: list[TraceAtom] = []
-        self.clock_log: list[tuple[int, int]] = []
         self.allocation: list[tuple[int, tuple[int, ...]]] = []
-        self.running = False
-        #: Virtual time, as the engine's (it moves only inside `advance`).
-        self.now_ns = 0
-
-    # -- for policies --------------------------------------------------------
-
-    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
-        """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
-
-        Timers whose `owner` is a policy no longer in charge are dropped, so a
-        policy switched out at run time leaves nothing behind.
-        """
-        self._seq += 1
-        heapq.heappush(self._timers, (max(t_ns, self.now_ns), self._seq, owner, fn, args))
-
-    def launch(
-        self,
-        s: Stream,
-        blocks: int,
-        mask: int,
-        priority: int,
-        *,
-        stolen: bool = False,
-        order: int | None = None,
-    ) -> int:
-        """Launch the next `blocks` blocks of `s`'s current kernel on `mask`; return the atom id.
-
-        `order` is the atom's place among equal priorities (default: now).
-        """
-        begin = s.launched
-        end = begin + blocks
-        if order is None or order < s.last_order:
-            order = max(s.last_order, self.now_ns if order is None else order)
-        s.last_order = order
-        atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
-        s.launched = end
-        s.inflight += 1
-        s.inflight_masks[atom] = mask
-        self.atom_stream.append(s.index)
-        self.atom_launch_ns.append(self.now_ns)
-        self.atom_tpcs.append(mask.bit_count())
-        self.atom_stolen.append(stolen)
-        window = self.trace_window_ns
-        if window is not None and window[0] <= self.now_ns < window[1]:
-            self._atom_priority[atom] = priority
-        return atom
-
-    def set_clock(self, clock_mhz: int) -> int:
-        """Request a clock; returns when it takes effect."""
-        effective = self.gpu.set_clock(clock_mhz)
-        self.clock_log.append((effective, clock_mhz))
-        return effective
-
-    def set_policy(self, policy: SharingPolicy) -> None:
-        """Switch policies while running: held kernels are offered to the new one."""
-        old = self.policy
-        old.detach()
-        self.policy = policy
-        policy.attach(self)
-        for s in self.streams:
-            if s.kernel_pending:
-                policy.kernel_ready(s)
 
     # -- the run -------------------------------------------------------------
 
     def run(self) -> RunResult:
         wall0 = time.perf_counter()
         self.running = True
-        policy = self.policy
-        policy.attach(self)
+        self.policy.attach(self)
         for s in self.streams:
             if s.tenant.kind == "open":
                 self._schedule_arrival(s)
@@ -370,29 +227,9 @@ class Simulation:
         if self.sample_ns:
             window = self.trace_window_ns
             self.call_at(window[0] if window else 0, self._sample)
-        gpu = self.gpu
-        timers = self._timers
-        end = self.duration_ns
-        streams = self.streams
-        atom_stream = self.atom_stream
-        while True:
-            t_next = timers[0][0] if timers and timers[0][0] < end else end
-            events = gpu.advance(t_next)
-            if events:
-                self.now_ns = events[0].time_ns
-                for c in events:
-                    self._complete(streams[atom_stream[c.atom_id]], c.atom_id, c.kernel_done)
-                continue
-            now = self.now_ns = t_next  # no completion: the engine stopped at t_next
-            if now >= end:
-                break
-            while timers and timers[0][0] <= now:
-                _, _, owner, fn, args = heapq.heappop(timers)
-                if owner is None or owner is self.policy:
-                    fn(*args)
+        self.advance(self.duration_ns)
         self.running = False
-        result = self._result(time.perf_counter() - wall0)
-        return result
+        return self._result(time.perf_counter() - wall0)
 
     def _mark_warmup(self) -> None:
         self._energy_at_warmup = self.gpu.energy_j
@@ -452,33 +289,22 @@ class Simulation:
 
     def _enqueued(self, s: Stream) -> None:
         """The host's launch of `s`'s current kernel reached the GPU."""
-        desc = s.kernels[s.pos]
-        s.desc = desc
-        s.kernel_id = self.gpu.add_kernel(desc)
-        s.grid = desc.grid_blocks
-        s.launched = 0
-        s.ready_ns = self.now_ns
-        self.policy.kernel_ready(s)
+        pos = s.pos
+        s.kernel_iso_ns = s.iso_ns[pos]
+        s.kernel_sms = s.sms[pos]
+        s.kernel_profile = s.profiles[pos]
+        s.kernel_key = (s.index, pos)
+        self.enqueue(s, s.kernels[pos])
 
-    def _complete(self, s: Stream, atom: int, kernel_done: bool) -> None:
+    def atom_completed(self, s: Stream, atom: int) -> None:
         now = self.now_ns
-        s.inflight -= 1
-        mask = s.inflight_masks.pop(atom)
-        launch_ns = self.atom_launch_ns[atom]
         if now >= self.warmup_ns:
+            launch_ns = self.atom_launch_ns[atom]
             s.busy_tpc_ns += self.gpu.atom_busy_ns(atom) / s.desc.blocks_per_tpc
             s.alloc_tpc_ns += self.atom_tpcs[atom] * (now - max(launch_ns, self.warmup_ns))
-        if self._atom_priority:
-            priority = self._atom_priority.pop(atom, None)
-            if priority is not None:
-                self.trace_atoms.append(
-                    TraceAtom(
-                        s.index, s.desc.name, launch_ns, now, mask, priority, self.atom_stolen[atom]
-                    )
-                )
-        self.policy.atom_done(s, atom, kernel_done)
-        if not kernel_done:
-            return
+
+    def kernel_finished(self, s: Stream) -> None:
+        now = self.now_ns
         if now >= self.warmup_ns:
             s.kernels_done += 1
         if s.run_ahead:

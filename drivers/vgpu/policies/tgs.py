@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import PRIO_NORMAL
+from drivers.vgpu.policies.device import PRIO_NORMAL
 
 
 class Tgs(SharingPolicy):
@@ -101,7 +101,7 @@ class Tgs(SharingPolicy):
 
     def atom_done(self, s, atom, kernel_done) -> None:
         if s.hp and kernel_done:
-            self.work_ns[s.index] += s.iso_ns[s.pos]
+            self.work_ns[s.index] += s.kernel_iso_ns
 
     def stream_idle(self, s) -> None:
         since = self.busy_since.get(s.index)

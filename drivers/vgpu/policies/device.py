@@ -1,0 +1,293 @@
+"""The shared device: the virtual GPU as a sharing policy sees it (`drivers/vgpu/policies`).
+
+Two things put a sharing policy in charge of the vGPU: the experiments'
+`Simulation` (sim.py), whose streams are tenants replaying kernel traces,
+and the booted vGPU driver (`drivers/vgpu/server.py`), whose streams are
+programs' CUDA-like streams.  Both are a `SharedDevice`: an engine, a list
+of `DeviceStream`s that each run one kernel at a time, and the policy, which
+launches each stream's current kernel whole or in atoms, on a TPC mask, at
+a priority, and sets timers.  The loop is the same for both::
+
+    events = gpu.advance(next timer, or the end)
+    completions -> policy.atom_done; a finished kernel -> kernel_finished(s)
+    no completions -> run the timers due now
+
+A stream's kernel reaches the policy (`kernel_ready`) through `enqueue`, when
+the host's launch of it has arrived and the previous one is done.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.work import KernelDesc
+
+if TYPE_CHECKING:
+    from drivers.vgpu.policies.base import SharingPolicy
+
+#: Atom priorities the policies use (larger dispatches first).  Equal
+#: priorities go in launch order: the device runs with ``dispatch_order="launch"``.
+PRIO_HIGH = 3
+PRIO_NORMAL = 2
+PRIO_LOW = 1
+PRIO_STOLEN = 0
+
+
+def kernel_sms(kernel: KernelDesc, spec: GpuSpec) -> int:
+    """SMs the kernel fills alone: its blocks over the blocks one SM holds (Orion's SM_usage)."""
+    return -(-kernel.grid_blocks * spec.sms_per_tpc // kernel.blocks_per_tpc)
+
+
+def kernel_profile(kernel: KernelDesc) -> int:
+    """Orion's profile: 1 compute-bound, 0 memory-bound, -1 unknown."""
+    m = kernel.mem_fraction
+    return 1 if m < 0.5 else 0 if m > 0.5 else -1
+
+
+class DeviceStream:
+    """One stream on the shared device: its current kernel and what a policy knows of it."""
+
+    def __init__(self, index: int, name: str, ctx: int, *, hp: bool, quota: float) -> None:
+        self.index = index  # place in the device's `streams`
+        self.name = name
+        self.ctx = ctx
+        #: High priority (latency-critical) rather than best effort.
+        self.hp = hp
+        #: Share of the device's TPCs: MIG slices, the MPS thread percentage,
+        #: the LithOS TPC quota (0: none set).
+        self.quota = quota
+        #: Isolated time of one whole request on the full GPU (0: unknown).
+        self.request_iso_ns = 0
+        # The current kernel.
+        self.pos = -1  # its index in the request (the sim) or the stream (the driver)
+        self.desc: KernelDesc | None = None  # None: no kernel on the device
+        self.kernel_id = -1
+        self.grid = 0
+        self.launched = 0  # blocks of the current kernel launched so far
+        self.inflight = 0  # atoms of the current kernel not yet complete
+        self.ready_ns = 0  # when the current kernel became ready
+        self.host_ns = 0  # when the host enqueued the current kernel
+        self.last_order = 0  # dispatch order of the stream's last launch
+        self.inflight_masks: dict[int, int] = {}  # atom id -> mask, for every atom in flight
+        # The profile a policy may know of the current kernel (REEF and Orion
+        # schedule on it): its isolated time, Orion's SM_usage and profile.
+        self.kernel_iso_ns = 0
+        self.kernel_sms = 0
+        self.kernel_profile = -1
+        #: How policies key what they learn about the current kernel.
+        self.kernel_key: Hashable = None
+
+    def host_order(self, now_ns: int) -> int:
+        """When the host enqueued the current kernel (not after now)."""
+        return min(self.host_ns, now_ns)
+
+    @property
+    def active(self) -> bool:
+        """The stream has work in progress (a request, or kernels queued)."""
+        return self.pos >= 0
+
+    @property
+    def has_kernel(self) -> bool:
+        """The GPU has the stream's current kernel: its host launch has arrived."""
+        return self.desc is not None
+
+    @property
+    def remaining(self) -> int:
+        """Blocks of the current kernel not launched yet."""
+        return self.grid - self.launched
+
+    @property
+    def kernel_pending(self) -> bool:
+        """The current kernel has blocks the policy has not launched."""
+        return self.pos >= 0 and self.launched < self.grid
+
+
+@attrs.frozen
+class TraceAtom:
+    """One atom, for the Chrome trace."""
+
+    stream: int
+    kernel: str
+    launch_ns: int
+    done_ns: int
+    mask: int
+    priority: int
+    stolen: bool
+
+
+class SharedDevice:
+    """The virtual GPU under a sharing policy: streams, launches, timers and the clock."""
+
+    def __init__(
+        self,
+        spec: GpuSpec | str,
+        policy: SharingPolicy,
+        *,
+        record_blocks: bool = False,
+        trace_window_ns: tuple[int, int] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """`record_blocks` keeps the engine's block log (for tests);
+        `trace_window_ns`: record the atoms launched within it (for a trace);
+        `engine`: drive this engine (it must dispatch in launch order)."""
+        self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
+        self.gpu = engine or Engine(self.spec, dispatch_order="launch", record_blocks=record_blocks)
+        self.n_tpcs = self.spec.n_tpcs
+        self.full_mask = self.spec.all_tpcs_mask
+        self.streams: list[DeviceStream] = []
+        self.policy = policy
+        # Per atom id: stream, launch time, TPC count, flags.
+        self.atom_owner: list[DeviceStream | None] = []
+        self.atom_stream: list[int] = []
+        self.atom_launch_ns: list[int] = []
+        self.atom_tpcs: list[int] = []
+        self.atom_stolen: list[bool] = []
+        self.trace_window_ns = trace_window_ns
+        self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
+        self.trace_atoms: list[TraceAtom] = []
+        self.clock_log: list[tuple[int, int]] = []
+        self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
+        self._seq = 0
+        self.running = False
+        #: Virtual time, as the engine's (it moves only inside `advance`).
+        self.now_ns = 0
+
+    # -- for policies --------------------------------------------------------
+
+    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
+        """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
+
+        Timers whose `owner` is a policy no longer in charge are dropped, so a
+        policy switched out at run time leaves nothing behind.
+        """
+        self._seq += 1
+        heapq.heappush(self._timers, (max(t_ns, self.now_ns), self._seq, owner, fn, args))
+
+    def launch(
+        self,
+        s: DeviceStream,
+        blocks: int,
+        mask: int,
+        priority: int,
+        *,
+        stolen: bool = False,
+        order: int | None = None,
+    ) -> int:
+        """Launch the next `blocks` blocks of `s`'s current kernel on `mask`; return the atom id.
+
+        `order` is the atom's place among equal priorities (default: now).
+        """
+        begin = s.launched
+        end = begin + blocks
+        if order is None or order < s.last_order:
+            order = max(s.last_order, self.now_ns if order is None else order)
+        s.last_order = order
+        atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
+        s.launched = end
+        s.inflight += 1
+        s.inflight_masks[atom] = mask
+        owners = self.atom_owner
+        while len(owners) < atom:  # atoms launched beside the policy (kernel-space inference)
+            owners.append(None)
+            self.atom_stream.append(-1)
+            self.atom_launch_ns.append(0)
+            self.atom_tpcs.append(0)
+            self.atom_stolen.append(False)
+        owners.append(s)
+        self.atom_stream.append(s.index)
+        self.atom_launch_ns.append(self.now_ns)
+        self.atom_tpcs.append(mask.bit_count())
+        self.atom_stolen.append(stolen)
+        window = self.trace_window_ns
+        if window is not None and window[0] <= self.now_ns < window[1]:
+            self._atom_priority[atom] = priority
+        return atom
+
+    def set_clock(self, clock_mhz: int) -> int:
+        """Request a clock; returns when it takes effect."""
+        effective = self.gpu.set_clock(clock_mhz)
+        self.clock_log.append((effective, clock_mhz))
+        return effective
+
+    def set_policy(self, policy: SharingPolicy) -> None:
+        """Switch policies while running: held kernels are offered to the new one."""
+        old = self.policy
+        old.detach()
+        self.policy = policy
+        policy.attach(self)
+        for s in self.streams:
+            if s.kernel_pending:
+                policy.kernel_ready(s)
+
+    # -- the loop ------------------------------------------------------------
+
+    def advance(self, end_ns: int) -> None:
+        """Run the device, its completions and the policy's timers up to `end_ns`."""
+        gpu = self.gpu
+        timers = self._timers
+        owners = self.atom_owner
+        while True:
+            t_next = timers[0][0] if timers and timers[0][0] < end_ns else end_ns
+            events = gpu.advance(t_next)
+            if events:
+                self.now_ns = events[0].time_ns
+                for c in events:
+                    atom = c.atom_id
+                    s = owners[atom] if atom < len(owners) else None
+                    if s is not None:
+                        self.complete(s, atom, c.kernel_done)
+                continue
+            now = self.now_ns = t_next  # no completion: the engine stopped at t_next
+            if now >= end_ns:
+                return
+            while timers and timers[0][0] <= now:
+                _, _, owner, fn, args = heapq.heappop(timers)
+                if owner is None or owner is self.policy:
+                    fn(*args)
+
+    def enqueue(self, s: DeviceStream, desc: KernelDesc) -> None:
+        """`s`'s next kernel reached the GPU: offer it to the policy."""
+        s.desc = desc
+        s.kernel_id = self.gpu.add_kernel(desc)
+        s.grid = desc.grid_blocks
+        s.launched = 0
+        s.ready_ns = self.now_ns
+        self.policy.kernel_ready(s)
+
+    def complete(self, s: DeviceStream, atom: int, kernel_done: bool) -> None:
+        """An atom of `s` completed: tell the policy, and `kernel_finished` if it was the last."""
+        now = self.now_ns
+        s.inflight -= 1
+        mask = s.inflight_masks.pop(atom)
+        self.atom_completed(s, atom)
+        if self._atom_priority:
+            priority = self._atom_priority.pop(atom, None)
+            if priority is not None:
+                self.trace_atoms.append(
+                    TraceAtom(
+                        s.index,
+                        s.desc.name,
+                        self.atom_launch_ns[atom],
+                        now,
+                        mask,
+                        priority,
+                        self.atom_stolen[atom],
+                    )  # fmt: skip
+                )
+        self.policy.atom_done(s, atom, kernel_done)
+        if kernel_done:
+            self.kernel_finished(s)
+
+    # -- for the owner of the device (the simulation, the driver) -------------
+
+    def atom_completed(self, s: DeviceStream, atom: int) -> None:
+        """Account for a completed atom (before the policy hears of it)."""
+
+    def kernel_finished(self, s: DeviceStream) -> None:
+        """`s`'s current kernel is done: start its next one, or let it go idle."""
