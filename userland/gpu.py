@@ -34,7 +34,7 @@ def gpu_burn(proc):
 
 
 def cmd_gpu(sh, args):
-    """gpu: the GPU's clock, power, energy, memory per context and TPC occupancy"""
+    """gpu: the GPU's sharing policy, clock, power, energy, contexts and TPC occupancy"""
     if args:
         raise UsageError("usage: gpu")
     cap = sh.proc.caps.get("gpu")
@@ -51,17 +51,18 @@ def format_view(view) -> str:
     rule = "+" + "-" * width + "+"
     lines = [
         rule,
-        _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs", f"t={s.now_ns / 1e9:.6f} s", width),
+        _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs  sharing {view.policy}",
+             f"t={s.now_ns / 1e9:.6f} s", width),
         _row(f"clock {s.clock_mhz} MHz   power {s.power_w:7.1f} W", f"energy {s.energy_j:10.3f} J", width),
         _row(f"busy TPCs {s.busy_tpcs:>3}/{view.n_tpcs}   blocks running {s.running_blocks}",
              f"memory {s.memory_used_bytes / gb:.2f}/{view.memory_bytes / gb:.0f} GB", width),
         rule,
-        _row(" ctx  owner     memory (MiB)   kernels queued   kernels done", "", width),
+        _row(" ctx  owner     memory (MiB)   kernels queued   done   TPCs", "", width),
     ]  # fmt: skip
     for c in view.contexts:
         lines.append(_row(
             f"{c.ctx:>4}  {c.owner:<8} {c.memory_bytes / (1 << 20):>12.1f}"
-            f"   {c.kernels_queued:>14}   {c.kernels_done:>12}", "", width,
+            f"   {c.kernels_queued:>14}   {c.kernels_done:>4}   {c.tpcs:>4}", "", width,
         ))  # fmt: skip
     if not view.contexts:
         lines.append(_row("  no contexts", "", width))

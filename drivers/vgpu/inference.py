@@ -55,11 +55,15 @@ class VgpuInferenceBackend:
         *,
         clock: Callable[[], int] | None = None,
         priority: int = 0,
+        on_foreign: Callable[[list], None] | None = None,
     ) -> None:
+        """`on_foreign` receives the completions of other contexts' atoms that
+        this back end's runs of a shared engine return (the driver's)."""
         self.gpu = gpu if gpu is not None else Engine("a100")
         self.ctx = self.gpu.create_context()
         self.clock = clock or (lambda: self.gpu.now_ns)
         self.priority = priority
+        self.on_foreign = on_foreign
         self.batches = 0
 
     # -- the cost model ---------------------------------------------------------
@@ -83,10 +87,17 @@ class VgpuInferenceBackend:
 
     # -- running a batch --------------------------------------------------------
 
+    def _advance(self, until_ns: int | None) -> None:
+        done = self.gpu.advance(until_ns)
+        if self.on_foreign is not None:
+            foreign = [c for c in done if c.ctx != self.ctx]
+            if foreign:
+                self.on_foreign(foreign)
+
     def _catch_up(self, now_ns: int) -> None:
         """Bring the device to the kernel's time (it may already be ahead: busy)."""
         while self.gpu.now_ns < now_ns:
-            self.gpu.advance(now_ns)
+            self._advance(now_ns)
 
     def run(self, model: Model, x: np.ndarray, now_ns: int) -> tuple[np.ndarray, int]:
         self._catch_up(now_ns)
@@ -97,7 +108,7 @@ class VgpuInferenceBackend:
         atom = self.gpu.launch(self.ctx, desc)
         kernel_id = self.gpu.kernel_of(atom)
         while self.gpu.kernel_done_ns(kernel_id) is None:
-            self.gpu.advance(None)
+            self._advance(None)
         done_ns = self.gpu.kernel_done_ns(kernel_id)
         out = finish_output(np.asarray(self.gpu.kernel_result(kernel_id)), model.output).astype(
             np.float32
@@ -122,11 +133,17 @@ def attach(kernel, gpu: VirtualGpu | None = None, *, priority: int = 0) -> VgpuI
 
 
 def attach_to_core(
-    core, gpu: VirtualGpu | None = None, *, priority: int = 0
+    core,
+    gpu: VirtualGpu | None = None,
+    *,
+    priority: int = 0,
+    on_foreign: Callable[[list], None] | None = None,
 ) -> VgpuInferenceBackend:
     """Register a vGPU inference back end with an MLaaS core (what the GPU
     driver server does at start, with the cap to the core it was given)."""
     kernel = core.kernel
-    backend = VgpuInferenceBackend(gpu, clock=lambda: kernel.loop.now_ns, priority=priority)
+    backend = VgpuInferenceBackend(
+        gpu, clock=lambda: kernel.loop.now_ns, priority=priority, on_foreign=on_foreign
+    )
     core.register_backend("vgpu", backend)
     return backend

@@ -22,30 +22,36 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 
 Time.  The engine keeps its own clock; on every wake the server advances it
 to the kernel's time, handling completions in order, so stream order and
-GPU timing are exact.  Only the answer to a `sync` is quantised: while a
-caller waits, the server wakes every `SYNC_TICK_US` (a polling driver).
+GPU timing are exact.  Only the moment a `sync` is answered is quantised:
+while a caller waits, the server wakes every `SYNC_TICK_US` (a polling
+driver); the answer carries the exact completion time.
 The driver also offers the device to kernel-space inference: boot hands it a
 cap to the MLaaS core, and it registers a vGPU inference back end sharing its
 engine, so advisors' batches and programs' kernels contend for the same TPCs.
 (An inference batch runs the engine to its own completion, so the device may
 briefly be ahead of the kernel's time; launches then start at the device's.)
 
-Advice.  With the MLaaS core, the driver asks the attached GPU advisor for a
-TPC mask for each launch that names none (`tpc_allocation`), and the power
-advisor for the clock on each wake (`frequency`) — and, while the device has
-work, at least every `GOVERNOR_TICK_US`; an idle device keeps its clock.  `insmod first_fit` then
-gives each context its own TPCs, `insmod fixed_clock clock_mhz=900` pins the
-clock; `rmmod` brings back the whole device at the highest clock.
+Sharing.  Programs' streams are scheduled by a `StreamScheduler`
+(scheduler.py) under one of the eight sharing policies of
+`drivers/vgpu/policies`: the one the attached GPU advisor selects with its
+`sharing_policy` (`insmod gpu_lithos`, `insmod gpu_mig`, ...), switched on
+the next wake after insmod, rmmod or reload.  With none, the default serves
+whole kernels first launched first served at the programs' own priorities,
+on the TPCs the advisor's `tpc_allocation` gives each context
+(`insmod first_fit` gives each context its own TPCs).  The power advisor is
+asked for the clock on each wake (`frequency`) — and, while the device has
+work, at least every `GOVERNOR_TICK_US`; an idle device keeps its clock.
+`insmod fixed_clock clock_mhz=900` pins the clock; `rmmod` brings back the
+whole device at the highest clock.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import attrs
 
-from drivers.vgpu.errors import GpuError
+from drivers.vgpu.errors import GpuError, InvalidArgument
 from kernel.caps import Rights
 from kernel.traps import (
     Alarm,
@@ -86,6 +92,7 @@ class ContextView:
     memory_bytes: int
     kernels_queued: int
     kernels_done: int
+    tpcs: int = 0  # TPCs its atoms in flight may run on
 
 
 @attrs.frozen
@@ -97,6 +104,7 @@ class GpuView:
     memory_bytes: int
     stats: Any  # drivers.vgpu.api.GpuStats
     contexts: tuple[ContextView, ...]
+    policy: str = "default"  # the sharing policy in charge
 
 
 @attrs.frozen
@@ -117,10 +125,7 @@ class _Context:
     def __init__(self, ctx: int, cap_slot: int) -> None:
         self.ctx = ctx
         self.cap_slot = cap_slot  # the minted context cap, revoked on destroy
-        self.streams: dict[int, deque[int]] = {}  # stream -> kernel ids not yet launched
-        self.running: dict[int, int] = {}  # stream -> kernel id on the device
-        self.specs: dict[int, LaunchSpec] = {}
-        self.done = 0
+        self.specs: dict[int, LaunchSpec] = {}  # kernel id -> what was launched
 
 
 class GpuDriver:
@@ -129,7 +134,9 @@ class GpuDriver:
     def __init__(self, preset: str) -> None:
         self.preset = preset
         self._engine: Any = None
+        self._scheduler: Any = None
         self.advice: Any = None  # the MLaaS core's GpuAdvice, when boot gave the driver one
+        self._policy_key: Any = None  # the advisor's selection the scheduler follows
         self.contexts: dict[int, _Context] = {}
         self.waiters: list[tuple[int, int | None, int]] = []  # (ctx, kernel or None, reply slot)
 
@@ -138,43 +145,57 @@ class GpuDriver:
         if self._engine is None:
             from drivers.vgpu.engine import Engine  # loads the compiled engine
 
-            self._engine = Engine(self.preset)
+            # Equal priorities are served first launched, first served (MPS).
+            self._engine = Engine(self.preset, dispatch_order="launch")
         return self._engine
+
+    @property
+    def scheduler(self) -> Any:
+        if self._scheduler is None:
+            from drivers.vgpu.scheduler import StreamScheduler
+
+            self._scheduler = StreamScheduler(self.engine, self.advised_mask)
+        return self._scheduler
 
     # -- time -------------------------------------------------------------------
 
     def advance_to(self, now_ns: int) -> None:
-        """Bring the device to the kernel's time, launching each stream's next
-        kernel at the instant the previous one completed."""
+        """Bring the device to the kernel's time under the selected policy: each
+        stream's next kernel goes to the policy when the previous one completed."""
         if self._engine is None:
             return
-        eng = self._engine
-        while eng.now_ns < now_ns:
-            for done in eng.advance(now_ns):
-                if done.kernel_done:
-                    self._kernel_completed(done.ctx, done.kernel_id)
-
-    def _kernel_completed(self, ctx_id: int, kernel_id: int) -> None:
-        ctx = self.contexts.get(ctx_id)
-        if ctx is None:
-            return
-        ctx.done += 1
-        for stream, running in list(ctx.running.items()):
-            if running == kernel_id:
-                del ctx.running[stream]
-                self._launch_next(ctx, stream)
-
-    def _launch_next(self, ctx: _Context, stream: int) -> None:
-        queue = ctx.streams.get(stream)
-        if stream in ctx.running or not queue:
-            return
-        kernel_id = queue.popleft()
-        spec = ctx.specs[kernel_id]
-        mask = spec.mask if spec.mask is not None else self.advised_mask(ctx.ctx)
-        self.engine.launch(ctx.ctx, kernel_id, mask=mask, priority=spec.priority)
-        ctx.running[stream] = kernel_id
+        self.follow_policy()
+        self.scheduler.catch_up(now_ns)
+        self._check_refused()
 
     # -- advice (MLaaS GPU and power advisors) ---------------------------------------------
+
+    def follow_policy(self) -> None:
+        """Put the sharing policy the attached GPU advisor selects in charge
+        (the default when it selects none); eject an advisor whose policy
+        cannot run here."""
+        if self.advice is None:
+            return
+        wanted = self.advice.sharing_policy()
+        key = None if wanted is None else (wanted[0], repr(sorted(wanted[1].items())))
+        if key == self._policy_key:
+            return
+        scheduler = self.scheduler
+        try:
+            scheduler.select(*wanted) if wanted is not None else scheduler.select(None)
+            self._policy_key = key
+        except InvalidArgument as exc:
+            self.advice.refuse_policy(f"the vGPU driver cannot run it: {exc}")
+            scheduler.select(None)
+            self._policy_key = None
+
+    def _check_refused(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.refused is not None:
+            if self.advice is not None:
+                self.advice.refuse_policy(f"the vGPU driver cannot run it: {scheduler.refused}")
+            scheduler.refused = None
+            self._policy_key = None
 
     def advised_mask(self, ctx_id: int) -> int | None:
         """The attached GPU advisor's TPC allocation for a context; None: the
@@ -199,17 +220,16 @@ class GpuDriver:
             eng.set_clock(wanted)
 
     def busy(self) -> bool:
-        return any(c.running for c in self.contexts.values())
+        return self._scheduler is not None and self._scheduler.busy
 
     def finished(self, ctx_id: int, kernel_id: int | None) -> int | None:
         """The completion time of a kernel (or of all the context's work), or None."""
         eng = self.engine
-        ctx = self.contexts.get(ctx_id)
         if kernel_id is not None:
             return eng.kernel_done_ns(kernel_id)
-        if ctx is None or ctx.running or any(ctx.streams.values()):
+        if ctx_id not in self.contexts or not self.scheduler.context_idle(ctx_id):
             return None
-        return eng.now_ns
+        return self.scheduler.last_done_ns.get(ctx_id, eng.now_ns)
 
     # -- requests ---------------------------------------------------------------
 
@@ -238,9 +258,17 @@ class GpuDriver:
             raise GpuRequestError(str(exc)) from None
         kernel_id = self.engine.add_kernel(desc)
         ctx.specs[kernel_id] = spec
-        ctx.streams.setdefault(spec.stream, deque()).append(kernel_id)
-        self._launch_next(ctx, spec.stream)
+        self.scheduler.submit(ctx.ctx, spec.stream, kernel_id, desc, spec)
+        self._check_refused()
         return kernel_id
+
+    def destroy(self, ctx: _Context) -> None:
+        if not self.scheduler.context_idle(ctx.ctx):
+            raise GpuRequestError("the context still has work on the device; sync first")
+        self.engine.destroy_context(ctx.ctx)  # frees its device memory too
+        del self.contexts[ctx.ctx]
+        self.scheduler.remove_context(ctx.ctx)
+        self._check_refused()
 
     def view(self) -> GpuView:
         eng = self.engine
@@ -250,13 +278,21 @@ class GpuDriver:
             if c is None:  # not a program's: kernel-space inference's
                 contexts.append(ContextView(ctx_id, "kernel", eng.memory.used_bytes(ctx_id), 0, 0))
                 continue
-            queued = sum(len(q) for q in c.streams.values()) + len(c.running)
+            sched = self.scheduler
             contexts.append(
-                ContextView(ctx_id, "program", eng.memory.used_bytes(ctx_id), queued, c.done)
+                ContextView(
+                    ctx_id,
+                    "program",
+                    eng.memory.used_bytes(ctx_id),
+                    sched.queued(ctx_id),
+                    sched.done.get(ctx_id, 0),
+                    sched.tpcs_in_use(ctx_id),
+                )  # fmt: skip
             )
         return GpuView(
-            self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts)
-        )
+            self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts),
+            self.scheduler.policy.label,
+        )  # fmt: skip
 
 
 def gpu_server(proc):
@@ -269,20 +305,21 @@ def gpu_server(proc):
         from drivers.vgpu.inference import attach_to_core
 
         core = yield MapDevice(proc.caps["mlaas"])
-        attach_to_core(core, driver.engine)
+        attach_to_core(core, driver.engine, on_foreign=driver.scheduler.defer)
         driver.advice = core.gpu  # launches and clocks follow the attached advisors
     timer = yield NewNotification()
     yield BindNotification(timer)
     reply = yield NewReply()
     spare: list[int] = []  # reply objects free for reuse
-    ticking = False
+    tick_ns: int | None = None  # when the alarm set last fires
     while True:
         r = yield Recv(ep, reply)
         now = yield GetTime()
         driver.advance_to(now)
         driver.advise_clock()
         if r.msg.label == "notification":
-            ticking = False
+            if tick_ns is not None and now >= tick_ns:
+                tick_ns = None
         else:
             answer = yield from _serve(driver, ep, r)
             if isinstance(answer, _Park):
@@ -302,11 +339,15 @@ def gpu_server(proc):
                 yield Reply(slot, Message("done", done_ns))
                 spare.append(slot)
         driver.waiters = still
-        if not ticking and (still or (driver.advice is not None and driver.busy())):
+        if still or (driver.advice is not None and driver.busy()):
             # Poll for the waiters; while the device works, the power advisor
-            # is asked again at least every governor tick.
-            yield Alarm(timer, SYNC_TICK_US if still else GOVERNOR_TICK_US)
-            ticking = True
+            # is asked again at least every governor tick.  A waiter that
+            # arrives during a governor tick gets a sooner alarm of its own.
+            period_us = SYNC_TICK_US if still else GOVERNOR_TICK_US
+            due_ns = now + period_us * 1000
+            if tick_ns is None or due_ns < tick_ns:
+                yield Alarm(timer, period_us)
+                tick_ns = due_ns
 
 
 @attrs.frozen
@@ -345,11 +386,10 @@ def _serve(driver: GpuDriver, ep: int, r):
             done_ns = driver.finished(ctx.ctx, payload)
             return Message("done", done_ns) if done_ns is not None else _Park(ctx.ctx, payload)
         if label == "destroy":
-            if ctx.running or any(ctx.streams.values()):
+            if not driver.scheduler.context_idle(ctx.ctx):
                 raise GpuRequestError("the context still has work on the device; sync first")
             yield Revoke(ctx.cap_slot)
-            driver.engine.destroy_context(ctx.ctx)  # frees its device memory too
-            del driver.contexts[ctx.ctx]
+            driver.destroy(ctx)
             return Message("ok")
         raise GpuRequestError(f"unknown request {label!r}")
     except (GpuRequestError, GpuError, ValueError, LookupError, TypeError) as exc:

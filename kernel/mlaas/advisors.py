@@ -137,6 +137,10 @@ class GpuAdvisor(Advisor):
     """
 
     kind = "gpu"
+    #: A sharing mechanism of the vGPU driver for this module to select
+    #: (``"lithos"``, ``"mig"``, ...); the module's insmod parameters are its
+    #: parameter set.  None: the driver's default, guided by the callbacks.
+    sharing_policy: str | None = None
 
     def tpc_allocation(self, contexts: Sequence[Any], n_tpcs: int) -> Mapping[int, int] | None:
         """A TPC mask for each context id in `contexts`, on a device of `n_tpcs`."""

@@ -361,6 +361,25 @@ class GpuAdvice:
                 return None
         return dict(answer)
 
+    def sharing_policy(self) -> tuple[str, dict[str, Any]] | None:
+        """The sharing mechanism the attached GPU advisor selects: its
+        `sharing_policy` name and its insmod parameters (the mechanism's
+        parameter set), or None.  The driver checks the name."""
+        rec = self.core.attached.get("gpu")
+        name = None if rec is None else getattr(rec.advisor, "sharing_policy", None)
+        if name is None:
+            return None
+        if not isinstance(name, str):
+            self._invalid(rec, f"sharing_policy is {name!r}, not a policy name")
+            return None
+        return name, dict(rec.advisor.ctx.params)
+
+    def refuse_policy(self, message: str) -> None:
+        """The driver cannot run the policy the GPU advisor selected: eject it."""
+        rec = self.core.attached.get("gpu")
+        if rec is not None:
+            self._invalid(rec, message)
+
     def atom_size(self, kernel: Any) -> int | None:
         """The target atom duration in ns, within [1 us, 1 s]."""
         rec, answer = self._ask("gpu", "atom_size", kernel)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from drivers.vgpu.policies import make_policy
+from drivers.vgpu.policies import make_policy, policy_class
 from drivers.vgpu.policies.base import SharingPolicy
 from drivers.vgpu.policies.sim import Simulation
 
@@ -56,16 +56,21 @@ PARAMETERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
+def policy_kwargs(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy `name`'s keyword arguments from a module's parameters.
+
+    An unknown name is an `UnknownPolicy` error; a malformed value, ValueError."""
+    policy_class(name)
+    return PARAMETERS[name](params)
+
+
 def policy_for(advisor: Any) -> tuple[str, dict[str, Any]] | None:
     """The policy name and keyword arguments an attached GPU advisor asks for, if any."""
     name = getattr(advisor, "sharing_policy", None)
     if name is None:
         return None
     params = dict(getattr(getattr(advisor, "ctx", None), "params", {}) or {})
-    convert = PARAMETERS.get(name)
-    if convert is None:
-        raise ValueError(f"GPU advisor {advisor.name!r} names an unknown policy {name!r}")
-    return name, convert(params)
+    return name, policy_kwargs(name, params)
 
 
 class _Device:

@@ -216,11 +216,13 @@ class SharedDevice:
         return effective
 
     def set_policy(self, policy: SharingPolicy) -> None:
-        """Switch policies while running: held kernels are offered to the new one."""
+        """Switch policies while running: held kernels are offered to the new one.
+
+        If the new policy's setup raises, the old one stays in charge."""
         old = self.policy
+        policy.attach(self)
         old.detach()
         self.policy = policy
-        policy.attach(self)
         for s in self.streams:
             if s.kernel_pending:
                 policy.kernel_ready(s)
@@ -243,18 +245,26 @@ class SharedDevice:
                     if s is not None:
                         self.complete(s, atom, c.kernel_done)
                 continue
-            now = self.now_ns = t_next  # no completion: the engine stopped at t_next
-            if now >= end_ns:
+            self.now_ns = t_next  # no completion: the engine stopped at t_next
+            if t_next >= end_ns:
                 return
-            while timers and timers[0][0] <= now:
-                _, _, owner, fn, args = heapq.heappop(timers)
-                if owner is None or owner is self.policy:
-                    fn(*args)
+            self.run_timers()
 
-    def enqueue(self, s: DeviceStream, desc: KernelDesc) -> None:
-        """`s`'s next kernel reached the GPU: offer it to the policy."""
+    def run_timers(self) -> None:
+        """Run the timers due now."""
+        timers = self._timers
+        now = self.now_ns
+        while timers and timers[0][0] <= now:
+            _, _, owner, fn, args = heapq.heappop(timers)
+            if owner is None or owner is self.policy:
+                fn(*args)
+
+    def enqueue(self, s: DeviceStream, desc: KernelDesc, kernel_id: int | None = None) -> None:
+        """`s`'s next kernel reached the GPU: offer it to the policy.
+
+        `kernel_id`: the engine's id, if the kernel was added already."""
         s.desc = desc
-        s.kernel_id = self.gpu.add_kernel(desc)
+        s.kernel_id = self.gpu.add_kernel(desc) if kernel_id is None else kernel_id
         s.grid = desc.grid_blocks
         s.launched = 0
         s.ready_ns = self.now_ns

@@ -36,7 +36,7 @@ class MpsLimit(SharingPolicy):
         shares = self.percentages
         if shares is None:
             quotas = [s.quota for s in sim.streams]
-            if not any(quotas):
+            if quotas and not any(quotas):
                 quotas = [1.0 / len(quotas)] * len(quotas)
             shares = tuple(100.0 * q for q in quotas)
         if len(shares) != len(sim.streams):

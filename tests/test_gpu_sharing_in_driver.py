@@ -1,0 +1,191 @@
+"""The booted vGPU driver runs the sharing policy the attached GPU advisor selects."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.scheduler import StreamScheduler
+from drivers.vgpu.server import LaunchSpec
+from drivers.vgpu.work import KernelDesc
+from kernel import Kernel, Message
+from kernel.traps import Call, Sleep
+from tests.test_gpu_driver import run_program
+from userland.gpulib import open_context
+
+WAVE = 108  # blocks that fill the A100 preset once (54 TPCs, 2 per TPC)
+
+
+def stats(proc):
+    return (yield Call(proc.caps["gpu"], Message("stats"))).msg.payload
+
+
+def contexts_busy(n_contexts: int, kernels: int = 4):
+    """A program that keeps `n_contexts` contexts busy with wide kernels,
+    and records each context's TPCs and the sharing policy midway."""
+
+    def program(proc, log):
+        ctxs = []
+        for _ in range(n_contexts):
+            ctxs.append((yield from open_context(proc)))
+        # Every context's stream exists before the work starts: the policy
+        # re-divides the device when a stream appears, and atoms in flight
+        # keep the TPCs they were launched on.
+        for ctx in ctxs:
+            yield from ctx.launch(LaunchSpec("tiny", grid_blocks=1, block_us=1.0))
+            yield from ctx.sync()
+        for ctx in ctxs:
+            for _ in range(kernels):
+                yield from ctx.launch(LaunchSpec("wide", grid_blocks=4 * WAVE, block_us=200.0))
+        yield Sleep(300)
+        view = yield from stats(proc)
+        mine = [c.ctx for c in ctxs]
+        log.append((view.policy, [c.tpcs for c in view.contexts if c.ctx in mine]))
+        for ctx in ctxs:
+            yield from ctx.sync()
+            yield from ctx.destroy()
+
+    return program
+
+
+def test_mig_keeps_each_program_context_on_its_own_partition(malv_kernel: Kernel):
+    k = malv_kernel
+    assert "attached" in k.shell("insmod gpu_mig")
+    [(policy, tpcs)] = run_program(k, contexts_busy(3))
+    assert policy == "mig"
+    # Seven slices of 7 TPCs split 3 ways by largest remainder: 3 + 2 + 2 slices.
+    assert sorted(tpcs) == [14, 14, 21]
+    assert "sharing mig" in k.shell("gpu")
+
+
+def test_rmmod_gives_the_programs_the_whole_device_again(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_mps_limit")
+    [(policy, tpcs)] = run_program(k, contexts_busy(2))
+    assert policy == "mps-limit" and tpcs == [27, 27]
+    k.shell("rmmod gpu_mps_limit")
+    [(policy, tpcs)] = run_program(k, contexts_busy(2))
+    assert policy == "default" and tpcs == [54, 54]
+
+
+def test_lithos_lends_an_idle_contexts_tpcs_to_a_busy_one(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_lithos")
+
+    def program(proc, log):
+        busy = yield from open_context(proc)
+        idle = yield from open_context(proc)
+        # The idle context owns half the TPCs once it has a stream.
+        yield from idle.launch(LaunchSpec("tiny", grid_blocks=1, block_us=1.0))
+        yield from idle.sync()
+        for _ in range(20):
+            yield from busy.launch(LaunchSpec("wide", grid_blocks=8 * WAVE, block_us=100.0))
+        yield Sleep(2_000)
+        view = yield from stats(proc)
+        log.append((view.policy, view.stats.busy_tpcs))
+        yield from busy.sync()
+
+    [(policy, busy_tpcs)] = run_program(k, program)
+    assert policy == "lithos"
+    assert busy_tpcs > 27  # its own quota and stolen TPCs of the idle context
+
+
+def latency_of_a_priority_kernel_behind_best_effort_work(k: Kernel) -> int:
+    def program(proc, log):
+        be = yield from open_context(proc)
+        hp = yield from open_context(proc)
+        # Best effort: a long kernel of many waves, launched first.
+        yield from be.launch(LaunchSpec("be", grid_blocks=20 * WAVE, block_us=100.0))
+        yield Sleep(150)
+        t0 = yield from hp.sync()
+        kernel = yield from hp.launch(LaunchSpec("hp", grid_blocks=WAVE, block_us=50.0, priority=1))
+        log.append((yield from hp.sync(kernel)) - t0)
+        for ctx in (be, hp):
+            yield from ctx.sync()
+            yield from ctx.destroy()
+
+    [latency] = run_program(k, program)
+    return latency
+
+
+def test_switching_from_mps_to_priority_while_running_lets_hp_work_pass_pending_be_blocks(
+    malv_kernel: Kernel,
+):
+    k = malv_kernel
+    # The default honours the priority a program gives its kernels, as CUDA
+    # stream priorities do: the HP kernel waits only for the resident wave.
+    assert latency_of_a_priority_kernel_behind_best_effort_work(k) < 300_000
+    # MPS serves first launched, first served: HP waits behind the rest of
+    # the BE grid (~1.9 ms) ...
+    k.shell("insmod gpu_mps")
+    assert latency_of_a_priority_kernel_behind_best_effort_work(k) > 1_500_000
+    # ... and, without a reboot, priority dispatches HP's blocks first again.
+    k.shell("rmmod gpu_mps")
+    k.shell("insmod gpu_priority")
+    assert latency_of_a_priority_kernel_behind_best_effort_work(k) < 300_000
+
+
+def test_a_policy_the_driver_cannot_run_ejects_its_advisor_and_work_goes_on(
+    malv_kernel: Kernel,
+):
+    k = malv_kernel
+    k.shell("insmod gpu_mig")
+    [(policy, tpcs)] = run_program(k, contexts_busy(8, kernels=1))
+    assert policy == "default" and tpcs == [54] * 8  # MIG has 7 instances at most
+    info = k.shell("modinfo gpu_mig")
+    assert re.search(r"invalid", info) and "7 instances" in info
+    assert "gpu_mig" not in k.shell("lsmod") or "ejected" in k.shell("lsmod")
+
+
+def test_bad_policy_parameters_eject_the_advisor(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_timeslice slice_us=0")
+    [(policy, _)] = run_program(k, contexts_busy(1, kernels=1))
+    assert policy == "default"
+    assert "slice must be positive" in k.shell("modinfo gpu_timeslice")
+
+
+def test_completions_seen_by_kernel_space_inference_are_not_lost():
+    # Kernel-space inference runs the driver's engine itself; the program
+    # atoms that complete meanwhile come back through `defer`.
+    engine = Engine("a100", dispatch_order="launch")
+    scheduler = StreamScheduler(engine, lambda ctx: None)
+    ctx = engine.create_context()
+    spec = LaunchSpec("k", grid_blocks=WAVE, block_us=100.0)
+    ids = []
+    for _ in range(2):
+        desc = KernelDesc(name="k", grid_blocks=WAVE, blocks_per_tpc=2, block_duration_ns=100_000)
+        ids.append(engine.add_kernel(desc))
+        scheduler.submit(ctx, 0, ids[-1], desc, spec)
+    scheduler.defer(engine.advance(500_000))  # someone else ran the engine past the first
+    assert engine.kernel_done_ns(ids[0]) == 100_000
+    scheduler.catch_up(1_000_000)
+    assert engine.kernel_done_ns(ids[1]) is not None
+    assert scheduler.context_idle(ctx)
+
+
+@pytest.mark.parametrize(
+    "module", ["gpu_timeslice", "gpu_tgs", "gpu_reef", "gpu_orion", "gpu_lithos"]
+)
+def test_every_policy_serves_programs_to_completion(malv_kernel: Kernel, module: str):
+    k = malv_kernel
+    assert "attached" in k.shell(f"insmod {module}")
+
+    def program(proc, log):
+        hp = yield from open_context(proc)
+        be = yield from open_context(proc)
+        for i in range(6):
+            yield from be.launch(LaunchSpec(f"be{i}", grid_blocks=3 * WAVE, block_us=80.0))
+            yield from hp.launch(
+                LaunchSpec(f"hp{i}", grid_blocks=WAVE // 2, block_us=40.0, priority=1)
+            )
+        yield from hp.sync()
+        yield from be.sync()
+        view = yield from stats(proc)
+        log.append((view.policy, [c.kernels_done for c in view.contexts if c.owner == "program"]))
+
+    [(policy, done)] = run_program(k, program)
+    assert policy == module.removeprefix("gpu_")
+    assert done == [6, 6]
