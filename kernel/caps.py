@@ -131,6 +131,17 @@ def unlink(cap: Capability) -> list[Any]:
     return stranded
 
 
+def descendants(cap: Capability) -> int:
+    """How many caps derive from `cap`, directly or not (its subtree, less itself)."""
+    count = 0
+    stack = list(cap.children)
+    while stack:
+        c = stack.pop()
+        count += 1
+        stack.extend(c.children)
+    return count
+
+
 def revoke(cap: Capability) -> list[Any]:
     """Delete every descendant of `cap`, wherever it lives.
     Returns the tasks stranded by their loss."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernel import traps as T
-from kernel.caps import Capability, Rights, revoke
+from kernel.caps import Capability, Rights, descendants, revoke
 from kernel.errors import CapabilityError, InvalidArgument, NoSuchTask, PeerDied, WouldBlock
 from kernel.ipc import Endpoint, Notification, ReplyObject
 from kernel.memory import AddressSpace
@@ -292,6 +292,10 @@ def trap_revoke(k: Kernel, task: Task, trap: T.Revoke) -> Any:
     return None
 
 
+def trap_derived(k: Kernel, task: Task, trap: T.Derived) -> Any:
+    return descendants(task.cspace.lookup(trap.cap))
+
+
 def trap_delete(k: Kernel, task: Task, trap: T.Delete) -> Any:
     k.strand(task.cspace.delete(trap.cap))
     return None
@@ -494,6 +498,7 @@ TRAP_TABLE: dict[type, Handler] = {
     T.Mint: trap_mint,
     T.Copy: trap_copy,
     T.Revoke: trap_revoke,
+    T.Derived: trap_derived,
     T.Delete: trap_delete,
     T.Compute: trap_compute,
     T.Sleep: trap_sleep,

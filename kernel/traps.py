@@ -188,6 +188,14 @@ class Revoke:
 
 
 @attrs.frozen
+class Derived:
+    """How many live caps derive from `cap`: a server that hands out minted
+    caps learns that nobody holds one any more (Mach's no-senders)."""
+
+    cap: int
+
+
+@attrs.frozen
 class Delete:
     cap: int
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from kernel import Kernel, Message, Rights
 from kernel.errors import CapabilityError, InvalidArgument
-from kernel.traps import Compute, Copy, Mint, NewEndpoint, Revoke, Send, Spawn, Wait
+from kernel.traps import (
+    Compute,
+    Copy,
+    Derived,
+    Mint,
+    NewEndpoint,
+    Revoke,
+    Send,
+    Sleep,
+    Spawn,
+    Wait,
+)
 
 
 def test_a_task_cannot_use_an_empty_slot_and_state_is_unchanged(bare_kernel: Kernel):
@@ -71,6 +82,27 @@ def test_revoke_removes_the_whole_derivation_tree_everywhere(bare_kernel: Kernel
     bare_kernel.spawn(parent)
     bare_kernel.run()
     assert seen == ["revoked", "revoked", "child revoked too"]
+
+
+def test_derived_counts_the_caps_still_held_below_a_cap(bare_kernel: Kernel):
+    counts = []
+
+    def server(proc):
+        ep = yield NewEndpoint()
+        minted = yield Mint(ep, Rights.WRITE, badge=3)
+        counts.append((yield Derived(minted)))
+        copy = yield Copy(minted)
+        yield Spawn(holder, caps={"ep": copy})  # the child gets a cap derived from the copy
+        counts.append((yield Derived(minted)))
+        yield Sleep(1_000)  # the holder exits and its cap goes with it
+        counts.append((yield Derived(minted)))
+
+    def holder(proc):
+        yield Compute(10)
+
+    bare_kernel.spawn(server)
+    bare_kernel.run()
+    assert counts == [0, 2, 1]
 
 
 def test_badges_are_64_bit_words_and_cannot_be_rebadged(bare_kernel: Kernel):

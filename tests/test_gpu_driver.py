@@ -174,3 +174,17 @@ def test_the_clock_follows_the_attached_power_advisor(malv_kernel: Kernel):
     k.shell("insmod fixed_clock")  # 0: the highest clock
     k.shell("run sleep 50")
     assert "clock 1410 MHz" in k.shell("gpu")
+
+
+def test_a_killed_programs_context_is_reclaimed_with_its_memory(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("run gpu-burn 5 &")
+    k.shell("run sleep 100")
+    assert re.search(r"memory 1\.07/40 GB", k.shell("gpu"))
+    pid = next(p for p, t in k.tasks.items() if t.name == "gpu-burn")
+    k.shell(f"kill {pid}")
+    k.shell("run sleep 50")  # its kernels in flight finish, then nobody holds the context
+    view = k.shell("gpu")
+    assert re.search(r"memory 0\.00/40 GB", view)
+    assert not re.search(r"^\|\s+1\s+program", view, re.M)
+    assert "context reclaimed" in k.shell("dmesg")

@@ -5,7 +5,11 @@ hands out.  `create_context` answers with a *context cap*: a cap to this
 server's endpoint minted with the context's badge.  Every request about a
 context (alloc, free, launch, sync, destroy) must come through that cap, so
 a program can name only the contexts it created — badges cannot be forged.
-Destroying a context revokes its cap.
+Destroying a context revokes its cap.  A context whose program exited or was
+killed without destroying it is reclaimed once its work is done: the server
+checks, every `REAP_PERIOD_NS` it is awake, whether any cap derived from the
+context cap is still held (`Derived`), and frees the context and its memory
+when none is.
 
 Requests (all are Calls; errors come back as ``Message("error", text)``):
 
@@ -56,7 +60,10 @@ from kernel.caps import Rights
 from kernel.traps import (
     Alarm,
     BindNotification,
+    Delete,
+    Derived,
     GetTime,
+    Log,
     MapDevice,
     Message,
     Mint,
@@ -69,6 +76,7 @@ from kernel.traps import (
 
 SYNC_TICK_US = 20
 GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the device works
+REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
 
 
 @attrs.frozen
@@ -312,11 +320,15 @@ def gpu_server(proc):
     reply = yield NewReply()
     spare: list[int] = []  # reply objects free for reuse
     tick_ns: int | None = None  # when the alarm set last fires
+    reap_ns = 0  # when idle contexts are next checked for holders
     while True:
         r = yield Recv(ep, reply)
         now = yield GetTime()
         driver.advance_to(now)
         driver.advise_clock()
+        if now >= reap_ns and driver.contexts:
+            yield from _reap(driver)
+            reap_ns = now + REAP_PERIOD_NS
         if r.msg.label == "notification":
             if tick_ns is not None and now >= tick_ns:
                 tick_ns = None
@@ -332,6 +344,9 @@ def gpu_server(proc):
         # Answer the waiters whose work is done, and keep ticking for the rest.
         still = []
         for ctx, kernel, slot in driver.waiters:
+            if ctx not in driver.contexts:  # reaped: the waiter is gone
+                spare.append(slot)
+                continue
             done_ns = driver.finished(ctx, kernel)
             if done_ns is None:
                 still.append((ctx, kernel, slot))
@@ -348,6 +363,18 @@ def gpu_server(proc):
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)
                 tick_ns = due_ns
+
+
+def _reap(driver: GpuDriver):
+    """Destroy the idle contexts nobody holds a cap to any more: their program
+    exited or was killed without destroying them (its work ran to the end)."""
+    for ctx in list(driver.contexts.values()):
+        if not driver.scheduler.context_idle(ctx.ctx):
+            continue
+        if (yield Derived(ctx.cap_slot)) == 0:
+            yield Delete(ctx.cap_slot)
+            driver.destroy(ctx)
+            yield Log("context reclaimed", (("ctx", ctx.ctx), ("reason", "no holder")))
 
 
 @attrs.frozen
