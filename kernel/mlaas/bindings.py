@@ -366,7 +366,9 @@ class GpuAdvice:
         `sharing_policy` name and its insmod parameters (the mechanism's
         parameter set), or None.  The driver checks the name."""
         rec = self.core.attached.get("gpu")
-        name = None if rec is None else getattr(rec.advisor, "sharing_policy", None)
+        if rec is None:
+            return None
+        name = getattr(rec.advisor, "sharing_policy", None)
         if name is None:
             return None
         if not isinstance(name, str):
