@@ -189,3 +189,23 @@ def test_every_policy_serves_programs_to_completion(malv_kernel: Kernel, module:
     [(policy, done)] = run_program(k, program)
     assert policy == module.removeprefix("gpu_")
     assert done == [6, 6]
+
+
+@pytest.mark.parametrize(
+    "value, message", [('"nope"', "unknown policy 'nope'"), ("5", "not a policy name")]
+)
+def test_an_advisor_naming_no_real_policy_is_ejected(
+    malv_kernel: Kernel, tmp_path, value: str, message: str
+):
+    module = tmp_path / "gpu_bogus.py"
+    module.write_text(
+        "from kernel.mlaas import GpuAdvisor\n\n\n"
+        "class Bogus(GpuAdvisor):\n"
+        '    name = "gpu_bogus"\n'
+        f"    sharing_policy = {value}\n"
+    )
+    k = malv_kernel
+    assert "attached" in k.shell(f"insmod {module}")
+    [(policy, _)] = run_program(k, contexts_busy(1, kernels=1))
+    assert policy == "default"
+    assert message in k.shell("modinfo gpu_bogus")
