@@ -209,3 +209,24 @@ def test_an_advisor_naming_no_real_policy_is_ejected(
     [(policy, _)] = run_program(k, contexts_busy(1, kernels=1))
     assert policy == "default"
     assert message in k.shell("modinfo gpu_bogus")
+
+
+def test_mig_instances_take_a_second_to_create_in_the_booted_driver(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_mig")
+
+    def program(proc, log):
+        ctx = yield from open_context(proc)
+        t0 = yield from ctx.sync()
+        kernel = yield from ctx.launch(LaunchSpec("k", grid_blocks=WAVE, block_us=10.0))
+        # Its stream is new: the driver lays out a MIG instance for it, which
+        # drains the device and keeps it down for about a second.
+        log.append((yield from ctx.sync(kernel)) - t0)
+        t1 = yield from ctx.sync()
+        kernel = yield from ctx.launch(LaunchSpec("k", grid_blocks=WAVE, block_us=10.0))
+        log.append((yield from ctx.sync(kernel)) - t1)  # same layout: no downtime
+        yield from ctx.destroy()
+
+    first, second = run_program(k, program)
+    assert 1_000_000_000 <= first < 1_100_000_000
+    assert second < 1_000_000

@@ -209,6 +209,13 @@ class StreamScheduler(SharedDevice):
                     union |= mask
         return union.bit_count()
 
+    def quiet_until(self) -> int | None:
+        """With no atom on the device, when the policy's next timer is due:
+        nothing changes before then.  None: atoms are in flight (or no timer)."""
+        if any(s.inflight for s in self.streams) or not self._timers:
+            return None
+        return self._timers[0][0]
+
     @property
     def busy(self) -> bool:
         return any(s.active for s in self.streams)

@@ -230,6 +230,10 @@ class GpuDriver:
     def busy(self) -> bool:
         return self._scheduler is not None and self._scheduler.busy
 
+    def quiet_until(self) -> int | None:
+        """When the policy's next timer is due, if nothing runs until then."""
+        return None if self._scheduler is None else self._scheduler.quiet_until()
+
     def finished(self, ctx_id: int, kernel_id: int | None) -> int | None:
         """The completion time of a kernel (or of all the context's work), or None."""
         eng = self.engine
@@ -359,6 +363,11 @@ def gpu_server(proc):
             # is asked again at least every governor tick.  A waiter that
             # arrives during a governor tick gets a sooner alarm of its own.
             period_us = SYNC_TICK_US if still else GOVERNOR_TICK_US
+            quiet = driver.quiet_until()
+            if still and quiet is not None and quiet > now + period_us * 1000:
+                # Nothing runs until a policy timer (MIG's downtime, a slice):
+                # wake then, not every sync tick.
+                period_us = (quiet - now) / 1000
             due_ns = now + period_us * 1000
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)

@@ -105,3 +105,19 @@ def test_timeslice_hands_over_at_once_when_the_owner_runs_dry():
     hp_end = max(b.end_ns for b in hp_blocks)
     # ... and gives the GPU back as soon as its one request is done.
     assert min(b.start_ns for b in blocks_of(sim, 0) if b.start_ns >= slice_end) == hp_end
+
+
+def test_switching_to_mig_while_running_costs_the_reconfiguration_downtime():
+    job = Tenant("job", workload("job", [kernel("k", 8, 50_000)]), "closed")
+    be = Tenant("be", workload("be", [kernel("k", 8, 50_000)]), "be")
+    sim = Simulation((job, be), make_policy("mps"), spec=SPEC, duration_ns=4_000_000,
+                     record_blocks=True)  # fmt: skip
+    mig = make_policy("mig", reconfigure_ns=1_000_000)
+    sim.call_at(1_000_000, sim.set_policy, mig)
+    sim.run()
+    log = sim.gpu.block_log()
+    drained = max(b.end_ns for b in log if b.start_ns <= 1_000_000)
+    assert not [b for b in log if drained < b.start_ns < drained + 1_000_000]
+    after = [b for b in log if b.start_ns >= drained + 1_000_000]
+    assert after and all(mig.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+    assert mig.report()["reconfigurations"] == 1

@@ -11,6 +11,8 @@ partitioned: the engine has one memory system (a real 4g instance also gets
 Reconfiguring (`reconfigure`) needs the instances idle: launches stop, the
 running atoms drain, then the GPU is unavailable for `reconfigure_ns` (about
 a second on real devices) before the new layout serves the held kernels.
+Switching to MIG while the device runs (an `insmod gpu_mig`, a `reload` with
+other slices, the booted driver's streams changing) costs the same.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class Mig(SharingPolicy):
         self.held: list = []
         self.state = "serving"  # or "draining", "down"
         self.reconfigurations = 0
+        # Taking over a running device (a policy switch, or the driver's
+        # streams changing) creates the instances: unless the policy in charge
+        # already runs this very layout, the device drains and is down first.
+        old = sim.policy
+        if sim.running and old is not self:
+            if not (isinstance(old, Mig) and old.layout == self.layout):
+                self.new_masks = self.masks
+                self.state = "draining"
+                self._check_drained()
 
     def mask(self, s) -> int:
         return self.masks[s.index]
