@@ -230,7 +230,7 @@ class StreamScheduler(SharedDevice):
         the timers already due, at the device's time (launches then start at
         the device's)."""
         gpu_now = self.gpu.now_ns
-        if gpu_now > self.now_ns:
+        if self.deferred or gpu_now > self.now_ns:
             self.now_ns = gpu_now
             deferred, self.deferred = self.deferred, []
             for c in deferred:
