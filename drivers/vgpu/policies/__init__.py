@@ -2,7 +2,7 @@
 
 Eight ways for tenants to share one GPU, each a `SharingPolicy` in charge of
 a `SharedDevice` (device.py): the experiments' `Simulation` (sim.py), or the
-booted vGPU driver (`drivers/vgpu/server.py`):
+booted vGPU driver (`drivers/vgpu/scheduler.py`):
 
 | policy      | file          | how it shares the GPU                                     |
 | ----------- | ------------- | --------------------------------------------------------- |

@@ -2,7 +2,7 @@
 
 Two things put a sharing policy in charge of the vGPU: the experiments'
 `Simulation` (sim.py), whose streams are tenants replaying kernel traces,
-and the booted vGPU driver (`drivers/vgpu/server.py`), whose streams are
+and the booted vGPU driver (`drivers/vgpu/scheduler.py`), whose streams are
 programs' CUDA-like streams.  Both are a `SharedDevice`: an engine, a list
 of `DeviceStream`s that each run one kernel at a time, and the policy, which
 launches each stream's current kernel whole or in atoms, on a TPC mask, at
