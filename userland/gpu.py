@@ -51,8 +51,8 @@ def format_view(view) -> str:
     rule = "+" + "-" * width + "+"
     lines = [
         rule,
-        _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs  sharing {view.policy}",
-             f"t={s.now_ns / 1e9:.6f} s", width),
+        _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs", f"t={s.now_ns / 1e9:.6f} s", width),
+        _row(f"sharing {view.policy}", "", width),
         _row(f"clock {s.clock_mhz} MHz   power {s.power_w:7.1f} W", f"energy {s.energy_j:10.3f} J", width),
         _row(f"busy TPCs {s.busy_tpcs:>3}/{view.n_tpcs}   blocks running {s.running_blocks}",
              f"memory {s.memory_used_bytes / gb:.2f}/{view.memory_bytes / gb:.0f} GB", width),
