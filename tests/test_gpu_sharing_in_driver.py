@@ -230,3 +230,27 @@ def test_mig_instances_take_a_second_to_create_in_the_booted_driver(malv_kernel:
     first, second = run_program(k, program)
     assert 1_000_000_000 <= first < 1_100_000_000
     assert second < 1_000_000
+
+
+def test_switching_away_from_lithos_dvfs_gives_back_the_highest_clock(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_lithos dvfs=True")
+    k.shell("run gpu-burn 2 &")
+    k.shell("run sleep 1000")  # DVFS measures the kernels at two clocks, then lowers the clock
+    lowered = int(re.search(r"clock (\d+) MHz", k.shell("gpu")).group(1))
+    assert lowered < 1410
+    k.shell("rmmod gpu_lithos")
+    k.shell("run sleep 100")  # a clock switch takes tens of ms
+    assert "clock 1410 MHz" in k.shell("gpu")
+
+
+def test_gpu_shows_the_policy_in_charge_and_its_figures(malv_kernel: Kernel):
+    k = malv_kernel
+    k.shell("insmod gpu_lithos")
+    k.shell("run gpu-burn 1 &")
+    k.shell("run gpu-burn 1 &")
+    k.shell("run sleep 200")
+    view = k.shell("gpu")
+    assert re.search(r"^\| sharing lithos quota_tpcs=27,27 ", view, re.M)
+    assert re.search(r"stolen_atoms=\d+", view)
+    assert all(len(line) == 68 for line in view.splitlines() if line.startswith(("|", "+")))

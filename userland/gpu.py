@@ -52,7 +52,7 @@ def format_view(view) -> str:
     lines = [
         rule,
         _row(f"malvos vGPU  {view.preset}  {view.n_tpcs} TPCs", f"t={s.now_ns / 1e9:.6f} s", width),
-        _row(f"sharing {view.policy}", "", width),
+        *[_row(line, "", width) for line in _policy_lines(view, width - 4)],
         _row(f"clock {s.clock_mhz} MHz   power {s.power_w:7.1f} W", f"energy {s.energy_j:10.3f} J", width),
         _row(f"busy TPCs {s.busy_tpcs:>3}/{view.n_tpcs}   blocks running {s.running_blocks}",
              f"memory {s.memory_used_bytes / gb:.2f}/{view.memory_bytes / gb:.0f} GB", width),
@@ -70,6 +70,24 @@ def format_view(view) -> str:
     occ = "".join(BAR[min(8, round(o * 8))] for o in s.tpc_occupancy)
     lines.append(f"TPC occupancy |{occ}|")
     return "\n".join(lines)
+
+
+def _policy_lines(view, width: int) -> list[str]:
+    """The sharing policy and its figures, wrapped to the box."""
+    words = [f"sharing {view.policy}"]
+    for key, value in (view.policy_report or {}).items():
+        if isinstance(value, float):
+            value = f"{value:.3g}"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        words.append(f"{key}={value}")
+    lines = [words[0]]
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) > width:
+            lines.append("  " + word)
+        else:
+            lines[-1] += " " + word
+    return lines
 
 
 def _row(left: str, right: str, width: int) -> str:

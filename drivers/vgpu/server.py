@@ -113,6 +113,7 @@ class GpuView:
     stats: Any  # drivers.vgpu.api.GpuStats
     contexts: tuple[ContextView, ...]
     policy: str = "default"  # the sharing policy in charge
+    policy_report: Any = None  # its figures (stolen atoms, mispredictions, ...)
 
 
 @attrs.frozen
@@ -303,7 +304,7 @@ class GpuDriver:
             )
         return GpuView(
             self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts),
-            self.scheduler.policy.label,
+            self.scheduler.policy.label, self.scheduler.policy.report(),
         )  # fmt: skip
 
 

@@ -247,6 +247,10 @@ class Lithos(SharingPolicy):
 
     def detach(self) -> None:
         self.waiting.clear()
+        # The clock DVFS chose is this policy's: the next one starts at f_max.
+        f_max = self.sim.spec.max_clock_mhz
+        if self.governor is not None and self.requested_mhz != f_max:
+            self.sim.set_clock(f_max)
 
     def report(self) -> dict:
         p = self.predictor
