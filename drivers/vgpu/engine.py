@@ -651,6 +651,19 @@ class Engine(VirtualGpu):
     def now_ns(self) -> int:
         return int(self._st.sc[S_NOW])
 
+    def next_event_ns(self) -> int | None:
+        """The earliest instant the device can change without new launches:
+        a group of running blocks ending, or a clock change taking effect.
+        No atom completes before it (None: nothing is running or pending)."""
+        st = self._st
+        sc = st.sc
+        times = []
+        if sc[S_NGROUPS] > 0:
+            times.append(int(st.heap[H_END, 0]))
+        if sc[S_CLK_HEAD] < sc[S_CLK_TAIL]:
+            times.append(int(st.clocks[K_TIME, sc[S_CLK_HEAD]]))
+        return min(times) if times else None
+
     @property
     def clock_mhz(self) -> int:
         return int(self._st.sc[S_CLOCK])

@@ -209,12 +209,14 @@ class StreamScheduler(SharedDevice):
                     union |= mask
         return union.bit_count()
 
-    def quiet_until(self) -> int | None:
-        """With no atom on the device, when the policy's next timer is due:
-        nothing changes before then.  None: atoms are in flight (or no timer)."""
-        if any(s.inflight for s in self.streams) or not self._timers:
-            return None
-        return self._timers[0][0]
+    def next_event_ns(self) -> int | None:
+        """The earliest instant anything can change without a new request: a
+        block group ending, a clock change, or one of the policy's timers."""
+        times = [self._timers[0][0]] if self._timers else []
+        device = self.gpu.next_event_ns()
+        if device is not None:
+            times.append(device)
+        return min(times) if times else None
 
     @property
     def busy(self) -> bool:

@@ -26,9 +26,11 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 
 Time.  The engine keeps its own clock; on every wake the server advances it
 to the kernel's time, handling completions in order, so stream order and
-GPU timing are exact.  Only the moment a `sync` is answered is quantised:
-while a caller waits, the server wakes every `SYNC_TICK_US` (a polling
-driver); the answer carries the exact completion time.
+GPU timing are exact.  While a caller waits, the server sets its alarm for
+the next instant anything can change on the device (a group of blocks
+ending, a clock change, a policy timer), so a `sync` is answered when the
+work completes; where the device is ahead of the kernel's time it polls
+every `SYNC_TICK_US`.
 The driver also offers the device to kernel-space inference: boot hands it a
 cap to the MLaaS core, and it registers a vGPU inference back end sharing its
 engine, so advisors' batches and programs' kernels contend for the same TPCs.
@@ -231,9 +233,13 @@ class GpuDriver:
     def busy(self) -> bool:
         return self._scheduler is not None and self._scheduler.busy
 
-    def quiet_until(self) -> int | None:
-        """When the policy's next timer is due, if nothing runs until then."""
-        return None if self._scheduler is None else self._scheduler.quiet_until()
+    def next_event_ns(self, now_ns: int) -> int | None:
+        """When the device or the policy can next change anything, with the
+        launches served at `now_ns` dispatched (None: nothing is pending)."""
+        if self._scheduler is None:
+            return None
+        self._scheduler.catch_up(now_ns)
+        return self._scheduler.next_event_ns()
 
     def finished(self, ctx_id: int, kernel_id: int | None) -> int | None:
         """The completion time of a kernel (or of all the context's work), or None."""
@@ -363,13 +369,15 @@ def gpu_server(proc):
             # Poll for the waiters; while the device works, the power advisor
             # is asked again at least every governor tick.  A waiter that
             # arrives during a governor tick gets a sooner alarm of its own.
-            period_us = SYNC_TICK_US if still else GOVERNOR_TICK_US
-            quiet = driver.quiet_until()
-            if still and quiet is not None and quiet > now + period_us * 1000:
-                # Nothing runs until a policy timer (MIG's downtime, a slice):
-                # wake then, not every sync tick.
-                period_us = (quiet - now) / 1000
-            due_ns = now + period_us * 1000
+            period_us: float = GOVERNOR_TICK_US
+            if still:
+                # A waiter is answered when its work completes, which can
+                # only be at the device's or the policy's next event: wake
+                # then (polling every sync tick if the device is ahead).
+                event_ns = driver.next_event_ns(now)
+                if event_ns is not None:
+                    period_us = (event_ns - now + 0.5) / 1000 if event_ns > now else SYNC_TICK_US
+            due_ns = now + int(period_us * 1000)
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)
                 tick_ns = due_ns
