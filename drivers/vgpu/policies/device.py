@@ -73,7 +73,6 @@ class DeviceStream:
         self.inflight = 0  # atoms of the current kernel not yet complete
         self.ready_ns = 0  # when the current kernel became ready
         self.host_ns = 0  # when the host enqueued the current kernel
-        self.last_order = 0  # dispatch order of the stream's last launch
         self.inflight_masks: dict[int, int] = {}  # atom id -> mask, for every atom in flight
         # The profile a policy may know of the current kernel (REEF and Orion
         # schedule on it): its isolated time, Orion's SM_usage and profile.
@@ -152,6 +151,7 @@ class SharedDevice:
         self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
         self.trace_atoms: list[TraceAtom] = []
         self.clock_log: list[tuple[int, int]] = []
+        self._ctx_order: dict[int, int] = {}  # dispatch order of each context's last launch
         self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
         self._seq = 0
         self.running = False
@@ -182,12 +182,15 @@ class SharedDevice:
         """Launch the next `blocks` blocks of `s`'s current kernel on `mask`; return the atom id.
 
         `order` is the atom's place among equal priorities (default: now).
+        A context's work queue is first in, first out: an atom never goes
+        ahead of one its context launched before, from any of its streams.
         """
         begin = s.launched
         end = begin + blocks
-        if order is None or order < s.last_order:
-            order = max(s.last_order, self.now_ns if order is None else order)
-        s.last_order = order
+        last = self._ctx_order.get(s.ctx, 0)
+        if order is None or order < last:
+            order = max(last, self.now_ns if order is None else order)
+        self._ctx_order[s.ctx] = order
         atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
         s.launched = end
         s.inflight += 1
