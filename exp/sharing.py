@@ -10,7 +10,9 @@
   energy) and of seeds pooled together;
 * the Chrome trace of the GPU timeline and the plots.
 
-Experiments call the same `Simulation` API a user would.
+Experiments call the same APIs a user would: each run boots a headless
+kernel, inserts the policy's `gpu_<policy>` module with the run's
+parameters, and runs a `Simulation` that follows the kernel's GPU advisor.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, make_policy, policy_class
+from drivers.vgpu.policies.advised import follow_advisors, policy_module
 from drivers.vgpu.policies.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
 from drivers.vgpu.policies.sim import LAUNCH_QUEUE_DEPTH, RunResult, Simulation, Tenant
 from drivers.vgpu.traces import MODELS, ModelSummary, Workload, load_orion_csv, synthetic_workload
 from exp.output import Progress, parser, pyplot
+from kernel import boot
 
 #: Models by key: the Orion profile's file stem, and the published summary
 #: the synthetic generator draws an equivalent from (figures of those profiles).
@@ -178,7 +182,7 @@ class RunJob:
 
     label: str
     policy: str
-    params: dict[str, Any]
+    params: dict[str, Any]  # the policy module's insmod parameters
     tenants: tuple[Tenant, ...]
     seed: int
     duration_ns: int
@@ -191,17 +195,22 @@ class RunJob:
 
 
 def run_job(job: RunJob) -> RunResult:
-    policy = make_policy(job.policy, **job.params)
-    sim = Simulation(
-        job.tenants,
-        policy,
-        spec=job.gpu,
-        duration_ns=job.duration_ns,
-        warmup_ns=job.warmup_ns,
-        trace_window_ns=job.trace_window_ns,
-        sample_ns=job.sample_ns,
-    )
-    return sim.run()
+    """One run as a researcher would make it: a headless kernel with the
+    policy's module inserted (`job.params` are its insmod parameters), and
+    a simulation that follows the kernel's GPU advisor."""
+    with boot(headless=True, seed=job.seed, gpu=None) as kernel:
+        kernel.mlaas.insmod(policy_module(job.policy), job.params)
+        sim = Simulation(
+            job.tenants,
+            make_policy("mps"),  # until the advisor is looked at, before the run
+            spec=job.gpu,
+            duration_ns=job.duration_ns,
+            warmup_ns=job.warmup_ns,
+            trace_window_ns=job.trace_window_ns,
+            sample_ns=job.sample_ns,
+        )
+        follow_advisors(sim, kernel.mlaas)
+        return sim.run()
 
 
 def run_jobs(

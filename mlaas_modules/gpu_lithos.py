@@ -17,6 +17,7 @@ class GpuLithos(GpuAdvisor):
         "max_stolen": 2,
         "stealing": True,
         "rightsizing": False,
+        "rightsizing_fit": True,
         "dvfs": False,
         "slip": 1.1,
     }

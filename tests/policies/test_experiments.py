@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
+from exp.sharing import RunJob, run_job
 from image.cli import main as malv
+from kernel.mlaas.faults import ModuleError
 from tests.policies.conftest import WORKLOADS
 
 QUICK = ["--duration", "0.08", "--jobs", "1", "--quiet"]
@@ -89,3 +92,16 @@ def test_a_malformed_kernel_profile_is_named_by_file_and_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resnet50_4_fwd.csv: line 3" in err[0] and "Duration" in err[0]
     assert not out.exists()
+
+
+def test_each_run_selects_its_policy_by_inserting_the_module_into_a_headless_kernel(
+    small_tenants,
+):
+    job = RunJob("lithos", "lithos", {"dvfs": True, "atom_max_us": 300}, small_tenants, 0,
+                 20_000_000, 0, "a100")  # fmt: skip
+    result = run_job(job)
+    assert result.policy == "lithos+dvfs"  # the module's parameters reached the policy
+    assert all(s.completed > 0 for s in result.streams)
+    # A parameter the module does not declare is refused by insmod, as in the shell.
+    with pytest.raises(ModuleError, match="gpu_lithos has no parameter 'nope'"):
+        run_job(attrs.evolve(job, params={"nope": 1}))

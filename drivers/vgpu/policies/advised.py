@@ -51,7 +51,11 @@ PARAMETERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "orion": lambda p: _us("duration_cap_us", "duration_cap_ns")(p),
     "lithos": lambda p: {
         **_us("atom_max_us", "atom_max_ns")(p),
-        **{k: p[k] for k in ("max_stolen", "stealing", "rightsizing", "dvfs", "slip") if k in p},
+        **{
+            k: p[k]
+            for k in ("max_stolen", "stealing", "rightsizing", "rightsizing_fit", "dvfs", "slip")
+            if k in p
+        },
     },
 }
 
@@ -62,6 +66,12 @@ def policy_kwargs(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     An unknown name is an `UnknownPolicy` error; a malformed value, ValueError."""
     policy_class(name)
     return PARAMETERS[name](params)
+
+
+def policy_module(name: str) -> str:
+    """The MLaaS module that selects policy `name` (``mps-limit``: ``gpu_mps_limit``)."""
+    policy_class(name)
+    return "gpu_" + name.replace("-", "_")
 
 
 def policy_for(advisor: Any) -> tuple[str, dict[str, Any]] | None:
