@@ -38,18 +38,29 @@ def test_mig_keeps_every_tenant_on_its_own_partition(small_tenants):
     assert all(r.completed > 0 for r in result.streams[1:])
 
 
-def test_mig_reconfiguration_drains_then_is_down_before_the_new_layout():
+def two_busy_tenants():
     job = Tenant("job", workload("job", [kernel("k", 8, 50_000)]), "closed")
     be = Tenant("be", workload("be", [kernel("k", 8, 50_000)]), "be")
+    return job, be
+
+
+def assert_down_then_partitioned(sim, mig, at_ns: int, down_ns: int) -> None:
+    """Launches stopped at `at_ns`, the device drained and stayed idle for
+    `down_ns`, then every block ran on its tenant's instance."""
+    log = sim.gpu.block_log()
+    drained = max(b.end_ns for b in log if b.start_ns <= at_ns)
+    assert not [b for b in log if drained < b.start_ns < drained + down_ns]
+    after = [b for b in log if b.start_ns >= drained + down_ns]
+    assert after and all(mig.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+
+
+def test_mig_reconfiguration_drains_then_is_down_before_the_new_layout():
     policy = make_policy("mig", reconfigure_ns=1_000_000)
-    sim = Simulation((job, be), policy, spec=SPEC, duration_ns=5_000_000, record_blocks=True)
+    sim = Simulation(two_busy_tenants(), policy, spec=SPEC, duration_ns=5_000_000,
+                     record_blocks=True)  # fmt: skip
     sim.call_at(1_000_000, policy.reconfigure, (1, 6))
     sim.run()
-    log = sim.gpu.block_log()
-    drained = max(b.end_ns for b in log if b.start_ns <= 1_000_000)
-    assert not [b for b in log if drained < b.start_ns < drained + 1_000_000]
-    after = [b for b in log if b.start_ns >= drained + 1_000_000]
-    assert after and all(policy.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+    assert_down_then_partitioned(sim, policy, 1_000_000, 1_000_000)
     assert policy.masks[1].bit_count() == 6 * (SPEC.n_tpcs // MIG_SLICES)
 
 
@@ -108,16 +119,10 @@ def test_timeslice_hands_over_at_once_when_the_owner_runs_dry():
 
 
 def test_switching_to_mig_while_running_costs_the_reconfiguration_downtime():
-    job = Tenant("job", workload("job", [kernel("k", 8, 50_000)]), "closed")
-    be = Tenant("be", workload("be", [kernel("k", 8, 50_000)]), "be")
-    sim = Simulation((job, be), make_policy("mps"), spec=SPEC, duration_ns=4_000_000,
+    sim = Simulation(two_busy_tenants(), make_policy("mps"), spec=SPEC, duration_ns=4_000_000,
                      record_blocks=True)  # fmt: skip
     mig = make_policy("mig", reconfigure_ns=1_000_000)
     sim.call_at(1_000_000, sim.set_policy, mig)
     sim.run()
-    log = sim.gpu.block_log()
-    drained = max(b.end_ns for b in log if b.start_ns <= 1_000_000)
-    assert not [b for b in log if drained < b.start_ns < drained + 1_000_000]
-    after = [b for b in log if b.start_ns >= drained + 1_000_000]
-    assert after and all(mig.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+    assert_down_then_partitioned(sim, mig, 1_000_000, 1_000_000)
     assert mig.report()["reconfigurations"] == 1
