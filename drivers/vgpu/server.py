@@ -191,9 +191,10 @@ class GpuDriver:
         key = None if wanted is None else (wanted[0], repr(sorted(wanted[1].items())))
         if key == self._policy_key:
             return
+        name, params = wanted if wanted is not None else (None, None)
         scheduler = self.scheduler
         try:
-            scheduler.select(*wanted) if wanted is not None else scheduler.select(None)
+            scheduler.select(name, params)
             self._policy_key = key
         except InvalidArgument as exc:
             self.advice.refuse_policy(f"the vGPU driver cannot run it: {exc}")
@@ -282,8 +283,7 @@ class GpuDriver:
         return kernel_id
 
     def destroy(self, ctx: _Context) -> None:
-        if not self.scheduler.context_idle(ctx.ctx):
-            raise GpuRequestError("the context still has work on the device; sync first")
+        """Forget an idle context: its streams, and its device memory."""
         self.engine.destroy_context(ctx.ctx)  # frees its device memory too
         del self.contexts[ctx.ctx]
         self.scheduler.remove_context(ctx.ctx)
