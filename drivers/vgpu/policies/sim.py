@@ -170,8 +170,6 @@ class RunResult:
         return self.window_ns / 1e9 / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-_INF = 1 << 62
-
 
 class Simulation(SharedDevice):
     """Tenants on one virtual GPU under a sharing policy, in virtual time."""
