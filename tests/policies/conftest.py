@@ -35,7 +35,7 @@ def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, objec
 
 def blocks_of(sim: Simulation, stream: int) -> list:
     """The block log entries of one tenant's atoms."""
-    return [b for b in sim.gpu.block_log() if sim.atom_stream[b.atom_id] == stream]
+    return [b for b in sim.gpu.block_log() if sim.atom_owner[b.atom_id].index == stream]
 
 
 @pytest.fixture

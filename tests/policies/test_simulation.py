@@ -20,7 +20,7 @@ def test_every_policy_runs_each_kernel_once_in_stream_order(name, small_tenants)
     assert len(runs) == len(set(runs)), "no block runs twice"
     for i, s in enumerate(sim.streams):
         kernels = sorted(
-            {sim.gpu.kernel_of(b.atom_id) for b in log if sim.atom_stream[b.atom_id] == i}
+            {sim.gpu.kernel_of(b.atom_id) for b in log if sim.atom_owner[b.atom_id].index == i}
         )
         # A stream's kernels never overlap: each starts after the previous ended.
         spans = []

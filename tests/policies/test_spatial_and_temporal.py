@@ -51,7 +51,7 @@ def assert_down_then_partitioned(sim, mig, at_ns: int, down_ns: int) -> None:
     drained = max(b.end_ns for b in log if b.start_ns <= at_ns)
     assert not [b for b in log if drained < b.start_ns < drained + down_ns]
     after = [b for b in log if b.start_ns >= drained + down_ns]
-    assert after and all(mig.masks[sim.atom_stream[b.atom_id]] >> b.tpc & 1 for b in after)
+    assert after and all(mig.masks[sim.atom_owner[b.atom_id].index] >> b.tpc & 1 for b in after)
 
 
 def test_mig_reconfiguration_drains_then_is_down_before_the_new_layout():
@@ -98,7 +98,7 @@ def test_timeslice_gives_the_gpu_to_one_context_per_slice():
     )
     for blk in sim.gpu.block_log():
         owner = (blk.start_ns // slice_ns) % 2
-        assert sim.atom_stream[blk.atom_id] == owner, blk
+        assert sim.atom_owner[blk.atom_id].index == owner, blk
     assert sim.policy.switches >= 2_000_000 // slice_ns - 1
     assert all(r.completed > 0 for r in result.streams)
 

@@ -143,7 +143,6 @@ class SharedDevice:
         self.policy = policy
         # Per atom id: stream, launch time, TPC count, flags.
         self.atom_owner: list[DeviceStream | None] = []
-        self.atom_stream: list[int] = []
         self.atom_launch_ns: list[int] = []
         self.atom_tpcs: list[int] = []
         self.atom_stolen: list[bool] = []
@@ -198,12 +197,10 @@ class SharedDevice:
         owners = self.atom_owner
         while len(owners) < atom:  # atoms launched beside the policy (kernel-space inference)
             owners.append(None)
-            self.atom_stream.append(-1)
             self.atom_launch_ns.append(0)
             self.atom_tpcs.append(0)
             self.atom_stolen.append(False)
         owners.append(s)
-        self.atom_stream.append(s.index)
         self.atom_launch_ns.append(self.now_ns)
         self.atom_tpcs.append(mask.bit_count())
         self.atom_stolen.append(stolen)

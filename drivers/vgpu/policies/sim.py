@@ -170,7 +170,6 @@ class RunResult:
         return self.window_ns / 1e9 / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-
 class Simulation(SharedDevice):
     """Tenants on one virtual GPU under a sharing policy, in virtual time."""
 
