@@ -21,6 +21,7 @@ from exp.sharing import (
     plot_saving_vs_cost,
     run_variants,
     safe_main,
+    setup_line,
 )
 
 VARIANTS = {"f_max": {}, "dvfs": {"dvfs": True, "slip": SLIP}}
@@ -76,8 +77,7 @@ def report(data: dict) -> str:
     return "\n".join([
         "# DVFS",
         "",
-        f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}; "
-        f"{cfg['duration_s']:g} s per run ({cfg['warmup_s']:g} s warm-up), seeds {cfg['seeds']}; "
+        f"{setup_line(cfg)}; {cfg['duration_s']:g} s per run ({cfg['warmup_s']:g} s warm-up), seeds {cfg['seeds']}; "
         f"slip {SLIP}.",
         "",
         markdown_table(("comparison", "ours (mean of models)", "paper"), [

@@ -25,6 +25,7 @@ from exp.sharing import (
     predictor_line,
     run_variants,
     safe_main,
+    setup_line,
 )
 
 VARIANTS = {
@@ -89,8 +90,7 @@ def report(data: dict) -> str:
     return "\n".join([
         "# Right-sizing",
         "",
-        f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}; "
-        f"{cfg['duration_s']:g} s per run, seeds {cfg['seeds']}; slip {SLIP}.",
+        f"{setup_line(cfg)}; {cfg['duration_s']:g} s per run, seeds {cfg['seeds']}; slip {SLIP}.",
         "",
         markdown_table(("comparison", "ours (mean of models)", "paper"), [
             ("TPC capacity saved", f"{100 * mean['capacity_saved']:.1f}%", "~26%"),

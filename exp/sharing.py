@@ -702,7 +702,7 @@ def colocation_report(
     lines = [
         f"# {title}",
         "",
-        f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}; "
+        f"{setup_line(cfg)}; "
         f"arrivals: {cfg['arrivals']}; {cfg['duration_s']:g} s simulated per run "
         f"({cfg['warmup_s']:g} s warm-up not measured); seeds {cfg['seeds']}.",
         "",
@@ -758,6 +758,11 @@ def predictor_line(runs: dict) -> str:
         f"LithOS's latency predictor: {100 * wrong / predicted:.2f}% of {predicted} predicted atoms "
         f"mispredicted (error over 50 us); mean absolute error {error:.1f} us.\n"
     )
+
+
+def setup_line(cfg: dict) -> str:
+    """The GPU and the kernel profiles a run used, for the head of results.md."""
+    return f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}"
 
 
 def fmt(x: float, digits: int = 2) -> str:
