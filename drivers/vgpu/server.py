@@ -234,6 +234,11 @@ class GpuDriver:
     def busy(self) -> bool:
         return self._scheduler is not None and self._scheduler.busy
 
+    def defer(self, completions: list[Any]) -> None:
+        """Programs' completions that kernel-space inference's run of the engine saw."""
+        if self._scheduler is not None:  # none before the first launch: nothing of ours ran
+            self._scheduler.defer(completions)
+
     def next_event_ns(self, now_ns: int) -> int | None:
         """When the device or the policy can next change anything, with the
         launches served at `now_ns` dispatched (None: nothing is pending)."""
@@ -324,7 +329,7 @@ def gpu_server(proc):
         from drivers.vgpu.inference import attach_to_core
 
         core = yield MapDevice(proc.caps["mlaas"])
-        attach_to_core(core, driver.engine, on_foreign=driver.scheduler.defer)
+        attach_to_core(core, driver.engine, on_foreign=driver.defer)
         driver.advice = core.gpu  # launches and clocks follow the attached advisors
     timer = yield NewNotification()
     yield BindNotification(timer)
