@@ -32,7 +32,7 @@ import attrs
 import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.policies import POLICY_NAMES, make_policy, policy_class
+from drivers.vgpu.policies import POLICY_NAMES, policy_class
 from drivers.vgpu.policies.advised import follow_advisors, policy_module
 from drivers.vgpu.policies.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
 from drivers.vgpu.policies.sim import LAUNCH_QUEUE_DEPTH, RunResult, Simulation, Tenant
@@ -202,7 +202,7 @@ def run_job(job: RunJob) -> RunResult:
         kernel.mlaas.insmod(policy_module(job.policy), job.params)
         sim = Simulation(
             job.tenants,
-            make_policy("mps"),  # until the advisor is looked at, before the run
+            None,  # follow_advisors puts the module's policy in charge before the run
             spec=job.gpu,
             duration_ns=job.duration_ns,
             warmup_ns=job.warmup_ns,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.vgpu.policies import POLICY_NAMES, Simulation
-from drivers.vgpu.policies.advised import follow_advisors, policy_for
+from drivers.vgpu.policies.advised import follow_advisors
 from kernel import Kernel
 from tests.policies.conftest import SPEC
 
@@ -23,7 +23,7 @@ def kernel():
 def test_every_policy_ships_as_a_loadable_gpu_advisor(kernel, policy):
     rec = kernel.mlaas.insmod(MODULES[policy])
     assert rec.state == "live" and rec.kind == "gpu"
-    name, params = policy_for(kernel.mlaas.advisor("gpu"))
+    name, params = kernel.mlaas.gpu.sharing_policy()
     assert name == policy
     kernel.mlaas.rmmod(MODULES[policy])
 

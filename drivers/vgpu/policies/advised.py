@@ -74,15 +74,6 @@ def policy_module(name: str) -> str:
     return "gpu_" + name.replace("-", "_")
 
 
-def policy_for(advisor: Any) -> tuple[str, dict[str, Any]] | None:
-    """The policy name and keyword arguments an attached GPU advisor asks for, if any."""
-    name = getattr(advisor, "sharing_policy", None)
-    if name is None:
-        return None
-    params = dict(getattr(getattr(advisor, "ctx", None), "params", {}) or {})
-    return name, policy_kwargs(name, params)
-
-
 class _Device:
     """What a power advisor sees of the device."""
 
@@ -102,10 +93,13 @@ def follow_advisors(
     state: dict[str, Any] = {"wanted": None, "clock": None}
 
     def look() -> None:
-        advisor = mlaas.advisor("gpu")
-        wanted = policy_for(advisor) if advisor is not None else None
-        if wanted is None:
-            wanted = (default, {})
+        wanted = (default, {})
+        selected = mlaas.gpu.sharing_policy()  # checked: a bad name ejects the advisor
+        if selected is not None:
+            try:
+                wanted = (selected[0], policy_kwargs(*selected))
+            except ValueError as exc:  # an unknown policy, or malformed parameters
+                mlaas.gpu.refuse_policy(f"the simulation cannot run it: {exc}")
         key = (wanted[0], tuple(sorted(wanted[1].items())))
         if key != state["wanted"]:
             state["wanted"] = key

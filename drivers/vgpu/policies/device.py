@@ -126,7 +126,7 @@ class SharedDevice:
     def __init__(
         self,
         spec: GpuSpec | str,
-        policy: SharingPolicy,
+        policy: SharingPolicy | None,
         *,
         record_blocks: bool = False,
         trace_window_ns: tuple[int, int] | None = None,

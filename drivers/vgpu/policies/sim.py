@@ -176,7 +176,7 @@ class Simulation(SharedDevice):
     def __init__(
         self,
         tenants: Sequence[Tenant],
-        policy: SharingPolicy,
+        policy: SharingPolicy | None,
         *,
         spec: GpuSpec | str = "a100",
         duration_ns: int,
@@ -188,7 +188,8 @@ class Simulation(SharedDevice):
         """`record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
         `sample_ns`: sample each tenant's TPCs in use this often (within the
-        trace window, if there is one)."""
+        trace window, if there is one).  `policy` may be None until `run`, for
+        `follow_advisors` to choose."""
         if not tenants:
             raise InvalidArgument("a simulation needs at least one tenant")
         names = [t.name for t in tenants]
@@ -211,6 +212,8 @@ class Simulation(SharedDevice):
     # -- the run -------------------------------------------------------------
 
     def run(self) -> RunResult:
+        if self.policy is None:
+            raise InvalidArgument("a simulation needs a policy to run")
         wall0 = time.perf_counter()
         self.running = True
         self.policy.attach(self)
