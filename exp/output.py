@@ -3,6 +3,11 @@
 An experiment writes into a fresh temporary directory beside ``--out``; only
 when everything is written is it moved into place (replacing an older run),
 so an error never leaves a half-written results directory.
+
+``results.json`` and ``results.md`` hold only what the seeded simulation
+determines, so a seed gives them byte for byte whatever the host's load
+(tests/test_determinism.py).  What the host's clock measured (how long runs
+took) goes to ``timing.json`` beside them, and to stderr.
 """
 
 from __future__ import annotations
@@ -91,6 +96,15 @@ def write_json(directory: str, data: Any) -> None:
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=float)
         f.write("\n")
+
+
+def write_timing(directory: str, timing: dict[str, Any], summary: str) -> None:
+    """Write host-clock figures to timing.json, apart from the results, and
+    print their `summary` on stderr."""
+    with open(os.path.join(directory, "timing.json"), "w") as f:
+        json.dump(timing, f, indent=2)
+        f.write("\n")
+    print(summary, file=sys.stderr)
 
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

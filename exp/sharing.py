@@ -8,7 +8,8 @@
   processes with a progress display;
 * the figures of a run (percentiles, SLO attainment, throughput, TPC time,
   energy) and of seeds pooled together;
-* the Chrome trace of the GPU timeline and the plots.
+* the Chrome trace of the GPU timeline and the plots;
+* how long the runs took on the host, apart in timing.json.
 
 Experiments call the same APIs a user would: each run boots a headless
 kernel, inserts the policy's `gpu_<policy>` module with the run's
@@ -276,13 +277,36 @@ def tenant_figures(runs: Sequence[RunResult], index: int) -> dict[str, Any]:
 
 
 def run_figures(runs: Sequence[RunResult]) -> dict[str, Any]:
-    """Per-run figures of one configuration: speed and the policy's own report."""
+    """Per-run figures of one configuration: the policy's own report."""
+    return {"seeds": len(runs), "extra": [r.extra for r in runs]}
+
+
+def by_label(jobs: Sequence[RunJob], results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    """The results of `jobs` grouped by the jobs' labels (one per seed), in order."""
+    out: dict[str, list[RunResult]] = {}
+    for job, r in zip(jobs, results, strict=True):
+        out.setdefault(job.label, []).append(r)
+    return out
+
+
+def run_timing(jobs: Sequence[RunJob], results: Sequence[RunResult], started: float) -> dict:
+    """What the host's clock measured, per label: for timing.json, never the
+    results, which a seed determines whatever the host's load."""
+    runs = by_label(jobs, results)
     return {
-        "seeds": len(runs),
-        "wall_s": [round(r.wall_s, 3) for r in runs],
-        "sim_to_wall": [round(r.sim_to_wall, 3) for r in runs],
-        "extra": [r.extra for r in runs],
+        "total_s": round(time.perf_counter() - started, 3),
+        "wall_s": {label: [round(r.wall_s, 3) for r in rs] for label, rs in runs.items()},
+        "sim_to_wall": {
+            label: round(float(np.mean([r.sim_to_wall for r in rs])), 3)
+            for label, rs in runs.items()
+        },
     }
+
+
+def timing_line(timing: dict) -> str:
+    return "simulated seconds per wall-clock second: " + ", ".join(
+        f"{label} {v:.2f}" for label, v in timing["sim_to_wall"].items()
+    )
 
 
 def ratio(a: float, b: float) -> float:
@@ -558,13 +582,11 @@ def colocation_results(
     results: Sequence[RunResult],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    by_label: dict[str, list[RunResult]] = {}
-    for job, r in zip(jobs, results, strict=True):
-        by_label.setdefault(job.label, []).append(r)
-    isolated = {role.name: tenant_figures(by_label[f"isolated {role.name}"], 0) for role in roles}
+    grouped = by_label(jobs, results)
+    isolated = {role.name: tenant_figures(grouped[f"isolated {role.name}"], 0) for role in roles}
     records, runs = [], {}
     for policy in policies:
-        rs = by_label[policy]
+        rs = grouped[policy]
         runs[policy] = run_figures(rs)
         for i, role in enumerate(roles):
             fig = tenant_figures(rs, i)
@@ -591,7 +613,6 @@ def colocation_results(
         "isolated": list(isolated.values()),
         "records": records,
         "runs": runs,
-        "sim_to_wall": {p: float(np.mean(runs[p]["sim_to_wall"])) for p in policies},
     }
 
 
@@ -734,10 +755,6 @@ def colocation_report(
             ],  # fmt: skip
         ),
         predictor_line(data["runs"]),
-        "Simulated seconds per wall-clock second, per policy: "
-        + ", ".join(f"{p} {v:.2f}" for p, v in data["sim_to_wall"].items())
-        + ".",
-        "",
         "## Why ours differ",
         "",
         notes.strip(),
@@ -804,11 +821,8 @@ def variant_jobs(
 
 def variant_figures(jobs: Sequence[RunJob], results: Sequence[RunResult]) -> dict[str, dict]:
     """Per "model variant" label: the tenant's figures plus per-request TPC time and energy."""
-    by_label: dict[str, list[RunResult]] = {}
-    for job, r in zip(jobs, results, strict=True):
-        by_label.setdefault(job.label, []).append(r)
     out = {}
-    for label, rs in by_label.items():
+    for label, rs in by_label(jobs, results).items():
         fig = tenant_figures(rs, 0)
         done = sum(r.streams[0].completed for r in rs)
         fig["alloc_tpc_ms_per_request"] = (
@@ -817,7 +831,6 @@ def variant_figures(jobs: Sequence[RunJob], results: Sequence[RunResult]) -> dic
         fig["busy_tpc_ms_per_request"] = 1e3 * fig["tpc_seconds"] * len(rs) / max(1, done)
         fig["energy_j_per_request"] = fig["energy_j"] * len(rs) / max(1, done)
         fig["extra"] = rs[0].extra
-        fig["sim_to_wall"] = float(np.mean([r.sim_to_wall for r in rs]))
         out[label] = fig
     return out
 
@@ -858,7 +871,7 @@ def run_colocation(
 ) -> int:
     """The stacking and hybrid experiments: run every policy (and each tenant
     alone), compare against the paper, and write results all or nothing."""
-    from exp.output import results_dir, write_json, write_markdown
+    from exp.output import results_dir, write_json, write_markdown, write_timing
 
     check_out(args.out)
     started = time.perf_counter()
@@ -873,6 +886,8 @@ def run_colocation(
         write_json(tmp, data)
         write_markdown(tmp, report)
         colocation_outputs(tmp, data, roles, jobs, results)
+        timing = run_timing(jobs, results, started)
+        write_timing(tmp, timing, timing_line(timing))
     for row in rows:
         print(f"{row[0]}: {row[1]} (paper {row[2]}, target {row[3]})")
     done_message(args.out, started)
@@ -892,7 +907,7 @@ def run_variants(
 ) -> int:
     """The right-sizing and DVFS experiments: LithOS with and without one
     mechanism, per model; results written all or nothing."""
-    from exp.output import results_dir, write_json, write_markdown
+    from exp.output import results_dir, write_json, write_markdown, write_timing
 
     p = sharing_parser(name, description, duration_s=5.0, policies=None)
     p.add_argument("--models", default=",".join(INFERENCE_MODELS), help="comma-separated models")
@@ -916,12 +931,13 @@ def run_variants(
         "runs": figs,
         "summary": summarize(figs, models),
         "paper": paper,
-        "sim_to_wall": {k: v["sim_to_wall"] for k, v in figs.items()},
     }  # fmt: skip
     with results_dir(args.out) as tmp:
         write_json(tmp, data)
         write_markdown(tmp, report(data))
         plot(f"{tmp}/{name}.png", data["summary"])
+        timing = run_timing(jobs, results, started)
+        write_timing(tmp, timing, timing_line(timing))
     print(headline(data["summary"]["mean"]))
     done_message(args.out, started)
     return 0

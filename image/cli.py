@@ -140,10 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the experiment's options (--out DIR, --quick, --seed N)",
     )
     exp.set_defaults(func=cmd_exp)
+
+    # Listed here for --help; main hands `malv busy ...` to bench.busy whole,
+    # since the options after `--` belong to the command it runs.
+    sub.add_parser(
+        "busy",
+        add_help=False,
+        help="run a command on a loaded host: CPU burners, and its process group "
+        "stopped for part of every period (see malv busy --help)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["busy"]:
+        from bench import busy
+
+        return busy.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -52,9 +52,3 @@ class SegmentationFault(SyscallError):
 
 class UnknownTrap(SyscallError):
     errno = "ENOSYS"
-
-
-class Interrupted(SyscallError):
-    """Delivered into a task that is being killed (Ctrl-C, `kill`)."""
-
-    errno = "EINTR"

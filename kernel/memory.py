@@ -210,13 +210,15 @@ class MemoryManager:
             raise OutOfMemory("no frame can be evicted")
         victim = self._ask("select_victim", candidates)
         if (
-            not isinstance(victim, int)
+            type(victim) is not int
             or victim < 0
             or victim >= self.nframes
             or self.owner[victim] is None
+            or victim == protect
         ):
             self._policy_fault(
-                "invalid", f"select_victim returned {victim!r}, not a resident frame"
+                "invalid", f"select_victim returned a {type(victim).__name__} that is not "
+                "a candidate frame"
             )
             victim = self._fallback.select_victim(self, candidates)
         owner = self.owner[victim]
@@ -245,7 +247,7 @@ class MemoryManager:
         try:
             return fn(self, *args)
         except Exception as exc:  # the policy's fault, not the kernel's
-            self._policy_fault("raised", f"{method}: {exc!r}")
+            self._policy_fault("raised", f"{method} raised {type(exc).__name__}")
             return getattr(self._fallback, method)(self, *args)
 
     def _policy_fault(self, kind: str, message: str) -> None:

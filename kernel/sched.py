@@ -107,6 +107,10 @@ class RunnableTasks:
         return self._sched.runnable()[index]
 
 
+def _holds(dsq: FifoDsq | VtimeDsq, task: Task) -> bool:
+    return any(t is task for t in dsq)
+
+
 class Scheduler:
     """Owns the DSQs.  The default policy is round robin on the global DSQ."""
 
@@ -165,8 +169,8 @@ class Scheduler:
             if select is not None:
                 try:
                     choice = select(self.candidates, cpu)
-                except Exception as exc:
-                    self._fault("raised", f"select_next: {exc!r}")
+                except Exception as exc:  # an advisor that is not guarded by the MLaaS core
+                    self._fault("raised", f"select_next raised {type(exc).__name__}")
                     choice = None
                 if choice is not None and self._runnable_choice(choice):
                     self.dequeue(choice)
@@ -188,23 +192,22 @@ class Scheduler:
             try:
                 ns = self.advisor.time_slice(task)
             except Exception as exc:  # the advisor's fault, not the kernel's
-                self._fault("raised", f"time_slice: {exc!r}")
+                self._fault("raised", f"time_slice raised {type(exc).__name__}")
                 return self.slice_ns
             if ns is None:
                 return self.slice_ns
-            if not isinstance(ns, int) or ns <= 0:
-                self._fault("invalid", f"time_slice returned {ns!r}")
+            if type(ns) is not int or ns <= 0:
+                self._fault("invalid", f"time_slice returned a {type(ns).__name__}, not a slice")
                 return self.slice_ns
             return ns
         return self.slice_ns
 
     def _runnable_choice(self, choice: Any) -> bool:
-        if (
-            not isinstance(choice, Task)
-            or choice.state is not State.RUNNABLE
-            or choice.pid not in self.where
-        ):
-            self._fault("invalid", f"select_next returned {choice!r}, not a runnable task")
+        """The choice must be one of this scheduler's own runnable tasks (by
+        identity: a copy of a task, or another kernel's, is not)."""
+        dsq = self.where.get(choice.pid) if type(choice) is Task else None
+        if dsq is None or choice.state is not State.RUNNABLE or not _holds(dsq, choice):
+            self._fault("invalid", "select_next chose something that is not a runnable task")
             return False
         return True
 

@@ -457,8 +457,13 @@ def _check_name(value: Any, what: str) -> str:
 
 
 def trap_modload(k: Kernel, task: Task, trap: T.ModLoad) -> Any:
-    rec = k.mlaas.insmod(_check_name(trap.spec, "module"), dict(trap.params))
-    return {"name": rec.name, "kind": rec.kind, "params": dict(rec.params)}
+    rec = k.mlaas.insmod(
+        _check_name(trap.spec, "module"),
+        dict(trap.params),
+        isolated=trap.isolated is True,
+        override=trap.override is True,
+    )
+    return {"name": rec.name, "kind": rec.kind, "params": dict(rec.params), "mode": rec.mode}
 
 
 def trap_modunload(k: Kernel, task: Task, trap: T.ModUnload) -> Any:

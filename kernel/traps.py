@@ -354,10 +354,14 @@ def _params(p: Any) -> tuple[tuple[str, Any], ...]:
 
 @attrs.frozen
 class ModLoad:
-    """Load a module by name (from the module path) or by path, with parameters."""
+    """Load a module by name (from the module path) or by path, with parameters;
+    `isolated` runs it in a sandboxed child process, and `override` lets it
+    take a shipped module's name."""
 
     spec: str
     params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_params)
+    isolated: bool = False
+    override: bool = False
 
 
 @attrs.frozen

@@ -1,9 +1,8 @@
 """first_fit: a baseline GPU advisor.
 
-TPC allocation: contexts in the order given each get the first run of free
-TPCs of their demand (`demand_tpcs`, or an equal share when they state
-none); a context that finds no free TPC left shares the whole device.
-Atom size and right-sizing are left to the driver's defaults.
+TPC allocation: the contexts (ids, in the order given) each get the next
+run of free TPCs of an equal share; a context that finds no free TPC left
+shares the whole device.
 """
 
 from kernel.mlaas import GpuAdvisor
@@ -19,10 +18,8 @@ class FirstFit(GpuAdvisor):
         share = max(1, n_tpcs // len(contexts))
         masks = {}
         next_free = 0
-        for c in contexts:
-            ctx = c if isinstance(c, int) else c.ctx
-            demand = getattr(c, "demand_tpcs", None) or share
-            demand = max(1, min(demand, n_tpcs))
+        for ctx in contexts:
+            demand = max(1, min(share, n_tpcs))
             if next_free + demand <= n_tpcs:
                 masks[ctx] = ((1 << demand) - 1) << next_free
                 next_free += demand

@@ -21,6 +21,3 @@ class GpuLithos(GpuAdvisor):
         "dvfs": False,
         "slip": 1.1,
     }
-
-    def atom_size(self, kernel):
-        return self.ctx.params["atom_max_us"] * 1000

@@ -22,15 +22,28 @@ def _split_params(words: list[str]) -> dict[str, str]:
     return params
 
 
+INSMOD_USAGE = "usage: insmod [--isolated] [-f] NAME|PATH [key=value ...]"
+
+
 def cmd_insmod(sh, args):
-    """insmod NAME|PATH [key=value ...]: load an MLaaS advisor module"""
+    """insmod [--isolated] [-f] NAME|PATH [key=value ...]: load an MLaaS advisor module
+    (--isolated: in a sandboxed process of its own; -f: it may take a shipped module's name)"""
+    flags = set()
+    while args and args[0].startswith("-"):
+        if args[0] not in ("--isolated", "-f"):
+            raise UsageError(f"unknown option {args[0]}; {INSMOD_USAGE}")
+        flags.add(args[0])
+        args = args[1:]
     if not args:
-        raise UsageError("usage: insmod NAME|PATH [key=value ...]")
-    info = yield ModLoad(args[0], _split_params(args[1:]))
+        raise UsageError(INSMOD_USAGE)
+    info = yield ModLoad(
+        args[0], _split_params(args[1:]), isolated="--isolated" in flags, override="-f" in flags
+    )
     params = " ".join(f"{k}={v}" for k, v in info["params"].items())
+    mode = ", isolated" if info["mode"] == "isolated" else ""
     yield from println(
         sh.proc,
-        f"insmod: {info['name']} attached as the {info['kind']} advisor"
+        f"insmod: {info['name']} attached as the {info['kind']} advisor{mode}"
         + (f" ({params})" if params else ""),
     )
 
@@ -54,11 +67,14 @@ def cmd_reload(sh, args):
 def cmd_lsmod(sh, args):
     """lsmod: list the loaded modules"""
     rows = yield ModList()
-    lines = [f"{'Module':<20} {'Kind':<7} {'State':<8} {'Calls':>9} {'Time(ms)':>10} {'Faults':>6}"]
+    lines = [
+        f"{'Module':<20} {'Kind':<7} {'State':<8} {'Calls':>9} {'CPU(ms)':>10} {'Faults':>6}"
+        f"  {'Mode':<10} Origin"
+    ]
     for r in rows:
         lines.append(
             f"{r['name']:<20} {r['kind']:<7} {r['state']:<8} {r['calls']:>9} "
-            f"{r['time_ms']:>10.3f} {r['faults']:>6}"
+            f"{r['time_ms']:>10.3f} {r['faults']:>6}  {r['mode']:<10} {r['origin']}"
         )
     yield from println(sh.proc, "\n".join(lines))
 
@@ -94,9 +110,10 @@ def format_modinfo(info: dict) -> str:
     description = info["description"].replace("\n", "\n" + " " * 13)
     fields = [
         ("name", info["name"]), ("kind", info["kind"]), ("state", info["state"]),
+        ("mode", info["mode"]), ("origin", info["origin"]),
         ("file", info["path"]), ("version", info["version"]), ("api", info["api_version"]),
-        ("budget", f"{info['budget_us']:g} us per call"), ("parameters", params),
-        ("calls", f"{info['calls']} ({info['time_ms']:.3f} ms)"), ("faults", info["faults"]),
+        ("budget", f"{info['budget_us']:g} us of CPU per call"), ("parameters", params),
+        ("calls", f"{info['calls']} ({info['time_ms']:.3f} ms of CPU)"), ("faults", info["faults"]),
         ("inference", inference), ("last exit", last), ("description", description),
     ]  # fmt: skip
     return "\n".join(f"{key + ':':<13}{value}" for key, value in fields)

@@ -42,8 +42,9 @@ class Advisor:
     #: Which subsystem it advises; set by the bases.
     kind: ClassVar[str] = ""
     api_version: ClassVar[int] = API_VERSION
-    #: Host-clock budget of one callback, in microseconds.  Three timed calls
-    #: over it in a row, or one call ten times over (interrupted by the host
+    #: CPU-time budget of one callback, in microseconds (the callback's own
+    #: thread CPU time, so a busy host does not eat into it).  Three timed
+    #: calls over it in a row, or one call ten times over (interrupted by the
     #: watchdog), eject the module; see `faults.py` for which calls are timed.
     budget_us: ClassVar[float] = DEFAULT_BUDGET_US
     #: Parameters and their defaults; `insmod NAME key=value` sets them and the
@@ -130,7 +131,7 @@ class SchedAdvisor(Advisor):
 
 
 class GpuAdvisor(Advisor):
-    """Advises the vGPU driver: TPCs per context, atom size and right-sizing.
+    """Advises the vGPU driver: the sharing mechanism, or TPCs per context.
 
     The driver asks through `Mlaas.gpu` (a `GpuAdvice`); the views it passes
     describe its contexts and kernels.  TPC masks are int bit sets (bit t: TPC t).
@@ -142,16 +143,8 @@ class GpuAdvisor(Advisor):
     #: parameter set.  None: the driver's default, guided by the callbacks.
     sharing_policy: str | None = None
 
-    def tpc_allocation(self, contexts: Sequence[Any], n_tpcs: int) -> Mapping[int, int] | None:
+    def tpc_allocation(self, contexts: Sequence[int], n_tpcs: int) -> Mapping[int, int] | None:
         """A TPC mask for each context id in `contexts`, on a device of `n_tpcs`."""
-        return None
-
-    def atom_size(self, kernel: Any) -> int | None:
-        """The target duration, in ns, of the atoms `kernel` is cut into."""
-        return None
-
-    def right_size(self, kernel: Any, n_tpcs: int) -> int | None:
-        """How many TPCs (1..n_tpcs) `kernel` should get."""
         return None
 
 

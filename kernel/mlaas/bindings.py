@@ -1,11 +1,12 @@
-"""Bindings: what the scheduler and the memory manager call when an advisor is attached.
+"""Bindings: what the scheduler, the memory manager and the vGPU driver call
+when an advisor is attached.
 
 The kernel's hook points (`Scheduler.advisor`, `MemoryManager.policy` and
-its notice hooks) speak in kernel objects.  A binding stands in those slots
-and translates: tasks become `TaskView`s, address spaces become pids, and
-answers are checked before the kernel sees them.  Every call into the module
-goes through the core's guard (`Mlaas.call`), which times it on the host
-clock, catches what it raises and ejects it on a fault.
+its notice hooks, `Mlaas.gpu`) speak in kernel objects.  A binding stands in
+those slots and translates: tasks become `TaskView`s, address spaces become
+pids.  Every call into the module goes through the core's guard
+(`Mlaas.ask`), which also turns the answer into plain values (`answers.py`)
+before the binding checks it against this kernel's own tables.
 
 A binding only has the methods its module overrides (sched_ext calls only
 the ops a scheduler defines): the hook points test for them with
@@ -16,15 +17,22 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping
-from itertools import islice
-from time import perf_counter_ns
+from functools import partial
+from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
 
 from kernel.memory import SWAP_IO_NS
-from kernel.mlaas.advisors import BASES, MemoryAdvisor, SchedAdvisor, overrides
+from kernel.mlaas.answers import (
+    plain_int_map,
+    plain_items,
+    plain_optional_int,
+    plain_page,
+    plain_str,
+)
 from kernel.mlaas.context import TaskView
-from kernel.mlaas.faults import guard
+from kernel.mlaas.context import _source as context_source
+from kernel.mlaas.faults import HostInterrupt, InvalidAnswer, describe_value, guard, settle
+from kernel.task import State
 
 if TYPE_CHECKING:
     from kernel.memory import AddressSpace, MemoryManager
@@ -36,20 +44,33 @@ MAX_PREFETCH_PAGES = 32
 #: The time slices a sched advisor may grant.
 MIN_SLICE_NS = 10_000
 MAX_SLICE_NS = 10_000_000_000
+#: A TPC allocation names at most this many contexts.
+MAX_CONTEXTS = 4096
 
-FAULTED = object()  # what `Mlaas.call` returns when the module was ejected
-
-
-class _Invalid:
-    """A prefetch answer that is not a collection of pages."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
+FAULTED = object()  # what `Mlaas.ask` returns when the module was ejected
 
 
 def _member(ascending: list[int], value: int) -> bool:
     i = bisect_left(ascending, value)
     return i < len(ascending) and ascending[i] == value
+
+
+def _victim(answer: Any) -> int | None:
+    return plain_optional_int(answer, "select_victim's answer")
+
+
+def _prefetch(answer: Any) -> list[int | tuple[int, int]]:
+    items = plain_items(answer, "prefetch's answer", MAX_PREFETCH_PAGES)
+    return [plain_page(item, "prefetch's answer") for item in items]
+
+
+def _slice(answer: Any) -> int | None:
+    ns = plain_optional_int(answer, "time_slice's answer")
+    if ns is not None and not MIN_SLICE_NS <= ns <= MAX_SLICE_NS:
+        raise InvalidAnswer(
+            f"time_slice returned {ns} ns, not a slice in [{MIN_SLICE_NS}, {MAX_SLICE_NS}] ns"
+        )
+    return ns
 
 
 class MemoryBinding:
@@ -60,16 +81,15 @@ class MemoryBinding:
         self.record = record
         self.name = record.name
         self.default = default  # the kernel's own policy (CLOCK), for "no opinion"
-        adv = record.advisor
-        cls = type(adv)
-        if overrides(cls, MemoryAdvisor, "select_victim"):
+        has = record.overridden.__contains__
+        if has("select_victim"):
             self.select_victim = self._select_victim
-        if overrides(cls, MemoryAdvisor, "prefetch"):
+        if has("prefetch"):
             self.prefetch = self._prefetch
-        self.on_access = self._on_access if overrides(cls, MemoryAdvisor, "on_access") else None
-        self.on_fault = self._on_fault if overrides(cls, MemoryAdvisor, "on_fault") else None
-        self.on_evict = self._on_evict if overrides(cls, MemoryAdvisor, "on_evict") else None
-        self.wants_launch = overrides(cls, MemoryAdvisor, "on_launch")
+        self.on_access = self._on_access if has("on_access") else None
+        self.on_fault = self._on_fault if has("on_fault") else None
+        self.on_evict = self._on_evict if has("on_evict") else None
+        self.wants_launch = has("on_launch")
         self.background: deque[tuple[AddressSpace, int]] = deque()
         self._draining: Any = None
         self._mm: MemoryManager | None = None
@@ -81,6 +101,9 @@ class MemoryBinding:
         mm.access_hook = self.on_access
         mm.fault_hook = self.on_fault
         mm.evict_hook = self.on_evict
+
+    def close(self) -> None:
+        """Nothing of the module is held here (its callbacks are looked up per call)."""
 
     def unbind(self, mm: MemoryManager) -> None:
         if mm.policy is self:
@@ -105,81 +128,61 @@ class MemoryBinding:
     # -- answers ------------------------------------------------------------------
 
     def _select_victim(self, mm: MemoryManager, candidates: list[int]) -> int:
-        answer = self.core.call(self.record, self.record.advisor.select_victim, candidates)
+        rec = self.record
+        answer = self.core.ask(rec, rec.methods["select_victim"], (list(candidates),), _victim)
         if answer is FAULTED or answer is None:
             return self.default.select_victim(mm, candidates)
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or not _member(candidates, answer)
-        ):
+        if not _member(candidates, answer):
             self.core.eject(
-                self.record,
-                "invalid",
-                f"select_victim returned {answer!r}, not one of the candidate frames",
+                rec, "invalid", f"select_victim returned {answer}, not one of the candidate frames"
             )
             return self.default.select_victim(mm, candidates)
         return answer
 
-    def _prefetch_list(self, pid: int, vpn: int) -> Any:
-        answer = self.record.advisor.prefetch(pid, vpn)
-        if answer is None:
-            return None
-        if isinstance(answer, (str, bytes, dict)) or not isinstance(answer, Iterable):
-            return _Invalid(answer)
-        return list(islice(answer, MAX_PREFETCH_PAGES))
-
     def _prefetch(
         self, mm: MemoryManager, aspace: AddressSpace, vpn: int
     ) -> list[tuple[AddressSpace, int]]:
-        answer = self.core.call(self.record, self._prefetch_list, aspace.pid, vpn)
-        if answer is FAULTED or answer is None:
-            return []
-        if isinstance(answer, _Invalid):
-            self.core.eject(
-                self.record, "invalid", f"prefetch returned {answer.answer!r}, not a list of pages"
-            )
+        rec = self.record
+        answer = self.core.ask(rec, rec.methods["prefetch"], (aspace.pid, vpn), _prefetch)
+        if answer is FAULTED or not answer:
             return []
         pages = self._pages(aspace, answer)
-        if self.background and self._draining is None and self.record.state == "live":
+        if self.background and self._draining is None and rec.state == "live":
             self._draining = self.core.kernel.loop.call_later(SWAP_IO_NS, self._drain)
         return pages
 
-    def _pages(self, aspace: AddressSpace, answer: list[Any]) -> list[tuple[AddressSpace, int]]:
+    def _pages(
+        self, aspace: AddressSpace, answer: list[int | tuple[int, int]]
+    ) -> list[tuple[AddressSpace, int]]:
         tasks = self.core.kernel.tasks
         pages = []
         for item in answer:
-            if isinstance(item, int) and not isinstance(item, bool):
+            if type(item) is int:
                 pages.append((aspace, item))
                 continue
-            if (isinstance(item, tuple) and len(item) == 2
-                    and all(isinstance(v, int) and not isinstance(v, bool) for v in item)):  # fmt: skip
-                task = tasks.get(item[0])
-                if task is None or task.aspace is None:
-                    continue
-                if task.aspace is aspace:
-                    pages.append((aspace, item[1]))
-                else:  # another task's page: the faulting task need not wait for it
-                    self.background.append((task.aspace, item[1]))
+            pid, page = item
+            task = tasks.get(pid)
+            if task is None or task.aspace is None:
                 continue
-            self.core.eject(
-                self.record,
-                "invalid",
-                f"prefetch returned {item!r}, not a vpn or a (pid, vpn) pair",
-            )
-            return []
+            if task.aspace is aspace:
+                pages.append((aspace, page))
+            else:  # another task's page: the faulting task need not wait for it
+                self.background.append((task.aspace, page))
         return pages
 
     # -- notices --------------------------------------------------------------------
 
     def _on_access(self, aspace: AddressSpace, vpn: int, frame: int) -> None:
-        self.core.call(self.record, self.record.advisor.on_access, frame, aspace.pid, vpn)
+        rec = self.record
+        self.core.ask(rec, rec.methods["on_access"], (frame, aspace.pid, vpn))
 
     def _on_fault(self, aspace: AddressSpace, vpn: int, major: bool) -> None:
-        self.core.call(self.record, self.record.advisor.on_fault, aspace.pid, vpn, major)
+        rec = self.record
+        self.core.ask(rec, rec.methods["on_fault"], (aspace.pid, vpn, major))
 
     def _on_evict(self, aspace: AddressSpace, vpn: int, frame: int) -> None:
-        self.core.call(self.record, self.record.advisor.on_evict, frame, aspace.pid, vpn)
+        rec = self.record
+        self.core.ask(rec, rec.methods["on_evict"], (frame, aspace.pid, vpn))
 
 
 class Candidates:
@@ -187,22 +190,22 @@ class Candidates:
 
     One object per binding, reused: the list of views is built only if the
     module looks at it, so an advisor that defers pays for none of it.  Valid
-    during the call it was passed to.
+    during the call it was passed to.  Like the views, it names its kernel
+    only by the module's context key.
     """
 
-    __slots__ = ("_core", "_tasks", "_views")
+    __slots__ = ("_key", "_views")
 
-    def __init__(self, core: Mlaas, tasks: Any) -> None:
-        self._core = core
-        self._tasks = tasks  # the scheduler's live RunnableTasks
+    def __init__(self, key: int) -> None:
+        self._key = key
         self._views: list[TaskView] | None = None
 
     def _list(self) -> list[TaskView]:
         views = self._views
         if views is None:
-            cache = self._core.task_views
-            view_of = self._core.view_of
-            views = self._views = [cache.get(t.pid) or view_of(t) for t in self._tasks]
+            kernel = context_source(self._key).kernel
+            view_of = kernel.mlaas.view_of
+            views = self._views = [view_of(t) for t in kernel.sched.runnable()]
         return views
 
     def __len__(self) -> int:
@@ -228,17 +231,17 @@ class SchedBinding:
         self.core = core
         self.record = record
         self.name = record.name
-        cls = type(record.advisor)
-        self._select_advisor = overrides(cls, SchedAdvisor, "select_next")
-        if overrides(cls, SchedAdvisor, "time_slice"):
+        has = record.overridden.__contains__
+        self._select_advisor = has("select_next")
+        if has("time_slice"):
             self.time_slice = self._time_slice
-        self.wants_spawn = overrides(cls, SchedAdvisor, "on_spawn")
-        self.wants_exit = overrides(cls, SchedAdvisor, "on_exit")
+        self.wants_spawn = has("on_spawn")
+        self.wants_exit = has("on_exit")
 
     def bind(self, sched: Any) -> None:
         if self._select_advisor:
-            self.select_next = _select_next_guard(
-                self.core, self.record, Candidates(self.core, sched.candidates)
+            self.select_next, self._close = _select_next_guard(
+                self.core, self.record, Candidates(self.record.key)
             )
         sched.advisor = self
         sched.on_advisor_fault = self.core.kernel_reported_fault
@@ -247,34 +250,41 @@ class SchedBinding:
         if sched.advisor is self:
             sched.advisor = None
 
+    def close(self) -> None:
+        """Drop the hot-path guard's reference to the module's callback."""
+        close = getattr(self, "_close", None)
+        if close is not None:
+            close()
+
     def _time_slice(self, task: Task) -> int | None:
-        answer = self.core.call(
-            self.record, self.record.advisor.time_slice, self.core.view_of(task)
+        rec = self.record
+        answer = self.core.ask(rec, rec.methods["time_slice"], (self.core.view_of(task),), _slice)
+        return None if answer is FAULTED else answer
+
+
+def _chosen_pid(answer: Any) -> int | None:
+    """select_next's answer: one of the `TaskView`s it was given, read as its pid."""
+    if answer is None:
+        return None
+    if type(answer) is not TaskView:
+        raise InvalidAnswer(
+            f"select_next returned {describe_value(answer)}, not one of the TaskViews it was given"
         )
-        if answer is FAULTED or answer is None:
-            return None
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or not MIN_SLICE_NS <= answer <= MAX_SLICE_NS
-        ):
-            self.core.eject(
-                self.record, "invalid",
-                f"time_slice returned {answer!r}, not an int of ns in [{MIN_SLICE_NS}, {MAX_SLICE_NS}]",
-            )  # fmt: skip
-            return None
-        return answer
+    return tuple.__getitem__(answer, 0)
 
 
 def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -> Any:
-    """`select_next` for the scheduler: the hot path, one call per dispatch.
+    """`select_next` for the scheduler: the hot path, one call per dispatch,
+    and the function that lets go of the module's callback.
 
-    This is `Mlaas.call` written out as a closure (its variables are cells,
+    This is `Mlaas.ask` written out as a closure (its variables are cells,
     cheaper to reach than attributes); keep the two in step.
     """
-    select = rec.advisor.select_next
+    select = rec.methods["select_next"]
     slot = rec.slot
     watchdog = core.watchdog
+    tasks = core.kernel.tasks
+    sched = core.kernel.sched
     calls = 0
 
     def counter() -> int:
@@ -283,33 +293,58 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
     rec.counters.append(counter)
 
     @guard
-    def select_next(tasks: Any, cpu: int) -> Task | None:
+    def select_next(runnable: Any, cpu: int) -> Task | None:
         nonlocal calls
         if watchdog.timer is None:
             watchdog.arm()
         candidates._views = None
         calls += 1
         timed = not calls & rec.sample_mask  # others are calls the budget check skips (faults.py)
-        t0 = perf_counter_ns() if timed else 0
+        t0 = thread_time_ns() if timed else 0
+        failure = None
         slot.call = calls
         try:
-            answer = select(candidates, cpu)
-            slot.call = 0
-        except KeyboardInterrupt:
-            slot.call = 0
-            raise
-        except BaseException as exc:
-            slot.call = 0
-            core.failed(rec, exc, "select_next")
+            try:
+                pid = _chosen_pid(select(candidates, cpu))
+            except HostInterrupt:
+                slot.call = 0
+                raise
+            except BaseException as exc:
+                failure = core.fault_of(rec, exc, "select_next")
+                pid = None
+        finally:
+            slot.call = 0  # the answer, and whatever the module raised, were released above
+        if failure is not None:
+            settle(slot)
+            core.eject(rec, *failure)
             return None
-        if timed and core.timed(rec, perf_counter_ns() - t0, "select_next"):
+        if timed and core.timed(rec, thread_time_ns() - t0, "select_next"):
             return None
-        if answer is None:
+        if pid is None:
             return None
-        # The scheduler checks that the task is runnable and reports it if not.
-        return answer._task if type(answer) is TaskView else answer
+        task = tasks.get(pid)  # this kernel's own table: a view names a task by its pid
+        if task is None or task.state is not State.RUNNABLE or pid not in sched.where:
+            core.eject(rec, "invalid", f"select_next chose pid {pid}, which is not runnable")
+            return None
+        return task
 
-    return select_next
+    def close() -> None:
+        nonlocal select
+        select = None
+
+    return select_next, close
+
+
+def _policy_name(answer: Any) -> str | None:
+    if answer is None:
+        return None
+    if not issubclass(type(answer), str):
+        raise InvalidAnswer(f"sharing_policy is {describe_value(answer)}, not a policy name")
+    return plain_str(answer, "sharing_policy")
+
+
+def _read_sharing_policy(advisor: Any) -> Any:
+    return getattr(advisor, "sharing_policy", None)
 
 
 class GpuAdvice:
@@ -324,11 +359,11 @@ class GpuAdvice:
     def __init__(self, core: Mlaas) -> None:
         self.core = core
 
-    def _ask(self, kind: str, callback: str, *args: Any) -> tuple[ModuleRecord | None, Any]:
+    def _ask(self, kind: str, callback: str, args: tuple, check: Any) -> tuple[Any, Any]:
         rec = self.core.attached.get(kind)
-        if rec is None or not overrides(rec.cls, BASES[kind], callback):
+        if rec is None or callback not in rec.overridden:
             return None, None
-        answer = self.core.call(rec, getattr(rec.advisor, callback), *args)
+        answer = self.core.ask(rec, rec.methods[callback], args, check)
         return (None, None) if answer is FAULTED or answer is None else (rec, answer)
 
     def _invalid(self, rec: ModuleRecord, message: str) -> None:
@@ -336,30 +371,25 @@ class GpuAdvice:
 
     def tpc_allocation(self, contexts: list[Any], n_tpcs: int) -> dict[int, int] | None:
         """A TPC mask for each context id."""
-        rec, answer = self._ask("gpu", "tpc_allocation", contexts, n_tpcs)
+        ids = [c if isinstance(c, int) else c.ctx for c in contexts]
+        check = partial(_masks, what="tpc_allocation's answer")
+        rec, answer = self._ask("gpu", "tpc_allocation", (list(ids), n_tpcs), check)
         if rec is None:
             return None
-        ids = {c if isinstance(c, int) else c.ctx for c in contexts}
+        asked = set(ids)
         full = (1 << n_tpcs) - 1
-        if not isinstance(answer, Mapping):
-            self._invalid(
-                rec, f"tpc_allocation returned {answer!r}, not a mapping of context to mask"
-            )
-            return None
         for ctx, mask in answer.items():
-            if ctx not in ids:
-                self._invalid(
-                    rec, f"tpc_allocation named context {ctx!r}, which was not asked about"
-                )
+            if ctx not in asked:
+                self._invalid(rec, f"tpc_allocation named context {ctx}, which was not asked about")
                 return None
-            if isinstance(mask, bool) or not isinstance(mask, int) or mask <= 0 or mask & ~full:
+            if mask <= 0 or mask & ~full:
                 self._invalid(
                     rec,
-                    f"tpc_allocation gave context {ctx} mask {mask!r}: "
+                    f"tpc_allocation gave context {ctx} mask {mask:#x}: "
                     f"a mask must name at least one of TPCs 0-{n_tpcs - 1} and no other",
                 )
                 return None
-        return dict(answer)
+        return answer
 
     def sharing_policy(self) -> tuple[str, dict[str, Any]] | None:
         """The sharing mechanism the attached GPU advisor selects: its
@@ -368,13 +398,10 @@ class GpuAdvice:
         rec = self.core.attached.get("gpu")
         if rec is None:
             return None
-        name = getattr(rec.advisor, "sharing_policy", None)
-        if name is None:
+        name = self.core.ask(rec, _read_sharing_policy, (rec.advisor,), _policy_name)
+        if name is FAULTED or name is None:
             return None
-        if not isinstance(name, str):
-            self._invalid(rec, f"sharing_policy is {name!r}, not a policy name")
-            return None
-        return name, dict(rec.advisor.ctx.params)
+        return name, dict(rec.params)
 
     def refuse_policy(self, message: str) -> None:
         """The driver cannot run the policy the GPU advisor selected: eject it."""
@@ -382,43 +409,21 @@ class GpuAdvice:
         if rec is not None:
             self._invalid(rec, message)
 
-    def atom_size(self, kernel: Any) -> int | None:
-        """The target atom duration in ns, within [1 us, 1 s]."""
-        rec, answer = self._ask("gpu", "atom_size", kernel)
-        if rec is None:
-            return None
-        if not _int_in(answer, 1_000, 1_000_000_000):
-            self._invalid(rec, f"atom_size returned {answer!r}, not an int of ns in [1 us, 1 s]")
-            return None
-        return answer
-
-    def right_size(self, kernel: Any, n_tpcs: int) -> int | None:
-        """How many TPCs the kernel should get, within [1, n_tpcs]."""
-        rec, answer = self._ask("gpu", "right_size", kernel, n_tpcs)
-        if rec is None:
-            return None
-        if not _int_in(answer, 1, n_tpcs):
-            self._invalid(rec, f"right_size returned {answer!r}, not a TPC count in [1, {n_tpcs}]")
-            return None
-        return answer
-
     def frequency(self, device: Any) -> int | None:
         """A clock in MHz, one of `device.clocks_mhz`."""
-        rec, answer = self._ask("power", "frequency", device)
+        rec, answer = self._ask(
+            "power", "frequency", (device,), partial(plain_optional_int, what="frequency's answer")
+        )
         if rec is None:
             return None
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or answer not in device.clocks_mhz
-        ):
+        if answer not in device.clocks_mhz:
             lo, hi = min(device.clocks_mhz), max(device.clocks_mhz)
             self._invalid(
-                rec, f"frequency returned {answer!r} MHz, not a clock of the device ({lo}-{hi} MHz)"
+                rec, f"frequency returned {answer} MHz, not a clock of the device ({lo}-{hi} MHz)"
             )
             return None
         return answer
 
 
-def _int_in(value: Any, lo: int, hi: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and lo <= value <= hi
+def _masks(answer: Any, what: str) -> dict[int, int] | None:
+    return None if answer is None else plain_int_map(answer, what, MAX_CONTEXTS)

@@ -1,8 +1,9 @@
 """What an advisor sees of the kernel: its context object and read-only views.
 
-An advisor never holds a kernel object.  It gets `TaskView`s instead of
-tasks, frame numbers and ``(pid, vpn)`` pairs instead of page-table entries,
-and an `AdvisorContext` with the services the kernel offers modules:
+An advisor never holds a kernel object.  It gets `TaskView`s (values: a
+tuple of the task's pid, name, argv, ...) instead of tasks, frame numbers
+and ``(pid, vpn)`` pairs instead of page-table entries, and an
+`AdvisorContext` with the services the kernel offers modules:
 
 * ``ctx.infer(model, features)`` — batched kernel-space inference (LAKE),
   on the CPU or the vGPU by the crossover policy; ``ctx.model(...)`` makes a
@@ -11,64 +12,82 @@ and an `AdvisorContext` with the services the kernel offers modules:
 * ``ctx.log`` — the module's own dmesg logger;
 * ``ctx.params``, ``ctx.now_ns``, ``ctx.rng`` (seeded from the kernel's seed);
 * ``ctx.memory`` or ``ctx.sched`` — a read-only view of what it advises on.
+
+The views and the context hold no reference to the kernel: only plain values
+and a number that names their kernel in this file's `_SOURCES` table, which
+the kernel fills at insmod and empties when the module goes.  (In one
+process, code that goes looking can reach any object through `gc`; that is
+what isolated modules are for.  These views close the doors a module would
+walk through by accident: `view._task._kernel...`.)
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
-    from kernel.mlaas.core import ModuleRecord
     from kernel.mlaas.features import FeatureStore
     from kernel.mlaas.inference import Model, Request
     from kernel.task import Task
 
 
-class TaskView:
-    """A read-only view of a task, for sched advisors."""
+class _Source:
+    __slots__ = ("kernel", "record")
 
-    __slots__ = ("_task",)
+    def __init__(self, kernel: Kernel, record: Any) -> None:
+        self.kernel = kernel
+        self.record = record
 
-    def __init__(self, task: Task) -> None:
-        self._task = task
 
-    @property
-    def pid(self) -> int:
-        return self._task.pid
+_SOURCES: dict[int, _Source] = {}
+_keys = itertools.count(1)
 
-    @property
-    def name(self) -> str:
-        return self._task.name
 
-    @property
-    def argv(self) -> tuple[str, ...]:
-        proc = self._task.proc
-        return proc.argv if proc is not None else ()
+def register(kernel: Kernel, record: Any) -> int:
+    key = next(_keys)
+    _SOURCES[key] = _Source(kernel, record)
+    return key
 
-    @property
-    def parent(self) -> int:
-        return self._task.parent
 
-    @property
-    def created_ns(self) -> int:
-        return self._task.created_ns
+def release(key: int) -> None:
+    """The module is gone: its context and views read nothing any more."""
+    _SOURCES.pop(key, None)
 
-    @property
-    def cpu_ns(self) -> int:
-        """CPU time used so far."""
-        return self._task.cpu_ns
 
-    @property
-    def state(self) -> str:
-        return self._task.state.name.lower()
+def _source(key: int) -> _Source:
+    source = _SOURCES.get(key)
+    if source is None:
+        raise RuntimeError("this module is no longer loaded: its views are closed")
+    return source
 
-    @property
-    def alive(self) -> bool:
-        return self._task.alive
+
+class TaskView(NamedTuple):
+    """A task as a sched advisor sees it: values, taken when the view was made."""
+
+    pid: int
+    name: str
+    argv: tuple[str, ...]
+    parent: int
+    created_ns: int
+    cpu_ns: int  # CPU time used when the view was made
+    state: str
+    alive: bool
+
+    @classmethod
+    def of(cls, task: Task) -> TaskView:
+        proc = task.proc
+        return tuple.__new__(
+            cls,
+            (
+                task.pid, task.name, tuple(proc.argv) if proc is not None else (), task.parent,
+                task.created_ns, task.cpu_ns, task.state.name.lower(), task.alive,
+            ),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<TaskView {self.pid} {self.name}>"
@@ -77,31 +96,34 @@ class TaskView:
 class MemoryView:
     """A read-only view of physical memory, for memory advisors."""
 
-    __slots__ = ("_mm", "_tasks")
+    __slots__ = ("_key",)
 
-    def __init__(self, kernel: Kernel) -> None:
-        self._mm = kernel.mm
-        self._tasks = kernel.tasks
+    def __init__(self, key: int) -> None:
+        self._key = key
+
+    def _mm(self) -> Any:
+        return _source(self._key).kernel.mm
 
     @property
     def nframes(self) -> int:
-        return self._mm.nframes
+        return self._mm().nframes
 
     @property
     def free_frames(self) -> int:
-        return len(self._mm.free_frames)
+        return len(self._mm().free_frames)
 
     def owner(self, frame: int) -> tuple[int, int] | None:
         """The ``(pid, vpn)`` resident in `frame`, or None if it is free."""
-        owner = self._mm.owner[frame]
+        owner = self._mm().owner[_frame(frame, self._mm().nframes)]
         return None if owner is None else (owner[0].pid, owner[1])
 
     def referenced(self, frame: int) -> bool:
         """The frame's reference bit (set on access, cleared by CLOCK)."""
-        return self._mm.referenced[frame]
+        mm = self._mm()
+        return bool(mm.referenced[_frame(frame, mm.nframes)])
 
     def _table(self, pid: int) -> dict:
-        task = self._tasks.get(pid)
+        task = _source(self._key).kernel.tasks.get(int(pid))
         if task is None or task.aspace is None:
             return {}
         return task.aspace.table
@@ -122,71 +144,81 @@ class MemoryView:
         return [vpn for vpn, pte in self._table(pid).items() if pte.slot >= 0]
 
 
+def _frame(frame: Any, nframes: int) -> int:
+    n = int.__index__(frame) if issubclass(type(frame), int) else int(frame)
+    if not 0 <= n < nframes:
+        raise IndexError(f"frame {n} is not one of this kernel's {nframes} frames")
+    return n
+
+
 class SchedView:
     """A read-only view of the scheduler, for sched advisors."""
 
-    __slots__ = ("_kernel", "_views")
+    __slots__ = ("_key",)
 
-    def __init__(self, kernel: Kernel, views: dict[int, TaskView]) -> None:
-        self._kernel = kernel
-        self._views = views
+    def __init__(self, key: int) -> None:
+        self._key = key
 
     @property
     def ncpus(self) -> int:
-        return len(self._kernel.cpus)
+        return len(_source(self._key).kernel.cpus)
 
     @property
     def default_slice_ns(self) -> int:
-        return self._kernel.sched.slice_ns
+        return _source(self._key).kernel.sched.slice_ns
 
     def task(self, pid: int) -> TaskView | None:
-        task = self._kernel.tasks.get(pid)
-        return None if task is None else self._views.get(pid) or TaskView(task)
+        kernel = _source(self._key).kernel
+        task = kernel.tasks.get(pid)
+        return None if task is None else kernel.mlaas.view_of(task)
 
     def runnable(self) -> list[TaskView]:
-        return [self._views.get(t.pid) or TaskView(t) for t in self._kernel.sched.runnable()]
+        kernel = _source(self._key).kernel
+        view_of = kernel.mlaas.view_of
+        return [view_of(t) for t in kernel.sched.runnable()]
 
 
 class ModuleLog:
     """A module's dmesg logger: lines carry subsystem ``mlaas`` and the module's name."""
 
-    __slots__ = ("_log", "_module")
+    __slots__ = ("_key", "_module")
 
-    def __init__(self, log: Any, module: str) -> None:
-        self._log = log
+    def __init__(self, key: int, module: str) -> None:
+        self._key = key
         self._module = module
 
     def info(self, event: str, **fields: Any) -> None:
-        self._log.info("mlaas", event, module=self._module, **fields)
+        _source(self._key).kernel.log.info("mlaas", str(event), module=self._module, **fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        self._log.warning("mlaas", event, module=self._module, **fields)
+        _source(self._key).kernel.log.warning("mlaas", str(event), module=self._module, **fields)
 
 
 class AdvisorContext:
     """The services the kernel hands one advisor (see the module docstring)."""
 
-    def __init__(self, kernel: Kernel, record: ModuleRecord, params: Mapping[str, Any]) -> None:
-        self._kernel = kernel
-        self._record = record
-        self.name = record.name
-        self.kind = record.kind
+    __slots__ = ("_key", "name", "kind", "params", "log", "rng", "memory", "sched")
+
+    def __init__(
+        self, key: int, name: str, kind: str, seed: Any, params: Mapping[str, Any]
+    ) -> None:
+        self._key = key
+        self.name = name
+        self.kind = kind
         self.params: Mapping[str, Any] = types.MappingProxyType(dict(params))
-        self.log = ModuleLog(kernel.log, record.name)
-        self.rng = random.Random(f"{kernel.seed}:{record.name}")
-        self.memory: MemoryView | None = MemoryView(kernel) if record.kind == "memory" else None
-        self.sched: SchedView | None = None
-        if record.kind == "sched":
-            self.sched = SchedView(kernel, kernel.mlaas.task_views)
+        self.log = ModuleLog(key, name)
+        self.rng = random.Random(f"{seed}:{name}")
+        self.memory: MemoryView | None = MemoryView(key) if kind == "memory" else None
+        self.sched: SchedView | None = SchedView(key) if kind == "sched" else None
 
     @property
     def now_ns(self) -> int:
         """Virtual time."""
-        return self._kernel.loop.now_ns
+        return _source(self._key).kernel.loop.now_ns
 
     @property
     def features(self) -> FeatureStore:
-        return self._kernel.mlaas.inference.features
+        return _source(self._key).kernel.mlaas.inference.features
 
     def model(
         self,
@@ -198,7 +230,7 @@ class AdvisorContext:
     ) -> Model:
         """A multi-layer perceptron, ``layers = (inputs, hidden..., outputs)``, with
         ReLU between layers.  Without `weights` it starts from a seeded random init."""
-        return self._kernel.mlaas.inference.model(
+        return _source(self._key).kernel.mlaas.inference.model(
             f"{self.name}.{name}",
             layers,
             output=output,
@@ -218,6 +250,7 @@ class AdvisorContext:
         or when its time window ends.  ``.result()`` closes it at once and
         returns the outputs; `callback(outputs)` is called when it completes.
         """
-        return self._kernel.mlaas.inference.submit(
-            model, features, owner=self._record, callback=callback
+        source = _source(self._key)
+        return source.kernel.mlaas.inference.submit(
+            model, features, owner=source.record, callback=callback
         )

@@ -2,11 +2,19 @@
 
 It loads modules (`insmod`), attaches each to its hook point through a
 binding, detaches them (`rmmod`), swaps versions (`reload`), and reports on
-them (`lsmod`, `modinfo`).  Every call into a module goes through `call`,
+them (`lsmod`, `modinfo`).  Every call into module code goes through `ask`,
 the guard that enforces the fault rules of `faults.py`: a module that
-raises, overruns, answers garbage or starves a task is *ejected* — detached,
-with an exit report in dmesg and in `modinfo` — and the kernel's default
-policy takes over at once.  No task, page or message depends on a module.
+raises, overruns, answers garbage, grows the kernel's memory or starves a
+task is *ejected* — detached, with an exit report in dmesg and in `modinfo`
+— and the kernel's default policy takes over at once.  No task, page or
+message depends on a module.
+
+What runs under the guard is everything a module wrote: its top-level code,
+its class attributes and constructor (read once, at load, into plain values
+on the record), its callbacks, the dunder methods of whatever it answers
+(`answers.py` reads the answer inside the guard), and the `__del__` of the
+objects it leaves behind (released inside the guard, at each call and when
+the module goes).  Threads a module started are stopped when it goes.
 
 A kernel has at most one advisor of each kind attached (as Linux has one
 sched_ext scheduler).  Each kernel instance has its own core, so a guest
@@ -16,20 +24,21 @@ through which a guest picks among the modules its host allows.
 
 from __future__ import annotations
 
+import enum
+import gc
 import itertools
 import os
-from collections.abc import Mapping
-from time import perf_counter_ns
+from collections.abc import Callable, Mapping
+from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
 
-from kernel.mlaas import loader
-from kernel.mlaas.advisors import Advisor, overrides
+import attrs
+
+from kernel.mlaas import context, faults, loader
+from kernel.mlaas.advisors import BASES, CALLBACKS, LIFECYCLE, Advisor
 from kernel.mlaas.bindings import FAULTED, GpuAdvice, MemoryBinding, SchedBinding
 from kernel.mlaas.context import AdvisorContext, TaskView
 from kernel.mlaas.faults import (
-    HARD_FACTOR,
-    LOAD_LIMIT_NS,
-    MIN_HARD_LIMIT_NS,
     OVERRUN_STRIKES,
     SAMPLE_EVERY,
     SETTLE_CALLS,
@@ -37,10 +46,13 @@ from kernel.mlaas.faults import (
     CallbackTimeout,
     CallSlot,
     ExitReport,
+    HostInterrupt,
+    InvalidAnswer,
     ModuleError,
     StarvationWatchdog,
     describe,
     guard,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -52,50 +64,79 @@ if TYPE_CHECKING:
 #: default is 30 s; this kernel's slices are 5 ms, so 5 s is a thousand slices.
 DEFAULT_STARVE_TIMEOUT_NS = 5_000_000_000
 
-_load_ids = itertools.count(1)
+#: The CPU time an isolated module's process may use over its life.
+ISOLATED_CPU_S = 3600
+
+_load_ids = itertools.count(1)  # each loading call its own id, for the watchdog
 
 
+class ModuleState(enum.StrEnum):
+    LOADING = "loading"
+    LIVE = "live"
+    EJECTED = "ejected"  # by a fault: listed, with its report, until rmmod
+    REPLACED = "replaced"  # by reload
+    REMOVED = "removed"
+
+
+@attrs.define(eq=False, repr=False)
 class ModuleRecord:
-    """One loaded module: its advisor, its accounting, and its last exit report."""
+    """One loaded module: plain facts read at load, its advisor, its accounting,
+    and its last exit report."""
 
-    def __init__(self, loaded: loader.LoadedModule, params: dict[str, Any], now_ns: int) -> None:
-        self.name = loaded.name
-        self.kind = loaded.kind
-        self.path = loaded.path
-        self.digest = loaded.digest
-        self.doc = loaded.doc
-        self.cls = loaded.cls
-        self.module = loaded.module
-        self.params = params
-        self.advisor: Any = None  # the module's Advisor instance, set by Mlaas._prepare
-        self.binding: Any = None
-        self.state = "loading"
-        self.loaded_ns = now_ns
-        self._calls = 0  # calls through Mlaas.call
-        self.counters: list[Any] = []  # hot-path guards count their own calls
-        self.timed_calls = 0
-        self.timed_ns = 0
-        self.faults = 0
-        self.strikes = 0  # timed calls over budget in a row
-        self.calm = 0  # timed calls within budget in a row
-        self.sample_mask = 0  # time a call when (its number & mask) == 0: 0 = every call
-        self.budget_ns = int(loaded.cls.budget_us * 1000)
-        self.hard_ns = max(HARD_FACTOR * self.budget_ns, MIN_HARD_LIMIT_NS)
+    name: str
+    kind: str
+    path: str
+    origin: str  # "shipped" (mlaas_modules/), or the path it came from
+    digest: str
+    doc: str
+    params: dict[str, Any]
+    defaults: dict[str, Any]
+    api_version: int
+    budget_us: float
+    overridden: frozenset[str]  # the callbacks and lifecycle methods the class defines
+    sources: frozenset[str]  # the module's files: its code objects' co_filename
+    loaded_ns: int
+    advisor: Any = None  # the module's Advisor instance (an isolated module's proxy)
+    methods: dict[str, Callable[..., Any]] = attrs.Factory(dict)  # bound callbacks
+    module: Any = None  # the Python module object; None once released
+    isolated: Any = None  # the IsolatedModule, for `insmod --isolated`
+    key: int = 0  # names the kernel to the module's context and views
+    binding: Any = None
+    state: ModuleState = ModuleState.LOADING
+    ncalls: int = 0  # calls through Mlaas.ask
+    counters: list[Callable[[], int]] = attrs.Factory(list)  # hot-path guards count their own
+    timed_calls: int = 0
+    timed_ns: int = 0  # CPU time of the timed calls
+    faults: int = 0
+    strikes: int = 0  # timed calls over budget in a row
+    calm: int = 0  # timed calls within budget in a row
+    sample_mask: int = 0  # time a call when (its number & mask) == 0: 0 = every call
+    report: ExitReport | None = None
+    infer_rows: int = 0
+    infer_ns: dict[str, float] = attrs.Factory(dict)
+    budget_ns: int = attrs.field(init=False)
+    hard_ns: int = attrs.field(init=False)
+    slot: CallSlot = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.budget_ns = int(self.budget_us * 1000)
+        self.hard_ns = max(faults.HARD_FACTOR * self.budget_ns, faults.MIN_HARD_LIMIT_NS)
         self.slot = CallSlot(self.hard_ns)
-        self.report: ExitReport | None = None
-        self.infer_rows = 0
-        self.infer_ns: dict[str, float] = {}
 
     @property
     def calls(self) -> int:
-        return self._calls + sum(c() for c in self.counters)
+        return self.ncalls + sum(c() for c in self.counters)
 
     @property
-    def host_ns(self) -> int:
-        """Host time spent in the module's callbacks: the timed calls, scaled to all."""
+    def cpu_ns(self) -> int:
+        """CPU time spent in the module's callbacks: the timed calls, scaled to all."""
         if not self.timed_calls:
             return 0
         return round(self.timed_ns * max(self.calls, self.timed_calls) / self.timed_calls)
+
+    @property
+    def mode(self) -> str:
+        return "isolated" if self.isolated is not None else "in-process"
 
     def account_inference(self, backend: str, ns: float, rows: int) -> None:
         self.infer_rows += rows
@@ -103,6 +144,20 @@ class ModuleRecord:
 
     def __repr__(self) -> str:
         return f"<ModuleRecord {self.name} {self.kind} {self.state}>"
+
+
+@attrs.frozen
+class _Loaded:
+    """What loading a module produced, in plain values (and the advisor)."""
+
+    loaded: loader.LoadedModule
+    params: dict[str, Any]
+    defaults: dict[str, Any]
+    api_version: int
+    budget_us: float
+    overridden: frozenset[str]
+    advisor: Any
+    methods: dict[str, Callable[..., Any]]
 
 
 class Mlaas:
@@ -116,51 +171,83 @@ class Mlaas:
         self.task_views: dict[int, TaskView] = {}
         self.task_hooks = False  # does the kernel need to tell us about spawns and exits?
         self.watchdog = StarvationWatchdog(self, DEFAULT_STARVE_TIMEOUT_NS)
-        self.gpu = GpuAdvice(self)  # what the vGPU driver asks: TPCs, atoms, clock
+        self.gpu = GpuAdvice(self)  # what the vGPU driver asks: TPC allocation, clock
         self._inference: InferenceService | None = None
         self.allowed: set[str] = set()  # modules a guest of this kernel may choose
         self.host: Mlaas | None = None  # set when this kernel is a guest
+        faults.install_host_interrupt()
 
     # ===================================================================
     # The guard: every call into a module
     # ===================================================================
 
     @guard
-    def call(self, rec: ModuleRecord, fn: Any, *args: Any) -> Any:
-        """Call `fn(*args)`, a callback of `rec`, under the fault rules.
-        Returns its answer, or `FAULTED` if the call ejected the module."""
+    def ask(
+        self,
+        rec: ModuleRecord,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        check: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Call `fn(*args)`, module code of `rec`, under the fault rules, and
+        turn its answer into plain values with `check` (inside the guard).
+        Returns that, or `FAULTED` if the call ejected the module."""
         slot = rec.slot
-        rec._calls = n = rec._calls + 1
+        rec.ncalls = n = rec.ncalls + 1
         timed = not n & rec.sample_mask  # others are calls the budget check skips (faults.py)
-        t0 = perf_counter_ns() if timed else 0
-        slot.call = -n
+        t0 = thread_time_ns() if timed else 0
+        failure = None
+        slot.call = -n  # negative: the hot-path guards count their own calls upwards
         try:
-            answer = fn(*args)
-            slot.call = 0
-        except KeyboardInterrupt:
-            slot.call = 0
-            raise
-        except BaseException as exc:
-            slot.call = 0
-            self.failed(rec, exc, getattr(fn, "__name__", "callback"))
+            try:
+                answer = fn(*args)
+                if check is not None:
+                    answer = check(answer)
+            except HostInterrupt:
+                slot.call = 0
+                raise
+            except BaseException as exc:
+                failure = self.fault_of(rec, exc, getattr(fn, "__name__", "callback"))
+                answer = None
+        finally:
+            slot.call = 0  # whatever the module raised or answered was released above
+        if failure is not None:
+            settle(slot)
+            self.eject(rec, *failure)
             return FAULTED
-        if timed and self.timed(rec, perf_counter_ns() - t0, fn):
-            return FAULTED
+        if timed:
+            if rec.isolated is None:
+                used = thread_time_ns() - t0
+            else:  # the child's own measure; 0 for a notice that was only queued
+                used, rec.isolated.last_cpu_ns = rec.isolated.last_cpu_ns, 0
+            if self.timed(rec, used, fn):
+                return FAULTED
         return answer
 
-    def failed(self, rec: ModuleRecord, exc: BaseException, what: str) -> None:
+    def call(self, rec: ModuleRecord, fn: Callable[..., Any], *args: Any) -> Any:
+        """`ask` without an answer to check: notices and lifecycle calls."""
+        return self.ask(rec, fn, args)
+
+    def fault_of(self, rec: ModuleRecord, exc: BaseException, what: str) -> tuple[str, str]:
+        """The reason and message of a call that ended in `exc` (read without
+        running any method of it)."""
         if isinstance(exc, CallbackTimeout):
-            self.eject(
-                rec,
-                "overrun",
-                f"{what} did not return within {rec.hard_ns / 1e6:g} ms "
-                f"(budget {rec.budget_ns / 1e3:g} us): interrupted by the watchdog",
-            )
-        else:
-            self.eject(rec, "raised", f"{what} raised {describe(exc)}")
+            reason, message = rec.slot.fault()
+            if reason == "overrun":
+                message += f" (budget {rec.budget_ns / 1e3:g} us of CPU)"
+            return reason, f"{what} {message}: interrupted by the watchdog"
+        if isinstance(exc, InvalidAnswer):
+            return "invalid", str(exc.args[0]) if exc.args else what
+        if rec.isolated is not None:
+            from kernel.mlaas.isolated import IsolatedFault
+
+            if type(exc) is IsolatedFault:
+                return exc.reason, f"{what}: {exc.message}"
+        return "raised", f"{what} raised {describe(exc)}"
 
     def timed(self, rec: ModuleRecord, dt_ns: int, fn: Any) -> bool:
-        """Account a timed call and apply the budget.  True if that ejected the module."""
+        """Account a timed call (its CPU time) and apply the budget.  True if
+        that ejected the module."""
         rec.timed_calls += 1
         rec.timed_ns += dt_ns
         if dt_ns <= rec.budget_ns:
@@ -172,14 +259,15 @@ class Mlaas:
         rec.strikes += 1
         rec.calm = 0
         rec.sample_mask = 0  # time every call again
-        if rec.strikes < OVERRUN_STRIKES:
+        if dt_ns <= rec.hard_ns and rec.strikes < OVERRUN_STRIKES:
             return False
         what = fn if isinstance(fn, str) else getattr(fn, "__name__", "callback")
+        once = dt_ns > rec.hard_ns
         self.eject(
             rec,
             "overrun",
-            f"{what} took {dt_ns / 1e3:.0f} us, over its {rec.budget_ns / 1e3:g} us "
-            f"budget {rec.strikes} calls in a row",
+            f"{what} used {dt_ns / 1e3:.0f} us of CPU, over its {rec.budget_ns / 1e3:g} us "
+            + ("budget more than tenfold" if once else f"budget {rec.strikes} calls in a row"),
         )
         return True
 
@@ -191,21 +279,18 @@ class Mlaas:
 
     def eject(self, rec: ModuleRecord, reason: str, message: str) -> None:
         """Detach a faulty module; the default policy decides from now on."""
-        if rec.state != "live":
+        if rec.state != ModuleState.LIVE:
             return
         rec.faults += 1
         self._detach(rec)
-        rec.state = "ejected"
+        rec.state = ModuleState.EJECTED
         rec.report = ExitReport("fault", reason, message, self.kernel.loop.now_ns)
         self.history[rec.name] = rec.report
         self.kernel.log.error(
-            "mlaas",
-            "module ejected",
-            module=rec.name,
-            kind=rec.kind,
-            reason=reason,
+            "mlaas", "module ejected", module=rec.name, kind=rec.kind, reason=reason,
             message=message,
-        )
+        )  # fmt: skip
+        self._release(rec)
 
     @property
     def starve_timeout_ns(self) -> int:
@@ -217,9 +302,10 @@ class Mlaas:
         self.watchdog.timeout_ns = value
 
     def view_of(self, task: Task) -> TaskView:
+        """The task's view, made anew when its CPU time or state changed."""
         view = self.task_views.get(task.pid)
-        if view is None:
-            view = self.task_views[task.pid] = TaskView(task)
+        if view is None or view[5] != task.cpu_ns or view[6] != task.state.name.lower():
+            view = self.task_views[task.pid] = TaskView.of(task)
         return view
 
     # ===================================================================
@@ -230,13 +316,23 @@ class Mlaas:
     def search_path(self) -> list[str]:
         return [*self.module_path, *loader.default_search_path()]
 
-    def insmod(self, spec: str, params: Mapping[str, Any] | None = None) -> ModuleRecord:
-        """Load, validate and attach a module; `ModuleError` (and no change) if refused."""
+    def insmod(
+        self,
+        spec: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        isolated: bool = False,
+        override: bool = False,
+    ) -> ModuleRecord:
+        """Load, validate and attach a module; `ModuleError` (and no change) if refused.
+
+        `isolated` runs it in a sandboxed child process (`isolated.py`).  A
+        module may take a shipped module's name only with `override`."""
         try:
             if self.host is not None:
                 self._check_host_allows(spec)
             path = loader.resolve(spec, self.search_path)
-            rec = self._prepare(path, params, replacing=None)
+            rec = self._prepare(path, params, replacing=None, isolated=isolated, override=override)
             self._start(rec, None)
         except ModuleError as exc:
             self.kernel.log.warning(
@@ -245,25 +341,22 @@ class Mlaas:
             raise
         self._attach(rec)
         self.kernel.log.info(
-            "mlaas",
-            "module loaded",
-            module=rec.name,
-            kind=rec.kind,
-            path=_short(rec.path),
-            **{f"param.{k}": v for k, v in rec.params.items()},
-        )
+            "mlaas", "module loaded", module=rec.name, kind=rec.kind, path=_short(rec.path),
+            mode=rec.mode, **{f"param.{k}": v for k, v in rec.params.items()},
+        )  # fmt: skip
         return rec
 
     def rmmod(self, name: str) -> ExitReport:
         """Detach a module (its on_unload runs) and forget it; the default policy takes over."""
         rec = self._record(name)
         report = ExitReport("unload", "rmmod", "removed by rmmod", self.kernel.loop.now_ns)
-        if rec.state == "live":
+        was_live = rec.state == ModuleState.LIVE
+        if was_live:
             self._unload(rec)
         # An ejected module's last exit was its fault; rmmod only forgets it.
-        if rec.state == "live" or rec.report is None or rec.report.kind != "fault":
+        if was_live or rec.report is None or rec.report.kind != "fault":
             rec.report = report
-        rec.state = "removed"
+        rec.state = ModuleState.REMOVED
         self._forget(rec)
         self.history[name] = rec.report
         self.kernel.log.info("mlaas", "module removed", module=name)
@@ -271,39 +364,41 @@ class Mlaas:
 
     def _unload(self, rec: ModuleRecord) -> None:
         """A clean detach: the module's on_unload runs first (a fault there still detaches)."""
-        if overrides(rec.cls, Advisor, "on_unload"):
-            self.call(rec, rec.advisor.on_unload)
-        if rec.state == "live":
+        if "on_unload" in rec.overridden:
+            self.call(rec, rec.methods["on_unload"])
+        if rec.state == ModuleState.LIVE:
             self._detach(rec)
 
     def reload(self, name: str, params: Mapping[str, Any] | None = None) -> ModuleRecord:
         """rmmod + insmod of the module's file, handing its state over.  If the new
         version fails to load, the old one stays in and the failure is reported."""
         old = self._record(name)
-        merged = {**{k: v for k, v in old.params.items()}, **(params or {})}
+        merged = {**old.params, **(params or {})}
         try:
-            new = self._prepare(old.path, merged, replacing=old)
+            new = self._prepare(
+                old.path, merged, replacing=old, isolated=old.isolated is not None, override=True
+            )
         except ModuleError as exc:
             self._reload_failed(old, str(exc))
             raise ModuleError(
                 f"reload of {name} failed, the old version stays in: {_reason(exc)}"
             ) from None
         state = None
-        if old.state == "live" and overrides(old.cls, Advisor, "export_state"):
-            state = self.call(old, old.advisor.export_state)
+        if old.state == ModuleState.LIVE and "export_state" in old.overridden:
+            state = self.call(old, old.methods["export_state"])
             if state is FAULTED:
                 state = None  # the old version faulted exporting: it is ejected; start clean
         try:
             self._start(new, state)
         except ModuleError as exc:
-            loader.forget(new.module)
+            self._release(new)
             self._reload_failed(old, str(exc))
             raise ModuleError(
                 f"reload of {name} failed, the old version stays in: {_reason(exc)}"
             ) from None
-        if old.state == "live":
+        if old.state == ModuleState.LIVE:
             self._unload(old)
-            old.state = "replaced"
+            old.state = ModuleState.REPLACED
         self._forget(old, keep_models=True)
         changed = new.digest != old.digest
         new.report = ExitReport(
@@ -314,12 +409,9 @@ class Mlaas:
         )
         self._attach(new)
         self.kernel.log.info(
-            "mlaas",
-            "module reloaded",
-            module=name,
-            changed=changed,
+            "mlaas", "module reloaded", module=name, changed=changed,
             state="handed over" if state is not None else "none",
-        )
+        )  # fmt: skip
         return new
 
     def _reload_failed(self, old: ModuleRecord, reason: str) -> None:
@@ -327,12 +419,9 @@ class Mlaas:
             "reload-failed", "reload-failed", _reason(reason), self.kernel.loop.now_ns
         )
         self.kernel.log.error(
-            "mlaas",
-            "reload failed",
-            module=old.name,
-            reason=_reason(reason),
-            kept="old version" if old.state == "live" else "nothing (it was ejected)",
-        )
+            "mlaas", "reload failed", module=old.name, reason=_reason(reason),
+            kept="old version" if old.state == ModuleState.LIVE else "nothing (it was ejected)",
+        )  # fmt: skip
 
     def _record(self, name: str) -> ModuleRecord:
         rec = self.modules.get(name)
@@ -347,31 +436,27 @@ class Mlaas:
             raise ModuleError(f"the host does not allow {name!r} (allowed: {allowed})")
 
     @guard
-    def _run_loading(self, fn: Any, *args: Any) -> Any:
-        """Run module code while loading (top level, constructor, on_load) under the
-        watchdog; anything it raises becomes a refusal."""
+    def _run_loading(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run module code while loading (top level, class attributes, constructor,
+        on_load) under the watchdog; anything it raises becomes a refusal."""
         slot = self.load_slot
-        slot.limit_ns = LOAD_LIMIT_NS
+        slot.limit_ns = faults.LOAD_LIMIT_NS
         WATCHDOG.watch(slot)
+        failure: str | None = None
         slot.call = next(_load_ids)
         try:
-            return fn(*args)
-        except KeyboardInterrupt:
-            raise
-        except CallbackTimeout:
-            raise ModuleError(
-                f"{getattr(fn, '__qualname__', 'loading')} did not finish within "
-                f"{LOAD_LIMIT_NS / 1e9:g} s: interrupted by the watchdog"
-            ) from None
-        except ModuleError:
-            raise
-        except BaseException as exc:
-            raise ModuleError(
-                f"{getattr(fn, '__qualname__', 'loading')} raised {describe(exc)}"
-            ) from None
+            try:
+                return fn(*args)
+            except HostInterrupt:
+                raise
+            except BaseException as exc:
+                failure = _load_failure(fn, exc, slot)
         finally:
             slot.call = 0
+            settle(slot)
             WATCHDOG.unwatch(slot)
+            if failure is not None:
+                raise ModuleError(failure)
 
     def _prepare(
         self,
@@ -380,47 +465,94 @@ class Mlaas:
         *,
         replacing: ModuleRecord | None,
         swap: bool = False,
+        isolated: bool = False,
+        override: bool = False,
     ) -> ModuleRecord:
         """Load and validate a module and make its advisor; nothing is attached yet.
         `replacing` is the version a reload replaces; with `swap`, whatever advisor
         of the same kind is attached will be replaced (a guest's choice)."""
-        loaded = loader.load(path, self._run_loading)
+        if isolated:
+            rec = self._load_isolated(path, params)
+        else:
+            done = self._run_loading(_load_advisor, path, params)
+            loaded = done.loaded
+            rec = ModuleRecord(
+                name=loaded.name, kind=loaded.kind, path=path, origin=loader.origin(path),
+                digest=loaded.digest, doc=loaded.doc, params=done.params, defaults=done.defaults,
+                api_version=done.api_version, budget_us=done.budget_us,
+                overridden=done.overridden, sources=frozenset(loader.sources(path)),
+                loaded_ns=self.kernel.loop.now_ns, advisor=done.advisor, methods=done.methods,
+                module=loaded.module,
+            )  # fmt: skip
         try:
-            name, kind = loaded.name, loaded.kind
-            if replacing is not None and name != replacing.name:
-                raise ModuleError(f"the file now defines module {name!r}, not {replacing.name!r}")
-            current = self.modules.get(name)
-            holder = self.attached.get(kind)
-            if (
-                not swap
-                and current is not None
-                and current is not replacing
-                and current.state == "live"
-            ):
-                raise ModuleError(f"module {name!r} is already loaded (use reload)")
-            if not swap and holder is not None and holder is not replacing:
-                raise ModuleError(f"the {kind} advisor {holder.name!r} is attached: rmmod it first")
-            values = loader.convert_params(loaded.cls, params)
-            rec = ModuleRecord(loaded, values, self.kernel.loop.now_ns)
-            advisor = self._run_loading(loaded.cls)
-            advisor.ctx = AdvisorContext(self.kernel, rec, values)
-            rec.advisor = advisor
+            self._check_identity(rec, replacing, swap, override)
+            rec.key = context.register(self.kernel, rec)
+            if rec.isolated is None:
+                ctx = AdvisorContext(rec.key, rec.name, rec.kind, self.kernel.seed, rec.params)
+                self._run_loading(setattr, rec.advisor, "ctx", ctx)
             return rec
         except ModuleError:
-            loader.forget(loaded.module)
+            self._release(rec)
             raise
 
+    def _check_identity(
+        self, rec: ModuleRecord, replacing: ModuleRecord | None, swap: bool, override: bool
+    ) -> None:
+        name, kind = rec.name, rec.kind
+        if replacing is not None and name != replacing.name:
+            raise ModuleError(f"the file now defines module {name!r}, not {replacing.name!r}")
+        shipped = loader.shipped_path(name)
+        if shipped is not None and rec.origin != "shipped" and not override:
+            raise ModuleError(
+                f"the name {name!r} belongs to the shipped module {_short(shipped)}: "
+                "give this module a name of its own, or override the shipped one (insmod -f)"
+            )
+        current = self.modules.get(name)
+        holder = self.attached.get(kind)
+        if (
+            not swap
+            and current is not None
+            and current is not replacing
+            and current.state == ModuleState.LIVE
+        ):
+            raise ModuleError(f"module {name!r} is already loaded (use reload)")
+        if not swap and holder is not None and holder is not replacing:
+            raise ModuleError(f"the {kind} advisor {holder.name!r} is attached: rmmod it first")
+
+    def _load_isolated(self, path: str, params: Mapping[str, Any] | None) -> ModuleRecord:
+        from kernel.mlaas import isolated
+
+        host = _IsolatedHost(self)
+        # The child's own hang limit ends a question first; the watchdog's wall-clock
+        # limit stays behind it as the last resort.  CPU time over the child's life
+        # is bounded generously: questions are bounded one by one.
+        limits = isolated.Limits(hang_s=faults.HANG_LIMIT_NS / 2e9, cpu_s=ISOLATED_CPU_S)
+        handle = isolated.start(path, params, seed=self.kernel.seed, host=host, limits=limits)
+        rec = ModuleRecord(
+            name=handle.name, kind=handle.kind, path=path, origin=loader.origin(path),
+            digest=handle.digest, doc=handle.doc, params=dict(handle.params),
+            defaults=dict(handle.defaults), api_version=handle.api_version,
+            budget_us=handle.budget_us, overridden=frozenset(handle.overridden),
+            sources=frozenset(), loaded_ns=self.kernel.loop.now_ns, advisor=handle.advisor,
+            isolated=handle,
+        )  # fmt: skip
+        rec.methods = {n: getattr(handle.advisor, n) for n in rec.overridden}
+        host.record = rec
+        return rec
+
     def _start(self, rec: ModuleRecord, state: Any) -> None:
+        """on_load, then (on reload) the old version's state."""
         try:
-            if state is not None:
-                self._run_loading(rec.advisor.import_state, state)
-            self._run_loading(rec.advisor.on_load)
+            if "on_load" in rec.overridden:
+                self._run_loading(rec.methods["on_load"])
+            if state is not None and "import_state" in rec.overridden:
+                self._run_loading(rec.methods["import_state"], state)
         except ModuleError:
-            loader.forget(rec.module)
+            self._release(rec)
             raise
 
     def _attach(self, rec: ModuleRecord) -> None:
-        rec.state = "live"
+        rec.state = ModuleState.LIVE
         previous = self.modules.get(rec.name)
         if previous is not None and previous is not rec:
             self._forget(previous, keep_models=True)  # an ejected version of the same module
@@ -455,7 +587,43 @@ class Mlaas:
             del self.modules[rec.name]
         if not keep_models and self._inference is not None:
             self._inference.drop_models(rec.name + ".")
-        loader.forget(rec.module)
+        self._release(rec)
+
+    @guard
+    def _release(self, rec: ModuleRecord) -> None:
+        """The module is gone: close its views, stop its threads (or its child
+        process), and drop its objects — under the guard, so that whatever its
+        objects' `__del__` do is contained."""
+        context.release(rec.key)
+        if rec.isolated is not None:
+            rec.isolated.close()
+        if rec.sources:
+            faults.stop_threads(rec.sources)
+        if rec.module is None and rec.advisor is None and rec.binding is None:
+            return
+        slot = self.load_slot
+        slot.limit_ns = faults.LOAD_LIMIT_NS
+        WATCHDOG.watch(slot)
+        slot.call = next(_load_ids)
+        try:
+            try:
+                module, rec.module, rec.advisor, rec.methods = rec.module, None, None, {}
+                binding, rec.binding = rec.binding, None
+                if binding is not None:
+                    binding.close()  # the hot-path guard's reference to the module's callback
+                del binding
+                if module is not None:
+                    loader.forget(module)
+                del module
+                gc.collect()
+            except HostInterrupt:
+                raise
+            except BaseException:  # noqa: S110 - a module's __del__: it is going anyway
+                pass
+        finally:
+            slot.call = 0
+            settle(slot)
+            WATCHDOG.unwatch(slot)
 
     def _update_task_hooks(self) -> None:
         self.task_hooks = "sched" in self.attached or "memory" in self.attached
@@ -463,13 +631,13 @@ class Mlaas:
     def shutdown(self) -> None:
         """Detach every module (the kernel is going away) and forget their code."""
         for rec in list(self.modules.values()):
-            if rec.state == "live":
+            if rec.state == ModuleState.LIVE:
                 self._detach(rec)
-                rec.state = "removed"
+                rec.state = ModuleState.REMOVED
                 rec.report = ExitReport(
                     "shutdown", "shutdown", "the kernel shut down", self.kernel.loop.now_ns
                 )
-            loader.forget(rec.module)
+            self._release(rec)
 
     # ===================================================================
     # Reports
@@ -477,8 +645,8 @@ class Mlaas:
 
     def lsmod(self) -> list[dict[str, Any]]:
         return [
-            {"name": r.name, "kind": r.kind, "state": r.state, "calls": r.calls,
-             "time_ms": r.host_ns / 1e6, "faults": r.faults}
+            {"name": r.name, "kind": r.kind, "state": str(r.state), "calls": r.calls,
+             "time_ms": r.cpu_ns / 1e6, "faults": r.faults, "mode": r.mode, "origin": r.origin}
             for r in self.modules.values()
         ]  # fmt: skip
 
@@ -489,10 +657,11 @@ class Mlaas:
                 return {"name": name, "state": "not loaded", "last_exit": self.history[name]}
             raise ModuleError(f"no module named {name!r} is loaded")
         return {
-            "name": rec.name, "kind": rec.kind, "state": rec.state, "path": rec.path, "version": rec.digest,
-            "description": rec.doc, "params": dict(rec.params), "defaults": dict(rec.cls.params),
-            "api_version": rec.cls.api_version, "budget_us": rec.cls.budget_us,
-            "calls": rec.calls, "time_ms": rec.host_ns / 1e6, "faults": rec.faults,
+            "name": rec.name, "kind": rec.kind, "state": str(rec.state), "path": rec.path,
+            "origin": rec.origin, "mode": rec.mode, "version": rec.digest,
+            "description": rec.doc, "params": dict(rec.params), "defaults": dict(rec.defaults),
+            "api_version": rec.api_version, "budget_us": rec.budget_us,
+            "calls": rec.calls, "time_ms": rec.cpu_ns / 1e6, "faults": rec.faults,
             "inference_rows": rec.infer_rows, "inference_ns": dict(rec.infer_ns),
             "last_exit": rec.report,
         }  # fmt: skip
@@ -510,18 +679,18 @@ class Mlaas:
         if rec is not None:
             view = self.view_of(task)
             if rec.binding.wants_spawn:
-                self.call(rec, rec.advisor.on_spawn, view)
+                self.call(rec, rec.methods["on_spawn"], view)
         rec = self.attached.get("memory")
         if rec is not None and rec.binding.wants_launch:
-            self.call(rec, rec.advisor.on_launch, task.pid, task.name)
+            self.call(rec, rec.methods["on_launch"], task.pid, task.name)
 
     def notify_exit(self, task: Task) -> None:
         rec = self.attached.get("sched")
         if rec is not None:
-            view = self.task_views.pop(task.pid, None) or TaskView(task)
+            self.task_views.pop(task.pid, None)
             self.watchdog.forget(task.pid)
             if rec.binding.wants_exit:
-                self.call(rec, rec.advisor.on_exit, view, task.cpu_ns)
+                self.call(rec, rec.methods["on_exit"], TaskView.of(task), task.cpu_ns)
 
     # ===================================================================
     # Kernel-space inference (the service is made on first use: it needs numpy)
@@ -552,7 +721,7 @@ class Mlaas:
         rec = request.owner
         if rec is None:
             request.callback(request.value)
-        elif rec.state == "live":
+        elif rec.state == ModuleState.LIVE:
             self.call(rec, request.callback, request.value)
 
     # ===================================================================
@@ -564,9 +733,6 @@ class Mlaas:
         for name in names:
             loader.resolve(name, self.search_path)  # refuse names that do not exist
             self.allowed.add(name)
-
-    def disallow(self, *names: str) -> None:
-        self.allowed.difference_update(names)
 
     def choose(self, name: str, params: Mapping[str, Any] | None = None) -> ModuleRecord:
         """As a guest: attach a module the host allows, in place of this kernel's
@@ -587,6 +753,81 @@ class Mlaas:
         self._attach(rec)
         self.kernel.log.info("mlaas", "module chosen", module=rec.name, kind=rec.kind)
         return rec
+
+
+def _load_advisor(path: str, params: Mapping[str, Any] | None) -> _Loaded:
+    """Everything of a module that loading runs: its top level, its class's
+    attributes and constructor.  Runs under `Mlaas._run_loading`; what it
+    returns is plain values, the advisor and its bound callbacks."""
+    loaded = loader.load(path)
+    try:
+        cls = loaded.cls
+        base = BASES[loaded.kind]
+        overridden = frozenset(
+            n for n in (*CALLBACKS[loaded.kind], *LIFECYCLE)
+            if getattr(cls, n, None) is not getattr(base, n, None)
+        )  # fmt: skip
+        values = loader.convert_params(cls, params)
+        defaults = {str(k): v for k, v in dict(cls.params).items()}
+        advisor = cls()
+        methods = {n: getattr(advisor, n) for n in overridden}
+        return _Loaded(
+            loaded=loaded, params=values, defaults=defaults,
+            api_version=int.__index__(cls.api_version), budget_us=float(cls.budget_us),
+            overridden=overridden, advisor=advisor, methods=methods,
+        )  # fmt: skip
+    except BaseException:
+        loader.forget(loaded.module)
+        raise
+
+
+def _load_failure(fn: Any, exc: BaseException, slot: CallSlot) -> str:
+    """Why loading was refused, read without running any method of `exc`."""
+    what = getattr(fn, "__qualname__", "loading")
+    if isinstance(exc, ModuleError):
+        return str(exc.args[0]) if exc.args and type(exc.args[0]) is str else "refused"
+    if isinstance(exc, CallbackTimeout):
+        return f"{what} {slot.fault()[1]}: interrupted by the watchdog"
+    message = getattr(exc, "message", None) if type(exc).__name__ == "IsolatedFault" else None
+    if type(message) is str:
+        return f"{what}: {message}"
+    return f"{what} raised {describe(exc)}"
+
+
+class _IsolatedHost:
+    """What an isolated module's context reaches in the kernel: virtual time,
+    the log, and its read-only views (`isolated.IsolatedHost`)."""
+
+    def __init__(self, core: Mlaas) -> None:
+        self.core = core
+        self.record: ModuleRecord | None = None
+
+    def now_ns(self) -> int:
+        return self.core.kernel.loop.now_ns
+
+    def log(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        name = self.record.name if self.record is not None else "isolated"
+        emit = self.core.kernel.log.warning if level == "warning" else self.core.kernel.log.info
+        emit("mlaas", str(event), module=name, **{str(k): v for k, v in fields.items()})
+
+    def query(self, view: str, method: str, args: tuple[Any, ...]) -> Any:
+        rec = self.record
+        if rec is None or rec.key == 0:
+            raise ModuleError("the module's views are not open")
+        target: Any
+        if view == "memory" and rec.kind == "memory":
+            target = context.MemoryView(rec.key)
+        elif view == "sched" and rec.kind == "sched":
+            target = context.SchedView(rec.key)
+        else:
+            raise ModuleError(f"a {rec.kind} advisor has no {view} view")
+        if method.startswith("_") or not hasattr(type(target), method):
+            raise ModuleError(f"the {view} view has no {method!r}")
+        value = getattr(target, method)
+        result = value(*args) if callable(value) else value
+        if isinstance(result, list):
+            return [tuple(r) if isinstance(r, TaskView) else r for r in result]
+        return tuple(result) if isinstance(result, TaskView) else result
 
 
 def _short(path: str) -> str:

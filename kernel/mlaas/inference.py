@@ -368,10 +368,6 @@ class InferenceService:
         self.backends[kind] = backend
         self.kernel.log.info("mlaas", "inference backend registered", backend=kind)
 
-    def unregister_backend(self, kind: str) -> None:
-        if kind != "cpu":
-            self.backends.pop(kind, None)
-
     def model(
         self,
         name: str,

@@ -37,7 +37,7 @@ from kernel.mlaas.advisors import (
     SUPPORTED_API_VERSIONS,
     Advisor,
 )
-from kernel.mlaas.faults import ModuleError, describe
+from kernel.mlaas.faults import CallbackTimeout, ModuleError, describe, describe_value
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 PARAM_TYPES = (bool, int, float, str)
@@ -96,7 +96,26 @@ def resolve(spec: str, search: Sequence[str]) -> str:
     raise ModuleError(f"no module named {spec!r} in {', '.join(search) or 'an empty module path'}")
 
 
-def _sources(path: str) -> list[str]:
+def shipped_path(name: str) -> str | None:
+    """The shipped module (in `mlaas_modules/`) called `name`, if there is one."""
+    for directory in default_search_path():
+        for candidate in (os.path.join(directory, f"{name}.py"), os.path.join(directory, name)):
+            if os.path.isfile(candidate) or os.path.isfile(os.path.join(candidate, "__init__.py")):
+                return candidate
+    return None
+
+
+def origin(path: str) -> str:
+    """``shipped`` for a module of `mlaas_modules/`, else its path."""
+    real = os.path.realpath(path)
+    for directory in default_search_path():
+        if os.path.dirname(real.rstrip(os.sep)) == os.path.realpath(directory):
+            return "shipped"
+    return path
+
+
+def sources(path: str) -> list[str]:
+    """The module's source files (a package's, all of them)."""
     if os.path.isfile(path):
         return [path]
     found: list[str] = []
@@ -109,14 +128,14 @@ def _sources(path: str) -> list[str]:
 def digest(path: str) -> str:
     """A hash of the module's source, to tell whether it changed since loading."""
     h = hashlib.sha256()
-    for source in _sources(path):
+    for source in sources(path):
         with open(source, "rb") as f:
             h.update(source.encode() + b"\0" + f.read())
     return h.hexdigest()[:16]
 
 
 def _compile_check(path: str) -> None:
-    for source in _sources(path):
+    for source in sources(path):
         try:
             with open(source, "rb") as f:
                 compile(f.read(), source, "exec", dont_inherit=True)
@@ -127,8 +146,10 @@ def _compile_check(path: str) -> None:
             raise ModuleError(f"cannot read {source}: {exc}") from None
 
 
-def load(path: str, run: Callable[..., Any]) -> LoadedModule:
-    """Compile and run the module at `path` (through `run`, the watchdog guard), then validate it."""
+def load(path: str, run: Callable[..., Any] | None = None) -> LoadedModule:
+    """Compile and run the module at `path`, then validate it.  The caller runs
+    this under the watchdog's guard, or passes the guard as `run` for the
+    module's top level."""
     _compile_check(path)
     file = path if os.path.isfile(path) else os.path.join(path, "__init__.py")
     stem = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
@@ -142,12 +163,17 @@ def load(path: str, run: Callable[..., Any]) -> LoadedModule:
     module = importlib.util.module_from_spec(spec)
     sys.modules[sys_name] = module  # a package's relative imports need it
     try:
-        run(spec.loader.exec_module, module)
+        if run is None:
+            spec.loader.exec_module(module)
+        else:
+            run(spec.loader.exec_module, module)
     except ModuleError:
         forget(module)
         raise
-    except Exception as exc:
+    except BaseException as exc:
         forget(module)
+        if isinstance(exc, CallbackTimeout):
+            raise
         raise ModuleError(f"loading {os.path.basename(file)} raised {describe(exc)}") from None
     try:
         cls, kind = validate(module)
@@ -207,22 +233,18 @@ def validate(module: types.ModuleType) -> tuple[type[Advisor], str]:
 
 def _check_identity(cls: type[Advisor], kind: str) -> None:
     name = cls.name
-    if not isinstance(name, str) or not name:
+    if type(name) is not str or not name:
         raise ModuleError(f"class {cls.__name__} has no name (set the class attribute `name`)")
     if not NAME_RE.match(name):
         raise ModuleError(f"name {name!r} is not valid: letters, digits, '_' and '-', at most 32")
     version = cls.api_version
-    if isinstance(version, bool) or version not in SUPPORTED_API_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_API_VERSIONS:
         supported = ", ".join(str(v) for v in sorted(SUPPORTED_API_VERSIONS))
         raise ModuleError(
             f"API version {version!r} is not supported (this kernel supports {supported})"
         )
     budget = cls.budget_us
-    if (
-        isinstance(budget, bool)
-        or not isinstance(budget, (int, float))
-        or not 0 < budget <= MAX_BUDGET_US
-    ):
+    if type(budget) not in (int, float) or not 0 < budget <= MAX_BUDGET_US:
         raise ModuleError(
             f"budget_us must be a number of microseconds in (0, {MAX_BUDGET_US:g}], got {budget!r}"
         )
@@ -231,10 +253,10 @@ def _check_identity(cls: type[Advisor], kind: str) -> None:
         raise ModuleError(
             f"params must be a mapping of names to defaults, got {type(params).__name__}"
         )
-    for key, default in params.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ModuleError(f"parameter name {key!r} is not an identifier")
-        if not isinstance(default, PARAM_TYPES):
+    for key, default in dict(params).items():
+        if type(key) is not str or not key.isidentifier():
+            raise ModuleError(f"parameter name {describe_value(key)} is not an identifier")
+        if type(default) not in PARAM_TYPES:
             raise ModuleError(
                 f"parameter {key!r} has a default of type {type(default).__name__}; "
                 "use bool, int, float or str"

@@ -44,7 +44,7 @@ def test_a_callback_that_never_returns_is_interrupted_and_ejected(kernel: Kernel
         kernel.spawn(cpu_worker(ms, results))
     t0 = time.perf_counter()
     kernel.run()
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 30.0  # 20 ms of CPU; generous for a busy host
     report = only_report(kernel, "loops_forever")
     assert report.reason == "overrun" and "interrupted by the watchdog" in report.message
     assert results == ["done", "done"]
@@ -197,11 +197,11 @@ def test_any_sched_advisor_answer_is_used_or_ejected_and_no_task_is_lost(tmp_pat
 
 
 def test_loading_code_that_never_finishes_is_refused(kernel: Kernel, tmp_path, monkeypatch):
-    monkeypatch.setattr("kernel.mlaas.core.LOAD_LIMIT_NS", 50_000_000)
+    monkeypatch.setattr("kernel.mlaas.faults.LOAD_LIMIT_NS", 50_000_000)
     path = tmp_path / "hang.py"
     path.write_text("while True:\n    pass\n")
     with pytest.raises(
-        ModuleError, match="did not finish within 0.05 s: interrupted by the watchdog"
+        ModuleError, match="ms of CPU without returning: interrupted by the watchdog"
     ):
         kernel.mlaas.insmod(str(path))
     assert not kernel.mlaas.modules

@@ -185,10 +185,11 @@ def test_a_module_infers_through_its_context_and_its_callbacks_are_guarded(
         "            raise RuntimeError('enough')\n"
     )
     rec = kernel.mlaas.insmod(str(path))
+    advisor = rec.advisor  # the kernel lets go of it when the module is ejected
     for _ in range(2):
         kernel.spawn(lambda proc: (yield from ()), name="t")
     kernel.run()
-    assert len(rec.advisor.seen) == 2 and rec.infer_rows == 2
+    assert len(advisor.seen) == 2 and rec.infer_rows == 2
     assert rec.state == "ejected" and "scored raised RuntimeError: enough" in rec.report.message
 
 

@@ -194,7 +194,7 @@ def test_a_reload_that_fails_leaves_the_old_version_in(kernel: Kernel, tmp_path)
     shutil.copy(
         os.path.join(os.path.dirname(broken("x")), "..", "..", "..", "mlaas_modules", "rr.py"), path
     )
-    rec = kernel.mlaas.insmod(str(path))
+    rec = kernel.mlaas.insmod(str(path), override=True)
     path.write_text(
         path.read_text().replace("def time_slice(self, task):", "def time_slice(self, task)")
     )
@@ -216,7 +216,7 @@ def test_reload_from_the_shell_after_an_edit(malv_kernel: Kernel, tmp_path):
     path.write_text(
         open(os.path.join(os.path.dirname(__file__), "..", "..", "mlaas_modules", "rr.py")).read()
     )
-    out = malv_kernel.shell(f"insmod {path} slice_ms=3; reload rr; modinfo rr")
+    out = malv_kernel.shell(f"insmod -f {path} slice_ms=3; reload rr; modinfo rr")
     assert "reload: rr: reloaded unchanged" in out and "slice_ms=3.0 (default 5.0)" in out
     path.write_text(path.read_text().replace('"slice_ms": 5.0', '"slice_ms": 4.0'))
     out = malv_kernel.shell("reload rr; lsmod")

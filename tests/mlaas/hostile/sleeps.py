@@ -1,0 +1,12 @@
+"""Hostile: hangs inside a C call (time.sleep), where no Python-level interrupt reaches."""
+
+import time
+
+from kernel.mlaas import MemoryAdvisor
+
+
+class Sleeps(MemoryAdvisor):
+    name = "sleeps"
+
+    def select_victim(self, candidates):
+        time.sleep(3600)
