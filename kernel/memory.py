@@ -217,8 +217,8 @@ class MemoryManager:
             or victim == protect
         ):
             self._policy_fault(
-                "invalid", f"select_victim returned a {type(victim).__name__} that is not "
-                "a candidate frame"
+                "invalid",
+                f"select_victim returned a {type(victim).__name__} that is not a candidate frame",
             )
             victim = self._fallback.select_victim(self, candidates)
         owner = self.owner[victim]

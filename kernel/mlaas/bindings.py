@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
@@ -157,7 +158,7 @@ class MemoryBinding:
         tasks = self.core.kernel.tasks
         pages = []
         for item in answer:
-            if type(item) is int:
+            if isinstance(item, int):
                 pages.append((aspace, item))
                 continue
             pid, page = item
@@ -270,7 +271,8 @@ def _chosen_pid(answer: Any) -> int | None:
         raise InvalidAnswer(
             f"select_next returned {describe_value(answer)}, not one of the TaskViews it was given"
         )
-    return tuple.__getitem__(answer, 0)
+    pid: int = tuple.__getitem__(answer, 0)  # type: ignore[assignment]
+    return pid
 
 
 def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -> Any:
@@ -280,7 +282,7 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
     This is `Mlaas.ask` written out as a closure (its variables are cells,
     cheaper to reach than attributes); keep the two in step.
     """
-    select = rec.methods["select_next"]
+    select: Callable[..., Any] | None = rec.methods["select_next"]
     slot = rec.slot
     watchdog = core.watchdog
     tasks = core.kernel.tasks
@@ -305,7 +307,7 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
         slot.call = calls
         try:
             try:
-                pid = _chosen_pid(select(candidates, cpu))
+                pid = _chosen_pid(select(candidates, cpu))  # type: ignore[misc]
             except HostInterrupt:
                 slot.call = 0
                 raise

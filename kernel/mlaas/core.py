@@ -567,6 +567,8 @@ class Mlaas:
             rec.binding.bind(k.sched)
         self._update_task_hooks()
         WATCHDOG.watch(rec.slot)
+        if rec.isolated is None:
+            faults.watch_collections(+1)
 
     def _detach(self, rec: ModuleRecord) -> None:
         if self.attached.get(rec.kind) is rec:
@@ -581,6 +583,8 @@ class Mlaas:
             self._inference.drop_owner(rec)
         self._update_task_hooks()
         WATCHDOG.unwatch(rec.slot)
+        if rec.isolated is None:
+            faults.watch_collections(-1)
 
     def _forget(self, rec: ModuleRecord, keep_models: bool = False) -> None:
         if self.modules.get(rec.name) is rec:

@@ -59,6 +59,8 @@ The hot path pays one store before and one after each call (`CallSlot.call`).
 from __future__ import annotations
 
 import ctypes
+import gc
+import itertools
 import os
 import signal
 import sys
@@ -383,7 +385,7 @@ class HostWatchdog:
         slot.polls += 1
         now = time.perf_counter_ns()
         if slot.polls == 1:  # it has run for a period at least: follow it
-            thread = _thread_inside(slot)
+            thread = getattr(slot, "collector", 0) or _thread_inside(slot)
             if thread is None:
                 return
             slot.thread = thread
@@ -424,6 +426,66 @@ class HostWatchdog:
 
 
 WATCHDOG = HostWatchdog()
+
+
+class _CollectionSlot(CallSlot):
+    """A garbage collection while modules are loaded: the `__del__` of a module's
+    cyclic garbage runs wherever the collector happens to run.  A collection
+    that hangs is interrupted like a call (the exception ends that `__del__`,
+    and Python reports it as unraisable); the kernel goes on."""
+
+    __slots__ = ("collector",)
+
+    def __init__(self) -> None:
+        super().__init__(LOAD_LIMIT_NS)
+        self.collector = 0
+
+
+def _quiet_unraisable(previous: Any) -> Any:
+    def hook(args: Any) -> None:
+        if args.exc_type is not CallbackTimeout:  # an interrupted __del__ is ours: no noise
+            previous(args)
+
+    return hook
+
+
+def _quiet_thread_exit(previous: Any) -> Any:
+    def hook(args: Any) -> None:
+        if args.exc_type is not CallbackTimeout:  # a module's thread, stopped on purpose
+            previous(args)
+
+    return hook
+
+
+sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+threading.excepthook = _quiet_thread_exit(threading.excepthook)
+
+COLLECTIONS = _CollectionSlot()
+_collection_ids = itertools.count(1)
+_collection_watchers = 0
+
+
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        COLLECTIONS.collector = threading.get_ident()
+        COLLECTIONS.call = next(_collection_ids)
+    else:
+        COLLECTIONS.call = 0
+
+
+def watch_collections(more: int) -> None:
+    """Count in (`more` = 1) or out (-1) a loaded in-process module; garbage
+    collections are watched while there is one."""
+    global _collection_watchers
+    _collection_watchers += more
+    if _collection_watchers > 0 and _on_collection not in gc.callbacks:
+        gc.callbacks.append(_on_collection)
+        WATCHDOG.watch(COLLECTIONS)
+    elif _collection_watchers <= 0 and _on_collection in gc.callbacks:
+        _collection_watchers = 0
+        gc.callbacks.remove(_on_collection)
+        COLLECTIONS.call = 0
+        WATCHDOG.unwatch(COLLECTIONS)
 
 
 def stop_threads(sources: frozenset[str], wait_s: float = 1.0) -> int:

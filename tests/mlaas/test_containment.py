@@ -634,3 +634,17 @@ def test_reload_hands_learned_warmth_state_over(kernel: Kernel):
     run(kernel)
     assert results == [0, 0] and new.state == "live"
     assert new.advisor.t > t  # it goes on counting
+
+
+def test_a_del_that_hangs_in_a_garbage_collection_is_ended(kernel: Kernel, monkeypatch):
+    """The collector runs a module's cyclic garbage's __del__ wherever it runs,
+    in the kernel's own code: a hang there is interrupted too."""
+    monkeypatch.setattr("kernel.mlaas.faults.HANG_LIMIT_NS", 300_000_000)
+    kernel.mlaas.insmod(broken("hangs_in_collection"))
+    results: list = []
+    kernel.spawn(memory_worker(100, 2, results))
+    t0 = time.perf_counter()
+    kernel.run()
+    gc.collect()  # whatever garbage is left is collected now, in the test's code
+    assert time.perf_counter() - t0 < WALL_LIMIT_S
+    assert results == [0]
