@@ -307,7 +307,9 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
         slot.call = calls
         try:
             try:
-                pid = _chosen_pid(select(candidates, cpu))  # type: ignore[misc]
+                answer = select(candidates, cpu)  # type: ignore[misc]
+                pid = None if answer is None else _chosen_pid(answer)
+                answer = None  # released under the guard
             except HostInterrupt:
                 slot.call = 0
                 raise

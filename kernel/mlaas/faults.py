@@ -79,7 +79,7 @@ OVERRUN_STRIKES = 3
 #: Every call of a module is timed until this many in a row kept to the budget;
 #: after that one call in `SAMPLE_EVERY` is, until one overruns again.
 SETTLE_CALLS = 256
-SAMPLE_EVERY = 8
+SAMPLE_EVERY = 64  # a thread's CPU clock costs a system call: read it seldom
 #: A call this many times over its budget in CPU time is interrupted at once ...
 HARD_FACTOR = 10
 #: ... but never one that used less CPU than this.
