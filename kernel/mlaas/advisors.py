@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 SUPPORTED_API_VERSIONS = frozenset({1})
 
-#: Budget limits a module may declare for one callback, on the host clock.
+#: Budget limits a module may declare for one callback, in CPU time.
 DEFAULT_BUDGET_US = 1_000.0
 MAX_BUDGET_US = 100_000.0
 

@@ -175,6 +175,8 @@ class Mlaas:
         self._inference: InferenceService | None = None
         self.allowed: set[str] = set()  # modules a guest of this kernel may choose
         self.host: Mlaas | None = None  # set when this kernel is a guest
+        #: Every module of this kernel runs isolated (what a host may require of a guest).
+        self.require_isolation = False
         faults.install_host_interrupt()
 
     # ===================================================================
@@ -332,6 +334,7 @@ class Mlaas:
             if self.host is not None:
                 self._check_host_allows(spec)
             path = loader.resolve(spec, self.search_path)
+            isolated = isolated or self.require_isolation
             rec = self._prepare(path, params, replacing=None, isolated=isolated, override=override)
             self._start(rec, None)
         except ModuleError as exc:
@@ -746,7 +749,9 @@ class Mlaas:
         try:
             self._check_host_allows(name)
             path = loader.resolve(name, self.host.search_path)
-            rec = self._prepare(path, params, replacing=None, swap=True)
+            rec = self._prepare(
+                path, params, replacing=None, swap=True, isolated=self.require_isolation
+            )
             self._start(rec, None)
         except ModuleError as exc:
             self.kernel.log.warning("mlaas", "choose refused", module=name, reason=_reason(exc))
