@@ -69,20 +69,19 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_and_go(child: subprocess.Popen, stop_s: float, go_s: float) -> float:
-    """Alternate SIGSTOP and SIGCONT on the child's group until the child exits;
-    return the seconds it spent stopped."""
+def stop_and_go(child: subprocess.Popen, stop_s: float, go_s: float, asked: list[int]) -> float:
+    """Alternate SIGSTOP and SIGCONT on the child's group until the child exits
+    or a signal asks busy to stop (`asked`); return the seconds it spent stopped."""
     stopped_s = 0.0
-    while child.poll() is None:
+    while child.poll() is None and not asked:
         t0 = time.monotonic()
         signal_group(child.pid, signal.SIGSTOP)
         time.sleep(stop_s)
         signal_group(child.pid, signal.SIGCONT)
         stopped_s += time.monotonic() - t0
-        try:
-            child.wait(timeout=go_s)
-        except subprocess.TimeoutExpired:
-            pass
+        deadline = time.monotonic() + go_s
+        while child.poll() is None and not asked and time.monotonic() < deadline:
+            time.sleep(min(0.005, go_s))
     return stopped_s
 
 
@@ -104,24 +103,32 @@ def exit_status(returncode: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C and SIGTERM only set a flag: an exception raised at any point (inside
+    # Popen's own bookkeeping, say) could leave the command stopped or unreaped.
+    asked: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: asked.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     burners = start_burners(args.burners)
     child = None
-    interrupt = signal.SIGTERM
     try:
         t0 = time.monotonic()
         child = subprocess.Popen(args.command, process_group=0)
-        stopped_s = stop_and_go(child, args.stop_ms / 1e3, (args.period_ms - args.stop_ms) / 1e3)
+        stop_s, go_s = args.stop_ms / 1e3, (args.period_ms - args.stop_ms) / 1e3
+        stopped_s = stop_and_go(child, stop_s, go_s, asked)
         wall_s = time.monotonic() - t0
-    except KeyboardInterrupt:
-        interrupt = signal.SIGINT  # the terminal sent it to us, not to the command's group
-        raise
     finally:
         if child is not None:
             signal_group(child.pid, signal.SIGCONT)
-            end(child, interrupt)
+            end(child, asked[0] if asked else signal.SIGTERM)
         for burner in burners:
             burner.kill()
             burner.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if asked:
+        return 128 + asked[0]
     stopped = stopped_s / max(wall_s, 1e-9)
     print(
         f"malv busy: {args.burners} burners; command stopped {100 * stopped:.0f}% of its wall "
@@ -133,17 +140,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    # SIGTERM unwinds through the same clean-up as Ctrl-C.
-    old = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run(args)
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
     except FileNotFoundError as exc:
         print(f"malv busy: {exc}", file=sys.stderr)
         return 127
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

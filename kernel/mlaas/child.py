@@ -396,8 +396,6 @@ _REBUILD: dict[str, Any] = {
     "on_exit": lambda args, tasks: (tasks.view(args[0]), args[1]),
     "select_next": lambda args, tasks: ([tasks.view(f) for f in args[0]], args[1]),
     "frequency": lambda args, tasks: (Snapshot(args[0]),),
-    "atom_size": lambda args, tasks: (Snapshot(args[0]),),
-    "right_size": lambda args, tasks: (Snapshot(args[0]), args[1]),
     "tpc_allocation": lambda args, tasks: (
         [c if type(c) is int else Snapshot(c) for c in args[0]],
         args[1],

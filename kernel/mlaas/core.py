@@ -167,7 +167,7 @@ class Mlaas:
         self.attached: dict[str, ModuleRecord] = {}  # kind -> the live module
         self.history: dict[str, ExitReport] = {}  # name -> last exit report, after rmmod too
         self.module_path: list[str] = []  # searched before mlaas_modules/
-        self.load_slot = CallSlot()
+        self.load_slot = CallSlot(loading=True)
         self.task_views: dict[int, TaskView] = {}
         self.task_hooks = False  # does the kernel need to tell us about spawns and exits?
         self.watchdog = StarvationWatchdog(self, DEFAULT_STARVE_TIMEOUT_NS)

@@ -15,6 +15,7 @@ reason             what happened
                    in a row; or one call used ten times its budget (at least
                    `MIN_HARD_LIMIT_NS`) of CPU, or blocked past
                    `HANG_LIMIT_NS` of wall time, and the watchdog interrupted it
+                   (loading: `LOAD_LIMIT_NS` of CPU, `LOAD_HANG_LIMIT_NS` of wall)
 ``invalid``        a callback answered something the kernel cannot use
 ``memory``         the process grew by more than `MEMORY_LIMIT_BYTES` during
                    one call, and the watchdog interrupted it
@@ -86,8 +87,11 @@ HARD_FACTOR = 10
 MIN_HARD_LIMIT_NS = 20_000_000
 #: A call blocked this long in wall time is interrupted, whatever its CPU time.
 HANG_LIMIT_NS = 2_000_000_000
-#: Loading a module (its top-level code, constructor, `on_load`) gets this much CPU.
-LOAD_LIMIT_NS = 2_000_000_000
+#: Loading a module (its top-level code, constructor, `on_load`) gets this much CPU ...
+LOAD_LIMIT_NS = 10_000_000_000
+#: ... and this much wall time: a module's imports may take seconds on a busy host.
+#: A garbage collection, and the release of a module, get the same.
+LOAD_HANG_LIMIT_NS = 60_000_000_000
 #: A call during which the process grows by this much is interrupted.
 MEMORY_LIMIT_BYTES = 512 << 20
 #: How often the watchdog thread looks.
@@ -195,13 +199,14 @@ class CallSlot:
     """
 
     __slots__ = (
-        "call", "limit_ns", "seen_call", "polls", "wall0", "cpu0", "rss0", "thread", "clock",
-        "interrupts", "why", "__weakref__",
+        "call", "limit_ns", "loading", "seen_call", "polls", "wall0", "cpu0", "rss0", "thread",
+        "clock", "interrupts", "why", "__weakref__",
     )  # fmt: skip
 
-    def __init__(self, limit_ns: int = 0) -> None:
+    def __init__(self, limit_ns: int = 0, loading: bool = False) -> None:
         self.call = 0
         self.limit_ns = limit_ns  # the CPU hard limit of one call
+        self.loading = loading  # loading's wall-clock limit applies, not a callback's
         self.seen_call = 0
         self.polls = 0
         self.wall0 = self.cpu0 = self.rss0 = 0
@@ -406,8 +411,8 @@ class HostWatchdog:
         elif grown > limits.MEMORY_LIMIT_BYTES:
             why = ("memory", f"grew the kernel's memory by {grown >> 20} MiB in one call "
                    f"(limit {limits.MEMORY_LIMIT_BYTES >> 20} MiB)")  # fmt: skip
-        elif now - slot.wall0 > limits.HANG_LIMIT_NS:
-            why = ("overrun", f"did not return within {limits.HANG_LIMIT_NS / 1e9:g} s")
+        elif now - slot.wall0 > (hang := _hang_limit(slot, limits)):
+            why = ("overrun", f"did not return within {hang / 1e9:g} s")
         if why is None or slot.call != current:
             return
         slot.why = why
@@ -428,6 +433,10 @@ class HostWatchdog:
 WATCHDOG = HostWatchdog()
 
 
+def _hang_limit(slot: CallSlot, limits: Any) -> int:
+    return int(limits.LOAD_HANG_LIMIT_NS if slot.loading else limits.HANG_LIMIT_NS)
+
+
 class _CollectionSlot(CallSlot):
     """A garbage collection while modules are loaded: the `__del__` of a module's
     cyclic garbage runs wherever the collector happens to run.  A collection
@@ -437,7 +446,7 @@ class _CollectionSlot(CallSlot):
     __slots__ = ("collector",)
 
     def __init__(self) -> None:
-        super().__init__(LOAD_LIMIT_NS)
+        super().__init__(LOAD_LIMIT_NS, loading=True)
         self.collector = 0
 
 

@@ -623,8 +623,6 @@ _ENCODE: dict[str, Callable[..., tuple[Any, ...]]] = {
         [c if type(c) is int else _snapshot(c) for c in contexts],
         n_tpcs,
     ),
-    "atom_size": lambda kernel: (_snapshot(kernel),),
-    "right_size": lambda kernel, n_tpcs: (_snapshot(kernel), n_tpcs),
     "frequency": lambda device: (_snapshot(device),),
     "import_state": lambda state: (_plain_state(state),),
 }

@@ -52,9 +52,11 @@ def no_detonations_yet():
 @pytest.fixture
 def short_limits(monkeypatch):
     """Shorter watchdog limits for the hang tests (only those the kernel keeps in
-    kernel/mlaas/faults.py; HANG_LIMIT_NS is the wall-clock limit of a blocked call)."""
+    kernel/mlaas/faults.py; HANG_LIMIT_NS is the wall-clock limit of a blocked call,
+    LOAD_HANG_LIMIT_NS that of loading)."""
     monkeypatch.setattr("kernel.mlaas.faults.LOAD_LIMIT_NS", 500_000_000)
-    monkeypatch.setattr("kernel.mlaas.faults.HANG_LIMIT_NS", 500_000_000, raising=False)
+    monkeypatch.setattr("kernel.mlaas.faults.HANG_LIMIT_NS", 500_000_000)
+    monkeypatch.setattr("kernel.mlaas.faults.LOAD_HANG_LIMIT_NS", 500_000_000)
 
 
 def ejected(k: Kernel, name: str, reason: str):
@@ -639,7 +641,7 @@ def test_reload_hands_learned_warmth_state_over(kernel: Kernel):
 def test_a_del_that_hangs_in_a_garbage_collection_is_ended(kernel: Kernel, monkeypatch):
     """The collector runs a module's cyclic garbage's __del__ wherever it runs,
     in the kernel's own code: a hang there is interrupted too."""
-    monkeypatch.setattr("kernel.mlaas.faults.HANG_LIMIT_NS", 300_000_000)
+    monkeypatch.setattr("kernel.mlaas.faults.LOAD_HANG_LIMIT_NS", 300_000_000)  # a collection's
     kernel.mlaas.insmod(broken("hangs_in_collection"))
     results: list = []
     kernel.spawn(memory_worker(100, 2, results))
