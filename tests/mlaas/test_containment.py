@@ -638,6 +638,7 @@ def test_reload_hands_learned_warmth_state_over(kernel: Kernel):
     assert new.advisor.t > t  # it goes on counting
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_del_that_hangs_in_a_garbage_collection_is_ended(kernel: Kernel, monkeypatch):
     """The collector runs a module's cyclic garbage's __del__ wherever it runs,
     in the kernel's own code: a hang there is interrupted too."""
