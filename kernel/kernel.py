@@ -25,13 +25,14 @@ from typing import Any
 
 from kernel.caps import Capability, Rights
 from kernel.clock import EventLoop, RealtimeLoop, Timer
+from kernel.config import KernelConfig, ServerSpec
 from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
 from kernel.ipc import Endpoint, Notification
 from kernel.log import KernelLog
 from kernel.memory import MemoryManager
 from kernel.mlaas.core import Mlaas
 from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
-from kernel.sched import DEFAULT_SLICE_NS, Scheduler
+from kernel.sched import Scheduler
 from kernel.syscall import BLOCK, TRAP_TABLE
 from kernel.task import Proc, State, Task
 from kernel.traps import Message, Received
@@ -40,9 +41,7 @@ from kernel.tty import Tty
 VERSION = "0.1.0"
 BANNER = f"malvos {VERSION} - a message-passing microkernel with a virtual GPU"
 
-TRAP_COST_NS = 200  # fixed cost of entering and leaving the kernel
 CTX_SWITCH_NS = 1_000  # cost of switching a CPU to another task
-DEFAULT_FRAMES = 2048  # 8 MiB of physical memory
 
 
 class KernelHalted(RuntimeError):
@@ -64,36 +63,40 @@ class Cpu:
 class Kernel:
     def __init__(
         self,
+        config: KernelConfig | None = None,
         *,
-        seed: int = 0,
-        cpus: int = 2,
-        frames: int = DEFAULT_FRAMES,
         loop: EventLoop | None = None,
-        realtime: bool = False,
-        log_format: str = "console",
-        name: str = "",
         programs: ProgramTable | None = None,
         console: Callable[[str], None] | None = None,
-        slice_ns: int = DEFAULT_SLICE_NS,
-        trap_cost_ns: int = TRAP_COST_NS,
-        gpu: str | None = "a100",
+        **settings: Any,
     ) -> None:
-        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
-            raise ValueError(f"cpus must be between 1 and 64, got {cpus!r}")
-        self.seed = seed
-        self.rng = random.Random(seed)
-        self.name = name
+        """A kernel described by `config`, or by keyword settings, the fields
+        of `KernelConfig` (``Kernel(cpus=1, frames=64)``), not both.
+
+        `loop` puts the kernel on a shared event loop; `programs` is the
+        program table; `console` receives everything written to the console.
+        """
+        if config is None:
+            config = KernelConfig(**settings)
+        elif settings:
+            raise TypeError(f"give a KernelConfig or settings, not both: {sorted(settings)}")
+        self.config = config
+        self.seed = config.seed
+        self.rng = random.Random(config.seed)
+        self.name = config.name
         self.owns_loop = loop is None
-        self.loop = loop if loop is not None else (RealtimeLoop() if realtime else EventLoop())
+        if loop is None:
+            loop = RealtimeLoop() if config.realtime else EventLoop()
+        self.loop = loop
         self.threaded = False  # the loop runs on another thread than the host side
-        self.log = KernelLog(lambda: self.loop.now_ns, log_format, kernel_name=name)
+        self.log = KernelLog(lambda: self.loop.now_ns, config.log_format, kernel_name=config.name)
         self.programs = programs if programs is not None else DEFAULT_PROGRAMS
-        self.sched = Scheduler(cpus, slice_ns)
-        self.mm = MemoryManager(frames)
-        self.cpus = [Cpu(c) for c in range(cpus)]
+        self.sched = Scheduler(config.cpus, config.slice_ns)
+        self.mm = MemoryManager(config.frames)
+        self.cpus = [Cpu(c) for c in range(config.cpus)]
         self.tasks: dict[int, Task] = {}
         self.exit_codes: dict[int, int] = {}  # exited, not yet waited for
-        self.trap_cost_ns = trap_cost_ns
+        self.trap_cost_ns = config.trap_cost_ns
         self.ctx_switch_ns = CTX_SWITCH_NS
         self.boot_ns = self.loop.now_ns
         self.halted = False
@@ -102,37 +105,38 @@ class Kernel:
         self._next_pid = 1
         self.tty = Tty(self, console)
         self.tty.irq = Notification()
-        self.gpu_preset = gpu  # the vGPU driver's device preset; None: no GPU server
         self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
+        # The devices boot may hand a server, by the cap name it sees (config.DEVICES).
+        self.devices: dict[str, Any] = {"tty": self.tty, "irq": self.tty.irq, "mlaas": self.mlaas}
 
     # ===================================================================
     # Boot and the public API
     # ===================================================================
 
-    def boot(self, init: str = "init") -> Kernel:
-        """Start the servers (console, vGPU driver) and init, then run until
-        the shell prompts.  init gets a send cap to each server's endpoint."""
+    def boot(self) -> Kernel:
+        """Start the servers of the boot plan, in order, then init with a send
+        cap to each server's endpoint; run until the shell prompts."""
+        plan = self.config.plan
         self.tty.write_prompt(BANNER + "\n")
         self.log.echo = self.tty.write_prompt
         self.log.info(
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
             memory_kib=self.mm.nframes * 4, realtime=isinstance(self.loop, RealtimeLoop),
         )  # fmt: skip
-        servers = {"console": self._start_server("console", (), tty=self.tty, irq=self.tty.irq)}
-        if self.gpu_preset is not None:
-            # The driver gets the MLaaS core too: it offers the vGPU to kernel-space inference.
-            servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,), mlaas=self.mlaas)
+        servers = {server.name: self._start_server(server) for server in plan.servers}
         self.init_pid = self.spawn(
-            init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
+            plan.init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
         )
         if not self.threaded:
             self.run_until_prompt()
             self.log.echo_level = 30  # after boot the console shows warnings only
         return self
 
-    def _start_server(self, program: str, args: tuple[str, ...], **devices: Any) -> Capability:
-        """Spawn a server owning a new endpoint (and device caps); returns its endpoint cap."""
-        pid = self.spawn(program, args, caps={"endpoint": Endpoint(), **devices})
+    def _start_server(self, server: ServerSpec) -> Capability:
+        """Spawn a server owning a new endpoint and the devices the plan hands
+        it; returns its endpoint cap."""
+        devices = {device: self.devices[device] for device in server.devices}
+        pid = self.spawn(server.program, server.args, caps={"endpoint": Endpoint(), **devices})
         task = self.tasks[pid]
         return task.cspace.lookup(task.proc.caps["endpoint"])  # type: ignore[union-attr]
 
