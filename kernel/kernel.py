@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel.caps import Capability, Rights
-from kernel.clock import EventLoop, RealtimeLoop, Timer
+from kernel.clock import Timer
 from kernel.config import KernelConfig, ServerSpec
 from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
 from kernel.ipc import Endpoint, Notification
 from kernel.log import KernelLog
+from kernel.machine import Machine
 from kernel.memory import MemoryManager
 from kernel.mlaas.core import Mlaas
 from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
@@ -65,7 +66,7 @@ class Kernel:
         self,
         config: KernelConfig | None = None,
         *,
-        loop: EventLoop | None = None,
+        machine: Machine | None = None,
         programs: ProgramTable | None = None,
         console: Callable[[str], None] | None = None,
         **settings: Any,
@@ -73,8 +74,9 @@ class Kernel:
         """A kernel described by `config`, or by keyword settings, the fields
         of `KernelConfig` (``Kernel(cpus=1, frames=64)``), not both.
 
-        `loop` puts the kernel on a shared event loop; `programs` is the
-        program table; `console` receives everything written to the console.
+        `machine` is the host it runs on, with other kernels (by default a
+        machine of its own); `programs` is the program table; `console`
+        receives everything written to the console.
         """
         if config is None:
             config = KernelConfig(**settings)
@@ -84,10 +86,8 @@ class Kernel:
         self.seed = config.seed
         self.rng = random.Random(config.seed)
         self.name = config.name
-        self.owns_loop = loop is None
-        if loop is None:
-            loop = RealtimeLoop() if config.realtime else EventLoop()
-        self.loop = loop
+        self.machine = machine if machine is not None else Machine(realtime=config.realtime)
+        self.loop = self.machine.loop
         self.threaded = False  # the loop runs on another thread than the host side
         self.log = KernelLog(lambda: self.loop.now_ns, config.log_format, kernel_name=config.name)
         self.programs = programs if programs is not None else DEFAULT_PROGRAMS
@@ -108,6 +108,7 @@ class Kernel:
         self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
         # The devices boot may hand a server, by the cap name it sees (config.DEVICES).
         self.devices: dict[str, Any] = {"tty": self.tty, "irq": self.tty.irq, "mlaas": self.mlaas}
+        self.machine.attach(self)
 
     # ===================================================================
     # Boot and the public API
@@ -121,7 +122,7 @@ class Kernel:
         self.log.echo = self.tty.write_prompt
         self.log.info(
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
-            memory_kib=self.mm.nframes * 4, realtime=isinstance(self.loop, RealtimeLoop),
+            memory_kib=self.mm.nframes * 4, realtime=self.machine.realtime,
         )  # fmt: skip
         servers = {server.name: self._start_server(server) for server in plan.servers}
         self.init_pid = self.spawn(
@@ -195,11 +196,17 @@ class Kernel:
         return pid
 
     def run(self, until: int | None = None) -> None:
-        """Run the event loop until virtual time `until` (ns), until the kernel
-        halts, or until nothing is left to do."""
+        """Run a kernel alone on its machine until virtual time `until` (ns),
+        until it halts, or until nothing is left to do.  Kernels that share a
+        machine share its time: run them with `machine.run`."""
         if self.halted:
             raise KernelHalted(self.halt_reason)
-        self.loop.run(until_ns=until)
+        if len(self.machine.kernels) > 1:
+            raise RuntimeError(
+                f"kernel {self.name!r} shares its machine with other kernels: "
+                "run them together with machine.run()"
+            )
+        self.machine.run(until)
 
     def run_until_prompt(self, limit_ns: int = 60_000_000_000) -> bool:
         """Run until a reader waits on the console with no input queued.
@@ -261,8 +268,7 @@ class Kernel:
             if cpu.event is not None:
                 cpu.event.cancel()
                 cpu.event = None
-        if self.owns_loop:
-            self.loop.stop()
+        self.machine.kernel_halted(self)
 
     @property
     def uptime_ns(self) -> int:
