@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel.caps import Capability, Rights
-from kernel.clock import Timer
 from kernel.config import KernelConfig, ServerSpec
+from kernel.cpu import Cpu, CpuProvider
 from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
 from kernel.ipc import Endpoint, Notification
 from kernel.log import KernelLog
@@ -49,24 +49,13 @@ class KernelHalted(RuntimeError):
     """The kernel has powered off or panicked."""
 
 
-class Cpu:
-    __slots__ = ("id", "current", "event", "active", "slice_end", "switches")
-
-    def __init__(self, cpu_id: int) -> None:
-        self.id = cpu_id
-        self.current: Task | None = None
-        self.event: Timer | None = None  # the pending continuation of this CPU
-        self.active = False  # inside _cpu_run right now
-        self.slice_end = 0
-        self.switches = 0
-
-
 class Kernel:
     def __init__(
         self,
         config: KernelConfig | None = None,
         *,
         machine: Machine | None = None,
+        cpu_provider: CpuProvider | None = None,
         programs: ProgramTable | None = None,
         console: Callable[[str], None] | None = None,
         **settings: Any,
@@ -76,7 +65,9 @@ class Kernel:
 
         `machine` is the host it runs on, with other kernels (by default a
         machine of its own); `programs` is the program table; `console`
-        receives everything written to the console.
+        receives everything written to the console.  A kernel given a
+        `cpu_provider` has virtual CPUs that run only on the time it grants
+        (kernel/cpu.py); without one they run on bare metal.
         """
         if config is None:
             config = KernelConfig(**settings)
@@ -93,7 +84,8 @@ class Kernel:
         self.programs = programs if programs is not None else DEFAULT_PROGRAMS
         self.sched = Scheduler(config.cpus, config.slice_ns)
         self.mm = MemoryManager(config.frames)
-        self.cpus = [Cpu(c) for c in range(config.cpus)]
+        self.cpu_provider = cpu_provider
+        self.cpus = [Cpu(c, self, granted=cpu_provider is None) for c in range(config.cpus)]
         self.tasks: dict[int, Task] = {}
         self.exit_codes: dict[int, int] = {}  # exited, not yet waited for
         self.trap_cost_ns = config.trap_cost_ns
@@ -268,6 +260,10 @@ class Kernel:
             if cpu.event is not None:
                 cpu.event.cancel()
                 cpu.event = None
+            if self.cpu_provider is not None and (cpu.requested or cpu.grant_end):
+                cpu.requested = False
+                cpu.grant_end = 0
+                self.cpu_provider.release(cpu)
         self.machine.kernel_halted(self)
 
     @property
@@ -300,11 +296,36 @@ class Kernel:
     # ===================================================================
 
     def _kick(self) -> None:
-        """Wake one idle CPU, if any, to look for work."""
+        """Wake one idle CPU, if any, to look for work.  A vCPU first asks
+        its provider for a grant."""
         for cpu in self.cpus:
-            if cpu.current is None and cpu.event is None and not cpu.active:
-                cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+            if cpu.current is None and cpu.event is None and not cpu.active and not cpu.requested:
+                if self.cpu_provider is None:
+                    cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+                else:
+                    cpu.requested = True
+                    self.cpu_provider.request(cpu)
                 return
+
+    def cpu_granted(self, cpu: Cpu, until_ns: int) -> None:
+        """A provider granted `cpu` a host CPU until `until_ns` (`Cpu.grant`)."""
+        cpu.requested = False
+        if self.halted:
+            self.cpu_provider.release(cpu)  # type: ignore[union-attr]
+            return
+        cpu.grant_end = until_ns
+        if cpu.event is None:  # (if it is running, it is giving back its last grant)
+            cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+
+    def _give_back(self, cpu: Cpu) -> None:
+        """A vCPU stops running: its host CPU goes back to the provider, and it
+        asks again if it still has work."""
+        cpu.grant_end = 0
+        provider = self.cpu_provider
+        provider.release(cpu)  # type: ignore[union-attr]
+        if not self.halted and (cpu.current is not None or self.sched.has_waiting(cpu.id)):
+            cpu.requested = True
+            provider.request(cpu)  # type: ignore[union-attr]
 
     def _cpu_run(self, cpu: Cpu) -> None:
         cpu.event = None
@@ -319,12 +340,18 @@ class Kernel:
         sched = self.sched
         seen = -1  # the heap's change counter when `nxt` was read
         nxt: int | None = None
+        grant_end = cpu.grant_end  # bare metal: NO_LIMIT_NS
         while not self.halted:
             now = loop.now_ns
+            if now >= grant_end:
+                self._give_back(cpu)
+                return  # the vCPU waits for its next grant
             task = cpu.current
             if task is None:
                 task = sched.pick_next(cpu.id)
                 if task is None:
+                    if self.cpu_provider is not None:
+                        self._give_back(cpu)
                     return  # idle until _kick
                 task.state = State.RUNNING
                 task.cpu = cpu.id
@@ -340,7 +367,7 @@ class Kernel:
                 cpu.slice_end = now + sched.time_slice(task)
                 continue
             elif task.compute_left_ns:
-                cost = min(task.compute_left_ns, cpu.slice_end - now)
+                cost = min(task.compute_left_ns, cpu.slice_end - now, grant_end - now)
                 task.compute_left_ns -= cost
             else:
                 cost = self._step(task)
