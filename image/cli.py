@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from kernel import Kernel, KernelHalted
+from kernel import Kernel, KernelConfig, KernelHalted
 from kernel.log import FORMATS
 
 BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim")
@@ -21,14 +21,15 @@ def _write(text: str) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    config = {
-        "seed": args.seed,
-        "cpus": args.cpus,
-        "frames": args.frames,
-        "log_format": args.log_format,
-        "gpu": None if args.gpu == "none" else args.gpu,
-    }
-    if args.headless or args.run is not None:
+    config = KernelConfig(
+        seed=args.seed,
+        cpus=args.cpus,
+        frames=args.frames,
+        log_format=args.log_format,
+        gpu=None if args.gpu == "none" else args.gpu,
+        headless=args.headless or args.run is not None,
+    )
+    if config.headless:
         return boot_headless(args.run or "", config)
     if not sys.stdin.isatty():
         print(
@@ -38,7 +39,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         return 2
     from image.terminal import run_interactive
 
-    k = Kernel(realtime=True, console=_write, **config)
+    k = Kernel(config, console=_write)  # not headless: realtime
     k.threaded = True
     k.boot()
     try:
@@ -47,10 +48,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
         k.shutdown()
 
 
-def boot_headless(script: str, config: dict) -> int:
+def boot_headless(script: str, config: KernelConfig) -> int:
     """Boot at max speed, type each `;`-separated command, then close the
     console; init powers off at the end of input.  Exits 0 on poweroff."""
-    k = Kernel(console=_write, **config)
+    k = Kernel(config, console=_write)
     try:
         k.boot()
         for command in script.split(";"):

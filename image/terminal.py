@@ -68,7 +68,7 @@ def run_interactive(k: Kernel) -> int:
 
 def _run_kernel(k: Kernel) -> None:
     try:
-        k.loop.run()
+        k.machine.run()
     finally:
         k.halt(k.halt_reason or "the event loop stopped")
 

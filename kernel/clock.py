@@ -5,8 +5,9 @@ a `step()` that pops one (SimPy's model).  Time is an integer of nanoseconds and
 only moves when an event is popped, so a run is deterministic: entries with the
 same time run in the order they were scheduled.
 
-Several kernels may share one `EventLoop` — the hypervisor puts guest kernels
-on its host's clock — so nothing here knows about a particular kernel.
+Several kernels share one `EventLoop`, owned by their `Machine`
+(`kernel/machine.py`) — the hypervisor puts guest kernels on its host's clock —
+so nothing here knows about a particular kernel.
 
 `RealtimeLoop` is a thin subclass that only paces `step()` to the wall clock and
 accepts events injected from other threads (the interactive terminal).

@@ -24,14 +24,16 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel.caps import Capability, Rights
-from kernel.clock import EventLoop, RealtimeLoop, Timer
+from kernel.config import KernelConfig, ServerSpec
+from kernel.cpu import Cpu, CpuProvider
 from kernel.errors import InvalidArgument, PeerDied, SyscallError, UnknownTrap
 from kernel.ipc import Endpoint, Notification
 from kernel.log import KernelLog
+from kernel.machine import Machine
 from kernel.memory import MemoryManager
 from kernel.mlaas.core import Mlaas
 from kernel.programs import DEFAULT_PROGRAMS, ProgramTable
-from kernel.sched import DEFAULT_SLICE_NS, Scheduler
+from kernel.sched import Scheduler
 from kernel.syscall import BLOCK, TRAP_TABLE
 from kernel.task import Proc, State, Task
 from kernel.traps import Message, Received
@@ -40,60 +42,53 @@ from kernel.tty import Tty
 VERSION = "0.1.0"
 BANNER = f"malvos {VERSION} - a message-passing microkernel with a virtual GPU"
 
-TRAP_COST_NS = 200  # fixed cost of entering and leaving the kernel
 CTX_SWITCH_NS = 1_000  # cost of switching a CPU to another task
-DEFAULT_FRAMES = 2048  # 8 MiB of physical memory
 
 
 class KernelHalted(RuntimeError):
     """The kernel has powered off or panicked."""
 
 
-class Cpu:
-    __slots__ = ("id", "current", "event", "active", "slice_end", "switches")
-
-    def __init__(self, cpu_id: int) -> None:
-        self.id = cpu_id
-        self.current: Task | None = None
-        self.event: Timer | None = None  # the pending continuation of this CPU
-        self.active = False  # inside _cpu_run right now
-        self.slice_end = 0
-        self.switches = 0
-
-
 class Kernel:
     def __init__(
         self,
+        config: KernelConfig | None = None,
         *,
-        seed: int = 0,
-        cpus: int = 2,
-        frames: int = DEFAULT_FRAMES,
-        loop: EventLoop | None = None,
-        realtime: bool = False,
-        log_format: str = "console",
-        name: str = "",
+        machine: Machine | None = None,
+        cpu_provider: CpuProvider | None = None,
         programs: ProgramTable | None = None,
         console: Callable[[str], None] | None = None,
-        slice_ns: int = DEFAULT_SLICE_NS,
-        trap_cost_ns: int = TRAP_COST_NS,
-        gpu: str | None = "a100",
+        **settings: Any,
     ) -> None:
-        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
-            raise ValueError(f"cpus must be between 1 and 64, got {cpus!r}")
-        self.seed = seed
-        self.rng = random.Random(seed)
-        self.name = name
-        self.owns_loop = loop is None
-        self.loop = loop if loop is not None else (RealtimeLoop() if realtime else EventLoop())
+        """A kernel described by `config`, or by keyword settings, the fields
+        of `KernelConfig` (``Kernel(cpus=1, frames=64)``), not both.
+
+        `machine` is the host it runs on, with other kernels (by default a
+        machine of its own); `programs` is the program table; `console`
+        receives everything written to the console.  A kernel given a
+        `cpu_provider` has virtual CPUs that run only on the time it grants
+        (kernel/cpu.py); without one they run on bare metal.
+        """
+        if config is None:
+            config = KernelConfig(**settings)
+        elif settings:
+            raise TypeError(f"give a KernelConfig or settings, not both: {sorted(settings)}")
+        self.config = config
+        self.seed = config.seed
+        self.rng = random.Random(config.seed)
+        self.name = config.name
+        self.machine = machine if machine is not None else Machine(realtime=config.realtime)
+        self.loop = self.machine.loop
         self.threaded = False  # the loop runs on another thread than the host side
-        self.log = KernelLog(lambda: self.loop.now_ns, log_format, kernel_name=name)
+        self.log = KernelLog(lambda: self.loop.now_ns, config.log_format, kernel_name=config.name)
         self.programs = programs if programs is not None else DEFAULT_PROGRAMS
-        self.sched = Scheduler(cpus, slice_ns)
-        self.mm = MemoryManager(frames)
-        self.cpus = [Cpu(c) for c in range(cpus)]
+        self.sched = Scheduler(config.cpus, config.slice_ns)
+        self.mm = MemoryManager(config.frames)
+        self.cpu_provider = cpu_provider
+        self.cpus = [Cpu(c, self, granted=cpu_provider is None) for c in range(config.cpus)]
         self.tasks: dict[int, Task] = {}
         self.exit_codes: dict[int, int] = {}  # exited, not yet waited for
-        self.trap_cost_ns = trap_cost_ns
+        self.trap_cost_ns = config.trap_cost_ns
         self.ctx_switch_ns = CTX_SWITCH_NS
         self.boot_ns = self.loop.now_ns
         self.halted = False
@@ -102,37 +97,39 @@ class Kernel:
         self._next_pid = 1
         self.tty = Tty(self, console)
         self.tty.irq = Notification()
-        self.gpu_preset = gpu  # the vGPU driver's device preset; None: no GPU server
         self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
+        # The devices boot may hand a server, by the cap name it sees (config.DEVICES).
+        self.devices: dict[str, Any] = {"tty": self.tty, "irq": self.tty.irq, "mlaas": self.mlaas}
+        self.machine.attach(self)
 
     # ===================================================================
     # Boot and the public API
     # ===================================================================
 
-    def boot(self, init: str = "init") -> Kernel:
-        """Start the servers (console, vGPU driver) and init, then run until
-        the shell prompts.  init gets a send cap to each server's endpoint."""
+    def boot(self) -> Kernel:
+        """Start the servers of the boot plan, in order, then init with a send
+        cap to each server's endpoint; run until the shell prompts."""
+        plan = self.config.plan
         self.tty.write_prompt(BANNER + "\n")
         self.log.echo = self.tty.write_prompt
         self.log.info(
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
-            memory_kib=self.mm.nframes * 4, realtime=isinstance(self.loop, RealtimeLoop),
+            memory_kib=self.mm.nframes * 4, realtime=self.machine.realtime,
         )  # fmt: skip
-        servers = {"console": self._start_server("console", (), tty=self.tty, irq=self.tty.irq)}
-        if self.gpu_preset is not None:
-            # The driver gets the MLaaS core too: it offers the vGPU to kernel-space inference.
-            servers["gpu"] = self._start_server("vgpu", (self.gpu_preset,), mlaas=self.mlaas)
+        servers = {server.name: self._start_server(server) for server in plan.servers}
         self.init_pid = self.spawn(
-            init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
+            plan.init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
         )
         if not self.threaded:
             self.run_until_prompt()
             self.log.echo_level = 30  # after boot the console shows warnings only
         return self
 
-    def _start_server(self, program: str, args: tuple[str, ...], **devices: Any) -> Capability:
-        """Spawn a server owning a new endpoint (and device caps); returns its endpoint cap."""
-        pid = self.spawn(program, args, caps={"endpoint": Endpoint(), **devices})
+    def _start_server(self, server: ServerSpec) -> Capability:
+        """Spawn a server owning a new endpoint and the devices the plan hands
+        it; returns its endpoint cap."""
+        devices = {device: self.devices[device] for device in server.devices}
+        pid = self.spawn(server.program, server.args, caps={"endpoint": Endpoint(), **devices})
         task = self.tasks[pid]
         return task.cspace.lookup(task.proc.caps["endpoint"])  # type: ignore[union-attr]
 
@@ -191,11 +188,17 @@ class Kernel:
         return pid
 
     def run(self, until: int | None = None) -> None:
-        """Run the event loop until virtual time `until` (ns), until the kernel
-        halts, or until nothing is left to do."""
+        """Run a kernel alone on its machine until virtual time `until` (ns),
+        until it halts, or until nothing is left to do.  Kernels that share a
+        machine share its time: run them with `machine.run`."""
         if self.halted:
             raise KernelHalted(self.halt_reason)
-        self.loop.run(until_ns=until)
+        if len(self.machine.kernels) > 1:
+            raise RuntimeError(
+                f"kernel {self.name!r} shares its machine with other kernels: "
+                "run them together with machine.run()"
+            )
+        self.machine.run(until)
 
     def run_until_prompt(self, limit_ns: int = 60_000_000_000) -> bool:
         """Run until a reader waits on the console with no input queued.
@@ -257,8 +260,11 @@ class Kernel:
             if cpu.event is not None:
                 cpu.event.cancel()
                 cpu.event = None
-        if self.owns_loop:
-            self.loop.stop()
+            if self.cpu_provider is not None and (cpu.requested or cpu.grant_end):
+                cpu.requested = False
+                cpu.grant_end = 0
+                self.cpu_provider.release(cpu)
+        self.machine.kernel_halted(self)
 
     @property
     def uptime_ns(self) -> int:
@@ -290,11 +296,36 @@ class Kernel:
     # ===================================================================
 
     def _kick(self) -> None:
-        """Wake one idle CPU, if any, to look for work."""
+        """Wake one idle CPU, if any, to look for work.  A vCPU first asks
+        its provider for a grant."""
         for cpu in self.cpus:
-            if cpu.current is None and cpu.event is None and not cpu.active:
-                cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+            if cpu.current is None and cpu.event is None and not cpu.active and not cpu.requested:
+                if self.cpu_provider is None:
+                    cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+                else:
+                    cpu.requested = True
+                    self.cpu_provider.request(cpu)
                 return
+
+    def cpu_granted(self, cpu: Cpu, until_ns: int) -> None:
+        """A provider granted `cpu` a host CPU until `until_ns` (`Cpu.grant`)."""
+        cpu.requested = False
+        if self.halted:
+            self.cpu_provider.release(cpu)  # type: ignore[union-attr]
+            return
+        cpu.grant_end = until_ns
+        if cpu.event is None:  # (if it is running, it is giving back its last grant)
+            cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
+
+    def _give_back(self, cpu: Cpu) -> None:
+        """A vCPU stops running: its host CPU goes back to the provider, and it
+        asks again if it still has work."""
+        cpu.grant_end = 0
+        provider = self.cpu_provider
+        provider.release(cpu)  # type: ignore[union-attr]
+        if not self.halted and (cpu.current is not None or self.sched.has_waiting(cpu.id)):
+            cpu.requested = True
+            provider.request(cpu)  # type: ignore[union-attr]
 
     def _cpu_run(self, cpu: Cpu) -> None:
         cpu.event = None
@@ -309,12 +340,18 @@ class Kernel:
         sched = self.sched
         seen = -1  # the heap's change counter when `nxt` was read
         nxt: int | None = None
+        grant_end = cpu.grant_end  # bare metal: NO_LIMIT_NS
         while not self.halted:
             now = loop.now_ns
+            if now >= grant_end:
+                self._give_back(cpu)
+                return  # the vCPU waits for its next grant
             task = cpu.current
             if task is None:
                 task = sched.pick_next(cpu.id)
                 if task is None:
+                    if self.cpu_provider is not None:
+                        self._give_back(cpu)
                     return  # idle until _kick
                 task.state = State.RUNNING
                 task.cpu = cpu.id
@@ -330,7 +367,7 @@ class Kernel:
                 cpu.slice_end = now + sched.time_slice(task)
                 continue
             elif task.compute_left_ns:
-                cost = min(task.compute_left_ns, cpu.slice_end - now)
+                cost = min(task.compute_left_ns, cpu.slice_end - now, grant_end - now)
                 task.compute_left_ns -= cost
             else:
                 cost = self._step(task)

@@ -3,8 +3,9 @@
 Any project that installs malvos gets these fixtures:
 
 * `malv_kernel` — a booted headless kernel (seed 0), shut down after the test;
-* `malv_boot` — a factory, ``malv_boot(seed=3, cpus=4)``, for tests that need
-  several kernels or other settings; every kernel it made is shut down.
+* `malv_boot` — a factory, ``malv_boot(seed=3, cpus=4)`` or
+  ``malv_boot(KernelConfig(...))``, for tests that need several kernels or
+  other settings; every kernel it made is shut down.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from typing import Any
 
 import pytest
 
-from kernel import Kernel, boot
+from kernel import Kernel, KernelConfig, boot
 
 
 @pytest.fixture
 def malv_boot() -> Iterator[Callable[..., Kernel]]:
     kernels: list[Kernel] = []
 
-    def factory(**config: Any) -> Kernel:
-        config.setdefault("seed", 0)
-        k = boot(headless=True, **config)
+    def factory(config: KernelConfig | None = None, **settings: Any) -> Kernel:
+        k = boot(config, **settings)  # headless, seed 0 unless told otherwise
         kernels.append(k)
         return k
 

@@ -105,16 +105,3 @@ def test_context_manager_shuts_down():
     with boot(seed=5) as k:
         assert "hi" in k.shell("run echo hi")
     assert k.halted
-
-
-def test_several_kernels_share_one_event_loop():
-    from kernel import EventLoop
-
-    loop = EventLoop()
-    a = Kernel(loop=loop, name="a").boot()
-    b = Kernel(loop=loop, name="b").boot()
-    assert a.shell("run echo from a") == "from a\n"
-    assert b.shell("run echo from b") == "from b\n"
-    assert a.loop is b.loop and a.tasks is not b.tasks
-    a.shutdown()
-    b.shutdown()

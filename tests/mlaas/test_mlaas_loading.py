@@ -237,7 +237,7 @@ def test_each_kernel_has_its_own_registry():
 
 def test_a_guest_chooses_among_the_modules_its_host_allows():
     host = Kernel(seed=0, cpus=1, frames=64)
-    guest = Kernel(seed=1, cpus=1, frames=64, loop=host.loop, name="guest1")
+    guest = host.machine.kernel(seed=1, cpus=1, frames=64, name="guest1")
     try:
         host.mlaas.allow("lru", "rr")
         guest.mlaas.host = host.mlaas
@@ -255,7 +255,7 @@ def test_a_guest_chooses_among_the_modules_its_host_allows():
         results: list = []
         guest.spawn(memory_worker(100, 1, results))
         host.spawn(memory_worker(100, 1, results))
-        host.loop.run()
+        host.machine.run()
         assert results == [0, 0]
         assert guest.mlaas.modules["lru"].calls > 0 and not host.mlaas.modules
     finally:
