@@ -265,7 +265,7 @@ def test_a_guest_chooses_among_the_modules_its_host_allows():
 
 def test_a_host_can_require_its_guest_s_modules_to_run_isolated():
     host = Kernel(seed=0, cpus=1, frames=64)
-    guest = Kernel(seed=1, cpus=1, frames=64, loop=host.loop, name="guest1")
+    guest = host.machine.kernel(seed=1, cpus=1, frames=64, name="guest1")
     try:
         host.mlaas.allow("lru", "rr")
         guest.mlaas.host = host.mlaas
@@ -274,7 +274,7 @@ def test_a_host_can_require_its_guest_s_modules_to_run_isolated():
         assert rec.mode == "isolated" and rec.isolated.pid > 0
         results: list = []
         guest.spawn(memory_worker(100, 1, results))
-        host.loop.run()
+        host.machine.run()
         assert results == [0] and rec.state == "live" and rec.calls > 0
         assert [row["mode"] for row in guest.mlaas.lsmod()] == ["isolated"]
     finally:
