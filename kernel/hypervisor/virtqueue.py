@@ -15,7 +15,8 @@ pushes a used entry (head id, bytes written), then raises an interrupt.
 
 The host trusts nothing the guest wrote.  Every descriptor is checked before
 use; a bad chain is answered with a used entry of length 0 and its reason is
-kept in `Device.errors`.  A ring the host cannot read a chain from at all (a
+kept in `Device.errors` (the latest few: a guest cannot grow host memory by
+writing bad chains).  A ring the host cannot read a chain from at all (a
 head index past the queue size, an available index that ran ahead by more
 than the queue size) marks the queue broken with a reason, as a virtio
 device sets DEVICE_NEEDS_RESET.  No guest-written value makes the host raise.
@@ -27,6 +28,7 @@ handler's reply, so its used length is at least 1.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Protocol
@@ -71,6 +73,7 @@ STATUS_HANDLER_ERROR = 1  # the handler raised: the request was not served
 STATUS_TOO_LONG = 2  # the answer did not fit the writable buffers
 
 MAX_REQUEST_BYTES = 1 << 20  # one chain's readable bytes the host will copy
+MAX_KEPT_ERRORS = 64  # the reasons a device keeps
 
 
 class GuestMemoryError(SegmentationFault):
@@ -313,7 +316,9 @@ class Device:
         self.last_avail = start_idx & 0xFFFF
         self.used_idx = start_idx & 0xFFFF
         self.broken: str | None = None
-        self.errors: list[tuple[int, str]] = []  # (head, reason) of each refused chain
+        # (head, reason) of the latest failed requests; `failed` counts them all
+        self.errors: deque[tuple[int, str]] = deque(maxlen=MAX_KEPT_ERRORS)
+        self.failed = 0
         self.served = 0
 
     # -- the chain walk: every check a guest's descriptor must pass
@@ -347,6 +352,11 @@ class Device:
                 raise ChainError(f"descriptor {i}: next index {nxt} makes a loop")
             i = nxt
 
+    def _fail(self, head: int, reason: str) -> int:
+        self.errors.append((head, reason))
+        self.failed += 1
+        return 0
+
     def _serve(self, head: int) -> int:
         """Serve one chain; the bytes written (0 for a refused chain)."""
         try:
@@ -355,13 +365,11 @@ class Device:
             if sum(n for _, n in readable) > MAX_REQUEST_BYTES:
                 raise ChainError(f"the request is over {MAX_REQUEST_BYTES} bytes")
         except ChainError as exc:
-            self.errors.append((head, str(exc)))
-            return 0
+            return self._fail(head, str(exc))
         writable = [(a, n) for a, n, w in chain if w]
         room = sum(n for _, n in writable)
         if room == 0:
-            self.errors.append((head, "the chain has no writable buffer for the status"))
-            return 0
+            return self._fail(head, "the chain has no writable buffer for the status")
         data = b"".join(self.memory.read(a, n) for a, n in readable)
         try:
             reply = self.handler(Request(head, data, room - 1))
@@ -371,7 +379,7 @@ class Device:
             if len(answer) > room:
                 answer = bytes([STATUS_TOO_LONG])
         except Exception as exc:  # the handler's fault: this request fails, the host goes on
-            self.errors.append((head, f"the handler raised {type(exc).__name__}: {exc}"))
+            self._fail(head, f"the handler raised {type(exc).__name__}: {exc}")
             answer = bytes([STATUS_HANDLER_ERROR])
         pos = 0
         for addr, n in writable:

@@ -15,6 +15,7 @@ from kernel.hypervisor.virtqueue import (
     DESC_F_INDIRECT,
     DESC_F_NEXT,
     DESC_F_WRITE,
+    MAX_KEPT_ERRORS,
     STATUS_HANDLER_ERROR,
     STATUS_OK,
     STATUS_TOO_LONG,
@@ -24,6 +25,7 @@ from kernel.hypervisor.virtqueue import (
     GuestMemoryError,
     QueueFull,
     RingLayout,
+    ffi,
 )
 
 # -- raw ring writes, packed by hand: they also pin the cffi layout to the spec's bytes
@@ -114,7 +116,7 @@ def test_guest_memory_accesses_are_bounds_checked():
 def test_a_request_goes_round_the_ring_and_raises_one_interrupt(ring):
     assert ring.request(b"hello") == (6, bytes([STATUS_OK]) + b"HELLO")
     assert ring.interrupts == 1
-    assert ring.device.errors == [] and ring.device.broken is None
+    assert not ring.device.errors and ring.device.broken is None
 
 
 def test_a_chain_of_several_buffers_is_gathered_and_scattered(ring):
@@ -150,7 +152,39 @@ def test_the_16_bit_indices_wrap_around():
     for k in range(10):  # crosses 0xFFFF -> 0 on both rings
         assert ring.request(b"n%d" % k) == (3, bytes([STATUS_OK]) + b"N%d" % k)
     assert ring.driver.avail_idx == (0xFFFD + 10) & 0xFFFF == ring.device.last_avail
-    assert ring.device.used_idx == 7 and ring.device.errors == []
+    assert ring.device.used_idx == 7 and not ring.device.errors
+
+
+def test_chains_published_across_the_index_wrap_are_served_in_one_kick():
+    ring = Ring(size=8, start_idx=0xFFFE)
+    for k in range(4):  # avail slots 6, 7, 0, 1 as the index goes 0xFFFE .. 0x0001
+        ring.memory.write(BUFFERS + 64 * k, b"w%d" % k)
+        ring.driver.add([(BUFFERS + 64 * k, 2)], [(BUFFERS + 4096 + 64 * k, 8)])
+    ring.driver.kick()
+    assert ring.driver.used() == [(0, 3), (2, 3), (4, 3), (6, 3)]
+    assert ring.device.served == 4 and ring.device.used_idx == 2
+    assert [ring.memory.read(BUFFERS + 4096 + 64 * k + 1, 2) for k in range(4)] == [
+        b"W0",
+        b"W1",
+        b"W2",
+        b"W3",
+    ]
+
+
+def test_the_cffi_structs_have_the_spec_layout():
+    assert (ffi.sizeof("struct virtq_desc"), ffi.offsetof("struct virtq_desc", "next")) == (16, 14)
+    assert ffi.offsetof("struct virtq_avail", "ring") == 4
+    assert ffi.sizeof("struct virtq_used_elem") == 8
+    assert ffi.offsetof("struct virtq_used", "ring") == 4
+
+
+def test_the_device_keeps_only_the_latest_reasons(ring):
+    for _ in range(MAX_KEPT_ERRORS + 10):
+        put_desc(ring, 0, MEMORY_BYTES, 1, W)
+        publish(ring, 0)
+        ring.device.process()
+    assert len(ring.device.errors) == MAX_KEPT_ERRORS
+    assert ring.device.failed == MAX_KEPT_ERRORS + 10
 
 
 def test_a_full_queue_refuses_the_next_chain_in_the_guest(ring):
@@ -173,7 +207,8 @@ def test_a_handler_that_raises_fails_its_request_and_the_device_goes_on():
     ring = Ring(handler=flaky)
     assert ring.request(b"boom") == (1, bytes([STATUS_HANDLER_ERROR]))
     assert ring.request(b"fine", slot=1) == (5, bytes([STATUS_OK]) + b"fine")
-    assert ring.device.errors == [(0, "the handler raised ValueError: no")]
+    assert list(ring.device.errors) == [(0, "the handler raised ValueError: no")]
+    assert ring.device.failed == 1
 
 
 def test_no_interrupt_when_the_driver_asks_for_none(ring):
@@ -283,5 +318,5 @@ def test_arbitrary_ring_contents_never_raise_in_the_host(descs, avail, flags, av
         assert isinstance(ring.device.broken, str) and ring.device.broken
     assert all(head < 8 for head, _ in used)
     # the handler never raises, so every refused chain is a malformed one, answered with length 0
-    assert sum(length == 0 for _, length in used) == len(ring.device.errors)
+    assert sum(length == 0 for _, length in used) == ring.device.failed
     assert all(isinstance(reason, str) and reason for _, reason in ring.device.errors)
