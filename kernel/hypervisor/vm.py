@@ -215,6 +215,7 @@ class Hypervisor:
         self.vms: dict[str, Vm] = {}
         self._seeds = 0
         host.vm_control = self.control
+        host.halt_hooks.append(self._host_halted)
 
     def create(
         self,
@@ -288,6 +289,12 @@ class Hypervisor:
     def destroy(self, name: str) -> None:
         self.get(name).destroy()
         del self.vms[name]
+
+    def _host_halted(self, host: Kernel) -> None:
+        """The host powered off or panicked: its guests go down with it."""
+        for vm in self.vms.values():
+            if not vm.kernel.halted:
+                vm.kernel.halt(f"host halted: {host.halt_reason}")
 
     def shutdown(self) -> None:
         """Destroy every VM (the host is shutting down)."""
