@@ -133,7 +133,7 @@ class Vm:
     def shell(self, line: str) -> str:
         """Type a line into the guest's shell, from outside the event loop;
         return what the commands printed (`Kernel.shell`)."""
-        self._expect_live("console")
+        self._expect(VmState.RUNNING, "console")
         return self.kernel.shell(line)
 
     # -- from inside the loop (the VmControl trap) --------------------------------------------
@@ -148,8 +148,9 @@ class Vm:
 
     def console_then(self, line: str, reply: Reply) -> None:
         """Type `line` into the guest's shell; reply with what it printed once
-        the shell prompts again."""
-        self._expect_live("console")
+        the shell prompts again.  (Not on a paused guest: it would never
+        answer, and the caller could not resume it.)"""
+        self._expect(VmState.RUNNING, "console")
         if self._waiting is not None:
             raise VmError(f"vm {self.name!r}: its console is busy")
         capture: list[str] = []
@@ -195,10 +196,6 @@ class Vm:
 
     def _expect(self, state: VmState, what: str) -> None:
         if self.state is not state:
-            raise VmError(f"cannot {what} vm {self.name!r}: it is {self.state.value}")
-
-    def _expect_live(self, what: str) -> None:
-        if self.state not in (VmState.RUNNING, VmState.PAUSED):
             raise VmError(f"cannot {what} vm {self.name!r}: it is {self.state.value}")
 
 

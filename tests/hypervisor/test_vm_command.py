@@ -44,6 +44,8 @@ def test_vm_command_errors_are_one_clear_line(host):
     host.shell("vm create a")
     assert host.shell("vm console a uptime") == "vm: EVM: cannot console vm 'a': it is created\n"
     assert host.shell("vm pause a") == "vm: EVM: cannot pause vm 'a': it is created\n"
+    host.shell("vm start a; vm pause a")
+    assert host.shell("vm console a uptime") == "vm: EVM: cannot console vm 'a': it is paused\n"
 
 
 def test_vm_console_on_a_guest_that_crashes_answers_with_the_crash(host):
