@@ -29,8 +29,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
         gpu=None if args.gpu == "none" else args.gpu,
         headless=args.headless or args.run is not None,
     )
+    if args.vms < 0:
+        raise ValueError(f"--vms must be 0 or more, got {args.vms}")
     if config.headless:
-        return boot_headless(args.run or "", config)
+        return boot_headless(args.run or "", config, vms=args.vms)
     if not sys.stdin.isatty():
         print(
             'malv boot: standard input is not a terminal; use --headless --run "cmd; cmd"',
@@ -42,24 +44,38 @@ def cmd_boot(args: argparse.Namespace) -> int:
     k = Kernel(config, console=_write)  # not headless: realtime
     k.threaded = True
     k.boot()
+    start_guests(k, args.vms, wait=False)  # they boot once the loop runs
     try:
         return run_interactive(k)
     finally:
         k.shutdown()
 
 
-def boot_headless(script: str, config: KernelConfig) -> int:
-    """Boot at max speed, type each `;`-separated command, then close the
-    console; init powers off at the end of input.  Exits 0 on poweroff."""
+def start_guests(host: Kernel, vms: int, wait: bool = True) -> None:
+    """Give the host a hypervisor and `vms` guests, vm1..vmN, started (with
+    `wait`, booted to their prompts)."""
+    if vms:
+        from kernel.hypervisor import Hypervisor
+
+        hv = Hypervisor(host)
+        for i in range(1, vms + 1):
+            hv.create(f"vm{i}").start(wait=wait)
+
+
+def boot_headless(script: str, config: KernelConfig, vms: int = 0) -> int:
+    """Boot at max speed (with `vms` guests started), type each
+    `;`-separated command, then close the console; init powers off at the
+    end of input, and the guests go down with the host.  Exits 0 on poweroff."""
     k = Kernel(config, console=_write)
     try:
         k.boot()
+        start_guests(k, vms)
         for command in script.split(";"):
             if command.strip():
                 k.tty.feed(command.strip())
         k.tty.close()
         try:
-            k.run()
+            k.machine.run()
         except KernelHalted:
             pass
         if not k.halted:
@@ -67,7 +83,7 @@ def boot_headless(script: str, config: KernelConfig) -> int:
             return 1
         return 0 if k.halt_reason.startswith("poweroff") else 1
     finally:
-        k.shutdown()
+        k.machine.shutdown()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -123,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the vGPU preset (default a100)",
     )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
+    boot.add_argument(
+        "--vms", type=int, default=0, help="guest VMs to start on the host, vm1..vmN (default 0)"
+    )
     boot.set_defaults(func=cmd_boot)
 
     bench = sub.add_parser("bench", help="run performance benchmarks (ratios in one run)")

@@ -50,5 +50,11 @@ class SegmentationFault(SyscallError):
     errno = "EFAULT"
 
 
+class NotSupported(SyscallError):
+    """The kernel has no such service (a `VmControl` on a kernel without VMs)."""
+
+    errno = "ENOSYS"
+
+
 class UnknownTrap(SyscallError):
     errno = "ENOSYS"

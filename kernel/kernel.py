@@ -100,15 +100,25 @@ class Kernel:
         self.mlaas = Mlaas(self)  # advisor modules: kernel/mlaas
         # The devices boot may hand a server, by the cap name it sees (config.DEVICES).
         self.devices: dict[str, Any] = {"tty": self.tty, "irq": self.tty.irq, "mlaas": self.mlaas}
+        #: The hook behind the `VmControl` trap, set by a hypervisor hosted on
+        #: this kernel (the kernel does not import it): ``vm_control(op, args,
+        #: reply)`` answers by calling ``reply(value)`` or ``reply(exc=error)``,
+        #: at once or later.  None: this kernel hosts no VMs.
+        self.vm_control: Callable[..., None] | None = None
+        #: Called with this kernel when it halts (a hypervisor marks a guest
+        #: that panicked as crashed).  A hook that raises is logged and dropped.
+        self.halt_hooks: list[Callable[[Kernel], None]] = []
         self.machine.attach(self)
 
     # ===================================================================
     # Boot and the public API
     # ===================================================================
 
-    def boot(self) -> Kernel:
+    def boot(self, wait: bool = True) -> Kernel:
         """Start the servers of the boot plan, in order, then init with a send
-        cap to each server's endpoint; run until the shell prompts."""
+        cap to each server's endpoint; run until the shell prompts (unless
+        `wait` is False: then the tasks start and the caller runs the loop,
+        as a hypervisor does when it boots a guest from inside the loop)."""
         plan = self.config.plan
         self.tty.write_prompt(BANNER + "\n")
         self.log.echo = self.tty.write_prompt
@@ -120,7 +130,7 @@ class Kernel:
         self.init_pid = self.spawn(
             plan.init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
         )
-        if not self.threaded:
+        if wait and not self.threaded:
             self.run_until_prompt()
             self.log.echo_level = 30  # after boot the console shows warnings only
         return self
@@ -264,6 +274,12 @@ class Kernel:
                 cpu.requested = False
                 cpu.grant_end = 0
                 self.cpu_provider.release(cpu)
+        for hook in list(self.halt_hooks):
+            try:
+                hook(self)
+            except Exception as exc:
+                self.halt_hooks.remove(hook)
+                self.log.error("kernel", "halt hook failed", error=repr(exc))
         self.machine.kernel_halted(self)
 
     @property

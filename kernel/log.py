@@ -42,6 +42,10 @@ class KernelLog:
             raise ValueError(f"unknown log format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt
         self.kernel_name = kernel_name
+        #: Console lines start with the kernel's name (a hypervisor's guests
+        #: set it, so that a VM's lines say whose they are).  JSON records
+        #: always carry it.
+        self.name_in_lines = False
         self._clock = clock
         self.ring: deque[dict[str, Any]] = deque(maxlen=capacity)
         self.echo: Callable[[str], None] | None = None  # console echo while booting
@@ -91,7 +95,8 @@ class KernelLog:
         )
         level = record.get("level", "info")
         mark = "" if level == "info" else f"{level.upper()}: "
-        line = f"[{t:12.6f}] {record['subsystem']}: {mark}{record['event']}"
+        who = f"{record['kernel']}/" if self.name_in_lines and record.get("kernel") else ""
+        line = f"[{t:12.6f}] {who}{record['subsystem']}: {mark}{record['event']}"
         return f"{line}  {extra}" if extra else line
 
     def lines(self) -> list[str]:

@@ -48,6 +48,12 @@ class Machine:
             raise ValueError(f"kernel {kernel.name!r} is realtime, but its machine is not")
         self.kernels.append(kernel)
 
+    def detach(self, kernel: Kernel) -> None:
+        """Take a shut-down kernel off this machine (a destroyed guest)."""
+        if not kernel.halted:
+            raise ValueError(f"kernel {kernel.name!r} is still running: shut it down first")
+        self.kernels.remove(kernel)
+
     def kernel(self, config: KernelConfig | None = None, **settings: Any) -> Kernel:
         """A new kernel on this machine, not booted: `Kernel(config, machine=self)`."""
         from kernel.kernel import Kernel

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from kernel import traps as T
 from kernel.caps import Capability, Rights, descendants, revoke
-from kernel.errors import CapabilityError, InvalidArgument, NoSuchTask, PeerDied, WouldBlock
+from kernel.errors import (
+    CapabilityError,
+    InvalidArgument,
+    NoSuchTask,
+    NotSupported,
+    PeerDied,
+    SyscallError,
+    WouldBlock,
+)
 from kernel.ipc import Endpoint, Notification, ReplyObject
 from kernel.memory import AddressSpace
 from kernel.task import State, Task
@@ -483,6 +491,31 @@ def trap_modinfo(k: Kernel, task: Task, trap: T.ModInfo) -> Any:
     return k.mlaas.modinfo(_check_name(trap.name, "module name"))
 
 
+def trap_vmcontrol(k: Kernel, task: Task, trap: T.VmControl) -> Any:
+    hook = k.vm_control
+    if hook is None:
+        raise NotSupported("this kernel hosts no VMs")
+    answer: list[tuple[Any, BaseException | None]] = []
+    blocked = False
+
+    def reply(value: Any = None, exc: SyscallError | None = None) -> None:
+        if blocked:
+            if task.alive and task.state is State.SLEEP and task.blocked_on is reply:
+                k.wake(task, value, exc)
+        elif not answer:
+            answer.append((value, exc))
+
+    hook(_check_name(trap.op, "vm operation"), trap.args, reply)
+    if answer:
+        value, exc = answer[0]
+        if exc is not None:
+            raise exc
+        return value
+    blocked = True
+    k.block(task, State.SLEEP, reply)  # until the hypervisor replies
+    return BLOCK
+
+
 # The syscall table: every trap the kernel understands, in one place.
 TRAP_TABLE: dict[type, Handler] = {
     T.Send: trap_send,
@@ -528,4 +561,5 @@ TRAP_TABLE: dict[type, Handler] = {
     T.ModReload: trap_modreload,
     T.ModList: trap_modlist,
     T.ModInfo: trap_modinfo,
+    T.VmControl: trap_vmcontrol,
 }

@@ -386,3 +386,17 @@ class ModList:
 @attrs.frozen
 class ModInfo:
     name: str
+
+
+# -- virtual machines (the `vm` command) ------------------------------------------------
+
+
+@attrs.frozen
+class VmControl:
+    """Ask the hypervisor hosted on this kernel to do `op` (list, create,
+    start, stop, pause, resume, console) with `args`; ENOSYS where the kernel
+    hosts no VMs.  The answer may come later (a guest boots, a guest's shell
+    runs a command): the caller blocks until it does."""
+
+    op: str
+    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)

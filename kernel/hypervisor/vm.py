@@ -1,0 +1,383 @@
+"""Guest VMs: the hypervisor, its VMs and their lifecycle.
+
+A `Hypervisor` is made on a host kernel.  Each VM it creates is a guest
+`Kernel` on the host's machine — the same kernel code, with its own tasks,
+memory, capabilities, module registry and console — whose vCPUs run only on
+the time the credit scheduler (credit.py) grants them.  All guests share the
+machine's clock.
+
+Lifecycle: create -> start (boot the guest) -> pause / resume -> destroy
+(shut the guest down: its tasks, memory and modules are released).  A guest
+whose init dies, or that panics, halts and is marked *crashed*; the host and
+the other guests go on.
+
+The host's shell reaches the hypervisor only through the `VmControl` trap:
+`Hypervisor.__init__` installs `control` as the host kernel's `vm_control`
+hook.  The kernel never imports this package.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from kernel.config import KernelConfig
+from kernel.errors import SyscallError
+from kernel.hypervisor.credit import DEFAULT_WEIGHT, CreditScheduler, Domain, check_weight_cap
+from kernel.kernel import Kernel
+from kernel.programs import ProgramTable
+
+Reply = Callable[..., None]  # reply(value) or reply(exc=error), as the VmControl trap takes it
+
+
+class VmError(SyscallError):
+    """A VM operation was refused: no such VM, a bad setting, the wrong state."""
+
+    errno = "EVM"
+
+
+class VmState(enum.Enum):
+    CREATED = "created"  # made, not booted
+    RUNNING = "running"
+    PAUSED = "paused"  # its vCPUs get no grants; time goes on for the others
+    CRASHED = "crashed"  # its init died or it panicked
+    HALTED = "halted"  # powered off from inside
+    DESTROYED = "destroyed"
+
+
+@attrs.frozen
+class VmInfo:
+    """One row of `Hypervisor.list()`."""
+
+    name: str
+    state: str
+    vcpus: int
+    weight: int
+    cap: int  # percent of one host CPU; 0 = no cap
+    cpu_ns: int  # host CPU time its vCPUs have run
+    allowed_modules: tuple[str, ...]
+
+
+class Vm:
+    """A guest: its kernel, its scheduling domain, its console output."""
+
+    def __init__(
+        self, hv: Hypervisor, name: str, allowed_modules: tuple[str, ...], console: list[str]
+    ) -> None:
+        self.hv = hv
+        self.name = name
+        self.allowed_modules = allowed_modules
+        self._console = console  # everything the guest wrote to its console
+        self.kernel: Kernel = None  # type: ignore[assignment]  # set by Hypervisor.create
+        self.domain: Domain = None  # type: ignore[assignment]
+        self.state = VmState.CREATED
+        self.crash_reason = ""
+        self._waiting: Reply | None = None  # a VmControl caller waiting for the guest's prompt
+
+    @property
+    def console_output(self) -> str:
+        return "".join(self._console)
+
+    def info(self) -> VmInfo:
+        return VmInfo(
+            self.name, self.state.value, len(self.kernel.cpus), self.domain.weight,
+            self.domain.cap, self.domain.used_ns, self.allowed_modules,
+        )  # fmt: skip
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, wait: bool = True) -> Vm:
+        """Boot the guest.  With `wait`, run the machine (every kernel on it)
+        until the guest's shell prompts; without, only start its boot (from
+        inside the event loop)."""
+        self._expect(VmState.CREATED, "start")
+        self.state = VmState.RUNNING
+        self.hv.host.log.info("hypervisor", "vm starting", vm=self.name)
+        try:
+            self.kernel.boot(wait=False)
+        except Exception as exc:  # a plan naming a program that cannot start
+            self.kernel.halt(f"panic: boot failed: {exc}")  # _halted marks it crashed
+            return self
+        if wait:
+            self.kernel.run_until_prompt()
+        self.kernel.log.echo_level = 30  # as after a host's boot: warnings only
+        return self
+
+    def pause(self) -> None:
+        self._expect(VmState.RUNNING, "pause")
+        self.state = VmState.PAUSED
+        self.hv.scheduler.set_paused(self.kernel, True)
+        self.hv.host.log.info("hypervisor", "vm paused", vm=self.name)
+
+    def resume(self) -> None:
+        self._expect(VmState.PAUSED, "resume")
+        self.state = VmState.RUNNING
+        self.hv.scheduler.set_paused(self.kernel, False)
+        self.hv.host.log.info("hypervisor", "vm resumed", vm=self.name)
+
+    def destroy(self) -> None:
+        """Shut the guest down and release it: tasks, memory, modules, vCPUs."""
+        if self.state is VmState.DESTROYED:
+            return
+        self.kernel.halt_hooks.remove(self._halted)
+        self.kernel.shutdown()
+        self.hv.scheduler.remove(self.kernel)
+        self.hv.machine.detach(self.kernel)
+        self.state = VmState.DESTROYED
+        self._answer(exc=VmError(f"vm {self.name!r} was destroyed"))
+        self.hv.host.log.info("hypervisor", "vm destroyed", vm=self.name)
+
+    def shell(self, line: str) -> str:
+        """Type a line into the guest's shell, from outside the event loop;
+        return what the commands printed (`Kernel.shell`)."""
+        self._expect(VmState.RUNNING, "console")
+        return self.kernel.shell(line)
+
+    # -- from inside the loop (the VmControl trap) --------------------------------------------
+
+    def start_then(self, reply: Reply) -> None:
+        """Start the guest's boot; reply when its shell first prompts."""
+        self.start(wait=False)
+        if self.state is not VmState.RUNNING:
+            reply(exc=VmError(f"vm {self.name!r} crashed: {self.crash_reason}"))
+            return
+        self._when_prompted(reply, None, f"{self.name}: started")
+
+    def console_then(self, line: str, reply: Reply) -> None:
+        """Type `line` into the guest's shell; reply with what it printed once
+        the shell prompts again.  (Not on a paused guest: it would never
+        answer, and the caller could not resume it.)"""
+        self._expect(VmState.RUNNING, "console")
+        if self._waiting is not None:
+            raise VmError(f"vm {self.name!r}: its console is busy")
+        capture: list[str] = []
+        self._when_prompted(reply, capture)
+        self.kernel.tty.feed(line)
+
+    def _when_prompted(
+        self, reply: Reply, capture: list[str] | None, answer: str | None = None
+    ) -> None:
+        """Reply when the guest's shell next waits for a line: with `answer`,
+        or with what was written to the console meanwhile."""
+        tty = self.kernel.tty
+        self._waiting = reply
+        tty.capture = capture
+
+        def prompted(_prompt: str) -> None:
+            self._answer(answer if answer is not None else "".join(capture or ()))
+
+        tty.on_prompt = prompted
+
+    def _answer(self, value: Any = None, exc: SyscallError | None = None) -> None:
+        reply, self._waiting = self._waiting, None
+        if reply is not None:
+            self.kernel.tty.on_prompt = None
+            self.kernel.tty.capture = None
+            reply(value, exc)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _halted(self, kernel: Kernel) -> None:
+        """The guest kernel halted (its `halt_hooks`)."""
+        if kernel.halt_reason.startswith("panic"):
+            self._crashed(kernel.halt_reason)
+        elif self.state is not VmState.DESTROYED:
+            self.state = VmState.HALTED
+            self._answer(exc=VmError(f"vm {self.name!r} halted: {kernel.halt_reason}"))
+
+    def _crashed(self, reason: str) -> None:
+        self.state = VmState.CRASHED
+        self.crash_reason = reason
+        self.hv.host.log.error("hypervisor", "vm crashed", vm=self.name, reason=reason)
+        self._answer(exc=VmError(f"vm {self.name!r} crashed: {reason}"))
+
+    def _expect(self, state: VmState, what: str) -> None:
+        if self.state is not state:
+            raise VmError(f"cannot {what} vm {self.name!r}: it is {self.state.value}")
+
+
+class Hypervisor:
+    """Guest VMs on a host kernel's machine, their vCPUs on `cpus` host CPUs
+    (by default as many as the host kernel has)."""
+
+    def __init__(self, host: Kernel, cpus: int | None = None, **scheduler: Any) -> None:
+        if host.vm_control is not None:
+            raise ValueError(f"kernel {host.name!r} already hosts a hypervisor")
+        self.host = host
+        self.machine = host.machine
+        self.scheduler = CreditScheduler(self.machine, cpus or host.config.cpus, **scheduler)
+        self.vms: dict[str, Vm] = {}
+        self._seeds = 0
+        host.vm_control = self.control
+        host.halt_hooks.append(self._host_halted)
+
+    def create(
+        self,
+        name: str,
+        config: KernelConfig | None = None,
+        *,
+        weight: int = DEFAULT_WEIGHT,
+        cap: int = 0,
+        allowed_modules: tuple[str, ...] | list[str] = (),
+        isolated_modules: bool = False,
+        programs: ProgramTable | None = None,
+    ) -> Vm:
+        """A new guest VM, not started.  `config` describes its kernel (by
+        default 2 vCPUs, no GPU, a seed of its own); its `name` becomes the
+        VM's, so every log line of the guest names it.  `allowed_modules` are
+        the MLaaS modules it may choose; `isolated_modules` makes every module
+        it loads run isolated."""
+        if type(name) is not str or not name or not name.replace("-", "_").isidentifier():
+            raise VmError(f"a vm name is letters, digits, '-', '_', got {name!r}")
+        if name in self.vms:
+            raise VmError(f"there is already a vm named {name!r}")
+        try:
+            check_weight_cap(weight, cap, self.scheduler.cpus)
+        except ValueError as exc:
+            raise VmError(str(exc)) from None
+        allowed = tuple(allowed_modules)
+        if not all(type(m) is str and m for m in allowed):
+            raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
+        self._seeds += 1
+        if config is None:
+            config = KernelConfig(seed=self.host.seed + self._seeds, gpu=None)
+        config = attrs.evolve(
+            config, name=name, headless=self.host.config.headless, realtime=self.machine.realtime
+        )
+        console: list[str] = []
+        vm = Vm(self, name, allowed, console)
+        guest = Kernel(
+            config,
+            machine=self.machine,
+            cpu_provider=self.scheduler,
+            programs=programs if programs is not None else self.host.programs,
+            console=console.append,
+        )
+        vm.kernel = guest
+        guest.log.name_in_lines = True
+        vm.domain = self.scheduler.add(guest, name, weight, cap)
+        guest.halt_hooks.append(vm._halted)
+        # The guest picks among the modules its host allows (Mlaas.choose).
+        # The allowance is kept per VM here, but the host registry holds one
+        # allowed set for all its guests: what one VM is allowed, all are.
+        guest.mlaas.host = self.host.mlaas
+        guest.mlaas.require_isolation = isolated_modules is True
+        if allowed:
+            self.host.mlaas.allow(*allowed)
+        self.vms[name] = vm
+        self.host.log.info(
+            "hypervisor", "vm created", vm=name, vcpus=config.cpus, weight=weight, cap=cap
+        )
+        return vm
+
+    def get(self, name: str) -> Vm:
+        vm = self.vms.get(name)
+        if vm is None:
+            known = ", ".join(self.vms) or "none"
+            raise VmError(f"no vm named {name!r} (vms: {known})")
+        return vm
+
+    def list(self) -> list[VmInfo]:
+        return [vm.info() for vm in self.vms.values()]
+
+    def destroy(self, name: str) -> None:
+        self.get(name).destroy()
+        del self.vms[name]
+
+    def _host_halted(self, host: Kernel) -> None:
+        """The host powered off or panicked: its guests go down with it."""
+        for vm in self.vms.values():
+            if not vm.kernel.halted:
+                vm.kernel.halt(f"host halted: {host.halt_reason}")
+
+    def shutdown(self) -> None:
+        """Destroy every VM (the host is shutting down)."""
+        for name in list(self.vms):
+            self.destroy(name)
+
+    # -- the VmControl trap's hook --------------------------------------------------------------
+
+    def control(self, op: str, args: tuple[Any, ...], reply: Reply) -> None:
+        """Do `op` for the host's shell; answer through `reply`, now or (start,
+        console) when the guest's shell prompts."""
+        try:
+            handler = _OPS.get(op)
+            if handler is None:
+                raise VmError(f"unknown vm operation {op!r}; known: {', '.join(_OPS)}")
+            handler(self, args, reply)
+        except VmError as exc:
+            reply(exc=exc)
+        except (ValueError, TypeError) as exc:  # a refused config value
+            reply(exc=VmError(str(exc)))
+
+    def _op_list(self, args: tuple[Any, ...], reply: Reply) -> None:
+        reply(tuple(attrs.asdict(info) for info in self.list()))
+
+    def _op_create(self, args: tuple[Any, ...], reply: Reply) -> None:
+        name, settings = _name_and_settings(args, ("cpus", "weight", "cap"))
+        config = KernelConfig(
+            seed=self.host.seed + self._seeds + 1, gpu=None, cpus=settings.get("cpus", 2)
+        )
+        vm = self.create(
+            name,
+            config,
+            weight=settings.get("weight", DEFAULT_WEIGHT),
+            cap=settings.get("cap", 0),
+        )
+        reply(attrs.asdict(vm.info()))
+
+    def _op_start(self, args: tuple[Any, ...], reply: Reply) -> None:
+        self._vm_of(args).start_then(reply)
+
+    def _op_stop(self, args: tuple[Any, ...], reply: Reply) -> None:
+        vm = self._vm_of(args)
+        self.destroy(vm.name)
+        reply(f"{vm.name}: stopped")
+
+    def _op_pause(self, args: tuple[Any, ...], reply: Reply) -> None:
+        self._vm_of(args).pause()
+        reply(f"{args[0]}: paused")
+
+    def _op_resume(self, args: tuple[Any, ...], reply: Reply) -> None:
+        self._vm_of(args).resume()
+        reply(f"{args[0]}: resumed")
+
+    def _op_console(self, args: tuple[Any, ...], reply: Reply) -> None:
+        if len(args) != 2 or type(args[1]) is not str or not args[1].strip():
+            raise VmError("console takes a vm name and a command line")
+        self._vm_of(args[:1]).console_then(args[1], reply)
+
+    def _vm_of(self, args: tuple[Any, ...]) -> Vm:
+        if len(args) != 1 or type(args[0]) is not str:
+            raise VmError(f"expected one vm name, got {args!r}")
+        return self.get(args[0])
+
+
+_OPS: dict[str, Callable[[Hypervisor, tuple[Any, ...], Reply], None]] = {
+    "list": Hypervisor._op_list,
+    "create": Hypervisor._op_create,
+    "start": Hypervisor._op_start,
+    "stop": Hypervisor._op_stop,
+    "pause": Hypervisor._op_pause,
+    "resume": Hypervisor._op_resume,
+    "console": Hypervisor._op_console,
+}
+
+
+def _name_and_settings(args: tuple[Any, ...], keys: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """`(NAME, "key=N", ...)` -> the name and the integer settings."""
+    if not args or type(args[0]) is not str:
+        raise VmError("create takes a vm name, then key=value settings")
+    settings: dict[str, int] = {}
+    for word in args[1:]:
+        key, eq, value = str(word).partition("=")
+        if not eq or key not in keys:
+            raise VmError(f"settings are {', '.join(k + '=N' for k in keys)}, got {word!r}")
+        try:
+            settings[key] = int(value)
+        except ValueError:
+            raise VmError(f"{key} must be an integer, got {value!r}") from None
+    return args[0], settings
