@@ -28,6 +28,8 @@ from kernel.config import KernelConfig
 from kernel.errors import SyscallError
 from kernel.hypervisor.credit import DEFAULT_WEIGHT, CreditScheduler, Domain, check_weight_cap
 from kernel.kernel import Kernel
+from kernel.mlaas import loader
+from kernel.mlaas.faults import ModuleError
 from kernel.programs import ProgramTable
 
 Reply = Callable[..., None]  # reply(value) or reply(exc=error), as the VmControl trap takes it
@@ -241,6 +243,11 @@ class Hypervisor:
         allowed = tuple(allowed_modules)
         if not all(type(m) is str and m for m in allowed):
             raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
+        for module in allowed:
+            try:
+                loader.resolve(module, self.host.mlaas.search_path)
+            except ModuleError as exc:
+                raise VmError(f"allowed_modules: {exc.args[0]}") from None
         self._seeds += 1
         if config is None:
             config = KernelConfig(seed=self.host.seed + self._seeds, gpu=None)
@@ -260,13 +267,10 @@ class Hypervisor:
         guest.log.name_in_lines = True
         vm.domain = self.scheduler.add(guest, name, weight, cap)
         guest.halt_hooks.append(vm._halted)
-        # The guest picks among the modules its host allows (Mlaas.choose).
-        # The allowance is kept per VM here, but the host registry holds one
-        # allowed set for all its guests: what one VM is allowed, all are.
+        # The guest picks among the modules its host allows it (Mlaas.choose).
         guest.mlaas.host = self.host.mlaas
         guest.mlaas.require_isolation = isolated_modules is True
-        if allowed:
-            self.host.mlaas.allow(*allowed)
+        guest.mlaas.allowed_by_host = frozenset(allowed)
         self.vms[name] = vm
         self.host.log.info(
             "hypervisor", "vm created", vm=name, vcpus=config.cpus, weight=weight, cap=cap

@@ -177,6 +177,9 @@ class Mlaas:
         self.host: Mlaas | None = None  # set when this kernel is a guest
         #: Every module of this kernel runs isolated (what a host may require of a guest).
         self.require_isolation = False
+        #: As a guest: the modules its host allows this guest in particular (None: the
+        #: host's `allowed`, common to its guests).
+        self.allowed_by_host: frozenset[str] | None = None
         faults.install_host_interrupt()
 
     # ===================================================================
@@ -434,8 +437,9 @@ class Mlaas:
 
     def _check_host_allows(self, name: str) -> None:
         assert self.host is not None
-        if name not in self.host.allowed:
-            allowed = ", ".join(sorted(self.host.allowed)) or "none"
+        permitted = self.host.allowed if self.allowed_by_host is None else self.allowed_by_host
+        if name not in permitted:
+            allowed = ", ".join(sorted(permitted)) or "none"
             raise ModuleError(f"the host does not allow {name!r} (allowed: {allowed})")
 
     @guard

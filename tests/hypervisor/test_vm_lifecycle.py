@@ -10,6 +10,7 @@ from kernel import KernelConfig
 from kernel.config import BootPlan
 from kernel.hypervisor import VmError, VmState
 from kernel.memory import PAGE_SIZE
+from kernel.mlaas import ModuleError
 from kernel.programs import ProgramTable
 from kernel.traps import Compute, MemMap, MemWrite
 
@@ -153,6 +154,10 @@ def test_a_guest_s_module_choice_affects_only_that_guest(host):
     assert "rr" not in host.mlaas.modules
     assert a.shell("run echo still") == "still\n" and b.shell("lsmod").count("\n") == 1
     assert host.hv.list()[0].allowed_modules == ("rr", "lru")
+    with pytest.raises(ModuleError, match="the host does not allow 'rr' \\(allowed: none\\)"):
+        b.kernel.mlaas.choose("rr")  # allowed to a, not to b
+    with pytest.raises(VmError, match="allowed_modules: no module named 'nosuch'"):
+        host.hv.create("c", allowed_modules=("nosuch",))
 
 
 def test_a_host_can_require_a_guest_s_modules_to_run_isolated(host):
