@@ -10,7 +10,7 @@ import sys
 from kernel import Kernel, KernelConfig, KernelHalted
 from kernel.log import FORMATS
 
-BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim")
+BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm")
 #: Experiments, each a module exp/NAME.py with main(argv); add yours here.
 EXPERIMENTS = ("memory", "sched", "crossover", "stacking", "hybrid", "rightsizing", "dvfs")
 

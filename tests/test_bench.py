@@ -19,3 +19,14 @@ def test_sim_bench_reports_simulated_seconds_per_wall_second_per_policy():
     assert [f.name for f in figures] == ["sim.stacking_mps", "sim.stacking_lithos"]
     assert all(f.value > 0 and f.unit == "simulated s per wall s" for f in figures)
     assert figures[1].target == ">= 50"
+
+
+def test_vm_bench_reports_a_guest_s_boot_beside_a_bare_kernel_s():
+    from bench import vm
+
+    figures = {f.name: f for f in vm.run(quick=True)}
+    assert set(figures) == {"vm.guest_boot_median", "vm.eight_guests_start", "vm.virtqueue_request"}
+    boot_figure = figures["vm.guest_boot_median"]
+    assert boot_figure.unit == "ms" and boot_figure.value > 0 and boot_figure.baseline > 0
+    assert boot_figure.target == "<= 3x"
+    assert figures["vm.virtqueue_request"].baseline > 0

@@ -1,0 +1,96 @@
+"""`malv bench vm`: what a guest costs, beside a bare kernel in the same run.
+
+* Guest boot: create a guest on a booted host, start it to its shell prompt,
+  destroy it; the baseline is a bare kernel with the same devices (no GPU)
+  booted to its prompt and shut down.  Medians of many, interleaved so that
+  a noisy neighbour on the host hits both alike.
+* Eight guests: the wall time to create and start eight guests on one host,
+  and the check that all eight answer on their consoles.
+* A virtqueue request: one request and its reply through a split ring
+  (the guest's `Driver` to the host's `Device` and back), beside one IPC
+  Call/ReplyRecv round trip between two tasks.  Guests do not use rings yet:
+  this is the ring's own cost, the part of the future device path it fixes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench.ipc import kernel_round_trips
+from bench.report import Figure
+from kernel import Kernel, KernelConfig, boot
+from kernel.hypervisor import Hypervisor
+from kernel.hypervisor.virtqueue import Device, Driver, GuestMemory, RingLayout
+
+NO_GPU = KernelConfig(gpu=None)
+
+
+def _bare_boot_ms() -> float:
+    t0 = time.perf_counter()
+    boot(NO_GPU).shutdown()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _guest_boot_ms(hv: Hypervisor, i: int) -> float:
+    t0 = time.perf_counter()
+    vm = hv.create(f"g{i}").start()
+    vm.destroy()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _eight_guests_s() -> float:
+    host = Kernel(seed=0, name="host").boot()
+    hv = Hypervisor(host)
+    try:
+        t0 = time.perf_counter()
+        vms = [hv.create(f"vm{i}").start() for i in range(8)]
+        elapsed = time.perf_counter() - t0
+        for vm in vms:
+            if vm.shell("run echo up") != "up\n":
+                raise RuntimeError(f"guest {vm.name} did not answer on its console")
+        return elapsed
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+
+
+def _ring_requests_per_s(n: int) -> float:
+    memory = GuestMemory(64 * 1024)
+    layout = RingLayout.packed(0, 256)
+    device = Device(memory, layout, lambda req: req.data, lambda: None)
+    driver = Driver(memory, layout, device.process)
+    out, into = 32 * 1024, 40 * 1024
+    memory.write(out, b"ping" * 16)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        driver.add([(out, 64)], [(into, 128)])
+        driver.kick()
+        driver.used()
+    return n / (time.perf_counter() - t0)
+
+
+def run(quick: bool = False) -> list[Figure]:
+    n = 30 if quick else 100
+    _bare_boot_ms()  # warm the program table and imports
+    host = Kernel(seed=0, name="host").boot()
+    hv = Hypervisor(host)
+    try:
+        _guest_boot_ms(hv, -1)
+        bare, guest = [], []
+        for i in range(n):  # interleaved
+            bare.append(_bare_boot_ms())
+            guest.append(_guest_boot_ms(hv, i))
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+    ring = _ring_requests_per_s(2_000 if quick else 20_000)
+    ipc = kernel_round_trips(2_000 if quick else 20_000)
+    return [
+        Figure("vm.guest_boot_median", statistics.median(guest), "ms",
+               baseline=statistics.median(bare), baseline_name="a bare kernel (no GPU)",
+               target="<= 3x"),
+        Figure("vm.eight_guests_start", _eight_guests_s() * 1e3, "ms"),
+        Figure("vm.virtqueue_request", 1e9 / ring, "ns/request",
+               baseline=1e9 / ipc, baseline_name="an IPC Call/ReplyRecv round trip"),
+    ]  # fmt: skip
