@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import BUFFERS, MEMORY_BYTES, FakeVm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rings import BUFFERS, MEMORY_BYTES, FakeVm
 
 from kernel.errors import OutOfMemory
 from kernel.hypervisor.hypercall import HYPERCALL_TABLE, Hc, Result, Status, hypercall

@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import BUFFERS, MEMORY_BYTES, Ring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rings import BUFFERS, MEMORY_BYTES, Ring
 
 from kernel.errors import InvalidArgument
 from kernel.hypervisor.virtqueue import (
