@@ -409,10 +409,11 @@ class Device:
 
     def process(self) -> int:
         """Serve every chain the guest published (the answer to a kick).
-        Returns how many; 0 once the queue is broken."""
+        Returns how many; a queue that breaks serves nothing more."""
         if self.broken is not None:
             return 0
         n = self.layout.size
+        served, avail_flags = 0, 0
         try:
             avail_flags = _u16(self.memory, self.layout.avail_addr)
             avail_idx = _u16(self.memory, self.layout.avail_addr + IDX_OFFSET)
@@ -422,20 +423,20 @@ class Device:
                     f"the available index {avail_idx} is {pending} ahead of the device's "
                     f"{self.last_avail}, more than the queue size {n}"
                 )
-            served = 0
             for _ in range(pending):
                 slot = self.last_avail % n
                 head = _u16(self.memory, self.layout.avail_addr + AVAIL_RING_OFFSET + 2 * slot)
-                if head >= n:
-                    return self._break(
+                if head >= n:  # the chains served before it stay served, and are told
+                    self._break(
                         f"available ring slot {slot} names descriptor {head}, "
                         f"past the queue size {n}"
                     )
+                    break
                 self._push_used(head, self._serve(head))
                 self.last_avail = (self.last_avail + 1) & 0xFFFF
                 served += 1
         except GuestMemoryError as exc:  # the guest's memory shrank under its ring
-            return self._break(f"the ring is no longer inside guest memory: {exc}")
+            self._break(f"the ring is no longer inside guest memory: {exc}")
         self.served += served
         if served and self.interrupt is not None and not avail_flags & AVAIL_F_NO_INTERRUPT:
             self.interrupt()
