@@ -107,10 +107,6 @@ class RunnableTasks:
         return self._sched.runnable()[index]
 
 
-def _holds(dsq: FifoDsq | VtimeDsq, task: Task) -> bool:
-    return any(t is task for t in dsq)
-
-
 class Scheduler:
     """Owns the DSQs.  The default policy is round robin on the global DSQ."""
 
@@ -172,8 +168,7 @@ class Scheduler:
                 except Exception as exc:  # an advisor that is not guarded by the MLaaS core
                     self._fault("raised", f"select_next raised {type(exc).__name__}")
                     choice = None
-                if choice is not None and self._runnable_choice(choice):
-                    self.dequeue(choice)
+                if choice is not None and self._take(choice):
                     return choice
         task = self.local[cpu].pop()
         if task is None:
@@ -202,13 +197,15 @@ class Scheduler:
             return ns
         return self.slice_ns
 
-    def _runnable_choice(self, choice: Any) -> bool:
-        """The choice must be one of this scheduler's own runnable tasks (by
-        identity: a copy of a task, or another kernel's, is not)."""
+    def _take(self, choice: Any) -> bool:
+        """Take the advisor's choice off its dispatch queue.  It must be one of
+        this scheduler's own runnable tasks: a DSQ removes a task by identity,
+        so a copy of a task, or another kernel's, is not found there."""
         dsq = self.where.get(choice.pid) if type(choice) is Task else None
-        if dsq is None or choice.state is not State.RUNNABLE or not _holds(dsq, choice):
+        if dsq is None or choice.state is not State.RUNNABLE or not dsq.remove(choice):
             self._fault("invalid", "select_next chose something that is not a runnable task")
             return False
+        del self.where[choice.pid]
         return True
 
     def _fault(self, kind: str, message: str) -> None:

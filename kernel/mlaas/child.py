@@ -571,11 +571,11 @@ def _load(config: Mapping[str, Any], channel: Channel) -> tuple[Server, dict[str
     # From here on, module code runs.
     loaded = loader.load(path, _run_loading)
     cls, kind = loaded.cls, loaded.kind
-    params = loader.convert_params(cls, config["params"])
+    params = loader.convert_params(loaded, config["params"])
     advisor = _run_loading(cls)
     tasks = TaskViews()
     ctx = IsolatedContext(
-        channel, tasks, name=cls.name, kind=kind, params=params, seed=config["seed"]
+        channel, tasks, name=loaded.name, kind=kind, params=params, seed=config["seed"]
     )
     advisor.ctx = ctx
     sharing = getattr(cls, "sharing_policy", None) if kind == "gpu" else None
@@ -583,14 +583,14 @@ def _load(config: Mapping[str, Any], channel: Channel) -> tuple[Server, dict[str
         raise ModuleError(f"sharing_policy must be a policy name (a str) or None, got {sharing!r}")
     base = BASES[kind]
     info = {
-        "name": cls.name,
+        "name": loaded.name,
         "kind": kind,
         "doc": loaded.doc,
-        "budget_us": float(cls.budget_us),
-        "defaults": dict(cls.params),
+        "budget_us": loaded.budget_us,
+        "defaults": loaded.defaults,
         "params": params,
         "sharing_policy": sharing,
-        "api_version": cls.api_version,
+        "api_version": loaded.api_version,
         "overridden": [n for n in CALLBACKS[kind] + LIFECYCLE if overrides(cls, base, n)],
     }
     return Server(channel, advisor, ctx, tasks), info

@@ -29,6 +29,8 @@ import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from kernel.task import State
+
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.mlaas.features import FeatureStore
@@ -66,6 +68,10 @@ def _source(key: int) -> _Source:
     return source
 
 
+#: A task's state as a view names it.
+STATE_NAMES = {state: state.name.lower() for state in State}
+
+
 class TaskView(NamedTuple):
     """A task as a sched advisor sees it: values, taken when the view was made."""
 
@@ -85,7 +91,7 @@ class TaskView(NamedTuple):
             cls,
             (
                 task.pid, task.name, tuple(proc.argv) if proc is not None else (), task.parent,
-                task.created_ns, task.cpu_ns, task.state.name.lower(), task.alive,
+                task.created_ns, task.cpu_ns, STATE_NAMES[task.state], task.alive,
             ),
         )  # fmt: skip
 

@@ -28,6 +28,7 @@ import enum
 import gc
 import itertools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ import attrs
 from kernel.mlaas import context, faults, loader
 from kernel.mlaas.advisors import BASES, CALLBACKS, LIFECYCLE, Advisor
 from kernel.mlaas.bindings import FAULTED, GpuAdvice, MemoryBinding, SchedBinding
-from kernel.mlaas.context import AdvisorContext, TaskView
+from kernel.mlaas.context import STATE_NAMES, AdvisorContext, TaskView
 from kernel.mlaas.faults import (
     OVERRUN_STRIKES,
     SAMPLE_EVERY,
@@ -50,6 +51,7 @@ from kernel.mlaas.faults import (
     InvalidAnswer,
     ModuleError,
     StarvationWatchdog,
+    callable_name,
     describe,
     guard,
     settle,
@@ -152,9 +154,6 @@ class _Loaded:
 
     loaded: loader.LoadedModule
     params: dict[str, Any]
-    defaults: dict[str, Any]
-    api_version: int
-    budget_us: float
     overridden: frozenset[str]
     advisor: Any
     methods: dict[str, Callable[..., Any]]
@@ -212,7 +211,7 @@ class Mlaas:
                 slot.call = 0
                 raise
             except BaseException as exc:
-                failure = self.fault_of(rec, exc, getattr(fn, "__name__", "callback"))
+                failure = self.fault_of(rec, exc, callable_name(fn))
                 answer = None
         finally:
             slot.call = 0  # whatever the module raised or answered was released above
@@ -266,7 +265,7 @@ class Mlaas:
         rec.sample_mask = 0  # time every call again
         if dt_ns <= rec.hard_ns and rec.strikes < OVERRUN_STRIKES:
             return False
-        what = fn if isinstance(fn, str) else getattr(fn, "__name__", "callback")
+        what = fn if isinstance(fn, str) else callable_name(fn)
         once = dt_ns > rec.hard_ns
         self.eject(
             rec,
@@ -309,7 +308,7 @@ class Mlaas:
     def view_of(self, task: Task) -> TaskView:
         """The task's view, made anew when its CPU time or state changed."""
         view = self.task_views.get(task.pid)
-        if view is None or view[5] != task.cpu_ns or view[6] != task.state.name.lower():
+        if view is None or view[5] != task.cpu_ns or view[6] != STATE_NAMES[task.state]:
             view = self.task_views[task.pid] = TaskView.of(task)
         return view
 
@@ -485,8 +484,9 @@ class Mlaas:
             loaded = done.loaded
             rec = ModuleRecord(
                 name=loaded.name, kind=loaded.kind, path=path, origin=loader.origin(path),
-                digest=loaded.digest, doc=loaded.doc, params=done.params, defaults=done.defaults,
-                api_version=done.api_version, budget_us=done.budget_us,
+                digest=loaded.digest, doc=loaded.doc, params=done.params,
+                defaults=dict(loaded.defaults), api_version=loaded.api_version,
+                budget_us=loaded.budget_us,
                 overridden=done.overridden, sources=frozenset(loader.sources(path)),
                 loaded_ns=self.kernel.loop.now_ns, advisor=done.advisor, methods=done.methods,
                 module=loaded.module,
@@ -780,15 +780,11 @@ def _load_advisor(path: str, params: Mapping[str, Any] | None) -> _Loaded:
             n for n in (*CALLBACKS[loaded.kind], *LIFECYCLE)
             if getattr(cls, n, None) is not getattr(base, n, None)
         )  # fmt: skip
-        values = loader.convert_params(cls, params)
-        defaults = {str(k): v for k, v in dict(cls.params).items()}
+        values = loader.convert_params(loaded, params)
         advisor = cls()
         methods = {n: getattr(advisor, n) for n in overridden}
-        return _Loaded(
-            loaded=loaded, params=values, defaults=defaults,
-            api_version=int.__index__(cls.api_version), budget_us=float(cls.budget_us),
-            overridden=overridden, advisor=advisor, methods=methods,
-        )  # fmt: skip
+        return _Loaded(loaded=loaded, params=values, overridden=overridden, advisor=advisor,
+                       methods=methods)  # fmt: skip
     except BaseException:
         loader.forget(loaded.module)
         raise
@@ -796,14 +792,16 @@ def _load_advisor(path: str, params: Mapping[str, Any] | None) -> _Loaded:
 
 def _load_failure(fn: Any, exc: BaseException, slot: CallSlot) -> str:
     """Why loading was refused, read without running any method of `exc`."""
-    what = getattr(fn, "__qualname__", "loading")
+    what = callable_name(fn, qualified=True)
     if isinstance(exc, ModuleError):
         return str(exc.args[0]) if exc.args and type(exc.args[0]) is str else "refused"
     if isinstance(exc, CallbackTimeout):
         return f"{what} {slot.fault()[1]}: interrupted by the watchdog"
-    message = getattr(exc, "message", None) if type(exc).__name__ == "IsolatedFault" else None
-    if type(message) is str:
-        return f"{what}: {message}"
+    if "kernel.mlaas.isolated" in sys.modules:  # an isolated module's on_load, say
+        from kernel.mlaas.isolated import IsolatedFault
+
+        if type(exc) is IsolatedFault:
+            return f"{what}: {exc.message}"
     return f"{what} raised {describe(exc)}"
 
 

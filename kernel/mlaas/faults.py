@@ -146,6 +146,15 @@ def type_name(value: Any) -> str:
     return str(_qualname(type(value)))
 
 
+def callable_name(fn: Any, qualified: bool = False) -> str:
+    """A callback's name, read from the function object itself: nothing of
+    the module runs (a callable object's `__name__` could be a property)."""
+    func = fn.__func__ if type(fn) is types.MethodType else fn
+    if type(func) not in (types.FunctionType, types.BuiltinFunctionType):
+        return "callback"
+    return str(func.__qualname__ if qualified else func.__name__)
+
+
 def describe_value(value: Any) -> str:
     """An answer as a short phrase for an exit report: plain values by their
     repr, anything else by its type alone."""
@@ -402,16 +411,15 @@ class HostWatchdog:
             return
         if not slot.thread:
             return
-        limits = sys.modules[__name__]  # read at each look, so tests can shorten them
         cpu_ns = _thread_cpu_ns(slot) - slot.cpu0
         grown = _rss_bytes(self._statm) - slot.rss0
         why: tuple[str, str] | None = None
         if cpu_ns > slot.limit_ns:
             why = ("overrun", f"used {cpu_ns / 1e6:.0f} ms of CPU without returning")
-        elif grown > limits.MEMORY_LIMIT_BYTES:
+        elif grown > MEMORY_LIMIT_BYTES:  # module globals, read at each look: tests shorten them
             why = ("memory", f"grew the kernel's memory by {grown >> 20} MiB in one call "
-                   f"(limit {limits.MEMORY_LIMIT_BYTES >> 20} MiB)")  # fmt: skip
-        elif now - slot.wall0 > (hang := _hang_limit(slot, limits)):
+                   f"(limit {MEMORY_LIMIT_BYTES >> 20} MiB)")  # fmt: skip
+        elif now - slot.wall0 > (hang := LOAD_HANG_LIMIT_NS if slot.loading else HANG_LIMIT_NS):
             why = ("overrun", f"did not return within {hang / 1e9:g} s")
         if why is None or slot.call != current:
             return
@@ -431,10 +439,6 @@ class HostWatchdog:
 
 
 WATCHDOG = HostWatchdog()
-
-
-def _hang_limit(slot: CallSlot, limits: Any) -> int:
-    return int(limits.LOAD_HANG_LIMIT_NS if slot.loading else limits.HANG_LIMIT_NS)
 
 
 class _CollectionSlot(CallSlot):

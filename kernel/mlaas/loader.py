@@ -47,21 +47,21 @@ _serial = itertools.count(1)
 
 @attrs.frozen
 class LoadedModule:
-    """A module that loaded and passed validation; not attached yet."""
+    """A module that loaded and passed validation; not attached yet.  What the
+    kernel needs of its class is read once, checked, and kept here as plain
+    values: a class attribute is never read twice (a metaclass could answer
+    differently the second time)."""
 
     path: str
     digest: str
     cls: type[Advisor]
     kind: str
     module: types.ModuleType = attrs.field(repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.cls.name
-
-    @property
-    def doc(self) -> str:
-        return inspect.cleandoc(self.module.__doc__ or self.cls.__doc__ or "")
+    name: str
+    api_version: int
+    budget_us: float
+    defaults: dict[str, Any]  # parameters and their defaults: names to bool, int, float, str
+    doc: str
 
 
 def default_search_path() -> list[str]:
@@ -177,10 +177,16 @@ def load(path: str, run: Callable[..., Any] | None = None) -> LoadedModule:
         raise ModuleError(f"loading {os.path.basename(file)} raised {describe(exc)}") from None
     try:
         cls, kind = validate(module)
+        name, api_version, budget_us, defaults = _identity(cls)
+        _check_callbacks(cls, kind)
+        doc = module.__doc__ or cls.__doc__ or ""
+        doc = inspect.cleandoc(doc) if type(doc) is str else ""
     except ModuleError:
         forget(module)
         raise
-    return LoadedModule(path, digest(path), cls, kind, module)
+    return LoadedModule(
+        path, digest(path), cls, kind, module, name, api_version, budget_us, defaults, doc
+    )
 
 
 def forget(module: types.ModuleType) -> None:
@@ -225,13 +231,11 @@ def validate(module: types.ModuleType) -> tuple[type[Advisor], str]:
             f"class {cls.__name__} must derive from exactly one of {_BASE_NAMES}"
             + (f", not {len(kinds)}" if kinds else ", not from Advisor itself")
         )
-    kind = kinds[0]
-    _check_identity(cls, kind)
-    _check_callbacks(cls, kind)
-    return cls, kind
+    return cls, kinds[0]
 
 
-def _check_identity(cls: type[Advisor], kind: str) -> None:
+def _identity(cls: type[Advisor]) -> tuple[str, int, float, dict[str, Any]]:
+    """The class's name, API version, budget and parameters, each read once and checked."""
     name = cls.name
     if type(name) is not str or not name:
         raise ModuleError(f"class {cls.__name__} has no name (set the class attribute `name`)")
@@ -253,7 +257,8 @@ def _check_identity(cls: type[Advisor], kind: str) -> None:
         raise ModuleError(
             f"params must be a mapping of names to defaults, got {type(params).__name__}"
         )
-    for key, default in dict(params).items():
+    defaults = dict(params)
+    for key, default in defaults.items():
         if type(key) is not str or not key.isidentifier():
             raise ModuleError(f"parameter name {describe_value(key)} is not an identifier")
         if type(default) not in PARAM_TYPES:
@@ -261,6 +266,7 @@ def _check_identity(cls: type[Advisor], kind: str) -> None:
                 f"parameter {key!r} has a default of type {type(default).__name__}; "
                 "use bool, int, float or str"
             )
+    return name, version, float(budget), defaults
 
 
 def _check_callbacks(cls: type[Advisor], kind: str) -> None:
@@ -293,13 +299,13 @@ def _check_callbacks(cls: type[Advisor], kind: str) -> None:
             continue  # a builtin without a signature: it will be checked by the call
 
 
-def convert_params(cls: type[Advisor], given: Mapping[str, Any] | None) -> dict[str, Any]:
+def convert_params(loaded: LoadedModule, given: Mapping[str, Any] | None) -> dict[str, Any]:
     """The module's parameters: its defaults, overridden by `given` (strings from insmod)."""
-    values = dict(cls.params)
+    values = dict(loaded.defaults)
     for key, raw in (given or {}).items():
         if key not in values:
             known = ", ".join(sorted(values)) or "none"
-            raise ModuleError(f"{cls.name} has no parameter {key!r} (parameters: {known})")
+            raise ModuleError(f"{loaded.name} has no parameter {key!r} (parameters: {known})")
         values[key] = _convert(key, raw, values[key])
     return values
 

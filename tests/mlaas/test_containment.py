@@ -30,7 +30,7 @@ from adversary import (
     threads_in,
     wait_for,
 )
-from conftest import broken, cpu_worker, memory_worker
+from workloads import broken, cpu_worker, memory_worker
 
 from kernel import Kernel
 from kernel.mlaas import ModuleError, TaskView

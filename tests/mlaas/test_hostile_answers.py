@@ -33,9 +33,9 @@ from adversary import (
     run,
     stray_detonations,
 )
-from conftest import broken, cpu_worker, memory_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workloads import broken, cpu_worker, memory_worker
 
 from kernel import Kernel
 

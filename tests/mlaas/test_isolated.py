@@ -116,7 +116,7 @@ def in_process(path: str, params=None, seed=7):
     advisor.ctx = types.SimpleNamespace(
         name=loaded.name,
         kind=loaded.kind,
-        params=types.MappingProxyType(loader.convert_params(loaded.cls, params)),
+        params=types.MappingProxyType(loader.convert_params(loaded, params)),
         rng=random.Random(f"{seed}:{loaded.name}"),
         now_ns=0,
     )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import broken, cpu_worker, memory_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workloads import broken, cpu_worker, memory_worker
 
 from kernel import Kernel
 from kernel.mlaas import MemoryAdvisor, SchedAdvisor

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import memory_worker
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from workloads import memory_worker
 
 from kernel import Kernel
 from kernel.mlaas import InferenceError, Model, WeightShapeError

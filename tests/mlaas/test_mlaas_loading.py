@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pytest
-from conftest import broken, cpu_worker, memory_worker
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from workloads import broken, cpu_worker, memory_worker
 
 from kernel import Kernel
 from kernel.mlaas import ModuleError
@@ -235,51 +235,47 @@ def test_each_kernel_has_its_own_registry():
         b.shutdown()
 
 
-def test_a_guest_chooses_among_the_modules_its_host_allows():
+@pytest.fixture
+def host_and_guest():
+    """A host that allows lru and rr, and a guest kernel on its machine."""
     host = Kernel(seed=0, cpus=1, frames=64)
     guest = host.machine.kernel(seed=1, cpus=1, frames=64, name="guest1")
-    try:
-        host.mlaas.allow("lru", "rr")
-        guest.mlaas.host = host.mlaas
-        rec = guest.mlaas.choose("lru")
-        assert guest.mlaas.attached["memory"] is rec
-        assert "memory" not in host.mlaas.attached  # only the guest's share is affected
-        with pytest.raises(
-            ModuleError, match="the host does not allow 'mlfq' \\(allowed: lru, rr\\)"
-        ):
-            guest.mlaas.choose("mlfq")
-        with pytest.raises(ModuleError, match="does not allow"):
-            guest.mlaas.insmod("/tmp/anything.py")
-        guest.mlaas.choose("rr")
-        assert guest.sched.advisor.name == "rr" and host.sched.advisor is None
-        results: list = []
-        guest.spawn(memory_worker(100, 1, results))
-        host.spawn(memory_worker(100, 1, results))
-        host.machine.run()
-        assert results == [0, 0]
-        assert guest.mlaas.modules["lru"].calls > 0 and not host.mlaas.modules
-    finally:
-        guest.shutdown()
-        host.shutdown()
+    host.mlaas.allow("lru", "rr")
+    guest.mlaas.host = host.mlaas
+    yield host, guest
+    guest.shutdown()
+    host.shutdown()
 
 
-def test_a_host_can_require_its_guest_s_modules_to_run_isolated():
-    host = Kernel(seed=0, cpus=1, frames=64)
-    guest = host.machine.kernel(seed=1, cpus=1, frames=64, name="guest1")
-    try:
-        host.mlaas.allow("lru", "rr")
-        guest.mlaas.host = host.mlaas
-        guest.mlaas.require_isolation = True
-        rec = guest.mlaas.choose("lru")
-        assert rec.mode == "isolated" and rec.isolated.pid > 0
-        results: list = []
-        guest.spawn(memory_worker(100, 1, results))
-        host.machine.run()
-        assert results == [0] and rec.state == "live" and rec.calls > 0
-        assert [row["mode"] for row in guest.mlaas.lsmod()] == ["isolated"]
-    finally:
-        guest.shutdown()
-        host.shutdown()
+def test_a_guest_chooses_among_the_modules_its_host_allows(host_and_guest):
+    host, guest = host_and_guest
+    rec = guest.mlaas.choose("lru")
+    assert guest.mlaas.attached["memory"] is rec
+    assert "memory" not in host.mlaas.attached  # only the guest's share is affected
+    with pytest.raises(ModuleError, match="the host does not allow 'mlfq' \\(allowed: lru, rr\\)"):
+        guest.mlaas.choose("mlfq")
+    with pytest.raises(ModuleError, match="does not allow"):
+        guest.mlaas.insmod("/tmp/anything.py")
+    guest.mlaas.choose("rr")
+    assert guest.sched.advisor.name == "rr" and host.sched.advisor is None
+    results: list = []
+    guest.spawn(memory_worker(100, 1, results))
+    host.spawn(memory_worker(100, 1, results))
+    host.machine.run()
+    assert results == [0, 0]
+    assert guest.mlaas.modules["lru"].calls > 0 and not host.mlaas.modules
+
+
+def test_a_host_can_require_its_guest_s_modules_to_run_isolated(host_and_guest):
+    host, guest = host_and_guest
+    guest.mlaas.require_isolation = True
+    rec = guest.mlaas.choose("lru")
+    assert rec.mode == "isolated" and rec.isolated.pid > 0
+    results: list = []
+    guest.spawn(memory_worker(100, 1, results))
+    host.machine.run()
+    assert results == [0] and rec.state == "live" and rec.calls > 0
+    assert [row["mode"] for row in guest.mlaas.lsmod()] == ["isolated"]
 
 
 def test_rmmod_of_an_unknown_module_says_so(kernel: Kernel):

@@ -8,9 +8,9 @@ from collections import OrderedDict
 from types import SimpleNamespace
 
 import pytest
-from conftest import cpu_worker
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from workloads import cpu_worker
 
 from kernel import Kernel
 from kernel.memory import PAGE_SIZE
