@@ -1,13 +1,17 @@
 """Virtual time: one event heap shared by every kernel instance on it.
 
-The whole event loop is a heap of ``[time_ns, seq, callback, arg]`` entries and
-a `step()` that pops one (SimPy's model).  Time is an integer of nanoseconds and
+The whole event loop is a heap of ``[time_ns, seq, callback, arg, owner]``
+entries and a `step()` that pops one (SimPy's model).  Time is an integer of nanoseconds and
 only moves when an event is popped, so a run is deterministic: entries with the
 same time run in the order they were scheduled.
 
 Several kernels share one `EventLoop`, owned by their `Machine`
 (`kernel/machine.py`) — the hypervisor puts guest kernels on its host's clock —
-so nothing here knows about a particular kernel.
+so nothing here knows about a particular kernel.  An event may name its
+*owner* (a kernel): the loop counts the owner's events as they run
+(`owner.ticks`), and can hand a kernel's pending events to another loop —
+which is how a guest restored from a snapshot rejoins a machine
+(kernel/hypervisor/snapshot.py).
 
 `RealtimeLoop` is a thin subclass that only paces `step()` to the wall clock and
 accepts events injected from other threads (the interactive terminal).
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 Callback = Callable[[Any], None]
+_TAKEN = object()  # marks entries being moved out of a heap
 
 
 class Timer:
@@ -54,17 +59,55 @@ class EventLoop:
 
     # -- scheduling ---------------------------------------------------------
 
-    def call_at(self, when_ns: int, callback: Callback, arg: Any = None) -> Timer:
+    def call_at(
+        self, when_ns: int, callback: Callback, arg: Any = None, owner: Any = None
+    ) -> Timer:
         if when_ns < self.now_ns:
             when_ns = self.now_ns
         self._seq += 1
         self.changes += 1
-        entry = [when_ns, self._seq, callback, arg]
+        entry = [when_ns, self._seq, callback, arg, owner]
         heapq.heappush(self._heap, entry)
         return Timer(entry)
 
-    def call_later(self, delay_ns: int, callback: Callback, arg: Any = None) -> Timer:
-        return self.call_at(self.now_ns + delay_ns, callback, arg)
+    def call_later(
+        self, delay_ns: int, callback: Callback, arg: Any = None, owner: Any = None
+    ) -> Timer:
+        return self.call_at(self.now_ns + delay_ns, callback, arg, owner)
+
+    # -- a kernel's events, for snapshots -------------------------------------
+
+    def owned(self, owner: Any) -> list[list]:
+        """The pending (not cancelled) entries of `owner`, in the order they will run."""
+        return sorted(e for e in self._heap if e[4] is owner and e[2] is not None)
+
+    def take_owned(self, owner: Any) -> list[list]:
+        """Remove `owner`'s pending entries from this loop and return them, in order."""
+        taken = self.owned(owner)
+        for entry in taken:
+            entry[4] = _TAKEN  # its Timer still points at it: the entry itself moves
+        self._heap = [e for e in self._heap if e[4] is not _TAKEN and e[2] is not None]
+        heapq.heapify(self._heap)
+        self.changes += 1
+        return taken
+
+    def put_owned(self, entries: list[list], owner: Any, seqs: list[int] | None = None) -> bool:
+        """Add entries taken from another loop, for `owner`, keeping their
+        Timers valid.  `seqs` gives each its place among equal times (the
+        sequence numbers it had on the loop it first ran on); when they are
+        not given, or some are taken here, the entries follow everything
+        already here, in their order.  Returns whether `seqs` were used."""
+        exact = seqs is not None and not {e[1] for e in self._heap} & set(seqs)
+        if not exact:
+            seqs = list(range(self._seq + 1, self._seq + 1 + len(entries)))
+        for entry, seq in zip(entries, seqs, strict=True):
+            if entry[0] < self.now_ns:
+                raise ValueError(f"an event at {entry[0]} ns is in this loop's past")
+            entry[1], entry[4] = seq, owner
+            heapq.heappush(self._heap, entry)
+        self._seq = max(self._seq, *seqs) if seqs else self._seq
+        self.changes += 1
+        return exact
 
     def next_time(self) -> int | None:
         """Time of the earliest pending event, or None when nothing is pending."""
@@ -92,11 +135,13 @@ class EventLoop:
         """Pop and run one event.  Returns False when the heap is empty."""
         heap = self._heap
         while heap:
-            when, _seq, callback, arg = heapq.heappop(heap)
+            when, _seq, callback, arg, owner = heapq.heappop(heap)
             self.changes += 1
             if callback is None:
                 continue
             self.now_ns = when
+            if owner is not None:
+                owner.ticks += 1
             callback(arg)
             return True
         return False

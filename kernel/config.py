@@ -22,9 +22,10 @@ from kernel.log import FORMATS
 from kernel.sched import DEFAULT_SLICE_NS
 
 #: The devices a kernel can hand a server, by the cap name the server sees:
-#: the terminal, its interrupt notification, and the MLaaS core (which the
-#: vGPU driver uses to offer the device to kernel-space inference).
-DEVICES = ("tty", "irq", "mlaas")
+#: the terminal, its interrupt notification, the MLaaS core (which the vGPU
+#: driver uses to offer the device to kernel-space inference), and a guest's
+#: GPU virtqueue (which only a hypervisor gives a kernel).
+DEVICES = ("tty", "irq", "mlaas", "gpuq")
 
 #: The vGPU driver's device presets (drivers/vgpu/presets.py; a test keeps the
 #: two lists equal, since the kernel does not import drivers).

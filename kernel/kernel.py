@@ -108,6 +108,20 @@ class Kernel:
         #: Called with this kernel when it halts (a hypervisor marks a guest
         #: that panicked as crashed).  A hook that raises is logged and dropped.
         self.halt_hooks: list[Callable[[Kernel], None]] = []
+        #: The hook behind the `Hypercall` trap, set by the hypervisor of a guest
+        #: kernel: ``hypercall(number, args) -> (status, value)``.  None: not a guest.
+        self.hypercall: Callable[[int, tuple[Any, ...]], Any] | None = None
+        #: Told of every input from outside the kernel, before it takes effect:
+        #: ``journal(kind, *data)`` for a CPU grant, a console line or signal, a
+        #: device interrupt.  A hypervisor journals its guests' inputs to replay
+        #: them (kernel/hypervisor/snapshot.py).  None: nobody listens.
+        self.journal: Callable[..., None] | None = None
+        #: How far this kernel has run: one per step of a CPU and per event of
+        #: its own.  With virtual time it places an input exactly in the run.
+        self.ticks = 0
+        #: The boot plan's servers' endpoints, by name (a hypervisor hands a
+        #: guest's GPU back end the host's `gpu`).
+        self.servers: dict[str, Capability] = {}
         self.machine.attach(self)
 
     # ===================================================================
@@ -126,9 +140,10 @@ class Kernel:
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
             memory_kib=self.mm.nframes * 4, realtime=self.machine.realtime,
         )  # fmt: skip
-        servers = {server.name: self._start_server(server) for server in plan.servers}
+        self.servers = {server.name: self._start_server(server) for server in plan.servers}
         self.init_pid = self.spawn(
-            plan.init, caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in servers.items()}
+            plan.init,
+            caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in self.servers.items()},
         )
         if wait and not self.threaded:
             self.run_until_prompt()
@@ -138,6 +153,12 @@ class Kernel:
     def _start_server(self, server: ServerSpec) -> Capability:
         """Spawn a server owning a new endpoint and the devices the plan hands
         it; returns its endpoint cap."""
+        missing = [d for d in server.devices if d not in self.devices]
+        if missing:
+            raise InvalidArgument(
+                f"server {server.name!r} needs the device {missing[0]!r}, which this kernel "
+                "does not have (gpuq is a guest's, given by its hypervisor)"
+            )
         devices = {device: self.devices[device] for device in server.devices}
         pid = self.spawn(server.program, server.args, caps={"endpoint": Endpoint(), **devices})
         task = self.tasks[pid]
@@ -325,6 +346,8 @@ class Kernel:
 
     def cpu_granted(self, cpu: Cpu, until_ns: int) -> None:
         """A provider granted `cpu` a host CPU until `until_ns` (`Cpu.grant`)."""
+        if self.journal is not None:
+            self.journal("grant", cpu.id, until_ns)
         cpu.requested = False
         if self.halted:
             self.cpu_provider.release(cpu)  # type: ignore[union-attr]
@@ -388,13 +411,18 @@ class Kernel:
             else:
                 cost = self._step(task)
             task.cpu_ns += cost
+            self.ticks += 1
             end = now + cost
             if loop.changes != seen:  # re-read the heap only when it changed
                 seen = loop.changes
                 nxt = loop.next_time()
+            # `<=`: an event due exactly at `end` runs before this CPU's next
+            # step, whether or not some other kernel's event made the CPU
+            # stop earlier, so a guest runs the same with or without
+            # neighbours (what replaying a snapshot relies on).
             if (
                 loop.stopping
-                or (nxt is not None and nxt < end)
+                or (nxt is not None and nxt <= end)
                 or (loop.until_ns is not None and end > loop.until_ns)
                 or (loop.paced and end > loop.wall_virtual_ns())
             ):
@@ -482,7 +510,7 @@ class Kernel:
 
     def sleep(self, task: Task, delay_ns: int, value: Any) -> None:
         self.block(task, State.SLEEP, None)
-        task.timer = self.loop.call_later(delay_ns, self._timer_fired, (task, value))
+        task.timer = self.loop.call_later(delay_ns, self._timer_fired, (task, value), owner=self)
 
     def _timer_fired(self, arg: tuple[Task, Any]) -> None:
         task, value = arg
@@ -506,6 +534,17 @@ class Kernel:
         """A device interrupt: signal its notification from outside any task."""
         if ntfn is not None and not self.halted:
             self.signal(ntfn, bits)
+
+    def alarm_fired(self, arg: tuple[Notification, int]) -> None:
+        """An `Alarm` went off (an event of this kernel's own)."""
+        self.raise_irq(*arg)
+
+    def device_interrupt(self, device: str, bits: int) -> None:
+        """A device outside the kernel (a hypervisor's virtqueue) interrupts:
+        signal the notification of `devices[device]` (its `irq`)."""
+        if self.journal is not None:
+            self.journal("irq", device, bits)
+        self.raise_irq(self.devices[device].irq, bits)
 
     def strand(self, tasks: list[Task]) -> None:
         """Tasks whose IPC can never complete (their peer's caps are gone) get an error."""

@@ -342,7 +342,7 @@ def trap_gettime(k: Kernel, task: Task, trap: T.GetTime) -> Any:
 def trap_alarm(k: Kernel, task: Task, trap: T.Alarm) -> Any:
     cap = task.cspace.lookup(trap.ntfn, Rights.WRITE, Notification)
     delay_ns = _duration_ns(trap.us, "Alarm")
-    k.loop.call_later(delay_ns, lambda ntfn: k.raise_irq(ntfn, cap.badge or 1), cap.obj)
+    k.loop.call_later(delay_ns, k.alarm_fired, (cap.obj, cap.badge or 1), owner=k)
     return None
 
 
@@ -516,6 +516,15 @@ def trap_vmcontrol(k: Kernel, task: Task, trap: T.VmControl) -> Any:
     return BLOCK
 
 
+def trap_hypercall(k: Kernel, task: Task, trap: T.Hypercall) -> Any:
+    hook = k.hypercall
+    if hook is None:
+        raise NotSupported("this kernel is not a guest: it has no hypervisor to call")
+    if type(trap.number) is not int:
+        raise InvalidArgument(f"a hypercall number is an int, got {type(trap.number).__name__}")
+    return hook(trap.number, trap.args)
+
+
 # The syscall table: every trap the kernel understands, in one place.
 TRAP_TABLE: dict[type, Handler] = {
     T.Send: trap_send,
@@ -562,4 +571,5 @@ TRAP_TABLE: dict[type, Handler] = {
     T.ModList: trap_modlist,
     T.ModInfo: trap_modinfo,
     T.VmControl: trap_vmcontrol,
+    T.Hypercall: trap_hypercall,
 }

@@ -400,3 +400,13 @@ class VmControl:
 
     op: str
     args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Hypercall:
+    """A guest kernel's task asks its hypervisor (kernel/hypervisor/hypercall.py
+    has the table).  Returns ``(status, value)``: status 0 and the answer, or
+    an errno number and a message.  ENOSYS on a kernel that is not a guest."""
+
+    number: int
+    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)

@@ -86,7 +86,7 @@ class Tty:
 
     def procdump(self) -> None:
         """Ctrl-P: print the process list, from the kernel, as xv6 does."""
-        self._post(lambda _arg: self.write_prompt(self.kernel.procdump()), None)
+        self._post(self._procdump, None)
 
     def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
         if self.kernel.threaded:
@@ -94,14 +94,27 @@ class Tty:
         else:
             fn(arg)
 
+    # What reaches the kernel from the keyboard is told to its journal first.
+
     def _feed(self, line: str) -> None:
+        if self.kernel.journal is not None:
+            self.kernel.journal("line", line)
         self.lines.append(line)
         self.kernel.raise_irq(self.irq, IRQ_INPUT)
 
     def _close(self, _arg: Any) -> None:
+        if self.kernel.journal is not None:
+            self.kernel.journal("eof")
         self.eof = True
         self.kernel.raise_irq(self.irq, IRQ_INPUT)
 
     def _interrupt(self, _arg: Any) -> None:
+        if self.kernel.journal is not None:
+            self.kernel.journal("intr")
         self.interrupts += 1
         self.kernel.raise_irq(self.irq, IRQ_INTERRUPT)
+
+    def _procdump(self, _arg: Any) -> None:
+        if self.kernel.journal is not None:
+            self.kernel.journal("procdump")
+        self.write_prompt(self.kernel.procdump())

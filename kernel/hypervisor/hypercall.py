@@ -45,6 +45,7 @@ class Status(enum.IntEnum):
     """What a hypercall returns in place of an exception (Linux errno values)."""
 
     OK = 0
+    EPERM = 1
     ENOENT = 2
     EIO = 5
     ENOMEM = 12
@@ -110,6 +111,9 @@ class VmContext(Protocol):
 
     @property
     def queues(self) -> Mapping[int, Device]: ...
+
+    @property
+    def gpu_queues(self) -> frozenset[int]: ...
 
     @property
     def balloon(self) -> Balloon: ...
@@ -185,11 +189,14 @@ def hc_kick(vm: VmContext, queue: int) -> int:
 
 
 def hc_policy_choose(vm: VmContext, name: str) -> Any:
-    """Choose the MLaaS module named `name` for this guest."""
+    """Ask for the MLaaS module named `name`: the host answers with the path of
+    a module it allows this guest, which the guest then loads."""
     if not _MODULE_NAME.match(name):
         raise HypercallError(Status.EINVAL, f"{name!r} is not a module name")
     try:
         return vm.choose_module(name)
+    except PermissionError as exc:
+        raise HypercallError(Status.EPERM, str(exc)) from None
     except LookupError as exc:
         raise HypercallError(Status.ENOENT, f"no module {name!r}: {exc}") from None
 
@@ -202,14 +209,13 @@ def hc_balloon(vm: VmContext, pages: int) -> int:
     return vm.balloon.take(-pages)
 
 
-def hc_gpu_submit(vm: VmContext, queue: int, addr: int, length: int) -> Any:
-    """A placeholder: GPU virtualization does not exist yet, so this always
-    returns ENOSYS with a message that says so.  The arguments are still
-    checked, so the ABI is fixed before the feature arrives."""
-    raise HypercallError(
-        Status.ENOSYS,
-        "GPU_SUBMIT is not implemented: guests have no vGPU yet (GPU virtualization is planned)",
-    )
+def hc_gpu_submit(vm: VmContext, queue: int) -> int:
+    """Submit the GPU requests published on queue `queue` (a KICK that must
+    name a GPU queue): the host's back end serves them on the VM's share of
+    the vGPU and answers each with a used entry and an interrupt."""
+    if queue not in vm.gpu_queues:
+        raise HypercallError(Status.ENOENT, f"the VM has no GPU queue {queue}")
+    return hc_kick(vm, queue)
 
 
 @attrs.frozen
@@ -235,11 +241,7 @@ HYPERCALL_TABLE: dict[Hc, Hypercall] = {
         Hypercall(
             Hc.BALLOON, hc_balloon, (Param("pages", int, -MAX_BALLOON_PAGES, MAX_BALLOON_PAGES),)
         ),
-        Hypercall(
-            Hc.GPU_SUBMIT,
-            hc_gpu_submit,
-            (Param("queue", int, 0, 0xFFFF), _ADDR, Param("length", int, 0, 1 << 32)),
-        ),
+        Hypercall(Hc.GPU_SUBMIT, hc_gpu_submit, (Param("queue", int, 0, 0xFFFF),)),
     )
 }
 

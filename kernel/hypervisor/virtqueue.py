@@ -324,6 +324,7 @@ class Device:
         self.errors: deque[tuple[int, str]] = deque(maxlen=MAX_KEPT_ERRORS)
         self.failed = 0
         self.served = 0
+        self._pending: dict[int, list[tuple[int, int]]] = {}  # taken, not finished: writable bufs
 
     # -- the chain walk: every check a guest's descriptor must pass
 
@@ -361,30 +362,33 @@ class Device:
         self.failed += 1
         return 0
 
-    def _serve(self, head: int) -> int:
-        """Serve one chain; the bytes written (0 for a refused chain)."""
-        try:
-            chain = self._walk(head)
-            readable = [(a, n) for a, n, w in chain if not w]
-            if sum(n for _, n in readable) > MAX_REQUEST_BYTES:
-                raise ChainError(f"the request is over {MAX_REQUEST_BYTES} bytes")
-        except ChainError as exc:
-            return self._fail(head, str(exc))
+    def _request(self, head: int) -> tuple[Request, list[tuple[int, int]]]:
+        """The request a chain carries and its writable buffers, or ChainError."""
+        chain = self._walk(head)
+        readable = [(a, n) for a, n, w in chain if not w]
+        if sum(n for _, n in readable) > MAX_REQUEST_BYTES:
+            raise ChainError(f"the request is over {MAX_REQUEST_BYTES} bytes")
         writable = [(a, n) for a, n, w in chain if w]
         room = sum(n for _, n in writable)
         if room == 0:
-            return self._fail(head, "the chain has no writable buffer for the status")
+            raise ChainError("the chain has no writable buffer for the status")
         data = b"".join(self.memory.read(a, n) for a, n in readable)
-        try:
-            reply = self.handler(Request(head, data, room - 1))
-            if not isinstance(reply, (bytes, bytearray)):
-                raise TypeError(f"the handler answered a {type(reply).__name__}, not bytes")
+        return Request(head, data, room - 1), writable
+
+    def _answer(self, head: int, writable: list[tuple[int, int]], reply: object) -> int:
+        """Write a handler's reply (bytes, or an exception it raised) into the
+        chain's writable buffers; the bytes written."""
+        room = sum(n for _, n in writable)
+        if isinstance(reply, BaseException):  # the handler's fault: this request fails
+            self._fail(head, f"the handler raised {type(reply).__name__}: {reply}")
+            answer = bytes([STATUS_HANDLER_ERROR])
+        elif not isinstance(reply, (bytes, bytearray)):
+            self._fail(head, f"the handler answered a {type(reply).__name__}, not bytes")
+            answer = bytes([STATUS_HANDLER_ERROR])
+        else:
             answer = bytes([STATUS_OK]) + bytes(reply)
             if len(answer) > room:
                 answer = bytes([STATUS_TOO_LONG])
-        except Exception as exc:  # the handler's fault: this request fails, the host goes on
-            self._fail(head, f"the handler raised {type(exc).__name__}: {exc}")
-            answer = bytes([STATUS_HANDLER_ERROR])
         pos = 0
         for addr, n in writable:
             piece = answer[pos : pos + n]
@@ -393,6 +397,18 @@ class Device:
             self.memory.write(addr, piece)
             pos += len(piece)
         return len(answer)
+
+    def _serve(self, head: int) -> int:
+        """Serve one chain at once; the bytes written (0 for a refused chain)."""
+        try:
+            request, writable = self._request(head)
+        except ChainError as exc:
+            return self._fail(head, str(exc))
+        try:
+            reply: object = self.handler(request)
+        except Exception as exc:  # the handler's fault: this request fails, the host goes on
+            reply = exc
+        return self._answer(head, writable, reply)
 
     def _push_used(self, head: int, written: int) -> None:
         slot = self.used_idx % self.layout.size
@@ -406,6 +422,86 @@ class Device:
     def _break(self, reason: str) -> int:
         self.broken = reason
         return 0
+
+    # -- served later: a back end that answers after virtual time passes
+
+    def take(self) -> list[Request]:
+        """Pop every chain the guest published, for a back end that answers
+        later (`finish`).  A refused chain is answered at once (length 0)."""
+        taken: list[Request] = []
+        refused = 0
+        for head in self._published():
+            try:
+                request, writable = self._request(head)
+            except ChainError as exc:
+                self._push_used(head, self._fail(head, str(exc)))
+                refused += 1
+                continue
+            self._pending[head] = writable
+            taken.append(request)
+        if refused:
+            self._notify()
+        return taken
+
+    def finish(self, request: Request, reply: bytes | BaseException) -> None:
+        """Answer a request `take` returned, and interrupt the guest."""
+        writable = self._pending.pop(request.head, None)
+        if writable is None or self.broken is not None:
+            return  # not outstanding (answered already), or the queue broke meanwhile
+        try:
+            self._push_used(request.head, self._answer(request.head, writable, reply))
+        except GuestMemoryError as exc:
+            self._break(f"the ring is no longer inside guest memory: {exc}")
+            return
+        self.served += 1
+        self._notify()
+
+    @property
+    def outstanding(self) -> int:
+        """Requests taken and not yet finished."""
+        return len(self._pending)
+
+    def _published(self) -> list[int]:
+        """The heads published since the last call, in order (advancing past
+        them); stops at the first the ring cannot name, and breaks the queue."""
+        if self.broken is not None:
+            return []
+        n = self.layout.size
+        heads: list[int] = []
+        try:
+            avail_idx = _u16(self.memory, self.layout.avail_addr + IDX_OFFSET)
+            pending = (avail_idx - self.last_avail) & 0xFFFF
+            if pending > n:
+                self._break(
+                    f"the available index {avail_idx} is {pending} ahead of the device's "
+                    f"{self.last_avail}, more than the queue size {n}"
+                )
+                return []
+            for _ in range(pending):
+                slot = self.last_avail % n
+                head = _u16(self.memory, self.layout.avail_addr + AVAIL_RING_OFFSET + 2 * slot)
+                if head >= n:
+                    self._break(
+                        f"available ring slot {slot} names descriptor {head}, "
+                        f"past the queue size {n}"
+                    )
+                    break
+                if head in self._pending:
+                    self._break(f"descriptor {head} was published again before it was used")
+                    break
+                heads.append(head)
+                self.last_avail = (self.last_avail + 1) & 0xFFFF
+        except GuestMemoryError as exc:
+            self._break(f"the ring is no longer inside guest memory: {exc}")
+        return heads
+
+    def _notify(self) -> None:
+        try:
+            flags = _u16(self.memory, self.layout.avail_addr)
+        except GuestMemoryError:
+            return
+        if self.interrupt is not None and not flags & AVAIL_F_NO_INTERRUPT:
+            self.interrupt()
 
     def process(self) -> int:
         """Serve every chain the guest published (the answer to a kick).

@@ -24,9 +24,14 @@ from typing import Any
 
 import attrs
 
-from kernel.config import KernelConfig
+from kernel.config import MIN_FRAMES, BootPlan, KernelConfig, ServerSpec
 from kernel.errors import SyscallError
+from kernel.hypervisor import port as ports
 from kernel.hypervisor.credit import DEFAULT_WEIGHT, CreditScheduler, Domain, check_weight_cap
+from kernel.hypervisor.hypercall import Balloon, Hc, hypercall
+from kernel.hypervisor.journal import Journal, VcpuPort
+from kernel.hypervisor.virtqueue import Device, GuestMemory
+from kernel.ipc import Notification
 from kernel.kernel import Kernel
 from kernel.mlaas import loader
 from kernel.mlaas.faults import ModuleError
@@ -61,23 +66,57 @@ class VmInfo:
     cap: int  # percent of one host CPU; 0 = no cap
     cpu_ns: int  # host CPU time its vCPUs have run
     allowed_modules: tuple[str, ...]
+    gpu_share: int  # percent of the host's vGPU; 0 = no vGPU
 
 
 class Vm:
     """A guest: its kernel, its scheduling domain, its console output."""
 
     def __init__(
-        self, hv: Hypervisor, name: str, allowed_modules: tuple[str, ...], console: list[str]
+        self,
+        hv: Hypervisor,
+        name: str,
+        allowed_modules: tuple[str, ...],
+        console: list[str],
+        gpu_share: int = 0,
     ) -> None:
         self.hv = hv
         self.name = name
         self.allowed_modules = allowed_modules
+        self.gpu_share = gpu_share
         self._console = console  # everything the guest wrote to its console
         self.kernel: Kernel = None  # type: ignore[assignment]  # set by Hypervisor.create
         self.domain: Domain = None  # type: ignore[assignment]
         self.state = VmState.CREATED
         self.crash_reason = ""
         self._waiting: Reply | None = None  # a VmControl caller waiting for the guest's prompt
+        # The window of guest memory the host shares, and what the host sees of it.
+        self.window = GuestMemory(ports.WINDOW_BYTES)
+        self.vcpus: VcpuPort = None  # type: ignore[assignment]
+        self.journal: Journal = None  # type: ignore[assignment]
+        self.memory: ports.JournaledMemory = None  # type: ignore[assignment]
+        self.queues: dict[int, ports.HostQueue] = {}
+        self.gpu_queues: frozenset[int] = frozenset()
+        self.balloon: Balloon = None  # type: ignore[assignment]
+        self.backend_pid = 0  # the host task serving its GPU queue
+
+    # -- what the hypercall dispatcher sees of a VM (hypercall.VmContext) -------------------
+
+    def console_write(self, text: str) -> None:
+        self._console.append(text)
+
+    def choose_module(self, name: str) -> str:
+        try:
+            return self.hv.host.mlaas.offer(name, self.allowed_modules)
+        except ModuleError as exc:
+            raise PermissionError(exc.args[0]) from None
+
+    def hypercall(self, number: int, args: tuple[Any, ...]) -> tuple[int, Any]:
+        """The guest kernel's `hypercall` hook: dispatch, and journal the answer."""
+        status, value = hypercall(self, number, *args)
+        answer = (int(status), value)
+        self.journal.note("hc", number, args, answer)
+        return answer
 
     @property
     def console_output(self) -> str:
@@ -86,7 +125,7 @@ class Vm:
     def info(self) -> VmInfo:
         return VmInfo(
             self.name, self.state.value, len(self.kernel.cpus), self.domain.weight,
-            self.domain.cap, self.domain.used_ns, self.allowed_modules,
+            self.domain.cap, self.domain.used_ns, self.allowed_modules, self.gpu_share,
         )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -99,6 +138,8 @@ class Vm:
         self.state = VmState.RUNNING
         self.hv.host.log.info("hypervisor", "vm starting", vm=self.name)
         try:
+            self._start_backend()
+            self.journal.note("boot")
             self.kernel.boot(wait=False)
         except Exception as exc:  # a plan naming a program that cannot start
             self.kernel.halt(f"panic: boot failed: {exc}")  # _halted marks it crashed
@@ -125,12 +166,36 @@ class Vm:
         if self.state is VmState.DESTROYED:
             return
         self.kernel.halt_hooks.remove(self._halted)
+        self._stop_backend()
         self.kernel.shutdown()
         self.hv.scheduler.remove(self.kernel)
         self.hv.machine.detach(self.kernel)
         self.state = VmState.DESTROYED
         self._answer(exc=VmError(f"vm {self.name!r} was destroyed"))
         self.hv.host.log.info("hypervisor", "vm destroyed", vm=self.name)
+
+    def _start_backend(self) -> None:
+        """Start the host task that serves the guest's GPU queue on the host's
+        vGPU driver (by messages to it: the hypervisor imports no driver)."""
+        queue = self.queues.get(ports.GPU_QUEUE)
+        if queue is None:
+            return
+        host = self.hv.host
+        gpu = host.servers.get("gpu")
+        if gpu is None:
+            raise VmError(f"vm {self.name!r} has a GPU share, but the host has no vGPU")
+        queue.irq = Notification()
+        self.backend_pid = host.spawn(
+            "vgpu-backend", (self.name, str(self.gpu_share)), name=f"vgpu-backend:{self.name}",
+            caps={"gpu": gpu, "queue": queue, "kick": queue.irq},
+        )  # fmt: skip
+
+    def _stop_backend(self) -> None:
+        host = self.hv.host
+        task = host.tasks.get(self.backend_pid)
+        if task is not None and not host.halted:
+            host.kill(task, f"vm {self.name} is gone", -9)
+        self.backend_pid = 0
 
     def shell(self, line: str) -> str:
         """Type a line into the guest's shell, from outside the event loop;
@@ -226,12 +291,15 @@ class Hypervisor:
         allowed_modules: tuple[str, ...] | list[str] = (),
         isolated_modules: bool = False,
         programs: ProgramTable | None = None,
+        gpu_share: int = 0,
     ) -> Vm:
         """A new guest VM, not started.  `config` describes its kernel (by
-        default 2 vCPUs, no GPU, a seed of its own); its `name` becomes the
-        VM's, so every log line of the guest names it.  `allowed_modules` are
-        the MLaaS modules it may choose; `isolated_modules` makes every module
-        it loads run isolated."""
+        default 2 vCPUs, no GPU of its own, a seed of its own); its `name`
+        becomes the VM's, so every log line of the guest names it.
+        `allowed_modules` are the MLaaS modules it may choose;
+        `isolated_modules` makes every module it loads run isolated.
+        `gpu_share` (percent) gives it a vGPU: a context on the host's vGPU
+        with that share, reached through a GPU virtqueue."""
         if type(name) is not str or not name or not name.replace("-", "_").isidentifier():
             raise VmError(f"a vm name is letters, digits, '-', '_', got {name!r}")
         if name in self.vms:
@@ -248,34 +316,57 @@ class Hypervisor:
                 loader.resolve(module, self.host.mlaas.search_path)
             except ModuleError as exc:
                 raise VmError(f"allowed_modules: {exc.args[0]}") from None
+        if type(gpu_share) is not int or not 0 <= gpu_share <= 100:
+            raise VmError(f"gpu_share is a percent of the vGPU, 0 to 100, got {gpu_share!r}")
         self._seeds += 1
         if config is None:
             config = KernelConfig(seed=self.host.seed + self._seeds, gpu=None)
         config = attrs.evolve(
             config, name=name, headless=self.host.config.headless, realtime=self.machine.realtime
         )
+        if gpu_share and not any(ports.GPU_DEVICE in s.devices for s in config.plan.servers):
+            config = attrs.evolve(config, plan=guest_plan(config.plan))
         console: list[str] = []
-        vm = Vm(self, name, allowed, console)
+        vm = Vm(self, name, allowed, console, gpu_share)
+        vm.vcpus = VcpuPort(self.scheduler)
         guest = Kernel(
             config,
             machine=self.machine,
-            cpu_provider=self.scheduler,
+            cpu_provider=vm.vcpus,
             programs=programs if programs is not None else self.host.programs,
             console=console.append,
         )
         vm.kernel = guest
-        guest.log.name_in_lines = True
+        self._wire(vm, isolated_modules is True)
         vm.domain = self.scheduler.add(guest, name, weight, cap)
-        guest.halt_hooks.append(vm._halted)
-        # The guest picks among the modules its host allows it (Mlaas.choose).
-        guest.mlaas.host = self.host.mlaas
-        guest.mlaas.require_isolation = isolated_modules is True
-        guest.mlaas.allowed_by_host = frozenset(allowed)
         self.vms[name] = vm
         self.host.log.info(
             "hypervisor", "vm created", vm=name, vcpus=config.cpus, weight=weight, cap=cap
         )
         return vm
+
+    def _wire(self, vm: Vm, isolated_modules: bool) -> None:
+        """Connect a guest kernel to its VM: journal, hypercalls, devices, modules."""
+        guest = vm.kernel
+        guest.log.name_in_lines = True
+        guest.halt_hooks.append(vm._halted)
+        vm.journal = Journal(guest, vm.vcpus)
+        guest.journal = vm.journal.note
+        guest.hypercall = vm.hypercall
+        vm.memory = ports.JournaledMemory(vm.window, vm.journal.note)
+        vm.balloon = Balloon(total_pages=guest.config.frames, min_pages=MIN_FRAMES)
+        attach_devices(guest, vm.window, vm.gpu_share > 0)
+        if vm.gpu_share:
+            device = Device(
+                vm.memory, ports.GPU_LAYOUT, _no_handler,
+                lambda: guest.device_interrupt(ports.GPU_DEVICE, 1),
+            )  # fmt: skip
+            vm.queues[ports.GPU_QUEUE] = ports.HostQueue(self.host, ports.GPU_QUEUE, device)
+            vm.gpu_queues = frozenset({ports.GPU_QUEUE})
+        # The guest asks its host for modules by hypercall; the host offers
+        # only those it allows this guest (Mlaas.offer).
+        guest.mlaas.host_choice = host_choice(guest)
+        guest.mlaas.require_isolation = isolated_modules
 
     def get(self, name: str) -> Vm:
         vm = self.vms.get(name)
@@ -358,6 +449,40 @@ class Hypervisor:
         if len(args) != 1 or type(args[0]) is not str:
             raise VmError(f"expected one vm name, got {args!r}")
         return self.get(args[0])
+
+
+def guest_plan(plan: BootPlan) -> BootPlan:
+    """`plan` with the guest's GPU driver, which reaches the host's vGPU
+    through the GPU queue, as its `gpu` server."""
+    servers = [s for s in plan.servers if s.name != "gpu"]
+    servers.append(ServerSpec("gpu", "vgpu-front", devices=(ports.GPU_DEVICE,)))
+    return attrs.evolve(plan, servers=tuple(servers))
+
+
+def attach_devices(guest: Kernel, window: GuestMemory, gpu: bool) -> None:
+    """The devices a guest kernel's plan may hand its servers (the same on a
+    replayed guest as on the live one)."""
+    if gpu:
+        guest.devices[ports.GPU_DEVICE] = ports.GuestQueue(
+            ports.GPU_QUEUE, window, ports.GPU_LAYOUT, ports.GPU_BUFFERS, Notification()
+        )
+
+
+def host_choice(guest: Kernel) -> Callable[[str], str]:
+    """A guest's `Mlaas.host_choice`: the policy hypercall."""
+
+    def choose(name: str) -> str:
+        assert guest.hypercall is not None
+        status, value = guest.hypercall(Hc.POLICY_CHOOSE, (name,))
+        if status:
+            raise ModuleError(str(value))
+        return str(value)
+
+    return choose
+
+
+def _no_handler(request: Any) -> bytes:
+    raise RuntimeError("a GPU queue is served by its back end, not at the kick")
 
 
 _OPS: dict[str, Callable[[Hypervisor, tuple[Any, ...], Reply], None]] = {

@@ -123,7 +123,7 @@ class MemoryBinding:
         while self.background and mm is not None and not kernel.halted:
             aspace, vpn = self.background.popleft()
             if aspace.table and mm.prefetch_page(aspace, vpn):
-                self._draining = kernel.loop.call_later(SWAP_IO_NS, self._drain)
+                self._draining = kernel.loop.call_later(SWAP_IO_NS, self._drain, owner=kernel)
                 return
 
     # -- answers ------------------------------------------------------------------
@@ -149,7 +149,8 @@ class MemoryBinding:
             return []
         pages = self._pages(aspace, answer)
         if self.background and self._draining is None and rec.state == "live":
-            self._draining = self.core.kernel.loop.call_later(SWAP_IO_NS, self._drain)
+            kernel = self.core.kernel
+            self._draining = kernel.loop.call_later(SWAP_IO_NS, self._drain, owner=kernel)
         return pages
 
     def _pages(

@@ -29,7 +29,7 @@ import gc
 import itertools
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -173,12 +173,12 @@ class Mlaas:
         self.gpu = GpuAdvice(self)  # what the vGPU driver asks: TPC allocation, clock
         self._inference: InferenceService | None = None
         self.allowed: set[str] = set()  # modules a guest of this kernel may choose
-        self.host: Mlaas | None = None  # set when this kernel is a guest
+        #: As a guest: asks the host for a module by name, and returns the path
+        #: of one the host allows this guest, or raises ModuleError (a
+        #: hypervisor sets it to its policy hypercall; see `offer`).
+        self.host_choice: Callable[[str], str] | None = None
         #: Every module of this kernel runs isolated (what a host may require of a guest).
         self.require_isolation = False
-        #: As a guest: the modules its host allows this guest in particular (None: the
-        #: host's `allowed`, common to its guests).
-        self.allowed_by_host: frozenset[str] | None = None
         faults.install_host_interrupt()
 
     # ===================================================================
@@ -333,9 +333,10 @@ class Mlaas:
         `isolated` runs it in a sandboxed child process (`isolated.py`).  A
         module may take a shipped module's name only with `override`."""
         try:
-            if self.host is not None:
-                self._check_host_allows(spec)
-            path = loader.resolve(spec, self.search_path)
+            if self.host_choice is not None:  # a guest's modules come from its host
+                path = self.host_choice(spec)
+            else:
+                path = loader.resolve(spec, self.search_path)
             isolated = isolated or self.require_isolation
             rec = self._prepare(path, params, replacing=None, isolated=isolated, override=override)
             self._start(rec, None)
@@ -434,12 +435,14 @@ class Mlaas:
             raise ModuleError(f"no module named {name!r} is loaded")
         return rec
 
-    def _check_host_allows(self, name: str) -> None:
-        assert self.host is not None
-        permitted = self.host.allowed if self.allowed_by_host is None else self.allowed_by_host
-        if name not in permitted:
+    def offer(self, name: str, permitted: Iterable[str] | None = None) -> str:
+        """As a host: the path of the module `name` for a guest that asked for
+        it, if `permitted` (by default `allowed`) names it; ModuleError if not."""
+        permitted = set(self.allowed if permitted is None else permitted)
+        if type(name) is not str or name not in permitted:
             allowed = ", ".join(sorted(permitted)) or "none"
             raise ModuleError(f"the host does not allow {name!r} (allowed: {allowed})")
+        return loader.resolve(name, self.search_path)
 
     @guard
     def _run_loading(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -748,11 +751,10 @@ class Mlaas:
     def choose(self, name: str, params: Mapping[str, Any] | None = None) -> ModuleRecord:
         """As a guest: attach a module the host allows, in place of this kernel's
         current advisor of that kind.  The hypervisor's policy hypercall lands here."""
-        if self.host is None:
+        if self.host_choice is None:
             raise ModuleError("this kernel has no host to choose modules from")
         try:
-            self._check_host_allows(name)
-            path = loader.resolve(name, self.host.search_path)
+            path = self.host_choice(name)
             rec = self._prepare(
                 path, params, replacing=None, swap=True, isolated=self.require_isolation
             )

@@ -547,7 +547,8 @@ class StarvationWatchdog:
 
     def arm(self) -> None:
         period = max(self.timeout_ns // 4, 100_000)
-        self.timer = self.core.kernel.loop.call_later(period, self._check)
+        kernel = self.core.kernel
+        self.timer = kernel.loop.call_later(period, self._check, owner=kernel)
 
     def stop(self) -> None:
         self._waiting.clear()

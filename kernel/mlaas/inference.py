@@ -418,7 +418,9 @@ class InferenceService:
             batch = None
         if batch is None:
             batch = self._open[id(model)] = _Batch(model)
-            batch.timer = self.kernel.loop.call_later(self.window_ns, self._window_ended, batch)
+            batch.timer = self.kernel.loop.call_later(
+                self.window_ns, self._window_ended, batch, owner=self.kernel
+            )
         batch.requests.append(request)
         batch.rows += len(x)
         if batch.rows >= self.max_batch:
@@ -476,7 +478,7 @@ class InferenceService:
             if r.owner is not None:
                 r.owner.account_inference(kind, cost_ns * n / rows, n)
             if r.callback is not None and self._deliver is not None:
-                self.kernel.loop.call_at(r.done_ns, self._deliver_at, r)
+                self.kernel.loop.call_at(r.done_ns, self._deliver_at, r, owner=self.kernel)
 
     def _deliver_at(self, request: Request) -> None:
         if not self.kernel.halted and self._deliver is not None:

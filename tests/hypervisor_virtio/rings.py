@@ -51,6 +51,7 @@ class FakeVm:
         self.memory = GuestMemory(MEMORY_BYTES)
         self.layout = RingLayout.packed(0, 8)
         self.queues = {0: Device(self.memory, self.layout, upper)}
+        self.gpu_queues = frozenset({0})
         self.balloon = Balloon(total_pages=16, min_pages=4)
         self.console: list[str] = []
         self.modules = modules

@@ -8,7 +8,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rings import BUFFERS, MEMORY_BYTES, FakeVm
+from rings import BUFFERS, MEMORY_BYTES, FakeVm, Ring
 
 from kernel.errors import OutOfMemory
 from kernel.hypervisor.hypercall import HYPERCALL_TABLE, Hc, Result, Status, hypercall
@@ -105,10 +105,16 @@ def test_balloon_gives_pages_back_and_takes_them_again(vm):
     assert vm.balloon.given_pages == 6
 
 
-def test_gpu_submit_is_not_implemented_yet_and_says_so(vm):
-    status, message = hypercall(vm, Hc.GPU_SUBMIT, 0, BUFFERS, 64)
-    assert status is Status.ENOSYS and "no vGPU yet" in message
-    assert hypercall(vm, Hc.GPU_SUBMIT, 0, -1, 64)[0] is Status.EINVAL  # the ABI is checked
+def test_gpu_submit_serves_a_gpu_queue_and_refuses_any_other(vm):
+    ring = Ring()
+    vm.memory, vm.queues = ring.memory, {0: ring.device, 1: ring.device}
+    ring.memory.write(BUFFERS, b"launch")
+    ring.driver.add([(BUFFERS, 6)], [(BUFFERS + 128, 64)])
+    assert hypercall(vm, Hc.GPU_SUBMIT, 0) == (Status.OK, 1)
+    assert ring.memory.read(BUFFERS + 128, 7) == b"\x00LAUNCH"
+    status, message = hypercall(vm, Hc.GPU_SUBMIT, 1)  # a queue, but not a GPU's
+    assert status is Status.ENOENT and "no GPU queue 1" in message
+    assert hypercall(vm, Hc.GPU_SUBMIT, 0, 64)[0] is Status.EINVAL  # the ABI is checked
 
 
 @pytest.mark.parametrize(

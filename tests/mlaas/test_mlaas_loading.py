@@ -241,7 +241,7 @@ def host_and_guest():
     host = Kernel(seed=0, cpus=1, frames=64)
     guest = host.machine.kernel(seed=1, cpus=1, frames=64, name="guest1")
     host.mlaas.allow("lru", "rr")
-    guest.mlaas.host = host.mlaas
+    guest.mlaas.host_choice = host.mlaas.offer
     yield host, guest
     guest.shutdown()
     host.shutdown()
