@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -64,18 +65,16 @@ class VcpuPort:
         self.inside = False
 
     def request(self, vcpu: Cpu) -> None:
-        self.calls += 1
-        self.inside = True
-        try:
-            self.provider.request(vcpu)
-        finally:
-            self.inside = False
+        self._forward(self.provider.request, vcpu)
 
     def release(self, vcpu: Cpu) -> None:
+        self._forward(self.provider.release, vcpu)
+
+    def _forward(self, call: Callable[[Cpu], None], vcpu: Cpu) -> None:
         self.calls += 1
         self.inside = True
         try:
-            self.provider.release(vcpu)
+            call(vcpu)
         finally:
             self.inside = False
 
