@@ -163,9 +163,7 @@ def run_mode(mode: str, duration_ns: int, rate_hz: float, seed: int) -> dict[str
         if missing:
             raise RuntimeError(f"{mode}: the work of {', '.join(missing)} did not finish")
         lat = outs["infer"]["latencies_ns"]
-        kernels = (
-            len(lat) * MODEL_KERNELS + outs["train"]["kernels"] + outs["switch"]["kernels"]
-        )
+        kernels = len(lat) * MODEL_KERNELS + outs["train"]["kernels"] + outs["switch"]["kernels"]
         end_ns = max(s[-1] for out in outs.values() for s in out["spans"])
         return {
             "mode": mode,
@@ -342,7 +340,9 @@ def markdown(modes: list[dict[str, Any]], choice: dict[str, Any], settings: dict
     )  # fmt: skip
     text += (
         "\nThe `switch` VM changed its own scheduling policy to mlfq halfway; the other VMs kept "
-        "theirs (" + ", ".join(f"{m['mode']}: {'/'.join(m['others_sched'])}" for m in modes) + ").\n"
+        "theirs ("
+        + ", ".join(f"{m['mode']}: {'/'.join(m['others_sched'])}" for m in modes)
+        + ").\n"
     )
     text += "\n# Per-VM policy choice\n\n"
     text += markdown_table(
@@ -359,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
-        print(f"malv exp vms: unknown mode {unknown}; choose from {', '.join(MODES)}", file=sys.stderr)
+        print(
+            f"malv exp vms: unknown mode {unknown}; choose from {', '.join(MODES)}", file=sys.stderr
+        )
         return 2
     duration_ns = 200_000_000 if args.quick else 1_000_000_000
     rate_hz = 150.0
