@@ -12,7 +12,16 @@ from kernel.log import FORMATS
 
 BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm")
 #: Experiments, each a module exp/NAME.py with main(argv); add yours here.
-EXPERIMENTS = ("memory", "sched", "crossover", "stacking", "hybrid", "rightsizing", "dvfs")
+EXPERIMENTS = (
+    "memory",
+    "sched",
+    "crossover",
+    "stacking",
+    "hybrid",
+    "rightsizing",
+    "dvfs",
+    "vms",
+)
 
 
 def _write(text: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kernel.clock import EventLoop
 from kernel.config import KernelConfig
 from kernel.cpu import Cpu
 from kernel.hypervisor.journal import Entry, digest
@@ -37,6 +38,20 @@ from kernel.programs import ProgramTable
 
 class ReplayDiverged(RuntimeError):
     """The replayed guest did not follow its journal."""
+
+
+class _ReplayLoop(EventLoop):
+    """The replay's event loop: after each event, an input may be due."""
+
+    def __init__(self, replay: Replay) -> None:
+        super().__init__()
+        self.replay = replay
+
+    def step(self) -> bool:
+        ran = super().step()
+        if ran:
+            self.replay.after_event()
+        return ran
 
 
 class ReplayCpus:
@@ -69,6 +84,7 @@ class Replay:
     ) -> None:
         self.entries = entries
         self.machine = Machine()
+        self.machine.loop = _ReplayLoop(self)
         self.machine.loop.now_ns = created_ns  # the guest was made at this time
         self.cpus = ReplayCpus(self)
         self.console: list[str] = []
@@ -87,6 +103,9 @@ class Replay:
         self._inside = [i for i, e in enumerate(entries) if e.inside]
         self._hcs = [i for i, e in enumerate(entries) if e.kind == "hc"]
         self._next_outside = self._next_inside = self._next_hc = 0
+        self._waiting = False  # an input waits for the guest at this instant
+        self._marker_at = -1
+        self._last_marker: tuple[int, int, int] | None = None
 
     # -- running --------------------------------------------------------------------------
 
@@ -146,27 +165,55 @@ class Replay:
     # -- inputs from the host's events ------------------------------------------------------
 
     def _arm(self) -> None:
-        if self._next_outside < len(self._outside):
-            entry = self.entries[self._outside[self._next_outside]]
-            self.machine.loop.call_at(entry.time_ns, self._deliver_outside)
+        """A marker event for each instant an input arrives, all made before
+        the guest runs, so that at its instant a marker comes before every
+        event of the guest's (made later) and a CPU never runs past it inline."""
+        loop = self.machine.loop
+        for time_ns in sorted({self.entries[i].time_ns for i in self._outside}):
+            loop.call_at(time_ns, self._marker)
 
-    def _deliver_outside(self, _arg: Any = None) -> None:
+    def _marker(self, _arg: Any = None) -> None:
+        k = self.kernel
+        place = (self.machine.loop.now_ns, k.ticks, self.cpus.calls)
+        stuck, self._last_marker = place == self._last_marker, place
+        self._deliver_outside()
+        if self._waiting and stuck:
+            # The guest made no progress since the last marker at this instant:
+            # nothing will bring it to the input's place, the replay left the journal.
+            index = self._outside[self._next_outside]
+            entry = self.entries[index]
+            raise ReplayDiverged(
+                f"journal entry {index} ({entry.kind}) waits for tick {entry.ticks}, call "
+                f"{entry.calls}; the guest stopped at tick {self.kernel.ticks}, call {self.cpus.calls}"
+            )
+
+    def after_event(self) -> None:
+        """Called by the replay's loop after each event: an input waiting at
+        this instant is delivered as soon as the guest reaches its place."""
+        if self._waiting:
+            self._deliver_outside()
+
+    def _deliver_outside(self) -> None:
         loop, k = self.machine.loop, self.kernel
+        self._waiting = False
         while self._next_outside < len(self._outside):
             index = self._outside[self._next_outside]
             entry = self.entries[index]
             if entry.time_ns > loop.now_ns:
-                loop.call_at(entry.time_ns, self._deliver_outside)
-                return
-            if k.ticks < entry.ticks:
-                # The guest has events of its own to run at this instant first.
-                nxt = loop.next_time()
-                if nxt is None or nxt > loop.now_ns:
-                    raise ReplayDiverged(
-                        f"journal entry {index} ({entry.kind}) waits for tick {entry.ticks}, "
-                        f"but the guest stopped at tick {k.ticks}"
-                    )
-                loop.call_at(loop.now_ns, self._deliver_outside)
+                return  # its instant's marker comes
+            if entry.time_ns < loop.now_ns:
+                raise ReplayDiverged(
+                    f"journal entry {index} ({entry.kind}) was due at {entry.time_ns} ns, "
+                    f"but the guest ran on to {loop.now_ns} ns without it"
+                )
+            if (k.ticks, self.cpus.calls) < (entry.ticks, entry.calls):
+                # The guest has events of its own to run at this instant first:
+                # deliver after the one that brings it to the input's place,
+                # and keep a marker here so that no CPU runs past the instant.
+                self._waiting = True
+                if self._marker_at != loop.now_ns or loop.next_time() != loop.now_ns:
+                    loop.call_at(loop.now_ns, self._marker)
+                    self._marker_at = loop.now_ns
                 return
             self._next_outside += 1
             self._apply(index, entry)
