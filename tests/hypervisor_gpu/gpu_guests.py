@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import copy
+
 import attrs
+import msgpack
 
 from kernel import Kernel
 from kernel.config import KernelConfig, ServerSpec
@@ -84,14 +87,27 @@ def idle_driver(proc):
     yield Recv(proc.caps["endpoint"])
 
 
-def raw_guest(host: Kernel, name: str, share: int) -> Any:
-    """A started guest whose GPU queue no front end drives."""
+def raw_guest(host: Kernel, name: str, share: int, state: dict | None = None) -> Any:
+    """A started guest whose GPU queue no front end drives; its back end
+    starts from `state` when given (as a restored VM's does)."""
     programs = ProgramTable()
     programs.register("gpu-idle", idle_driver)
     config = KernelConfig(seed=len(host.hv.vms) + 1, gpu=None)
     servers = (*config.plan.servers, ServerSpec("gpu", "gpu-idle", devices=("gpuq",)))
     config = attrs.evolve(config, plan=attrs.evolve(config.plan, servers=servers))
-    return host.hv.create(name, config, gpu_share=share, programs=programs).start()
+    vm = host.hv.create(name, config, gpu_share=share, programs=programs)
+    if state is not None:
+        vm.queues[0].state.update(copy.deepcopy(state))
+    return vm.start()
+
+
+def ask(host: Kernel, raw: RawQueue, *requests: bytes) -> list[list[Any]]:
+    """Publish `requests` on a raw guest's queue; the decoded answers."""
+    raw.answers.clear()
+    queue = raw.vm.kernel.devices["gpuq"]
+    raw.vm.kernel.spawn(raw.publisher(list(requests)), caps={"gpuq": queue}, name="ask")
+    run_until(host.machine, lambda: len(raw.answers) == len(requests))
+    return [msgpack.unpackb(data[1:], raw=False) for data in raw.answers]
 
 
 class RawQueue:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.vgpu import wire
+from kernel.hypervisor.port import QUIESCE
 from kernel.hypervisor.virtqueue import STATUS_OK
 from tests.hypervisor_gpu.gpu_guests import (
     SMALL,
     RawQueue,
+    ask,
     gpu_work,
     hv_host,
     naming,
@@ -170,6 +173,56 @@ def _race(advisor: str | None, shares: tuple[int, int], kernels: int = 6) -> lis
 def test_under_lithos_a_larger_share_finishes_the_same_work_sooner():
     big, small = _race("gpu_lithos", (75, 25))
     assert big["done"] - big["start"] < 0.8 * (small["done"] - small["start"])
+
+
+@pytest.mark.parametrize("advisor", ["gpu_mig", "gpu_timeslice"])
+def test_shares_order_the_guests_under_mig_slices_and_time_slices(advisor):
+    big, small = _race(advisor, (75, 25))
+    assert big["done"] - big["start"] < small["done"] - small["start"]
+
+
+def test_a_restored_back_end_gets_its_context_id_and_buffers_back():
+    first = hv_host()
+    try:
+        RawQueue(raw_guest(first, "other", 20))
+        raw = RawQueue(raw_guest(first, "vm1", 30))
+        (ctx,), (handle,), (kernel,), (done,) = (
+            ask(first, raw, wire.encode(*request))[0][1:]
+            for request in (
+                ("create_context", 0, None),
+                ("alloc", 1, 1 << 20),
+                ("launch", 1, wire.spec_fields(SMALL)),
+                ("sync", 1, 1),
+            )
+        )
+        state = raw.vm.queues[0].state
+        assert raw.vm.queues[0].quiet and (ctx, handle, kernel) == (1, 1, 1)
+    finally:
+        first.hv.shutdown()
+        first.machine.shutdown()
+    second = hv_host()
+    try:
+        restored = RawQueue(raw_guest(second, "vm1", 30, state=state))
+        RawQueue(raw_guest(second, "late", 20))
+        view = second.shell("gpu")
+        assert re.search(rf"\b{state['ctx']}  vm1 +1\.0 ", view), view
+        # The guest's ids still name its own context, buffer and finished kernel.
+        answers = ask(second, restored, wire.encode("sync", 1, 1), wire.encode("free", 1, 1))
+        assert answers == [["done", done], ["ok", None]]
+    finally:
+        second.hv.shutdown()
+        second.machine.shutdown()
+
+
+def test_quiesce_syncs_launched_kernels_until_the_queue_is_quiet(host):
+    raw = RawQueue(raw_guest(host, "vm1", 50))
+    ask(host, raw, wire.encode("create_context", 0, None))
+    (answer,) = ask(host, raw, wire.encode("launch", 1, wire.spec_fields(SMALL)))
+    queue = raw.vm.queues[0]
+    assert answer[0] == "launched" and not queue.quiet
+    queue.signal(QUIESCE)
+    run_until(host.machine, lambda: queue.quiet)
+    assert queue.state["kernels"][1][2] is not None  # its completion time, kept
 
 
 def test_a_guests_gpu_work_has_the_same_virtual_times_on_two_seeded_runs():
