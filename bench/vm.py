@@ -9,7 +9,11 @@
 * A virtqueue request: one request and its reply through a split ring
   (the guest's `Driver` to the host's `Device` and back), beside one IPC
   Call/ReplyRecv round trip between two tasks.  Guests do not use rings yet:
-  this is the ring's own cost, the part of the future device path it fixes.
+  this is the ring's own cost, the part of the device path it fixes.
+* The virtqueue GPU launch path: launches per second (wall clock) of a
+  program's loop of launch + sync of a one-block kernel in a guest (front
+  end, GPU queue, host back end, host vGPU driver), as a ratio of the same
+  program on a bare kernel's vGPU.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from bench.report import Figure
 from kernel import Kernel, KernelConfig, boot
 from kernel.hypervisor import Hypervisor
 from kernel.hypervisor.virtqueue import Device, Driver, GuestMemory, RingLayout
+from kernel.traps import Compute
+from userland.gpulib import LaunchSpec, open_context
 
 NO_GPU = KernelConfig(gpu=None)
+TINY = LaunchSpec("tiny", grid_blocks=1, block_us=1.0)
 
 
 def _bare_boot_ms() -> float:
@@ -70,6 +77,47 @@ def _ring_requests_per_s(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _launch_loop(n: int, out: list[float]):
+    """A program: `n` launch + sync of a one-block kernel; notes launches per
+    wall-clock second (the context's creation not counted)."""
+
+    def program(proc):
+        ctx = yield from open_context(proc)
+        yield Compute(1)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            yield from ctx.sync((yield from ctx.launch(TINY)))
+        out.append(n / (time.perf_counter() - t0))
+
+    return program
+
+
+def _launches_per_s(kernel: Kernel, machine_of: Kernel, n: int) -> float:
+    """Run the launch loop on `kernel` (with its `gpu` cap) until it is done."""
+    out: list[float] = []
+    kernel.spawn(_launch_loop(n, out), caps={"gpu": kernel.servers["gpu"]}, name="launches")
+    machine = machine_of.machine
+    while not out:
+        machine.run(until=machine.now_ns + 10_000_000)
+    return out[0]
+
+
+def _gpu_launch_path(n: int) -> tuple[float, float]:
+    """(guest, bare) launches per second, each the better of two runs."""
+    bare = Kernel(seed=0, name="bare", gpu="a100").boot()
+    host = Kernel(seed=0, name="host", gpu="a100").boot()
+    hv = Hypervisor(host)
+    try:
+        vm = hv.create("vm1", gpu_share=50).start()
+        rates = [(_launches_per_s(vm.kernel, host, n), _launches_per_s(bare, bare, n))
+                 for _ in range(2)]  # fmt: skip
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+        bare.machine.shutdown()
+    return max(g for g, _ in rates), max(b for _, b in rates)
+
+
 def run(quick: bool = False) -> list[Figure]:
     n = 30 if quick else 100
     _bare_boot_ms()  # warm the program table and imports
@@ -86,6 +134,7 @@ def run(quick: bool = False) -> list[Figure]:
         host.machine.shutdown()
     ring = _ring_requests_per_s(2_000 if quick else 20_000)
     ipc = kernel_round_trips(2_000 if quick else 20_000)
+    guest_rate, bare_rate = _gpu_launch_path(300 if quick else 2_000)
     return [
         Figure("vm.guest_boot_median", statistics.median(guest), "ms",
                baseline=statistics.median(bare), baseline_name="a bare kernel (no GPU)",
@@ -93,4 +142,7 @@ def run(quick: bool = False) -> list[Figure]:
         Figure("vm.eight_guests_start", _eight_guests_s() * 1e3, "ms"),
         Figure("vm.virtqueue_request", 1e9 / ring, "ns/request",
                baseline=1e9 / ipc, baseline_name="an IPC Call/ReplyRecv round trip"),
+        Figure("vm.virtqueue_gpu_launch", guest_rate, "launches/s",
+               baseline=bare_rate, baseline_name="the same loop on a bare kernel's vGPU",
+               target=">= 0.5x"),
     ]  # fmt: skip

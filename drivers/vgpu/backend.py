@@ -15,7 +15,8 @@ guest's, and a number it was not given is answered with an error.  (context,
 stream) pairs map to distinct host streams of the VM's context.
 
 Blocking.  A `sync` waits for the device, so the dispatcher never makes one:
-it hands it to one of `WORKERS` worker tasks, which Call the dispatcher for
+it polls the host (`poll`), answers at once if the work is done, and
+otherwise hands the sync to one of `WORKERS` worker tasks, which Call the dispatcher for
 work (seL4 style: each worker parks on the dispatcher's reply object until
 a job comes), sync on the host and answer the guest themselves.  When the
 dispatcher dies (its VM is gone), its reply objects go with it, and the
@@ -90,6 +91,11 @@ class VmGpu:
         self.contexts: dict[int, list[Any]] = state["contexts"]
         self.handles: dict[int, list[Any]] = state["handles"]
         self.kernels: dict[int, list[Any]] = state["kernels"]
+        #: guest ctx -> its kernels not known to have finished (an index of `kernels`)
+        self.unfinished: dict[int, set[int]] = {}
+        for kernel, (ctx, _, done) in self.kernels.items():
+            if done is None:
+                self.unfinished.setdefault(ctx, set()).add(kernel)
 
     def take_id(self, kind: str) -> int:
         key = f"next_{kind}"
@@ -117,9 +123,22 @@ class VmGpu:
 
     def running(self, ctx: int | None = None) -> tuple[int, ...]:
         """Guest kernels not known to have finished (of `ctx`, or all)."""
-        return tuple(
-            k for k, (c, _, done) in self.kernels.items() if done is None and ctx in (None, c)
-        )
+        if ctx is not None:
+            return tuple(sorted(self.unfinished.get(ctx, ())))
+        return tuple(sorted(k for kernels in self.unfinished.values() for k in kernels))
+
+    def launched(self, ctx: int, kernel: int, host_kernel: int) -> None:
+        self.kernels[kernel] = [ctx, host_kernel, None]
+        self.unfinished.setdefault(ctx, set()).add(kernel)
+
+    def finished(self, kernel: int, done_ns: int) -> None:
+        entry = self.kernels[kernel]
+        entry[2] = done_ns
+        waiting = self.unfinished.get(entry[0])
+        if waiting is not None:
+            waiting.discard(kernel)
+            if not waiting:
+                del self.unfinished[entry[0]]
 
     def done_ns(self, kernels: tuple[int, ...], ctx: int) -> int | None:
         """When the last of `kernels` finished, or the context's last (None: none known)."""
@@ -147,9 +166,8 @@ def _open_context(gpu: int, vm: VmGpu):
     for entry in vm.handles.values():  # a restored VM's buffers, anew
         entry[1] = (yield from _host(cap, "alloc", entry[2])).msg.payload
     now = yield GetTime()
-    for entry in vm.kernels.values():  # a snapshot waited for quiet: none should run
-        if entry[2] is None:
-            entry[2] = now
+    for kernel in vm.running():  # a snapshot waited for quiet: none should run
+        vm.finished(kernel, now)
     return cap
 
 
@@ -214,7 +232,7 @@ def _wait(ctx_cap: int, vm: VmGpu, job: SyncJob):
         for kernel in job.kernels:
             entry = vm.kernels[kernel]
             if entry[2] is None:
-                entry[2] = (yield from _host(ctx_cap, "sync", entry[1])).msg.payload
+                vm.finished(kernel, (yield from _host(ctx_cap, "sync", entry[1])).msg.payload)
         if job.then == "destroy":
             yield from _destroy(ctx_cap, vm, job.ctx)
             return wire.encode("ok", None)
@@ -236,6 +254,7 @@ def _destroy(ctx_cap: int, vm: VmGpu, ctx: int):
             del vm.handles[handle]
     for kernel in [k for k, entry in vm.kernels.items() if entry[0] == ctx]:
         del vm.kernels[kernel]
+    vm.unfinished.pop(ctx, None)
     vm.contexts.pop(ctx, None)
 
 
@@ -273,13 +292,13 @@ def _serve(proc, ctx_cap: int, vm: VmGpu, request: Any):
             host_spec = attrs.evolve(spec, stream=ctx * STREAMS_PER_CONTEXT + spec.stream)
             host_kernel = (yield from _host(ctx_cap, "launch", host_spec)).msg.payload
             kernel = vm.take_id("kernel")
-            vm.kernels[kernel] = [ctx, host_kernel, None]
+            vm.launched(ctx, kernel, host_kernel)
             return wire.encode("launched", kernel)
         if op == "sync":
             kernels = vm.running(ctx) if arg is None else (arg,)
             if arg is not None:
                 vm.kernel(ctx, arg)
-            if any(vm.kernels[k][2] is None for k in kernels):
+            if not (yield from _poll(ctx_cap, vm, kernels)):
                 return SyncJob(request, kernels, ctx=ctx)
             done = vm.done_ns(kernels, ctx)
             return wire.encode("done", done if done is not None else (yield GetTime()))
@@ -287,6 +306,20 @@ def _serve(proc, ctx_cap: int, vm: VmGpu, request: Any):
         return SyncJob(request, vm.running(ctx), "destroy", ctx)
     except (wire.WireError, Refused) as exc:
         return wire.encode("error", str(exc))
+
+
+def _poll(ctx_cap: int, vm: VmGpu, kernels: tuple[int, ...]):
+    """Note which of `kernels` the host has finished, without waiting;
+    True when all have (the sync is answered at once, with no worker)."""
+    for kernel in kernels:
+        entry = vm.kernels[kernel]
+        if entry[2] is not None:
+            continue
+        r = yield from _host(ctx_cap, "poll", entry[1])
+        if r.msg.label != "done":
+            return False
+        vm.finished(kernel, r.msg.payload)
+    return True
 
 
 def _vm_view(vm: VmGpu, view: GpuView) -> dict[str, Any]:

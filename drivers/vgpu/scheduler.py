@@ -147,8 +147,8 @@ class StreamScheduler(SharedDevice):
         """Each stream's share: equal without shares; else a context's share
         split among its streams, and the rest among the unshared contexts' streams."""
         n = len(self.streams)
-        if not self.shares:
-            return [1.0 / n] * n
+        if not self.shares or not n:
+            return [1.0 / n] * n if n else []
         streams_of: dict[int, int] = {}
         for s in self.streams:
             streams_of[s.ctx] = streams_of.get(s.ctx, 0) + 1

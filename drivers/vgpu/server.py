@@ -23,6 +23,7 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 | context | `free`           | handle                    | `ok`                          |
 | context | `launch`         | `LaunchSpec`              | `launched` kernel id          |
 | context | `sync`           | kernel id or None (all)   | `done` completion time (ns)   |
+| context | `poll`           | kernel id                 | `done` time, or `running`     |
 | context | `destroy`        | -                         | `ok`                          |
 | context | `set_share`      | percent 1-100, or None    | `ok`                          |
 
@@ -469,6 +470,11 @@ def _serve(driver: GpuDriver, ep: int, r):
                 raise GpuRequestError(f"kernel {payload!r} is not this context's")
             done_ns = driver.finished(ctx.ctx, payload)
             return Message("done", done_ns) if done_ns is not None else _Park(ctx.ctx, payload)
+        if label == "poll":  # sync's answer, without waiting (a VM's back end asks)
+            if payload not in ctx.specs:
+                raise GpuRequestError(f"kernel {payload!r} is not this context's")
+            done_ns = driver.finished(ctx.ctx, payload)
+            return Message("done", done_ns) if done_ns is not None else Message("running")
         if label == "set_share":
             driver.set_share(ctx, payload)
             return Message("ok")
