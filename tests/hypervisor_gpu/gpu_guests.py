@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
-
-import copy
 
 import attrs
 import msgpack

@@ -128,7 +128,9 @@ requests = st.one_of(
 )  # fmt: skip
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(a=st.lists(requests, min_size=1, max_size=6), b=st.lists(requests, min_size=1, max_size=6))
 def test_malformed_requests_from_two_guests_get_error_answers_and_all_goes_on(host, a, b):
     guests = getattr(host, "raw_guests", None)
