@@ -16,6 +16,9 @@ stays parked on its reply object (as server.py's `_Park`) until the used
 entry with its answer comes back; the queue's interrupt is bound to the
 front end, so its Recv wakes for answers as for requests.
 
+A context whose program died without destroying it is reclaimed (its
+buffers freed on the host) when the next context is created.
+
 Each request has a buffer slot of its own in the guest's buffer space: the
 request is written at the slot's start and the answer is written after it.
 """
@@ -31,11 +34,15 @@ from drivers.vgpu import wire
 from drivers.vgpu.api import GpuStats
 from drivers.vgpu.server import ContextView, GpuView, LaunchSpec
 from kernel.caps import Rights
+from kernel.errors import SyscallError
 from kernel.hypervisor.hypercall import Hc
 from kernel.hypervisor.virtqueue import STATUS_OK, Driver
 from kernel.traps import (
     BindNotification,
+    Delete,
+    Derived,
     Hypercall,
+    Log,
     MapDevice,
     Message,
     Mint,
@@ -56,7 +63,7 @@ _CONTEXT_OPS = ("alloc", "free", "launch", "sync", "destroy")
 class _Waiter:
     """A caller parked until the answer to its request comes back."""
 
-    reply: int  # its reply object
+    reply: int | None  # its reply object (None: the front end's own request)
     op: str
     slot: int  # its buffer slot
     ctx: int  # the guest context the request names (0: none)
@@ -72,10 +79,10 @@ class FrontEnd:
         self.free_slots = [base + SLOT_BYTES * i for i in range(nbytes // SLOT_BYTES)][::-1]
         self.free_slots = self.free_slots[: queue.layout.size // 2]  # two descriptors a chain
         self.waiting: dict[int, _Waiter] = {}  # head -> parked caller
-        self.backlog: deque[tuple[bytes, int, str, int]] = deque()  # no slot yet
+        self.backlog: deque[tuple[bytes, int | None, str, int]] = deque()  # no slot yet
         self.caps: dict[int, int] = {}  # guest ctx -> its minted cap slot
 
-    def publish(self, data: bytes, reply: int, op: str, ctx: int) -> bool:
+    def publish(self, data: bytes, reply: int | None, op: str, ctx: int) -> bool:
         """Put a request on the ring; False when it waits for a free slot."""
         if not self.free_slots:
             self.backlog.append((data, reply, op, ctx))
@@ -128,18 +135,37 @@ def vgpu_front(proc):
                 yield Reply(reply, request)
             else:
                 op, ctx, arg = request
+                if op == "create_context":  # a new context: first reclaim the abandoned
+                    yield from _reap(front)
                 front.publish(wire.encode(op, ctx, arg), reply, op, ctx)
                 reply = spare.pop() if spare else (yield NewReply())
                 yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
         for waiter, label, payload in front.answers():
             answer = yield from _answer(front, ep, waiter, label, payload)
-            yield Reply(waiter.reply, answer)
-            spare.append(waiter.reply)
+            if waiter.reply is not None:
+                try:
+                    yield Reply(waiter.reply, answer)
+                except SyscallError:  # the caller was killed while it waited
+                    pass
+                spare.append(waiter.reply)
         published = False
         while front.backlog and front.free_slots:
             published = front.publish(*front.backlog.popleft()) or published
         if published:
             yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
+
+
+def _reap(front: FrontEnd):
+    """Destroy the guest contexts nobody holds a cap to any more (their program
+    exited or was killed without destroying them), as server.py reaps; it is
+    done when a context is created, so the request path pays nothing for it.
+    The destroys are published here and kicked with the request that follows."""
+    for ctx, slot in list(front.caps.items()):
+        if (yield Derived(slot)) == 0:
+            front.caps.pop(ctx)
+            yield Delete(slot)
+            front.publish(wire.encode("destroy", ctx, None), None, "destroy", ctx)
+            yield Log("context reclaimed", (("ctx", ctx), ("reason", "no holder")))
 
 
 def _request(r) -> tuple[str, int, Any] | Message:

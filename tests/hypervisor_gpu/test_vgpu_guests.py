@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.vgpu import wire
+from drivers.vgpu.server import LaunchSpec
 from kernel.hypervisor.port import QUIESCE
 from kernel.hypervisor.virtqueue import STATUS_OK
 from tests.hypervisor_gpu.gpu_guests import (
@@ -229,3 +230,18 @@ def test_quiesce_syncs_launched_kernels_until_the_queue_is_quiet(host):
 
 def test_a_guests_gpu_work_has_the_same_virtual_times_on_two_seeded_runs():
     assert _race("gpu_lithos", (60, 40), kernels=3) == _race("gpu_lithos", (60, 40), kernels=3)
+
+
+def test_a_context_abandoned_by_a_killed_program_is_reclaimed_and_the_driver_goes_on(host):
+    vm = host.hv.create("vm1", gpu_share=50).start()
+    long = LaunchSpec("long", grid_blocks=864, block_us=500.0)
+    pid = spawn_gpu(vm, gpu_work([], kernels=4, spec=long))
+    host.machine.run(until=host.machine.now_ns + 1_000_000)  # parked on its sync
+    vm.kernel.kill(vm.kernel.tasks[pid], "test", -9)
+    assert re.search(r"\d+  vm1 +1\.0 ", host.shell("gpu"))  # its 1 MiB is still held
+    results: list[dict] = []
+    spawn_gpu(vm, gpu_work(results, kernels=1))
+    run_until(host.machine, lambda: bool(results))
+    host.machine.run(until=host.machine.now_ns + 50_000_000)
+    assert re.search(r"\d+  vm1 +0\.0 ", host.shell("gpu")), host.shell("gpu")
+    assert "context reclaimed" in vm.shell("dmesg")
