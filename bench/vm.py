@@ -8,8 +8,11 @@
   and the check that all eight answer on their consoles.
 * A virtqueue request: one request and its reply through a split ring
   (the guest's `Driver` to the host's `Device` and back), beside one IPC
-  Call/ReplyRecv round trip between two tasks.  Guests do not use rings yet:
-  this is the ring's own cost, the part of the device path it fixes.
+  Call/ReplyRecv round trip between two tasks: the ring's own cost.
+* A hypercall round trip: a guest task's `Hypercall(VM_INFO)`, trap,
+  dispatch and journal, beside the IPC round trip.
+* Snapshot and restore of a VM one virtual second old (busy with IPC and
+  computing all along): the wall time of each, and the file's size.
 * The virtqueue GPU launch path: launches per second (wall clock) of a
   program's loop of launch + sync of a one-block kernel in a guest (front
   end, GPU queue, host back end, host vGPU driver), as a ratio of the same
@@ -18,15 +21,18 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import time
 
 from bench.ipc import kernel_round_trips
 from bench.report import Figure
 from kernel import Kernel, KernelConfig, boot
 from kernel.hypervisor import Hypervisor
+from kernel.hypervisor.hypercall import Hc
 from kernel.hypervisor.virtqueue import Device, Driver, GuestMemory, RingLayout
-from kernel.traps import Compute
+from kernel.traps import Compute, Hypercall
 from userland.gpulib import LaunchSpec, open_context
 
 NO_GPU = KernelConfig(gpu=None)
@@ -118,6 +124,52 @@ def _gpu_launch_path(n: int) -> tuple[float, float]:
     return max(g for g, _ in rates), max(b for _, b in rates)
 
 
+def _hypercalls_per_s(n: int) -> float:
+    host = Kernel(seed=0, name="host").boot()
+    hv = Hypervisor(host)
+    try:
+        vm = hv.create("hc").start()
+
+        def caller(proc):
+            for _ in range(n):
+                yield Hypercall(Hc.VM_INFO, ())
+
+        vm.kernel.spawn(caller, name="caller")
+        t0 = time.perf_counter()
+        host.machine.run()
+        elapsed = time.perf_counter() - t0
+        if [e.kind for e in vm.journal.entries].count("hc") != n:
+            raise RuntimeError("the guest did not make every hypercall")
+        return n / elapsed
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+
+
+def _snapshot_and_restore(age_ns: int) -> tuple[float, float, int]:
+    """Wall seconds to snapshot and to restore a VM `age_ns` old, and the file's bytes."""
+    host = Kernel(seed=0, name="host").boot()
+    hv = Hypervisor(host)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            vm = hv.create("old").start()
+            vm.shell(f"run spin {age_ns // 1_000_000} &")
+            vm.shell("run pingpong 100000 &")
+            host.machine.run(until=age_ns)
+            path = os.path.join(tmp, "old.snap")
+            t0 = time.perf_counter()
+            info = vm.snapshot(path)
+            taken = time.perf_counter() - t0
+            hv.destroy("old")
+            t0 = time.perf_counter()
+            hv.restore(path)
+            restored = time.perf_counter() - t0
+            return taken, restored, info.bytes
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+
+
 def run(quick: bool = False) -> list[Figure]:
     n = 30 if quick else 100
     _bare_boot_ms()  # warm the program table and imports
@@ -134,6 +186,9 @@ def run(quick: bool = False) -> list[Figure]:
         host.machine.shutdown()
     ring = _ring_requests_per_s(2_000 if quick else 20_000)
     ipc = kernel_round_trips(2_000 if quick else 20_000)
+    hypercalls = _hypercalls_per_s(2_000 if quick else 20_000)
+    age_ns = 100_000_000 if quick else 1_000_000_000
+    taken_s, restored_s, size = _snapshot_and_restore(age_ns)
     guest_rate, bare_rate = _gpu_launch_path(300 if quick else 2_000)
     return [
         Figure("vm.guest_boot_median", statistics.median(guest), "ms",
@@ -142,6 +197,12 @@ def run(quick: bool = False) -> list[Figure]:
         Figure("vm.eight_guests_start", _eight_guests_s() * 1e3, "ms"),
         Figure("vm.virtqueue_request", 1e9 / ring, "ns/request",
                baseline=1e9 / ipc, baseline_name="an IPC Call/ReplyRecv round trip"),
+        Figure("vm.hypercall_round_trip", 1e9 / hypercalls, "ns/call",
+               baseline=1e9 / ipc, baseline_name="an IPC Call/ReplyRecv round trip",
+               target="<= 2x"),
+        Figure(f"vm.snapshot_{age_ns // 1_000_000}ms_old", taken_s * 1e3, "ms"),
+        Figure(f"vm.restore_{age_ns // 1_000_000}ms_old", restored_s * 1e3, "ms"),
+        Figure(f"vm.snapshot_{age_ns // 1_000_000}ms_old_size", size / 1024, "KiB"),
         Figure("vm.virtqueue_gpu_launch", guest_rate, "launches/s",
                baseline=bare_rate, baseline_name="the same loop on a bare kernel's vGPU",
                target=">= 0.5x"),

@@ -98,11 +98,11 @@ class EventLoop:
         not given, or some are taken here, the entries follow everything
         already here, in their order.  Returns whether `seqs` were used."""
         exact = seqs is not None and not {e[1] for e in self._heap} & set(seqs)
-        if not exact:
+        if seqs is None or not exact:
             seqs = list(range(self._seq + 1, self._seq + 1 + len(entries)))
         for entry, seq in zip(entries, seqs, strict=True):
-            if entry[0] < self.now_ns:
-                raise ValueError(f"an event at {entry[0]} ns is in this loop's past")
+            # An event already due (the owner arrives later than it left) runs now.
+            entry[0] = max(entry[0], self.now_ns)
             entry[1], entry[4] = seq, owner
             heapq.heappush(self._heap, entry)
         self._seq = max(self._seq, *seqs) if seqs else self._seq

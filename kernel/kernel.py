@@ -119,6 +119,9 @@ class Kernel:
         #: How far this kernel has run: one per step of a CPU and per event of
         #: its own.  With virtual time it places an input exactly in the run.
         self.ticks = 0
+        self._granted = 0  # vCPUs holding a grant now
+        self._online_ns = 0  # virtual time at least one did, before `_online_since`
+        self._online_since = 0
         #: The boot plan's servers' endpoints, by name (a hypervisor hands a
         #: guest's GPU back end the host's `gpu`).
         self.servers: dict[str, Capability] = {}
@@ -292,6 +295,8 @@ class Kernel:
                 cpu.event.cancel()
                 cpu.event = None
             if self.cpu_provider is not None and (cpu.requested or cpu.grant_end):
+                if cpu.grant_end:
+                    self._granted_cpus(-1)
                 cpu.requested = False
                 cpu.grant_end = 0
                 self.cpu_provider.release(cpu)
@@ -302,6 +307,26 @@ class Kernel:
                 self.halt_hooks.remove(hook)
                 self.log.error("kernel", "halt hook failed", error=repr(exc))
         self.machine.kernel_halted(self)
+
+    def _granted_cpus(self, change: int) -> None:
+        """Count the vCPUs holding a grant, and the time at least one did."""
+        now = self.loop.now_ns
+        if self._granted == 0:
+            self._online_since = now
+        self._granted += change
+        if self._granted == 0:
+            self._online_ns += now - self._online_since
+
+    def online_ns(self) -> int:
+        """Virtual time this kernel could run: all of it on bare metal; for a
+        guest, the time at least one of its vCPUs held a host CPU.  Time a
+        guest waited for its host (steal time) does not count, so its
+        watchdogs do not take the host's delays for its own."""
+        if self.cpu_provider is None:
+            return self.loop.now_ns
+        if self._granted:
+            return self._online_ns + self.loop.now_ns - self._online_since
+        return self._online_ns
 
     @property
     def uptime_ns(self) -> int:
@@ -352,6 +377,8 @@ class Kernel:
         if self.halted:
             self.cpu_provider.release(cpu)  # type: ignore[union-attr]
             return
+        if not cpu.grant_end:
+            self._granted_cpus(+1)
         cpu.grant_end = until_ns
         if cpu.event is None:  # (if it is running, it is giving back its last grant)
             cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
@@ -359,6 +386,8 @@ class Kernel:
     def _give_back(self, cpu: Cpu) -> None:
         """A vCPU stops running: its host CPU goes back to the provider, and it
         asks again if it still has work."""
+        if cpu.grant_end:
+            self._granted_cpus(-1)
         cpu.grant_end = 0
         provider = self.cpu_provider
         provider.release(cpu)  # type: ignore[union-attr]

@@ -54,6 +54,18 @@ class Machine:
             raise ValueError(f"kernel {kernel.name!r} is still running: shut it down first")
         self.kernels.remove(kernel)
 
+    def adopt(self, kernel: Kernel, seqs: list[int] | None = None) -> bool:
+        """Move `kernel`, with its pending events, from its machine onto this
+        one (a guest rebuilt on a machine of its own, joining its host's).
+        `seqs` keep its events' places among equal times (`EventLoop.put_owned`);
+        returns whether they could be kept."""
+        old = kernel.machine
+        entries = old.loop.take_owned(kernel)
+        old.kernels.remove(kernel)
+        kernel.machine, kernel.loop = self, self.loop
+        self.kernels.append(kernel)
+        return self.loop.put_owned(entries, kernel, seqs)
+
     def kernel(self, config: KernelConfig | None = None, **settings: Any) -> Kernel:
         """A new kernel on this machine, not booted: `Kernel(config, machine=self)`."""
         from kernel.kernel import Kernel

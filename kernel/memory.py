@@ -26,6 +26,7 @@ from kernel.swap import SwapArea
 PAGE_SIZE = 4096
 MINOR_FAULT_NS = 1_000  # zero-fill a fresh frame
 SWAP_IO_NS = 80_000  # one page to or from the swap device (an SSD-class latency)
+BALLOON_KEEP_FRAMES = 4  # frames a balloon never takes: the pager needs some to work with
 MAX_PREFETCH_PAGES = 32  # pages one fault may prefetch
 
 _ffi = cffi.FFI()
@@ -111,6 +112,8 @@ class MemoryManager:
         self.faults = 0
         self.swap_ins = 0
         self.swap_outs = 0
+        #: Frames a guest gave back to its host (its balloon): out of use until taken again.
+        self.ballooned: list[int] = []
 
     # -- access -------------------------------------------------------------------
 
@@ -258,6 +261,32 @@ class MemoryManager:
         else:
             self.policy = self._fallback
 
+    # -- the balloon (a guest lends frames back to its host) ---------------------------
+
+    def balloon_inflate(self, pages: int) -> int:
+        """Take `pages` frames out of use, evicting pages to swap where none is
+        free; returns the swap I/O time it took.  A few frames always stay."""
+        if type(pages) is not int or pages < 1:
+            raise InvalidArgument(f"the balloon takes a positive number of pages, got {pages!r}")
+        left = self.nframes - len(self.ballooned) - BALLOON_KEEP_FRAMES
+        if pages > left:
+            raise OutOfMemory(f"only {max(left, 0)} more frames can go into the balloon")
+        io_ns = 0
+        for _ in range(pages):
+            if not self.free_frames:
+                io_ns += self._evict()
+            self.ballooned.append(self.free_frames.pop())
+        return io_ns
+
+    def balloon_deflate(self, pages: int) -> None:
+        """Put `pages` frames from the balloon back into use."""
+        if type(pages) is not int or not 1 <= pages <= len(self.ballooned):
+            raise InvalidArgument(
+                f"the balloon holds {len(self.ballooned)} frames; cannot take back {pages!r}"
+            )
+        for _ in range(pages):
+            self.free_frames.append(self.ballooned.pop())
+
     # -- lifecycle ------------------------------------------------------------------
 
     def release(self, aspace: AddressSpace) -> None:
@@ -285,6 +314,7 @@ class MemoryManager:
             "swap_ins": self.swap_ins,
             "swap_outs": self.swap_outs,
             "prefetched": self.prefetched,
+            "balloon_kib": len(self.ballooned) * PAGE_SIZE // 1024,
         }
 
     def close(self) -> None:

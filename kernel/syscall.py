@@ -453,6 +453,17 @@ def trap_meminfo(k: Kernel, task: Task, trap: T.MemInfo) -> Any:
     return k.mm.info()
 
 
+def trap_memballoon(k: Kernel, task: Task, trap: T.MemBalloon) -> Any:
+    pages = trap.pages
+    if type(pages) is not int or pages == 0:
+        raise InvalidArgument(f"MemBalloon takes a nonzero number of pages, got {pages!r}")
+    if pages < 0:
+        k.mm.balloon_deflate(-pages)
+        return len(k.mm.free_frames)
+    io_ns = k.mm.balloon_inflate(pages)
+    return _after_io(k, task, len(k.mm.free_frames), io_ns)
+
+
 def trap_log(k: Kernel, task: Task, trap: T.Log) -> Any:
     if not isinstance(trap.event, str):
         raise InvalidArgument("Log event must be a string")
@@ -525,9 +536,11 @@ def trap_hypercall(k: Kernel, task: Task, trap: T.Hypercall) -> Any:
     hook = k.hypercall
     if hook is None:
         raise NotSupported("this kernel is not a guest: it has no hypervisor to call")
-    if type(trap.number) is not int:
-        raise InvalidArgument(f"a hypercall number is an int, got {type(trap.number).__name__}")
-    return hook(trap.number, trap.args)
+    number = trap.number
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise InvalidArgument(f"a hypercall number is an int, got {type(number).__name__}")
+    # An int subclass (an IntEnum) is read by its value, not by its own methods.
+    return hook(int.__index__(number), trap.args)
 
 
 # The syscall table: every trap the kernel understands, in one place.
@@ -569,6 +582,7 @@ TRAP_TABLE: dict[type, Handler] = {
     T.ProcList: trap_proclist,
     T.Dmesg: trap_dmesg,
     T.MemInfo: trap_meminfo,
+    T.MemBalloon: trap_memballoon,
     T.Log: trap_log,
     T.ModLoad: trap_modload,
     T.ModUnload: trap_modunload,

@@ -337,6 +337,15 @@ class MemInfo:
 
 
 @attrs.frozen
+class MemBalloon:
+    """Take `pages` frames out of use (pages > 0), or put them back (pages < 0):
+    a guest's balloon driver, around its BALLOON hypercall.  Returns the free
+    frames left."""
+
+    pages: int
+
+
+@attrs.frozen
 class Log:
     """Write a line to the kernel log from a task."""
 

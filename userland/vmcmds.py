@@ -1,4 +1,4 @@
-"""Shell commands for guest VMs: `vm list|create|start|stop|pause|resume|console`.
+"""Shell commands for guest VMs: `vm list|create|start|stop|pause|resume|snapshot|restore|console`.
 
 The shell reaches the hypervisor only through the `VmControl` trap; on a
 kernel that hosts no VMs the trap fails with ENOSYS.  The shell merges this
@@ -11,8 +11,9 @@ from kernel.traps import VmControl
 from userland.lib import UsageError, println
 
 VM_USAGE = (
-    "usage: vm list | vm create NAME [cpus=N] [weight=W] [cap=C] | "
-    "vm start|stop|pause|resume NAME | vm console NAME CMD..."
+    "usage: vm list | vm create NAME [cpus=N] [weight=W] [cap=C] [gpu=PERCENT] | "
+    "vm start|stop|pause|resume NAME | vm snapshot NAME FILE | vm restore FILE | "
+    "vm console NAME CMD..."
 )
 
 
@@ -28,7 +29,7 @@ def format_vm_list(rows) -> str:
 
 
 def cmd_vm(sh, args):
-    """vm list|create NAME [cpus=N] [weight=W] [cap=C]|start|stop|pause|resume NAME|console NAME CMD: guest VMs"""
+    """vm list|create|start|stop|pause|resume|snapshot|restore|console: guest VMs (vm alone: usage)"""
     if not args:
         raise UsageError(VM_USAGE)
     op, rest = args[0], args[1:]
@@ -42,6 +43,12 @@ def cmd_vm(sh, args):
             sh.proc,
             f"vm: created {info['name']} ({info['vcpus']} vCPUs, weight {info['weight']}{cap})",
         )
+    elif op == "snapshot" and len(rest) == 2:
+        answer = yield VmControl("snapshot", tuple(rest))
+        yield from println(sh.proc, f"vm: {answer}")
+    elif op == "restore" and len(rest) == 1:
+        answer = yield VmControl("restore", tuple(rest))
+        yield from println(sh.proc, f"vm: {answer}")
     elif op in ("start", "stop", "pause", "resume") and len(rest) == 1:
         answer = yield VmControl(op, (rest[0],))
         yield from println(sh.proc, f"vm: {answer}")

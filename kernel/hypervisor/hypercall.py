@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 import attrs
 
 from kernel.errors import SyscallError
-from kernel.hypervisor.virtqueue import Device, Memory
+from kernel.hypervisor.virtqueue import Memory
 
 MAX_CONSOLE_BYTES = 4096  # one CONSOLE_WRITE
 MAX_BALLOON_PAGES = 1 << 20  # one BALLOON step
@@ -100,6 +100,15 @@ class Balloon:
         return self.held_pages
 
 
+class Queue(Protocol):
+    """A device queue a kick reaches: a `Device`, or a back end's `HostQueue`."""
+
+    @property
+    def broken(self) -> str | None: ...
+
+    def process(self) -> int: ...
+
+
 class VmContext(Protocol):
     """What a VM offers the dispatcher."""
 
@@ -110,7 +119,7 @@ class VmContext(Protocol):
     def memory(self) -> Memory: ...
 
     @property
-    def queues(self) -> Mapping[int, Device]: ...
+    def queues(self) -> Mapping[int, Queue]: ...
 
     @property
     def gpu_queues(self) -> frozenset[int]: ...

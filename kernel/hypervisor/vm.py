@@ -27,6 +27,7 @@ import attrs
 from kernel.config import MIN_FRAMES, BootPlan, KernelConfig, ServerSpec
 from kernel.errors import SyscallError
 from kernel.hypervisor import port as ports
+from kernel.hypervisor import snapshot as snapshots
 from kernel.hypervisor.credit import DEFAULT_WEIGHT, CreditScheduler, Domain, check_weight_cap
 from kernel.hypervisor.hypercall import Balloon, Hc, hypercall
 from kernel.hypervisor.journal import Journal, VcpuPort
@@ -38,6 +39,9 @@ from kernel.mlaas.faults import ModuleError
 from kernel.programs import ProgramTable
 
 Reply = Callable[..., None]  # reply(value) or reply(exc=error), as the VmControl trap takes it
+
+QUIESCE_POLL_NS = 100_000  # how often a snapshot checks whether its VM is quiet
+QUIESCE_LIMIT_NS = 10_000_000_000  # a VM that is not quiet by then is not snapshotted
 
 
 class VmError(SyscallError):
@@ -146,7 +150,8 @@ class Vm:
             return self
         if wait:
             self.kernel.run_until_prompt()
-        self.kernel.log.echo_level = 30  # as after a host's boot: warnings only
+        self.journal.note("echo", 30)  # as after a host's boot: warnings only
+        self.kernel.log.echo_level = 30
         return self
 
     def pause(self) -> None:
@@ -173,6 +178,69 @@ class Vm:
         self.state = VmState.DESTROYED
         self._answer(exc=VmError(f"vm {self.name!r} was destroyed"))
         self.hv.host.log.info("hypervisor", "vm destroyed", vm=self.name)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self, path: str) -> snapshots.SnapshotInfo:
+        """Save the VM to `path` (from outside the event loop): pause it, run the
+        machine until it is quiet, write the file, and leave it as it was."""
+        done: list[Any] = []
+        self.snapshot_then(path, lambda value=None, exc=None: done.append((value, exc)))
+        deadline = self.hv.machine.now_ns + QUIESCE_LIMIT_NS
+        while not done and self.hv.machine.now_ns < deadline:
+            self.hv.machine.run(until=self.hv.machine.now_ns + QUIESCE_POLL_NS)
+        if not done:
+            raise VmError(f"vm {self.name!r} did not quiesce for its snapshot")
+        value, exc = done[0]
+        if exc is not None:
+            raise exc
+        return value
+
+    def snapshot_then(self, path: str, reply: Reply) -> None:
+        """Start a snapshot from inside the event loop; reply with its
+        `SnapshotInfo` when it is written (the VM must be quiet first)."""
+        if self.state not in (VmState.RUNNING, VmState.PAUSED):
+            raise VmError(f"cannot snapshot vm {self.name!r}: it is {self.state.value}")
+        was_running = self.state is VmState.RUNNING
+        if was_running:
+            self.pause()
+        for queue in self.queues.values():
+            queue.signal(ports.QUIESCE)
+        loop = self.hv.machine.loop
+
+        def check(_arg: Any = None) -> None:
+            if self.state is not VmState.PAUSED:  # destroyed or crashed meanwhile
+                reply(exc=VmError(f"vm {self.name!r} is {self.state.value}: no snapshot"))
+                return
+            if not self._quiet():
+                loop.call_later(QUIESCE_POLL_NS, check)
+                return
+            try:
+                image = snapshots.image_of(self, was_running)
+                size = snapshots.write(path, image)
+            except snapshots.SnapshotError as exc:
+                reply(exc=VmError(str(exc)))
+            else:
+                info = snapshots.SnapshotInfo(
+                    path, self.name, image["at_ns"], size, len(image["journal"])
+                )
+                self.hv.host.log.info("hypervisor", "vm snapshot", vm=self.name, path=path,
+                                      bytes=size)  # fmt: skip
+                reply(info)
+            finally:
+                if was_running and self.state is VmState.PAUSED:
+                    self.resume()
+
+        check()
+
+    def _quiet(self) -> bool:
+        """No host CPU grant held, no CPU event pending, nothing outstanding on a queue."""
+        guest = self.kernel
+        if any(v.kernel is guest for v in self.hv.scheduler.running):
+            return False
+        if any(cpu.event is not None for cpu in guest.cpus):
+            return False
+        return all(q.quiet and not q.device.outstanding for q in self.queues.values())
 
     def _start_backend(self) -> None:
         """Start the host task that serves the guest's GPU queue on the host's
@@ -345,28 +413,34 @@ class Hypervisor:
         )
         return vm
 
-    def _wire(self, vm: Vm, isolated_modules: bool) -> None:
+    def _wire(self, vm: Vm, isolated_modules: bool, queue_idx: int = 0) -> None:
         """Connect a guest kernel to its VM: journal, hypercalls, devices, modules."""
         guest = vm.kernel
-        guest.log.name_in_lines = True
+        wire_guest(guest, vm.window, vm.gpu_share > 0, isolated_modules)
         guest.halt_hooks.append(vm._halted)
-        vm.journal = Journal(guest, vm.vcpus)
+        if vm.journal is None:
+            vm.journal = Journal(guest, vm.vcpus)
         guest.journal = vm.journal.note
         guest.hypercall = vm.hypercall
         vm.memory = ports.JournaledMemory(vm.window, vm.journal.note)
         vm.balloon = Balloon(total_pages=guest.config.frames, min_pages=MIN_FRAMES)
-        attach_devices(guest, vm.window, vm.gpu_share > 0)
         if vm.gpu_share:
             device = Device(
                 vm.memory, ports.GPU_LAYOUT, _no_handler,
-                lambda: guest.device_interrupt(ports.GPU_DEVICE, 1),
+                lambda: guest.device_interrupt(ports.GPU_DEVICE, 1), queue_idx,
             )  # fmt: skip
             vm.queues[ports.GPU_QUEUE] = ports.HostQueue(self.host, ports.GPU_QUEUE, device)
             vm.gpu_queues = frozenset({ports.GPU_QUEUE})
-        # The guest asks its host for modules by hypercall; the host offers
-        # only those it allows this guest (Mlaas.offer).
-        guest.mlaas.host_choice = host_choice(guest)
-        guest.mlaas.require_isolation = isolated_modules
+
+    # -- snapshots (snapshot.py) -----------------------------------------------------------------
+
+    def restore(self, path: str) -> Vm:
+        """Bring back the VM saved in the snapshot at `path` (from outside the
+        event loop); it continues exactly where it was taken."""
+        vm = snapshots.restore(self, snapshots.read(path), path)
+        vm.kernel.log.echo_level = 30
+        self.host.log.info("hypervisor", "vm restored", vm=vm.name, path=path)
+        return vm
 
     def get(self, name: str) -> Vm:
         vm = self.vms.get(name)
@@ -412,7 +486,7 @@ class Hypervisor:
         reply(tuple(attrs.asdict(info) for info in self.list()))
 
     def _op_create(self, args: tuple[Any, ...], reply: Reply) -> None:
-        name, settings = _name_and_settings(args, ("cpus", "weight", "cap"))
+        name, settings = _name_and_settings(args, ("cpus", "weight", "cap", "gpu"))
         config = KernelConfig(
             seed=self.host.seed + self._seeds + 1, gpu=None, cpus=settings.get("cpus", 2)
         )
@@ -421,6 +495,7 @@ class Hypervisor:
             config,
             weight=settings.get("weight", DEFAULT_WEIGHT),
             cap=settings.get("cap", 0),
+            gpu_share=settings.get("gpu", 0),
         )
         reply(attrs.asdict(vm.info()))
 
@@ -445,10 +520,80 @@ class Hypervisor:
             raise VmError("console takes a vm name and a command line")
         self._vm_of(args[:1]).console_then(args[1], reply)
 
+    def _op_snapshot(self, args: tuple[Any, ...], reply: Reply) -> None:
+        if len(args) != 2 or not all(type(a) is str and a for a in args):
+            raise VmError("snapshot takes a vm name and a file")
+
+        def written(info: Any = None, exc: SyscallError | None = None) -> None:
+            if exc is not None:
+                reply(exc=exc)
+            else:
+                reply(
+                    f"{info.vm}: saved to {info.path} ({info.bytes} bytes, "
+                    f"{info.inputs} inputs, at {info.at_ns / 1e9:.6f} s)"
+                )
+
+        self.get(args[0]).snapshot_then(args[1], written)
+
+    def _op_restore(self, args: tuple[Any, ...], reply: Reply) -> None:
+        if len(args) != 1 or type(args[0]) is not str or not args[0]:
+            raise VmError("restore takes a snapshot file")
+        try:
+            vm = self.restore(args[0])
+        except snapshots.SnapshotError as exc:
+            raise VmError(str(exc)) from None
+        reply(f"{vm.name}: restored from {args[0]} ({vm.state.value})")
+
     def _vm_of(self, args: tuple[Any, ...]) -> Vm:
         if len(args) != 1 or type(args[0]) is not str:
             raise VmError(f"expected one vm name, got {args!r}")
         return self.get(args[0])
+
+
+def wire_guest(guest: Kernel, window: GuestMemory, gpu: bool, isolated_modules: bool) -> None:
+    """What a guest kernel has from its hypervisor, live or replayed: its
+    devices, a log naming it, modules asked of the host by hypercall (the
+    host offers only those it allows this guest: `Mlaas.offer`)."""
+    guest.log.name_in_lines = True
+    attach_devices(guest, window, gpu)
+    guest.mlaas.host_choice = host_choice(guest)
+    guest.mlaas.require_isolation = isolated_modules
+
+
+def adopt(hv: Hypervisor, image: dict[str, Any], replay: Any, entries: list[Any]) -> Vm:
+    """Make a VM of a replayed guest kernel (snapshot.restore): move it onto
+    the host's machine, and give back what the host held for it."""
+    meta = image["vm"]
+    guest: Kernel = replay.kernel
+    vm = Vm(hv, meta["name"], tuple(meta["allowed_modules"]), replay.console, meta["gpu_share"])
+    vm.kernel, vm.window = guest, replay.window
+    hv.machine.adopt(guest, [seq for _time, seq in image["pending"]])
+    vm.vcpus = VcpuPort(hv.scheduler)
+    vm.vcpus.calls = image["calls"]
+    guest.cpu_provider = vm.vcpus
+    vm.journal = Journal(guest, vm.vcpus)
+    vm.journal.entries = list(entries)
+    queues = image["queues"]
+    idx = queues.get(str(ports.GPU_QUEUE), {}).get("idx", 0)
+    hv._wire(vm, meta["isolated_modules"] is True, idx)
+    for number, queue in vm.queues.items():
+        queue.state = dict(queues[str(number)]["state"])
+    vm.balloon.given_pages = image["balloon_given"]
+    domain = hv.scheduler.add(guest, vm.name, meta["weight"], meta["cap"])
+    plain = image["domain"]
+    domain.credit_ns, domain.used_ns, domain.active = (
+        plain["credit_ns"], plain["used_ns"], plain["active"] is True,
+    )  # fmt: skip
+    domain.paused = True
+    for index, cpu_id in plain["waiting"]:
+        hv.scheduler.waiting.insert(index, guest.cpus[cpu_id])
+    vm.domain = domain
+    vm.state = VmState.PAUSED
+    hv.vms[vm.name] = vm
+    vm._start_backend()
+    if meta["was_running"]:
+        vm.resume()
+    return vm
 
 
 def guest_plan(plan: BootPlan) -> BootPlan:
@@ -493,6 +638,8 @@ _OPS: dict[str, Callable[[Hypervisor, tuple[Any, ...], Reply], None]] = {
     "pause": Hypervisor._op_pause,
     "resume": Hypervisor._op_resume,
     "console": Hypervisor._op_console,
+    "snapshot": Hypervisor._op_snapshot,
+    "restore": Hypervisor._op_restore,
 }
 
 

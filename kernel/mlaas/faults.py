@@ -531,6 +531,7 @@ def _runs(frame: types.FrameType | None, sources: frozenset[str]) -> bool:
 class StarvationWatchdog:
     """sched_ext's watchdog, in virtual time: a task that stays runnable without
     running past `timeout_ns` ejects the sched advisor (reason ``starved``).
+    A guest's clock here stops while none of its vCPUs holds a host CPU.
 
     Every quarter of the timeout it notes each runnable task's CPU time and
     trap count; a task whose marks have not moved since it was first seen
@@ -566,7 +567,7 @@ class StarvationWatchdog:
         if rec is None or kernel.halted:
             self._waiting.clear()
             return
-        now = kernel.loop.now_ns
+        now = kernel.online_ns()  # a guest's steal time is its host's doing, not the advisor's
         runnable = kernel.sched.runnable()
         waiting: dict[int, tuple[int, tuple[int, int]]] = {}
         for t in runnable:

@@ -164,3 +164,20 @@ def test_a_host_can_require_a_guest_s_modules_to_run_isolated(host):
     vm = host.hv.create("iso", allowed_modules=("rr",), isolated_modules=True).start()
     rec = vm.kernel.mlaas.choose("rr")
     assert rec.mode == "isolated"
+
+
+def test_a_paused_guest_s_sched_advisor_is_not_taken_for_starving_its_tasks(host):
+    vm = host.hv.create("g", allowed_modules=("rr",)).start()
+    vm.kernel.mlaas.watchdog.timeout_ns = 50_000_000
+    assert "rr attached" in vm.shell("insmod rr")
+    for _ in range(3):  # three busy tasks on two vCPUs: one always waits its turn
+        vm.shell("run spin 100 &")
+    vm.pause()
+    host.machine.run(until=host.machine.now_ns + 400_000_000)  # 8 timeouts of steal time
+    assert vm.kernel.sched.runnable()
+    vm.resume()
+    host.machine.run(until=host.machine.now_ns + 300_000_000)
+    rec = vm.kernel.mlaas.modules["rr"]
+    assert rec.state == "live", rec.exit_report
+    assert vm.console_output.count("spin: done") == 3
+    assert vm.kernel.online_ns() < host.machine.now_ns - 400_000_000

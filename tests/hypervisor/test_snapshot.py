@@ -1,0 +1,217 @@
+"""Snapshots: a guest saved to a file and restored continues exactly as the
+guest that was left running, and a file that is not a good snapshot is
+refused with one line."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernel import Kernel
+from kernel.config import KernelConfig
+from kernel.hypervisor import Hypervisor, VmError, VmState
+from kernel.hypervisor import snapshot as snapshots
+from kernel.hypervisor.snapshot import SnapshotError
+
+LATER_NS = 120_000_000  # how long both runs go on after the snapshot
+
+
+def busy_world():
+    """A host, and two guests at work: `a` swaps under the lru module it chose
+    by hypercall and runs IPC round trips and a sleeper; `b` competes for the
+    host CPUs."""
+    host = Kernel(seed=0, name="host").boot()
+    hv = Hypervisor(host)
+    a = hv.create("a", KernelConfig(seed=11, gpu=None, frames=64), allowed_modules=("lru",))
+    b = hv.create("b", KernelConfig(seed=12, gpu=None, frames=64))
+    a.start()
+    b.start()
+    a.shell("insmod lru")
+    a.shell("run memhog 100 &")
+    a.shell("run pingpong 3000 &")
+    a.shell("run sleep 7 &")
+    b.shell("run spin 30 &")
+    b.shell("run pingpong 2000 &")
+    return host, hv
+
+
+def outcome(host, hv):
+    """Run both guests on, and return what `a` and `b` became."""
+    host.machine.run(until=host.machine.now_ns + LATER_NS)
+    a, b = hv.get("a"), hv.get("b")
+    return (
+        a.console_output,
+        snapshots.state_hash(a.kernel, a.window, a._console),
+        a.kernel.mm.faults,
+        a.domain.used_ns,
+        b.console_output,
+        b.domain.used_ns,
+    )
+
+
+@pytest.mark.parametrize("after_ns", [1_000_000, 3_300_000, 12_345_678, 40_000_000])
+def test_a_restored_guest_continues_exactly_as_the_one_left_running(tmp_path, after_ns):
+    host, hv = busy_world()
+    host.machine.run(until=host.machine.now_ns + after_ns)
+    hv.get("a").snapshot(str(tmp_path / "left.snap"))
+    left_running = outcome(host, hv)
+    host.machine.shutdown()
+
+    host, hv = busy_world()
+    host.machine.run(until=host.machine.now_ns + after_ns)
+    info = hv.get("a").snapshot(str(tmp_path / "a.snap"))
+    hv.destroy("a")
+    restored = hv.restore(info.path)
+    assert restored.state is VmState.RUNNING and restored.kernel.machine is host.machine
+    assert outcome(host, hv) == left_running
+    assert "memhog: 100 pages written and read back, 0 corrupt" in left_running[0]
+    host.machine.shutdown()
+
+
+def test_a_snapshot_reports_where_and_how_big_and_leaves_the_vm_as_it_was(host, tmp_path):
+    vm = host.hv.create("g").start()
+    host.machine.run(until=host.machine.now_ns + 2_000_000)
+    info = vm.snapshot(str(tmp_path / "g.snap"))
+    assert info.vm == "g" and info.at_ns >= 2_000_000 and info.inputs > 0
+    assert info.bytes == (tmp_path / "g.snap").stat().st_size
+    assert vm.state is VmState.RUNNING
+    vm.pause()
+    vm.snapshot(str(tmp_path / "g2.snap"))
+    assert vm.state is VmState.PAUSED
+
+
+def test_a_paused_snapshot_is_restored_paused(host, tmp_path):
+    vm = host.hv.create("g").start()
+    vm.pause()
+    vm.snapshot(str(tmp_path / "g.snap"))
+    host.hv.destroy("g")
+    again = host.hv.restore(str(tmp_path / "g.snap"))
+    assert again.state is VmState.PAUSED
+    again.resume()
+    assert "hello" in again.shell("run echo hello")
+
+
+def test_restore_refuses_a_name_in_use_and_a_file_from_the_future(host, tmp_path):
+    vm = host.hv.create("g").start()
+    vm.snapshot(str(tmp_path / "g.snap"))
+    with pytest.raises(SnapshotError, match="already a vm named 'g'"):
+        host.hv.restore(str(tmp_path / "g.snap"))
+    other = Kernel(seed=0, name="other").boot()
+    try:
+        with pytest.raises(SnapshotError, match="in this machine's future"):
+            Hypervisor(other).restore(str(tmp_path / "g.snap"))
+    finally:
+        other.machine.shutdown()
+
+
+def test_the_host_shell_snapshots_stops_and_restores_a_guest(host, tmp_path):
+    path = tmp_path / "w.snap"
+    host.shell("vm create w")
+    host.shell("vm start w")
+    host.shell("vm console w run sleep 5 &")
+    out = host.shell(f"vm snapshot w {path}")
+    assert out.startswith("vm: w: saved to ") and "inputs" in out
+    assert "w: stopped" in host.shell("vm stop w")
+    assert "w: restored from" in host.shell(f"vm restore {path}")
+    assert "hi there" in host.shell("vm console w run echo hi there")
+    assert "running" in host.shell("vm list")
+    assert "vm: " in host.shell(f"vm restore {tmp_path / 'none.snap'}")
+
+
+# -- files that are not good snapshots ---------------------------------------------------------
+
+
+@pytest.fixture
+def saved(host, tmp_path):
+    vm = host.hv.create("g").start()
+    host.machine.run(until=host.machine.now_ns + 1_000_000)
+    path = tmp_path / "g.snap"
+    vm.snapshot(str(path))
+    host.hv.destroy("g")
+    return host, path
+
+
+def refused(host, path) -> str:
+    with pytest.raises(SnapshotError) as err:
+        host.hv.restore(str(path))
+    message = str(err.value)
+    assert "\n" not in message and "g" not in host.hv.vms
+    return message
+
+
+def test_a_truncated_or_foreign_file_is_refused_in_one_line(saved, tmp_path):
+    host, path = saved
+    data = path.read_bytes()
+    (tmp_path / "short").write_bytes(data[:-10])
+    assert "is truncated" in refused(host, tmp_path / "short")
+    (tmp_path / "text").write_bytes(b"#!/bin/sh\necho not a snapshot\n")
+    assert "is not a malvos snapshot" in refused(host, tmp_path / "text")
+    (tmp_path / "empty").write_bytes(b"")
+    assert "is not a malvos snapshot" in refused(host, tmp_path / "empty")
+    future = bytearray(data)
+    future[8:10] = struct.pack("<H", 99)
+    (tmp_path / "v99").write_bytes(bytes(future))
+    assert "format version 99; this malvos reads version 1" in refused(host, tmp_path / "v99")
+    assert "cannot read" in refused(host, tmp_path / "missing")
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_corrupted_byte_is_refused(saved, tmp_path, data):
+    host, path = saved
+    blob = bytearray(path.read_bytes())
+    at = data.draw(st.integers(0, len(blob) - 1))
+    blob[at] ^= data.draw(st.integers(1, 255))
+    (tmp_path / "bad").write_bytes(bytes(blob))
+    refused(host, tmp_path / "bad")
+
+
+def _rewrite(path, change) -> None:
+    """Change a snapshot's image and write it back with a good hash (a forgery)."""
+    image = snapshots.read(str(path))
+    change(image)
+    snapshots.write(str(path), image)
+
+
+def test_a_forged_journal_is_caught_by_the_replay(saved):
+    host, path = saved
+
+    def forge(image):
+        grants = [e for e in image["journal"] if e[4] == "grant"]
+        grants[-1][5][1] = grants[-1][0] + 1  # the guest's last grant, cut to 1 ns
+
+    _rewrite(path, forge)
+    assert "the replay diverged" in refused(host, path)
+
+
+def test_a_forged_state_hash_is_caught(saved):
+    host, path = saved
+    _rewrite(path, lambda image: image.__setitem__("state_hash", "0" * 64))
+    assert "state hash differs" in refused(host, path)
+
+
+def test_a_malformed_image_is_refused(saved):
+    host, path = saved
+    _rewrite(path, lambda image: image.__setitem__("journal", [[1, 2]]))
+    assert "malformed" in refused(host, path)
+    _rewrite(path, lambda image: image.pop("ticks"))
+    assert "'ticks' is missing or malformed" in refused(host, path)
+    body = zlib.compress(msgpack.packb([1, 2, 3]))
+    import hashlib
+
+    header = struct.pack("<8sHQ32s", b"MALVSNAP", 1, len(body), hashlib.sha256(body).digest())
+    path.write_bytes(header + body)
+    assert "does not hold a snapshot image" in refused(host, path)
+
+
+def test_a_vm_that_is_not_running_or_paused_cannot_be_snapshotted(host, tmp_path):
+    vm = host.hv.create("g")
+    with pytest.raises(VmError, match="it is created"):
+        vm.snapshot(str(tmp_path / "g.snap"))
