@@ -11,8 +11,9 @@ publishes, one msgpack request per chain (wire.py).
 Isolation.  Everything a guest names is a virtual id of this VM's own:
 its contexts, buffer handles and kernel ids are numbers the back end hands
 out and translates to host ids, so a guest can name nothing of another
-guest's, and a number it was not given is answered with an error.  (context,
-stream) pairs map to distinct host streams of the VM's context.
+guest's, and a number it was not given is answered with an error.  The
+(context, stream) pairs of the guest's live contexts map to distinct host
+streams of the VM's context (`VmGpu.free_lane`).
 
 Blocking.  A `sync` waits for the device, so the dispatcher never makes one:
 it polls the host (`poll`), answers at once if the work is done, and
@@ -85,7 +86,7 @@ class VmGpu:
                 vm=vm, share=share, ctx=None, next_ctx=1, next_handle=1, next_kernel=1,
                 contexts={}, handles={}, kernels={},
             )  # fmt: skip
-        # contexts: guest ctx -> [quota bytes or None, bytes allocated, last done ns]
+        # contexts: guest ctx -> [quota bytes or None, bytes allocated, last done ns, lane]
         # handles:  guest handle -> [guest ctx, host handle, bytes]
         # kernels:  guest kernel -> [guest ctx, host kernel, done ns or None]
         self.contexts: dict[int, list[Any]] = state["contexts"]
@@ -120,6 +121,15 @@ class VmGpu:
         if entry is None or entry[0] != ctx:
             raise Refused(f"kernel {wire._short(kernel)} is not this context's")
         return entry
+
+    def free_lane(self) -> int:
+        """The lowest lane no live guest context uses.  Guest context c's
+        stream s is host stream lane * STREAMS_PER_CONTEXT + s: one program
+        after another reuses lane 0, so the host sees as many streams as the
+        guest has contexts at once (and a context's share is split among
+        those alone), while contexts at once still never share a stream."""
+        used = {entry[3] for entry in self.contexts.values()}
+        return next(lane for lane in range(len(used) + 1) if lane not in used)
 
     def running(self, ctx: int | None = None) -> tuple[int, ...]:
         """Guest kernels not known to have finished (of `ctx`, or all)."""
@@ -266,7 +276,7 @@ def _serve(proc, ctx_cap: int, vm: VmGpu, request: Any):
             if arg is not None and (type(arg) is not int or arg < 0):
                 raise Refused(f"a quota is bytes or None, got {wire._short(arg)}")
             new = vm.take_id("ctx")
-            vm.contexts[new] = [arg, 0, None]
+            vm.contexts[new] = [arg, 0, None, vm.free_lane()]
             return wire.encode("context", new)
         if op == "stats":
             view = (yield from _host(proc.caps["gpu"], "stats")).msg.payload
@@ -289,7 +299,7 @@ def _serve(proc, ctx_cap: int, vm: VmGpu, request: Any):
             return wire.encode("ok", None)
         if op == "launch":
             spec = wire.launch_spec(arg)
-            host_spec = attrs.evolve(spec, stream=ctx * STREAMS_PER_CONTEXT + spec.stream)
+            host_spec = attrs.evolve(spec, stream=entry[3] * STREAMS_PER_CONTEXT + spec.stream)
             host_kernel = (yield from _host(ctx_cap, "launch", host_spec)).msg.payload
             kernel = vm.take_id("kernel")
             vm.launched(ctx, kernel, host_kernel)

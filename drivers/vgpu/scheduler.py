@@ -214,6 +214,8 @@ class StreamScheduler(SharedDevice):
     def remove_context(self, ctx: int) -> None:
         """Forget an idle context's streams."""
         self.shares.pop(ctx, None)
+        self.done.pop(ctx, None)  # a later context may get the same id (a restored VM's)
+        self.last_done_ns.pop(ctx, None)
         gone = [key for key in self.by_stream if key[0] == ctx]
         if not gone:
             return

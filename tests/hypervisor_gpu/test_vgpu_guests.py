@@ -245,3 +245,14 @@ def test_a_context_abandoned_by_a_killed_program_is_reclaimed_and_the_driver_goe
     host.machine.run(until=host.machine.now_ns + 50_000_000)
     assert re.search(r"\d+  vm1 +0\.0 ", host.shell("gpu")), host.shell("gpu")
     assert "context reclaimed" in vm.shell("dmesg")
+
+
+def test_programs_run_one_after_another_reuse_one_host_stream_and_the_whole_share(host):
+    host.shell("insmod gpu_lithos")
+    vm = host.hv.create("vm1", gpu_share=50).start()
+    for _ in range(3):
+        done: list[dict] = []
+        spawn_gpu(vm, gpu_work(done, kernels=1))
+        run_until(host.machine, lambda: bool(done))  # noqa: B023 (run before the next)
+    view = host.shell("gpu")
+    assert "quota_tpcs=27 " in view, view  # one stream with all of 50% of 54 TPCs
