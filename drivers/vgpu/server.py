@@ -431,6 +431,15 @@ def _reap(driver: GpuDriver):
             yield Log("context reclaimed", (("ctx", ctx.ctx), ("reason", "no holder")))
 
 
+def _context_request(payload: Any) -> ContextRequest:
+    """`create_context`'s payload as a ContextRequest (a bare quota, or none)."""
+    if not isinstance(payload, ContextRequest):
+        return ContextRequest(payload if isinstance(payload, int) else None)
+    if type(payload.owner) is not str or not payload.owner:
+        raise GpuRequestError(f"a context's owner is a name, got {payload.owner!r}")
+    return payload
+
+
 @attrs.frozen
 class _Park:
     """`_serve`'s answer when the caller must wait for the device."""
@@ -444,11 +453,7 @@ def _serve(driver: GpuDriver, ep: int, r):
     label, payload = r.msg.label, r.msg.payload
     try:
         if label == "create_context":
-            asked = payload if isinstance(payload, ContextRequest) else ContextRequest(
-                payload if isinstance(payload, int) else None
-            )  # fmt: skip
-            if type(asked.owner) is not str or not asked.owner:
-                raise GpuRequestError(f"a context's owner is a name, got {asked.owner!r}")
+            asked = _context_request(payload)
             ctx = driver.engine.create_context(asked.quota_bytes, asked.ctx)
             slot = yield Mint(ep, Rights.WRITE | Rights.GRANT, badge=ctx + 1)
             driver.contexts[ctx] = _Context(ctx, slot, asked.owner)
