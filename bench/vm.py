@@ -13,6 +13,10 @@
   dispatch and journal, beside the IPC round trip.
 * Snapshot and restore of a VM one virtual second old (busy with IPC and
   computing all along): the wall time of each, and the file's size.
+* The virtqueue GPU launch path: launches per second (wall clock) of a
+  program's loop of launch + sync of a one-block kernel in a guest (front
+  end, GPU queue, host back end, host vGPU driver), as a ratio of the same
+  program on a bare kernel's vGPU.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from kernel import Kernel, KernelConfig, boot
 from kernel.hypervisor import Hypervisor
 from kernel.hypervisor.hypercall import Hc
 from kernel.hypervisor.virtqueue import Device, Driver, GuestMemory, RingLayout
-from kernel.traps import Hypercall
+from kernel.traps import Compute, Hypercall
+from userland.gpulib import LaunchSpec, open_context
 
 NO_GPU = KernelConfig(gpu=None)
+TINY = LaunchSpec("tiny", grid_blocks=1, block_us=1.0)
 
 
 def _bare_boot_ms() -> float:
@@ -75,6 +81,47 @@ def _ring_requests_per_s(n: int) -> float:
         driver.kick()
         driver.used()
     return n / (time.perf_counter() - t0)
+
+
+def _launch_loop(n: int, out: list[float]):
+    """A program: `n` launch + sync of a one-block kernel; notes launches per
+    wall-clock second (the context's creation not counted)."""
+
+    def program(proc):
+        ctx = yield from open_context(proc)
+        yield Compute(1)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            yield from ctx.sync((yield from ctx.launch(TINY)))
+        out.append(n / (time.perf_counter() - t0))
+
+    return program
+
+
+def _launches_per_s(kernel: Kernel, machine_of: Kernel, n: int) -> float:
+    """Run the launch loop on `kernel` (with its `gpu` cap) until it is done."""
+    out: list[float] = []
+    kernel.spawn(_launch_loop(n, out), caps={"gpu": kernel.servers["gpu"]}, name="launches")
+    machine = machine_of.machine
+    while not out:
+        machine.run(until=machine.now_ns + 10_000_000)
+    return out[0]
+
+
+def _gpu_launch_path(n: int) -> tuple[float, float]:
+    """(guest, bare) launches per second, each the better of two runs."""
+    bare = Kernel(seed=0, name="bare", gpu="a100").boot()
+    host = Kernel(seed=0, name="host", gpu="a100").boot()
+    hv = Hypervisor(host)
+    try:
+        vm = hv.create("vm1", gpu_share=50).start()
+        rates = [(_launches_per_s(vm.kernel, host, n), _launches_per_s(bare, bare, n))
+                 for _ in range(2)]  # fmt: skip
+    finally:
+        hv.shutdown()
+        host.machine.shutdown()
+        bare.machine.shutdown()
+    return max(g for g, _ in rates), max(b for _, b in rates)
 
 
 def _hypercalls_per_s(n: int) -> float:
@@ -142,6 +189,7 @@ def run(quick: bool = False) -> list[Figure]:
     hypercalls = _hypercalls_per_s(2_000 if quick else 20_000)
     age_ns = 100_000_000 if quick else 1_000_000_000
     taken_s, restored_s, size = _snapshot_and_restore(age_ns)
+    guest_rate, bare_rate = _gpu_launch_path(300 if quick else 2_000)
     return [
         Figure("vm.guest_boot_median", statistics.median(guest), "ms",
                baseline=statistics.median(bare), baseline_name="a bare kernel (no GPU)",
@@ -155,4 +203,7 @@ def run(quick: bool = False) -> list[Figure]:
         Figure(f"vm.snapshot_{age_ns // 1_000_000}ms_old", taken_s * 1e3, "ms"),
         Figure(f"vm.restore_{age_ns // 1_000_000}ms_old", restored_s * 1e3, "ms"),
         Figure(f"vm.snapshot_{age_ns // 1_000_000}ms_old_size", size / 1024, "KiB"),
+        Figure("vm.virtqueue_gpu_launch", guest_rate, "launches/s",
+               baseline=bare_rate, baseline_name="the same loop on a bare kernel's vGPU",
+               target=">= 0.5x"),
     ]  # fmt: skip

@@ -247,7 +247,12 @@ def trap_poll(k: Kernel, task: Task, trap: T.Poll) -> Any:
 
 
 def trap_bindnotification(k: Kernel, task: Task, trap: T.BindNotification) -> Any:
-    ntfn: Notification = task.cspace.lookup(trap.ntfn, Rights.READ, Notification).obj
+    cap = task.cspace.lookup(trap.ntfn, Rights.READ)
+    # A device cap binds the device's interrupt (its `irq` notification), as
+    # seL4 binds an IRQ handler to a notification.
+    ntfn = getattr(cap.obj, "irq", None) if not isinstance(cap.obj, Notification) else cap.obj
+    if not isinstance(ntfn, Notification):
+        raise InvalidArgument("the cap names neither a notification nor a device with an interrupt")
     if ntfn.bound is not None and ntfn.bound is not task and ntfn.bound.alive:
         raise InvalidArgument("the notification is bound to another task")
     ntfn.bound = task

@@ -144,7 +144,8 @@ class Poll:
 
 @attrs.frozen
 class BindNotification:
-    """Bind a notification to the caller: a signal then wakes its Recv."""
+    """Bind a notification to the caller: a signal then wakes its Recv.  A
+    device cap (a guest's GPU queue) names the device's interrupt notification."""
 
     ntfn: int
 

@@ -28,7 +28,7 @@ def test_vm_bench_reports_a_guest_s_boot_beside_a_bare_kernel_s():
     assert {
         "vm.guest_boot_median", "vm.eight_guests_start", "vm.virtqueue_request",
         "vm.hypercall_round_trip", "vm.snapshot_100ms_old", "vm.restore_100ms_old",
-        "vm.snapshot_100ms_old_size",
+        "vm.snapshot_100ms_old_size", "vm.virtqueue_gpu_launch",
     } <= set(figures)  # fmt: skip
     boot_figure = figures["vm.guest_boot_median"]
     assert boot_figure.unit == "ms" and boot_figure.value > 0 and boot_figure.baseline > 0
@@ -37,3 +37,6 @@ def test_vm_bench_reports_a_guest_s_boot_beside_a_bare_kernel_s():
     assert figures["vm.hypercall_round_trip"].target == "<= 2x"
     assert figures["vm.hypercall_round_trip"].baseline > 0
     assert figures["vm.snapshot_100ms_old_size"].value > 0
+    launch = figures["vm.virtqueue_gpu_launch"]
+    assert launch.unit == "launches/s" and launch.value > 0 and launch.baseline > 0
+    assert launch.target == ">= 0.5x"

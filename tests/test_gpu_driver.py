@@ -135,7 +135,7 @@ def test_the_driver_offers_the_vgpu_to_kernel_space_inference(malv_kernel: Kerne
     assert set(backends) == {"cpu", "vgpu"}
     view = malv_kernel.shell("gpu")
     assert re.search(
-        r"^\|\s+0\s+kernel\s+0\.0\s+0\s+0\s+0\s+\|$", view, re.M
+        r"^\|\s+0\s+kernel\s+0\.0\s+0\s+0\s+0\s+-\s+\|$", view, re.M
     )  # inference's own context
 
 

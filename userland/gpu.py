@@ -57,12 +57,13 @@ def format_view(view) -> str:
         _row(f"busy TPCs {s.busy_tpcs:>3}/{view.n_tpcs}   blocks running {s.running_blocks}",
              f"memory {s.memory_used_bytes / gb:.2f}/{view.memory_bytes / gb:.0f} GB", width),
         rule,
-        _row(" ctx  owner     memory (MiB)   kernels queued   done   TPCs", "", width),
+        _row(" ctx  owner     memory (MiB)   queued   done   TPCs  share", "", width),
     ]  # fmt: skip
     for c in view.contexts:
+        share = f"{c.share}%" if c.share else "-"
         lines.append(_row(
             f"{c.ctx:>4}  {c.owner:<8} {c.memory_bytes / (1 << 20):>12.1f}"
-            f"   {c.kernels_queued:>14}   {c.kernels_done:>4}   {c.tpcs:>4}", "", width,
+            f"   {c.kernels_queued:>6}   {c.kernels_done:>4}   {c.tpcs:>4}  {share:>5}", "", width,
         ))  # fmt: skip
     if not view.contexts:
         lines.append(_row("  no contexts", "", width))

@@ -143,11 +143,15 @@ class VirtualGpu(abc.ABC):
 
     # -- contexts ------------------------------------------------------------
 
-    def create_context(self, quota_bytes: int | None = None) -> int:
-        """A new context (a process or VM) with an optional memory quota; returns its id."""
-        ctx = self._next_ctx
+    def create_context(self, quota_bytes: int | None = None, ctx: int | None = None) -> int:
+        """A new context (a process or VM) with an optional memory quota; returns its id.
+        `ctx` asks for a given free id (a restored VM gets its context back)."""
+        if ctx is None:
+            ctx = self._next_ctx
+        elif type(ctx) is not int or not 0 <= ctx < 1 << 20 or ctx in self._live_contexts:
+            raise InvalidArgument(f"context id {ctx!r} is not a free context id")
         self.memory.add_context(ctx, quota_bytes)
-        self._next_ctx += 1
+        self._next_ctx = max(self._next_ctx, ctx + 1)
         self._live_contexts.add(ctx)
         self._open_atoms[ctx] = 0
         self._ctx_order[ctx] = 0

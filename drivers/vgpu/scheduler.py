@@ -14,7 +14,9 @@ What the policies know of a program's stream:
 * it is high priority when its current kernel's `LaunchSpec.priority` is
   above 0, best effort otherwise;
 * every stream gets an equal share of the TPCs (its MIG slices, MPS thread
-  percentage or LithOS quota);
+  percentage, LithOS quota or time slice), unless its context was given a
+  share (`set_share`: a VM's vGPU share): then the context's streams split
+  that share, and the contexts without one split what the shares leave;
 * kernels are keyed by context, stream and kernel name (LithOS's predictor,
   right-sizer and governor learn per key);
 * a program's kernel has no request profile, so Orion's duration cap is its
@@ -96,6 +98,8 @@ class StreamScheduler(SharedDevice):
         self.deferred: list[Any] = []
         #: Why the selected policy was last dropped for `Advised` (None: it was not).
         self.refused: str | None = None
+        #: Contexts' shares of the device (fractions; a VM's `gpu_share`).
+        self.shares: dict[int, float] = {}
         self.policy.attach(self)
         self.running = True
 
@@ -126,10 +130,10 @@ class StreamScheduler(SharedDevice):
 
         If the selected policy cannot serve them, `Advised` takes over and
         `refused` names the policy, for the driver to eject its advisor."""
-        n = len(self.streams)
         for i, s in enumerate(self.streams):
             s.index = i
-            s.quota = 1.0 / n if n else 0.0
+        for s, quota in zip(self.streams, self._quotas(), strict=True):
+            s.quota = quota
         try:
             self.set_policy(self._fresh())
         except (InvalidArgument, ValueError) as exc:
@@ -138,6 +142,32 @@ class StreamScheduler(SharedDevice):
             self.refused = f"policy {self.selected[0]!r}: {exc}"
             self.selected = None
             self.set_policy(self._fresh())
+
+    def _quotas(self) -> list[float]:
+        """Each stream's share: equal without shares; else a context's share
+        split among its streams, and the rest among the unshared contexts' streams."""
+        n = len(self.streams)
+        if not self.shares or not n:
+            return [1.0 / n] * n if n else []
+        streams_of: dict[int, int] = {}
+        for s in self.streams:
+            streams_of[s.ctx] = streams_of.get(s.ctx, 0) + 1
+        shared = sum(self.shares.get(ctx, 0.0) for ctx in streams_of)
+        unshared = sum(k for ctx, k in streams_of.items() if ctx not in self.shares)
+        rest = max(0.0, 1.0 - shared)
+        return [
+            self.shares[s.ctx] / streams_of[s.ctx] if s.ctx in self.shares else rest / unshared
+            for s in self.streams
+        ]
+
+    def set_share(self, ctx: int, share: float | None) -> None:
+        """Give context `ctx` a share of the device (None: none, an equal part)."""
+        if share is None:
+            self.shares.pop(ctx, None)
+        else:
+            self.shares[ctx] = share
+        if any(s.ctx == ctx for s in self.streams):
+            self._reshare()
 
     # -- programs' kernels -----------------------------------------------------
 
@@ -183,6 +213,9 @@ class StreamScheduler(SharedDevice):
 
     def remove_context(self, ctx: int) -> None:
         """Forget an idle context's streams."""
+        self.shares.pop(ctx, None)
+        self.done.pop(ctx, None)  # a later context may get the same id (a restored VM's)
+        self.last_done_ns.pop(ctx, None)
         gone = [key for key in self.by_stream if key[0] == ctx]
         if not gone:
             return

@@ -15,14 +15,17 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 
 | cap     | label            | payload                   | answer                        |
 | ------- | ---------------- | ------------------------- | ----------------------------- |
-| gpu     | `create_context` | quota bytes or None       | `context` ctx id + ctx cap    |
+| gpu     | `create_context` | quota bytes, None, or a   | `context` ctx id + ctx cap    |
+|         |                  | `ContextRequest`          |                               |
 | gpu     | `stats`          | -                         | `stats` `GpuView`             |
 | gpu     | `set_clock`      | MHz                       | `ok` effective time (ns)      |
 | context | `alloc`          | bytes                     | `handle` id                   |
 | context | `free`           | handle                    | `ok`                          |
 | context | `launch`         | `LaunchSpec`              | `launched` kernel id          |
 | context | `sync`           | kernel id or None (all)   | `done` completion time (ns)   |
+| context | `poll`           | kernel id                 | `done` time, or `running`     |
 | context | `destroy`        | -                         | `ok`                          |
+| context | `set_share`      | percent 1-100, or None    | `ok`                          |
 
 Time.  The engine keeps its own clock; on every wake the server advances it
 to the kernel's time, handling completions in order, so stream order and
@@ -49,6 +52,13 @@ asked for the clock on each wake (`frequency`) — and, while the device has
 work, at least every `GOVERNOR_TICK_US`; an idle device keeps its clock.
 `insmod fixed_clock clock_mhz=900` pins the clock; `rmmod` brings back the
 whole device at the highest clock.
+
+Shares.  A VM's back end (vgpu-backend) owns one context, labelled with the
+VM's name, and gives it the VM's share with `set_share`: its streams then
+split that share of the device under the policy in charge — a LithOS TPC
+quota, MIG slices, an MPS thread percentage, or a time slice in proportion.
+The default policy keeps serving whole kernels on the whole device: a share
+there is shown, not enforced.
 """
 
 from __future__ import annotations
@@ -96,13 +106,23 @@ class LaunchSpec:
 
 
 @attrs.frozen
+class ContextRequest:
+    """`create_context`'s payload when more than a quota is asked for."""
+
+    quota_bytes: int | None = None
+    owner: str = "program"  # the label `gpu` shows (a VM's name for its back end's)
+    ctx: int | None = None  # a given free ctx id (a restored VM's), else the next
+
+
+@attrs.frozen
 class ContextView:
     ctx: int
-    owner: str  # "program", or "kernel" for kernel-space inference
+    owner: str  # "program", "kernel" for kernel-space inference, or a VM's name
     memory_bytes: int
     kernels_queued: int
     kernels_done: int
     tpcs: int = 0  # TPCs its atoms in flight may run on
+    share: int = 0  # percent of the device given by `set_share` (0: none)
 
 
 @attrs.frozen
@@ -133,9 +153,11 @@ class GpuRequestError(Exception):
 
 
 class _Context:
-    def __init__(self, ctx: int, cap_slot: int) -> None:
+    def __init__(self, ctx: int, cap_slot: int, owner: str = "program") -> None:
         self.ctx = ctx
         self.cap_slot = cap_slot  # the minted context cap, revoked on destroy
+        self.owner = owner
+        self.share = 0  # percent of the device (set_share)
         self.specs: dict[int, LaunchSpec] = {}  # kernel id -> what was launched
 
 
@@ -287,6 +309,14 @@ class GpuDriver:
         self._check_refused()
         return kernel_id
 
+    def set_share(self, ctx: _Context, percent: Any) -> None:
+        """Give a context `percent` of the device (None: no share of its own)."""
+        if percent is not None and (type(percent) is not int or not 1 <= percent <= 100):
+            raise GpuRequestError(f"a share is a percent, 1 to 100, or None; got {percent!r}")
+        ctx.share = percent or 0
+        self.scheduler.set_share(ctx.ctx, None if percent is None else percent / 100)
+        self._check_refused()
+
     def destroy(self, ctx: _Context) -> None:
         """Forget an idle context: its streams, and its device memory."""
         self.engine.destroy_context(ctx.ctx)  # frees its device memory too
@@ -306,11 +336,12 @@ class GpuDriver:
             contexts.append(
                 ContextView(
                     ctx_id,
-                    "program",
+                    c.owner,
                     eng.memory.used_bytes(ctx_id),
                     sched.queued(ctx_id),
                     sched.done.get(ctx_id, 0),
                     sched.tpcs_in_use(ctx_id),
+                    c.share,
                 )  # fmt: skip
             )
         return GpuView(
@@ -400,6 +431,15 @@ def _reap(driver: GpuDriver):
             yield Log("context reclaimed", (("ctx", ctx.ctx), ("reason", "no holder")))
 
 
+def _context_request(payload: Any) -> ContextRequest:
+    """`create_context`'s payload as a ContextRequest (a bare quota, or none)."""
+    if not isinstance(payload, ContextRequest):
+        return ContextRequest(payload if isinstance(payload, int) else None)
+    if type(payload.owner) is not str or not payload.owner:
+        raise GpuRequestError(f"a context's owner is a name, got {payload.owner!r}")
+    return payload
+
+
 @attrs.frozen
 class _Park:
     """`_serve`'s answer when the caller must wait for the device."""
@@ -413,10 +453,10 @@ def _serve(driver: GpuDriver, ep: int, r):
     label, payload = r.msg.label, r.msg.payload
     try:
         if label == "create_context":
-            eng = driver.engine
-            ctx = eng.create_context(payload if isinstance(payload, int) else None)
+            asked = _context_request(payload)
+            ctx = driver.engine.create_context(asked.quota_bytes, asked.ctx)
             slot = yield Mint(ep, Rights.WRITE | Rights.GRANT, badge=ctx + 1)
-            driver.contexts[ctx] = _Context(ctx, slot)
+            driver.contexts[ctx] = _Context(ctx, slot, asked.owner)
             return Message("context", ctx, caps=(slot,))
         if label == "stats":
             return Message("stats", driver.view())
@@ -435,6 +475,14 @@ def _serve(driver: GpuDriver, ep: int, r):
                 raise GpuRequestError(f"kernel {payload!r} is not this context's")
             done_ns = driver.finished(ctx.ctx, payload)
             return Message("done", done_ns) if done_ns is not None else _Park(ctx.ctx, payload)
+        if label == "poll":  # sync's answer, without waiting (a VM's back end asks)
+            if payload not in ctx.specs:
+                raise GpuRequestError(f"kernel {payload!r} is not this context's")
+            done_ns = driver.finished(ctx.ctx, payload)
+            return Message("done", done_ns) if done_ns is not None else Message("running")
+        if label == "set_share":
+            driver.set_share(ctx, payload)
+            return Message("ok")
         if label == "destroy":
             if not driver.scheduler.context_idle(ctx.ctx):
                 raise GpuRequestError("the context still has work on the device; sync first")

@@ -72,10 +72,19 @@ class Timeslice(SharingPolicy):
         self.owner = s
         self.switches += 1
         self._epoch += 1
-        self.slice_end_ns = self.sim.now_ns + self.slice_ns
+        self.slice_end_ns = self.sim.now_ns + self._slice_ns(s)
         self.call_at(self.slice_end_ns, self._slice_over, self._epoch)
         if s.kernel_pending and s.inflight == 0:
             self._launch_wave(s)
+
+    def _slice_ns(self, s) -> int:
+        """A slice in proportion to the stream's share (its `quota`: a VM's
+        vGPU share); equal slices when no shares are set.  A stream without
+        a share still gets a twentieth of a slice, so it is never starved."""
+        quotas = [t.quota for t in self.sim.streams]
+        if not any(quotas) or len(set(quotas)) == 1:
+            return self.slice_ns
+        return max(self.slice_ns // 20, round(self.slice_ns * s.quota * len(quotas)))
 
     def _slice_over(self, epoch: int) -> None:
         if epoch != self._epoch:
@@ -97,7 +106,7 @@ class Timeslice(SharingPolicy):
         # Nobody else wants the GPU: the owner keeps it if it has work.
         if s is not None and (s.kernel_pending or s.inflight or s.active):
             self._epoch += 1
-            self.slice_end_ns = self.sim.now_ns + self.slice_ns
+            self.slice_end_ns = self.sim.now_ns + self._slice_ns(s)
             self.call_at(self.slice_end_ns, self._slice_over, self._epoch)
             if s.kernel_pending and s.inflight == 0:
                 self._launch_wave(s)

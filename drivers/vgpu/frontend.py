@@ -1,0 +1,223 @@
+"""A guest's GPU driver: the vGPU server's protocol, remoted to the host (`drivers/vgpu`).
+
+In a guest with a vGPU share the boot plan's `gpu` server is `vgpu-front`
+(kernel/hypervisor/vm.py, `guest_plan`), so programs find `proc.caps["gpu"]`
+as on bare metal and speak the protocol of server.py to it: gpu-burn and
+userland.gpulib run unchanged.  The front end owns no device.  It forwards
+each request over the GPU virtqueue (LAKE-style API remoting) to the host's
+back end (backend.py), which serves it on the VM's one host context:
+
+    program --Call--> vgpu-front --virtqueue + GPU_SUBMIT--> vgpu-backend --Call--> host vGPU
+
+Contexts are the front end's own: `create_context` mints a context cap with
+the guest context's id as its badge, exactly as server.py does, and every
+request through it names that guest context to the back end.  A caller
+stays parked on its reply object (as server.py's `_Park`) until the used
+entry with its answer comes back; the queue's interrupt is bound to the
+front end, so its Recv wakes for answers as for requests.
+
+A context whose program died without destroying it is reclaimed (its
+buffers freed on the host) when the next context is created.
+
+Each request has a buffer slot of its own in the guest's buffer space: the
+request is written at the slot's start and the answer is written after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+
+from drivers.vgpu import wire
+from drivers.vgpu.api import GpuStats
+from drivers.vgpu.server import ContextView, GpuView, LaunchSpec
+from kernel.caps import Rights
+from kernel.errors import SyscallError
+from kernel.hypervisor.hypercall import Hc
+from kernel.hypervisor.virtqueue import STATUS_OK, Driver
+from kernel.traps import (
+    BindNotification,
+    Delete,
+    Derived,
+    Hypercall,
+    Log,
+    MapDevice,
+    Message,
+    Mint,
+    NewReply,
+    Recv,
+    Reply,
+    Revoke,
+)
+
+SLOT_BYTES = 16 * 1024  # one request's buffers: the request, then its answer
+REQUEST_BYTES = 4 * 1024
+
+# The guest's labels the front end forwards, and the op each becomes.
+_CONTEXT_OPS = ("alloc", "free", "launch", "sync", "destroy")
+
+
+@attrs.frozen
+class _Waiter:
+    """A caller parked until the answer to its request comes back."""
+
+    reply: int | None  # its reply object (None: the front end's own request)
+    op: str
+    slot: int  # its buffer slot
+    ctx: int  # the guest context the request names (0: none)
+
+
+class FrontEnd:
+    """The front end's state: the queue's driver half, slots and parked callers."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self.ring = Driver(queue.memory, queue.layout)
+        base, nbytes = queue.buffers
+        self.free_slots = [base + SLOT_BYTES * i for i in range(nbytes // SLOT_BYTES)][::-1]
+        self.free_slots = self.free_slots[: queue.layout.size // 2]  # two descriptors a chain
+        self.waiting: dict[int, _Waiter] = {}  # head -> parked caller
+        self.backlog: deque[tuple[bytes, int | None, str, int]] = deque()  # no slot yet
+        self.caps: dict[int, int] = {}  # guest ctx -> its minted cap slot
+
+    def publish(self, data: bytes, reply: int | None, op: str, ctx: int) -> bool:
+        """Put a request on the ring; False when it waits for a free slot."""
+        if not self.free_slots:
+            self.backlog.append((data, reply, op, ctx))
+            return False
+        slot = self.free_slots.pop()
+        self.queue.memory.write(slot, data)
+        head = self.ring.add(
+            [(slot, len(data))], [(slot + REQUEST_BYTES, SLOT_BYTES - REQUEST_BYTES)]
+        )
+        self.waiting[head] = _Waiter(reply, op, slot, ctx)
+        return True
+
+    def answers(self) -> list[tuple[_Waiter, str, Any]]:
+        """The (caller, label, payload) of every answer the host pushed."""
+        out = []
+        for head, length in self.ring.used():
+            waiter = self.waiting.pop(head, None)
+            if waiter is None:
+                continue
+            self.free_slots.append(waiter.slot)
+            out.append((waiter, *self._read(waiter.slot + REQUEST_BYTES, length)))
+        return out
+
+    def _read(self, addr: int, length: int) -> tuple[str, Any]:
+        if length < 1:
+            return "error", "the host refused the request"
+        data = self.queue.memory.read(addr, min(length, SLOT_BYTES - REQUEST_BYTES))
+        if data[0] != STATUS_OK:
+            return "error", f"the host could not answer (status {data[0]})"
+        try:
+            label, payload = wire.decode(data[1:])
+        except (wire.WireError, ValueError):
+            return "error", "the host's answer is undecodable"
+        return label, payload
+
+
+def vgpu_front(proc):
+    """The guest's `gpu` server: remotes the vGPU protocol to the host."""
+    ep = proc.caps["endpoint"]
+    queue = yield MapDevice(proc.caps["gpuq"])
+    front = FrontEnd(queue)
+    yield BindNotification(proc.caps["gpuq"])  # the queue's interrupt wakes our Recv
+    reply = yield NewReply()
+    spare: list[int] = []
+    while True:
+        r = yield Recv(ep, reply)
+        if r.msg.label != "notification":
+            request = _request(r)
+            if isinstance(request, Message):  # refused here, as server.py would
+                yield Reply(reply, request)
+            else:
+                op, ctx, arg = request
+                if op == "create_context":  # a new context: first reclaim the abandoned
+                    yield from _reap(front)
+                front.publish(wire.encode(op, ctx, arg), reply, op, ctx)
+                reply = spare.pop() if spare else (yield NewReply())
+                yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
+        for waiter, label, payload in front.answers():
+            answer = yield from _answer(front, ep, waiter, label, payload)
+            if waiter.reply is not None:
+                try:
+                    yield Reply(waiter.reply, answer)
+                except SyscallError:  # the caller was killed while it waited
+                    pass
+                spare.append(waiter.reply)
+        published = False
+        while front.backlog and front.free_slots:
+            published = front.publish(*front.backlog.popleft()) or published
+        if published:
+            yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
+
+
+def _reap(front: FrontEnd):
+    """Destroy the guest contexts nobody holds a cap to any more (their program
+    exited or was killed without destroying them), as server.py reaps; it is
+    done when a context is created, so the request path pays nothing for it.
+    The destroys are published here and kicked with the request that follows."""
+    for ctx, slot in list(front.caps.items()):
+        if (yield Derived(slot)) == 0:
+            front.caps.pop(ctx)
+            yield Delete(slot)
+            front.publish(wire.encode("destroy", ctx, None), None, "destroy", ctx)
+            yield Log("context reclaimed", (("ctx", ctx), ("reason", "no holder")))
+
+
+def _request(r) -> tuple[str, int, Any] | Message:
+    """A caller's message as (op, guest ctx, argument), or the error to answer."""
+    label, payload = r.msg.label, r.msg.payload
+    if label == "create_context":
+        return label, 0, payload if isinstance(payload, int) else None
+    if label == "stats":
+        return label, 0, None
+    if label not in _CONTEXT_OPS:
+        return Message("error", f"unknown request {label!r}")
+    if r.badge == 0:
+        return Message("error", "this request needs a context cap (from create_context)")
+    if label == "launch":
+        if not isinstance(payload, LaunchSpec):
+            return Message("error", f"launch needs a LaunchSpec, got {type(payload).__name__}")
+        payload = wire.spec_fields(payload)
+    return label, r.badge, payload
+
+
+def _answer(front: FrontEnd, ep: int, waiter: _Waiter, label: str, payload: Any):
+    """The Message a parked caller gets for the back end's answer."""
+    if label == "error":
+        return Message("error", str(payload))
+    if waiter.op == "create_context":
+        slot = yield Mint(ep, Rights.WRITE | Rights.GRANT, badge=payload)
+        front.caps[payload] = slot
+        return Message("context", payload, caps=(slot,))
+    if waiter.op == "destroy" and waiter.ctx in front.caps:
+        yield Revoke(front.caps.pop(waiter.ctx))
+    if waiter.op == "stats":
+        return Message("stats", _guest_view(payload))
+    return Message(label, payload)
+
+
+def _guest_view(vm: dict[str, Any]) -> GpuView:
+    """The guest's `gpu`: its share of the device, and its own contexts only."""
+    tpcs = max(1, round(vm["n_tpcs"] * vm["share"] / 100)) if vm["share"] else vm["n_tpcs"]
+    used = sum(c[1] for c in vm["contexts"])
+    busy = min(tpcs, vm["tpcs"])
+    stats = GpuStats(
+        now_ns=vm["now_ns"], clock_mhz=vm["clock_mhz"], pending_clocks=(), power_w=0.0,
+        energy_j=0.0, busy_tpcs=busy, running_blocks=0,
+        tpc_occupancy=tuple(1.0 if i < busy else 0.0 for i in range(tpcs)),
+        bandwidth_demand_gbps=0.0, blocks_dispatched=0, blocks_completed=0, atoms_launched=0,
+        atoms_completed=0, kernels_completed=vm["kernels_done"], memory_used_bytes=used,
+    )  # fmt: skip
+    contexts = tuple(
+        ContextView(ctx, "program", nbytes, queued, done, 0, vm["share"])
+        for ctx, nbytes, queued, done in vm["contexts"]
+    )
+    return GpuView(
+        vm["preset"], tpcs, vm["memory_bytes"], stats, contexts,
+        f"{vm['policy']} (vGPU share {vm['share']}%)",
+    )  # fmt: skip
