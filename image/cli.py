@@ -62,13 +62,16 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def start_guests(host: Kernel, vms: int, wait: bool = True) -> None:
     """Give the host a hypervisor and `vms` guests, vm1..vmN, started (with
-    `wait`, booted to their prompts)."""
+    `wait`, booted to their prompts), each with an even share of the host's
+    vGPU when it has one."""
     if vms:
         from kernel.hypervisor import Hypervisor
 
         hv = Hypervisor(host)
+        # With a vGPU on the host, the guests share it evenly.
+        share = max(1, 100 // vms) if "gpu" in host.servers else 0
         for i in range(1, vms + 1):
-            hv.create(f"vm{i}").start(wait=wait)
+            hv.create(f"vm{i}", gpu_share=share).start(wait=wait)
 
 
 def boot_headless(script: str, config: KernelConfig, vms: int = 0) -> int:

@@ -214,6 +214,10 @@ class Kernel:
         task.gen = gen
         self._next_pid += 1
         self.tasks[pid] = task
+        if parent == 0 and self.init_pid and self.journal is not None:
+            # Started from outside the kernel (not by a task, not by boot): an
+            # input the journal cannot replay, since a program object is no value.
+            self.journal("spawn", name)
         self.log.info("task", "spawned", task=name, pid=pid, parent=parent)
         self.sched.enqueue(task)
         if self.mlaas.task_hooks:

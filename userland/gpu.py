@@ -33,6 +33,22 @@ def gpu_burn(proc):
     yield from println(proc, f"gpu-burn: {kernels} kernels in {(now - start) / 1e9:.3f} s")
 
 
+@program
+def gpu_loop(proc):
+    """gpu-loop KERNELS [BLOCKS] [BLOCK_US]: launch and wait for KERNELS kernels
+    one at a time (BLOCKS blocks of BLOCK_US, default 216 x 300 us), printing
+    when each completed."""
+    kernels = int_arg(proc.argv, 0, "kernels", minimum=1)
+    blocks = int_arg(proc.argv, 1, "blocks", default=216, minimum=1)
+    block_us = int_arg(proc.argv, 2, "block microseconds", default=300, minimum=1)
+    ctx = yield from open_context(proc)
+    spec = LaunchSpec("loop_kernel", grid_blocks=blocks, block_us=float(block_us))
+    for i in range(kernels):
+        done = yield from ctx.sync((yield from ctx.launch(spec)))
+        yield from println(proc, f"gpu-loop: kernel {i} done at {done / 1e9:.9f} s")
+    yield from ctx.destroy()
+
+
 def cmd_gpu(sh, args):
     """gpu: the GPU's sharing policy, clock, power, energy, contexts and TPC occupancy"""
     if args:

@@ -7,22 +7,25 @@ kernel that hosts no VMs the trap fails with ENOSYS.  The shell merges this
 
 from __future__ import annotations
 
-from kernel.traps import VmControl
+from kernel.traps import Call, Message, VmControl
 from userland.lib import UsageError, println
 
 VM_USAGE = (
     "usage: vm list | vm create NAME [cpus=N] [weight=W] [cap=C] [gpu=PERCENT] | "
-    "vm start|stop|pause|resume NAME | vm snapshot NAME FILE | vm restore FILE | "
-    "vm console NAME CMD..."
+    "vm start|stop|destroy|pause|resume NAME | vm snapshot NAME FILE | vm restore FILE | "
+    "vm console NAME [CMD...]"
 )
 
 
 def format_vm_list(rows) -> str:
-    lines = [f"{'NAME':<12} {'STATE':<9} {'VCPUS':>5} {'WEIGHT':>6} {'CAP':>4} {'CPU(ms)':>10}"]
+    lines = [
+        f"{'NAME':<12} {'STATE':<9} {'VCPUS':>5} {'WEIGHT':>6} {'CAP':>4} {'GPU':>4} {'CPU(ms)':>10}"
+    ]
     for r in rows:
         cap = f"{r['cap']}" if r["cap"] else "-"
+        gpu = f"{r['gpu_share']}%" if r["gpu_share"] else "-"
         lines.append(
-            f"{r['name']:<12} {r['state']:<9} {r['vcpus']:>5} {r['weight']:>6} {cap:>4} "
+            f"{r['name']:<12} {r['state']:<9} {r['vcpus']:>5} {r['weight']:>6} {cap:>4} {gpu:>4} "
             f"{r['cpu_ns'] / 1e6:>10.3f}"
         )
     return "\n".join(lines)
@@ -49,15 +52,37 @@ def cmd_vm(sh, args):
     elif op == "restore" and len(rest) == 1:
         answer = yield VmControl("restore", tuple(rest))
         yield from println(sh.proc, f"vm: {answer}")
-    elif op in ("start", "stop", "pause", "resume") and len(rest) == 1:
-        answer = yield VmControl(op, (rest[0],))
+    elif op in ("start", "stop", "destroy", "pause", "resume") and len(rest) == 1:
+        answer = yield VmControl("stop" if op == "destroy" else op, (rest[0],))
         yield from println(sh.proc, f"vm: {answer}")
     elif op == "console" and len(rest) >= 2:
         output = yield VmControl("console", (rest[0], " ".join(rest[1:])))
         if output:
             yield from println(sh.proc, output.rstrip("\n"))
+    elif op == "console" and len(rest) == 1:
+        yield from attach(sh, rest[0])
     else:
         raise UsageError(VM_USAGE)
+
+
+def attach(sh, name: str):
+    """`vm console NAME`: type lines into the guest's shell, until `exit` or end of input."""
+    rows = yield VmControl("list")
+    state = next((r["state"] for r in rows if r["name"] == name), None)
+    if state != "running":
+        raise UsageError(f"no running vm named {name!r}" + (f" (it is {state})" if state else ""))
+    yield from println(sh.proc, f"vm: attached to {name}'s console; 'exit' comes back to the host")
+    while True:
+        r = yield Call(sh.con, Message("readline", f"{name}$ "))
+        if r.msg.label != "line" or str(r.msg.payload).strip() == "exit":
+            break
+        line = str(r.msg.payload)
+        if not line.strip():
+            continue
+        output = yield VmControl("console", (name, line))
+        if output:
+            yield from println(sh.proc, output.rstrip("\n"))
+    yield from println(sh.proc, f"vm: back on the host from {name}")
 
 
 COMMANDS = {"vm": cmd_vm}

@@ -410,6 +410,10 @@ class VirtualGpu(abc.ABC):
             memory_used_bytes=self.memory.used_total_bytes,
         )
 
+    def pending_clocks(self) -> tuple:
+        """Clock changes asked for and not yet in effect (cheap: `stats` sums the atoms)."""
+        return tuple(self._backend_pending_clocks())
+
     def tpc_occupancy(self) -> list[float]:
         """Per TPC, the fraction of its capacity held by running blocks."""
         return [u / UNITS_PER_TPC for u in self._backend_tpc_units()]

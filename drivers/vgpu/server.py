@@ -245,7 +245,7 @@ class GpuDriver:
         if self.advice is None or self._engine is None:
             return
         eng = self._engine
-        if eng.stats().pending_clocks:
+        if eng.pending_clocks():
             return
         wanted = self.advice.frequency(
             PowerView(eng.spec.clocks_mhz, eng.clock_mhz, eng.busy_tpcs, eng.power_w)
@@ -419,10 +419,13 @@ def gpu_server(proc):
                 tick_ns = due_ns
 
 
-def _reap(driver: GpuDriver):
+def _reap(driver: GpuDriver, only: int | None = None):
     """Destroy the idle contexts nobody holds a cap to any more: their program
-    exited or was killed without destroying them (its work ran to the end)."""
+    exited or was killed without destroying them (its work ran to the end).
+    With `only`, just that context, if it is such a one."""
     for ctx in list(driver.contexts.values()):
+        if only is not None and ctx.ctx != only:
+            continue
         if not driver.scheduler.context_idle(ctx.ctx):
             continue
         if (yield Derived(ctx.cap_slot)) == 0:
@@ -454,6 +457,11 @@ def _serve(driver: GpuDriver, ep: int, r):
     try:
         if label == "create_context":
             asked = _context_request(payload)
+            if asked.ctx is not None:
+                # The id of a context nobody holds any more (a destroyed VM's,
+                # asked for by its restored back end) is reclaimed now, not at
+                # the next reap.
+                yield from _reap(driver, only=asked.ctx)
             ctx = driver.engine.create_context(asked.quota_bytes, asked.ctx)
             slot = yield Mint(ep, Rights.WRITE | Rights.GRANT, badge=ctx + 1)
             driver.contexts[ctx] = _Context(ctx, slot, asked.owner)

@@ -130,6 +130,13 @@ def _file_hash(path: str) -> str:
 def image_of(vm: Vm, was_running: bool) -> dict[str, Any]:
     """The snapshot of a quiet VM, in plain values."""
     hv, guest = vm.hv, vm.kernel
+    outside = next((e for e in vm.journal.entries if e.kind == "spawn"), None)
+    if outside is not None:
+        raise SnapshotError(
+            f"vm {vm.name!r} cannot be snapshotted: {outside.data[0]!r} was started from "
+            "outside it (Kernel.spawn), which its journal cannot replay; start programs "
+            "with the guest's shell"
+        )
     scheduler = hv.scheduler
     domain = vm.domain
     waiting = [[i, v.id] for i, v in enumerate(scheduler.waiting) if v.kernel is guest]

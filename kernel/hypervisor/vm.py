@@ -607,7 +607,7 @@ def guest_plan(plan: BootPlan) -> BootPlan:
 def attach_devices(guest: Kernel, window: GuestMemory, gpu: bool) -> None:
     """The devices a guest kernel's plan may hand its servers (the same on a
     replayed guest as on the live one)."""
-    if gpu:
+    if gpu and ports.GPU_DEVICE not in guest.devices:  # (a restored guest keeps its own)
         guest.devices[ports.GPU_DEVICE] = ports.GuestQueue(
             ports.GPU_QUEUE, window, ports.GPU_LAYOUT, ports.GPU_BUFFERS, Notification()
         )

@@ -1,12 +1,13 @@
 """Snapshots: a guest saved to a file and restored continues exactly as the
-guest that was left running, and a file that is not a good snapshot is
-refused with one line."""
+guest that was left running (memory, IPC, the GPU and a module), and a file
+that is not a good snapshot is refused with one line."""
 
 from __future__ import annotations
 
 import struct
 import zlib
 
+import attrs
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,23 +19,27 @@ from kernel.hypervisor import Hypervisor, VmError, VmState
 from kernel.hypervisor import snapshot as snapshots
 from kernel.hypervisor.snapshot import SnapshotError
 
-LATER_NS = 120_000_000  # how long both runs go on after the snapshot
+LATER_NS = 150_000_000  # how long both runs go on after the snapshot
 
 
 def busy_world():
-    """A host, and two guests at work: `a` swaps under the lru module it chose
-    by hypercall and runs IPC round trips and a sleeper; `b` competes for the
-    host CPUs."""
+    """A host with a vGPU, and two guests at work: `a` swaps under the lru
+    module it chose by hypercall, runs IPC round trips and a sleeper, and
+    launches GPU kernels through its 60% share; `b` competes for the host
+    CPUs and the vGPU (40%)."""
     host = Kernel(seed=0, name="host").boot()
     hv = Hypervisor(host)
-    a = hv.create("a", KernelConfig(seed=11, gpu=None, frames=64), allowed_modules=("lru",))
-    b = hv.create("b", KernelConfig(seed=12, gpu=None, frames=64))
+    config = KernelConfig(seed=11, gpu=None, frames=64)
+    a = hv.create("a", config, allowed_modules=("lru",), gpu_share=60)
+    b = hv.create("b", attrs.evolve(config, seed=12), gpu_share=40)
     a.start()
     b.start()
     a.shell("insmod lru")
     a.shell("run memhog 100 &")
     a.shell("run pingpong 3000 &")
     a.shell("run sleep 7 &")
+    a.shell("run gpu-loop 40 216 300 &")
+    b.shell("run gpu-loop 40 432 300 &")
     b.shell("run spin 30 &")
     b.shell("run pingpong 2000 &")
     return host, hv
@@ -70,6 +75,8 @@ def test_a_restored_guest_continues_exactly_as_the_one_left_running(tmp_path, af
     assert restored.state is VmState.RUNNING and restored.kernel.machine is host.machine
     assert outcome(host, hv) == left_running
     assert "memhog: 100 pages written and read back, 0 corrupt" in left_running[0]
+    assert "gpu-loop: kernel 39 done at" in left_running[0]
+    assert "gpu-loop: kernel 39 done at" in left_running[4]
     host.machine.shutdown()
 
 
@@ -215,3 +222,15 @@ def test_a_vm_that_is_not_running_or_paused_cannot_be_snapshotted(host, tmp_path
     vm = host.hv.create("g")
     with pytest.raises(VmError, match="it is created"):
         vm.snapshot(str(tmp_path / "g.snap"))
+
+
+def test_a_guest_given_a_program_from_outside_cannot_be_snapshotted(host, tmp_path):
+    vm = host.hv.create("g").start()
+
+    def stray(proc):
+        yield from ()
+
+    vm.kernel.spawn(stray)
+    with pytest.raises(VmError, match="'stray' was started from outside it"):
+        vm.snapshot(str(tmp_path / "g.snap"))
+    assert vm.state is VmState.RUNNING and not (tmp_path / "g.snap").exists()

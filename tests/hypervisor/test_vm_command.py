@@ -8,7 +8,7 @@ from kernel import boot
 
 
 def test_vm_list_on_a_host_with_no_guests_prints_the_header(host):
-    assert host.shell("vm list") == ("NAME         STATE     VCPUS WEIGHT  CAP    CPU(ms)\n")
+    assert host.shell("vm list") == ("NAME         STATE     VCPUS WEIGHT  CAP  GPU    CPU(ms)\n")
 
 
 def test_vm_create_start_console_pause_resume_stop(host):
@@ -18,7 +18,7 @@ def test_vm_create_start_console_pause_resume_stop(host):
     assert host.shell("vm console web run echo hi from the guest") == "hi from the guest\n"
     assert re.fullmatch(r"up \d+\.\d{6} s, 3 tasks\n", host.shell("vm console web uptime"))
     assert host.shell("vm pause web") == "vm: web: paused\n"
-    assert re.search(r"^web +paused +1 +512 +50 +\d+\.\d{3}$", host.shell("vm list"), re.M)
+    assert re.search(r"^web +paused +1 +512 +50 +- +\d+\.\d{3}$", host.shell("vm list"), re.M)
     assert host.shell("vm resume web") == "vm: web: resumed\n"
     assert host.shell("vm console web run echo back") == "back\n"
     assert host.shell("vm stop web") == "vm: web: stopped\n"
@@ -62,3 +62,22 @@ def test_a_kernel_without_a_hypervisor_says_it_hosts_no_vms():
         assert k.shell("vm list") == "vm: ENOSYS: this kernel hosts no VMs\n"
     finally:
         k.shutdown()
+
+
+def test_vm_console_with_no_command_attaches_to_the_guest_until_exit(host):
+    host.shell("vm create w")
+    host.shell("vm start w")
+    host.tty.feed("vm console w")
+    host.tty.feed("run echo inside")
+    host.tty.feed("exit")
+    out = host.shell("run echo outside")
+    assert "vm: attached to w's console" in out and "inside\n" in out
+    assert "vm: back on the host from w" in out and out.endswith("outside\n")
+    assert "no running vm named 'nope'" in host.shell("vm console nope")
+
+
+def test_vm_destroy_is_stop(host):
+    host.shell("vm create w")
+    host.shell("vm start w")
+    assert host.shell("vm destroy w") == "vm: w: stopped\n"
+    assert "w" not in host.hv.vms
