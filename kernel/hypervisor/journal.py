@@ -41,6 +41,23 @@ class Entry(NamedTuple):
     digest: int
 
 
+class Digests:
+    """`digest`, computed once per place in a run (time, ticks, provider calls):
+    the inputs that arrive together at one place (a grant and the writes and
+    interrupt of one answer) share it.  The live journal and its replay both
+    use this, so they compare the same values."""
+
+    def __init__(self) -> None:
+        self._place: tuple[int, int, int] | None = None
+        self._value = 0
+
+    def at(self, kernel: Kernel, calls: int) -> int:
+        place = (kernel.loop.now_ns, kernel.ticks, calls)
+        if place != self._place:
+            self._place, self._value = place, digest(kernel)
+        return self._value
+
+
 def digest(kernel: Kernel) -> int:
     """A cheap fingerprint of a kernel's run: time, ticks, tasks, CPU time, memory use."""
     tasks = kernel.tasks.values()
@@ -86,12 +103,13 @@ class Journal:
         self.kernel = kernel
         self.port = port
         self.entries: list[Entry] = []
+        self.digests = Digests()
 
     def note(self, kind: str, *data: Any) -> None:
         k = self.kernel
         # A hypercall is checked by its number and arguments on replay: it
         # skips the digest, which costs as much as the call itself.
-        check = 0 if kind == "hc" else digest(k)
+        check = 0 if kind == "hc" else self.digests.at(k, self.port.calls)
         self.entries.append(
             Entry(k.loop.now_ns, k.ticks, self.port.calls, self.port.inside, kind, data, check)
         )

@@ -28,7 +28,7 @@ from typing import Any
 from kernel.clock import EventLoop
 from kernel.config import KernelConfig
 from kernel.cpu import Cpu
-from kernel.hypervisor.journal import Entry, digest
+from kernel.hypervisor.journal import Digests, Entry
 from kernel.hypervisor.port import WINDOW_BYTES
 from kernel.hypervisor.virtqueue import GuestMemory
 from kernel.kernel import Kernel
@@ -106,6 +106,7 @@ class Replay:
         self._waiting = False  # an input waits for the guest at this instant
         self._marker_at = -1
         self._last_marker: tuple[int, int, int] | None = None
+        self.digests = Digests()
 
     # -- running --------------------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class Replay:
 
     def _check(self, index: int, entry: Entry) -> None:
         k = self.kernel
-        here = (k.loop.now_ns, k.ticks, self.cpus.calls, 0 if entry.kind == "hc" else digest(k))
+        check = 0 if entry.kind == "hc" else self.digests.at(k, self.cpus.calls)
+        here = (k.loop.now_ns, k.ticks, self.cpus.calls, check)
         there = (entry.time_ns, entry.ticks, entry.calls, entry.digest)
         if here != there:
             raise ReplayDiverged(
