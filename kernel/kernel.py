@@ -141,7 +141,7 @@ class Kernel:
         self.log.echo = self.tty.write_prompt
         self.log.info(
             "kernel", "booting", version=VERSION, cpus=len(self.cpus), seed=self.seed,
-            memory_kib=self.mm.nframes * 4, realtime=self.machine.realtime,
+            memory_kib=self.mm.nframes * 4, realtime=self.config.realtime,
         )  # fmt: skip
         self.servers = {server.name: self._start_server(server) for server in plan.servers}
         self.init_pid = self.spawn(

@@ -30,9 +30,12 @@ DEFAULT_QUANTUM_NS = 1_000_000
 class Machine:
     """A host: one event loop, paced to the wall clock when `realtime`, and its kernels."""
 
-    def __init__(self, *, realtime: bool = False) -> None:
+    def __init__(self, *, realtime: bool = False, replay: bool = False) -> None:
         self.loop: EventLoop = RealtimeLoop() if realtime else EventLoop()
         self.kernels: list[Kernel] = []
+        #: Replays a kernel's journal at full speed, realtime kernel or not
+        #: (kernel/hypervisor/replay.py).
+        self.replay = replay
 
     @property
     def realtime(self) -> bool:
@@ -44,7 +47,7 @@ class Machine:
 
     def attach(self, kernel: Kernel) -> None:
         """Put a kernel on this machine (`Kernel.__init__` does it)."""
-        if kernel.config.realtime and not self.realtime:
+        if kernel.config.realtime and not self.realtime and not self.replay:
             raise ValueError(f"kernel {kernel.name!r} is realtime, but its machine is not")
         self.kernels.append(kernel)
 

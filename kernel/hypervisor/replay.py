@@ -83,7 +83,7 @@ class Replay:
         created_ns: int = 0,
     ) -> None:
         self.entries = entries
-        self.machine = Machine()
+        self.machine = Machine(replay=True)
         self.machine.loop = _ReplayLoop(self)
         self.machine.loop.now_ns = created_ns  # the guest was made at this time
         self.cpus = ReplayCpus(self)

@@ -234,3 +234,18 @@ def test_a_guest_given_a_program_from_outside_cannot_be_snapshotted(host, tmp_pa
     with pytest.raises(VmError, match="'stray' was started from outside it"):
         vm.snapshot(str(tmp_path / "g.snap"))
     assert vm.state is VmState.RUNNING and not (tmp_path / "g.snap").exists()
+
+
+def test_a_guest_of_a_realtime_host_is_snapshotted_and_restored(tmp_path):
+    host = Kernel(seed=0, name="host", gpu=None, realtime=True).boot()
+    try:
+        hv = Hypervisor(host)
+        vm = hv.create("rt").start()
+        assert vm.kernel.config.realtime
+        vm.snapshot(str(tmp_path / "rt.snap"))
+        hv.destroy("rt")
+        again = hv.restore(str(tmp_path / "rt.snap"))
+        assert again.kernel.config.realtime and again.kernel.machine is host.machine
+        assert again.shell("run echo back") == "back\n"
+    finally:
+        host.machine.shutdown()
