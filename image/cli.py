@@ -126,6 +126,12 @@ def cmd_exp(args: argparse.Namespace) -> int:
     return importlib.import_module(f"exp.{args.name}").main(args.args)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from image import labs
+
+    return labs.main(args.action, args.name, args.dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="malv", description="malvos: boot, benchmark and experiment"
@@ -172,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the experiment's options (--out DIR, --quick, --seed N)",
     )
     exp.set_defaults(func=cmd_exp)
+
+    lab = sub.add_parser("lab", help="graded labs for OS courses: list, start NAME, grade NAME [DIR]")
+    lab.add_argument("action", help="list, start or grade")
+    lab.add_argument("name", nargs="?", help="the lab (see malv lab list)")
+    lab.add_argument("dir", nargs="?", help="grade: the directory or file graded (default .)")
+    lab.set_defaults(func=cmd_lab)
 
     # Listed here for --help; main hands `malv busy ...` to bench.busy whole,
     # since the options after `--` belong to the command it runs.
