@@ -185,7 +185,9 @@ def format_grade(g: Grade) -> str:
     lines = [f"== lab {g.lab}: grading {g.file}"]
     for c in g.cases:
         verdict = "OK" if c.outcome == "passed" else c.outcome.upper()
-        lines.append(f"{c.title} {'.' * (width - len(c.title))} {verdict:<6} {c.earned:>3}/{c.points}")
+        lines.append(
+            f"{c.title} {'.' * (width - len(c.title))} {verdict:<6} {c.earned:>3}/{c.points}"
+        )
         if c.message:
             lines.append(f"    {c.message}")
     lines.append(f"lab {g.lab}: {g.score}/{g.total}")

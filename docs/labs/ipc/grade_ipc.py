@@ -132,9 +132,7 @@ def test_a_closed_client_cannot_call_again_and_the_other_is_served(lab_file):
 @pytest.mark.points(15)
 def test_a_bad_request_gets_an_error_and_the_bank_serves_on(lab_file):
     """a bad request is answered with an error, and the bank serves on"""
-    outcome = run_bank(
-        lab_file, [("call", "withdraw", 3), deposit(-4), deposit(4), CLOSE], [CLOSE]
-    )
+    outcome = run_bank(lab_file, [("call", "withdraw", 3), deposit(-4), deposit(4), CLOSE], [CLOSE])
     labels = [answer[0] for answer in outcome.answers["alice"]]
     check(outcome, "alice", [*outcome.answers["alice"][:2], ("ok", 4), ("closed", 4)])
     assert labels[:2] == ["error", "error"], f"alice was answered {labels[:2]}, not two errors"
