@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LABS_DIR = ROOT / "docs" / "labs"
 FILE_ENV = "MALV_LAB_FILE"  # the student's file, for the grader
 REPORT_ENV = "MALV_LAB_REPORT"  # where the grader's plugin writes its results
+GRADER_TIMEOUT_S = 300  # host seconds: a grade takes a few; only a hung student's file takes this
 
 
 class LabError(ValueError):
@@ -152,7 +153,12 @@ def grade(name: str, where: Path) -> Grade:
     path = student_file(lab, where)
     with tempfile.TemporaryDirectory(prefix="malv-lab-") as tmp:
         report = Path(tmp) / "report.json"
-        child = _run_grader(lab, path, report)
+        try:
+            child = _run_grader(lab, path, report)
+        except subprocess.TimeoutExpired:
+            raise LabError(
+                f"the {name} grader ran past {GRADER_TIMEOUT_S} s: does {path.name} hang?"
+            ) from None
         if not report.is_file():
             tail = (child.stdout + child.stderr).strip().splitlines()[-5:]
             raise LabError(f"the {name} grader did not run: {' / '.join(tail)}")
@@ -175,7 +181,7 @@ def _run_grader(lab: Lab, path: Path, report: Path) -> subprocess.CompletedProce
     command = [sys.executable, "-m", "pytest", str(lab.grader), "-q", "-p", "image.labs"]
     command += ["-p", "no:cacheprovider", "--rootdir", str(lab.directory), "-c", os.devnull]
     return subprocess.run(
-        command, cwd=path.parent, env=env, capture_output=True, text=True, timeout=600
+        command, cwd=path.parent, env=env, capture_output=True, text=True, timeout=GRADER_TIMEOUT_S
     )
 
 

@@ -21,6 +21,9 @@ from kernel.programs import ProgramTable
 from kernel.traps import Call, NBRecv, Sleep
 
 _modules = itertools.count()
+#: Virtual time a scenario may take: a few Calls take microseconds, so only a
+#: bank that computes or sleeps forever reaches it.
+SCENARIO_NS = 10_000_000_000
 
 
 @attrs.frozen
@@ -33,7 +36,12 @@ class Outcome:
 def load_bank(lab_file):
     spec = importlib.util.spec_from_file_location(f"lab_ipc_{next(_modules)}", lab_file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        pytest.fail(f"{lab_file.name} does not import: {type(exc).__name__}: {exc}")
+    if not callable(getattr(module, "bank", None)):
+        pytest.fail(f"{lab_file.name} has no bank(proc) program")
     return module.bank
 
 
@@ -66,7 +74,7 @@ def run_bank(lab_file, alice, bob) -> Outcome:
     k = Kernel(KernelConfig(cpus=1, gpu=None), programs=programs).boot()
     try:
         pid = k.spawn(load_bank(lab_file), ("alice", "bob"), name="bank")
-        k.run()
+        k.run(until=k.loop.now_ns + SCENARIO_NS)
         killed = [line[line.index("killed") :] for line in k.log.lines() if "killed " in line]
         status = k.exit_codes.get(pid)
         return Outcome(answers, status, killed)
