@@ -16,5 +16,5 @@ class MyPager(MemoryAdvisor):
 
     def select_victim(self, candidates):
         """The frame to evict, one of `candidates` (ascending frame numbers).
-        This one takes the first: about as good as a random choice."""
+        This one takes the lowest-numbered, whatever page it holds."""
         return candidates[0]
