@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser(
         "lab", help="graded labs for OS courses: list, start NAME, grade NAME [DIR]"
     )
-    lab.add_argument("action", help="list, start or grade")
+    lab.add_argument("action", nargs="?", help="list, start or grade")
     lab.add_argument("name", nargs="?", help="the lab (see malv lab list)")
     lab.add_argument("dir", nargs="?", help="grade: the directory or file graded (default .)")
     lab.set_defaults(func=cmd_lab)

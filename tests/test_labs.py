@@ -77,12 +77,13 @@ def test_start_refuses_to_overwrite_a_students_file(tmp_path, monkeypatch, capsy
         ["lab", "start", "nosuch"],
         ["lab", "grade", "nosuch"],
         ["lab", "grade", "sched", "{empty}"],
+        ["lab"],
         ["lab", "frobnicate"],
         ["lab", "start"],
         ["lab", "grade"],
         ["lab", "list", "extra"],
     ],
-    ids=lambda args: " ".join(args[1:]),
+    ids=lambda args: " ".join(args),
 )
 def test_bad_input_is_one_line_and_exit_status_2(args, tmp_path, capsys):
     args = [a.replace("{empty}", str(tmp_path)) for a in args]
