@@ -37,6 +37,7 @@ from exp.output import (
     Progress,
     markdown_table,
     parser,
+    positive_int,
     pyplot,
     results_dir,
     write_json,
@@ -329,10 +330,10 @@ def plot(results: dict, directory: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("memory", "memory advisors against LRU and Belady's OPT")
-    p.add_argument("--frames", type=int, default=64, help="physical memory in frames (default 64)")
+    p.add_argument("--frames", type=positive_int, default=64, help="physical memory in frames (default 64)")
     p.add_argument(
         "--accesses",
-        type=int,
+        type=positive_int,
         default=None,
         help="accesses per workload (default 30000, quick 6000)",
     )

@@ -28,6 +28,7 @@ from kernel.traps import (
 from userland.gpu import COMMANDS as GPU_COMMANDS
 from userland.lib import UsageError, int_arg, println, write
 from userland.modcmds import COMMANDS as MODULE_COMMANDS
+from userland.tracecmd import COMMANDS as TRACE_COMMANDS
 from userland.vmcmds import COMMANDS as VM_COMMANDS
 
 PROMPT = "$ "
@@ -186,3 +187,4 @@ COMMANDS = {
 COMMANDS.update(MODULE_COMMANDS)
 COMMANDS.update(GPU_COMMANDS)
 COMMANDS.update(VM_COMMANDS)
+COMMANDS.update(TRACE_COMMANDS)
