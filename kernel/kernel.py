@@ -362,6 +362,14 @@ class Kernel:
             for t in sorted(self.tasks.values(), key=lambda t: t.pid)
         )
 
+    def cpuinfo(self) -> tuple[tuple[int, int, int], ...]:
+        """(cpu, busy_ns since boot, pid running or 0) for every CPU."""
+        now = self.loop.now_ns
+        return tuple(
+            (c.id, c.busy_ns(now, self.boot_ns), c.current.pid if c.current else 0)
+            for c in self.cpus
+        )
+
     def procdump(self) -> str:
         """The process list, as xv6's Ctrl-P prints it."""
         lines = ["", f"{'PID':>5} {'STATE':<9} {'CPU(ms)':>9}  NAME"]
@@ -378,6 +386,7 @@ class Kernel:
         its provider for a grant."""
         for cpu in self.cpus:
             if cpu.current is None and cpu.event is None and not cpu.active and not cpu.requested:
+                cpu.wakes(self.loop.now_ns)
                 if self.cpu_provider is None:
                     cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
                 else:
@@ -434,6 +443,7 @@ class Kernel:
             if task is None:
                 task = sched.pick_next(cpu.id)
                 if task is None:
+                    cpu.idle_since = now
                     if self.cpu_provider is not None:
                         self._give_back(cpu)
                     return  # idle until _kick

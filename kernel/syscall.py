@@ -449,6 +449,10 @@ def trap_dmesg(k: Kernel, task: Task, trap: T.Dmesg) -> Any:
     return tuple(k.log.lines())
 
 
+def trap_cpuinfo(k: Kernel, task: Task, trap: T.CpuInfo) -> Any:
+    return k.cpuinfo()
+
+
 def trap_trace(k: Kernel, task: Task, trap: T.Trace) -> Any:
     from kernel.trace import control  # the tracer shadows this module's table
 
@@ -589,6 +593,7 @@ TRAP_TABLE: dict[type, Handler] = {
     T.Dmesg: trap_dmesg,
     T.MemInfo: trap_meminfo,
     T.Trace: trap_trace,
+    T.CpuInfo: trap_cpuinfo,
     T.MemBalloon: trap_memballoon,
     T.Log: trap_log,
     T.ModLoad: trap_modload,

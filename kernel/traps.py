@@ -337,6 +337,11 @@ class MemInfo:
 
 
 @attrs.frozen
+class CpuInfo:
+    """(cpu, busy ns since boot, running pid or 0) for each CPU (`top`)."""
+
+
+@attrs.frozen
 class Trace:
     """Trace the kernel: `op` is start, stop, add (`arg`: events of another
     source), save (`arg`: a file name) or status (kernel/trace.py)."""
