@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from exp.output import (
     Progress,
+    int_in,
     markdown_table,
     parser,
     positive_int,
@@ -45,6 +46,7 @@ from exp.output import (
     write_timing,
 )
 from kernel import Kernel
+from kernel.config import MAX_FRAMES, MIN_FRAMES
 from kernel.memory import PAGE_SIZE
 from kernel.traps import MemMap, MemRead, MemWrite, ModLoad
 
@@ -330,7 +332,12 @@ def plot(results: dict, directory: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("memory", "memory advisors against LRU and Belady's OPT")
-    p.add_argument("--frames", type=positive_int, default=64, help="physical memory in frames (default 64)")
+    p.add_argument(
+        "--frames",
+        type=int_in(MIN_FRAMES, MAX_FRAMES),
+        default=64,
+        help="physical memory in frames (default 64)",
+    )
     p.add_argument(
         "--accesses",
         type=positive_int,

@@ -60,6 +60,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def int_in(low: int, high: int):
+    """An option type: an integer from `low` to `high`."""
+
+    def check(text: str) -> int:
+        value = integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text!r}")
+        return value
+
+    check.__name__ = f"integer from {low} to {high}"
+    return check
+
+
 def directory_name(text: str) -> str:
     if not text.strip() or "\0" in text:
         raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
@@ -82,7 +95,9 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
         help=f"output directory (default results/{name})",
     )
     p.add_argument("--quick", action="store_true", help="a smaller run, for tests and a first look")
-    p.add_argument("--seed", type=integer, default=0, help="seed of every random choice (default 0)")
+    p.add_argument(
+        "--seed", type=integer, default=0, help="seed of every random choice (default 0)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 

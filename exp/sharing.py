@@ -119,9 +119,14 @@ def sharing_parser(
         default=None,
         help=f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
     )
-    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)")
     p.add_argument(
-        "--jobs", type=positive_int, default=None, help="parallel processes (default: the CPU count)"
+        "--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="parallel processes (default: the CPU count)",
     )
     p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
     p.set_defaults(default_duration_s=duration_s)

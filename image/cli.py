@@ -126,14 +126,14 @@ def cmd_exp(args: argparse.Namespace) -> int:
         return importlib.import_module(f"exp.{args.name}").main(args.args)
     except KeyboardInterrupt:
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's \r
-        print(f"{fresh_line}malv exp {args.name}: interrupted; nothing was written", file=sys.stderr)
+        print(
+            f"{fresh_line}malv exp {args.name}: interrupted; nothing was written", file=sys.stderr
+        )
         return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="malv", description="malvos: boot, benchmark and experiment"
-    )
+    parser = OneLineParser(prog="malv", description="malvos: boot, benchmark and experiment")
     sub = parser.add_subparsers(dest="command", required=True)
 
     boot = sub.add_parser("boot", help="boot the kernel (interactive in a terminal, or headless)")
@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--cpus", type=integer, default=2, help="virtual CPUs (default 2)")
     boot.add_argument(
-        "--frames", type=integer, default=2048, help="physical memory in 4 KiB frames (default 2048)"
+        "--frames",
+        type=integer,
+        default=2048,
+        help="physical memory in 4 KiB frames (default 2048)",
     )
     boot.add_argument(
         "--gpu",
@@ -156,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
     boot.add_argument(
-        "--vms", type=nonnegative_int, default=0, help="guest VMs to start on the host, vm1..vmN (default 0)"
+        "--vms",
+        type=nonnegative_int,
+        default=0,
+        help="guest VMs to start on the host, vm1..vmN (default 0)",
     )
     boot.set_defaults(func=cmd_boot)
 
@@ -190,11 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["busy"]:
-        from bench import busy
-
-        return busy.main(argv[1:])
     try:
+        if argv[:1] == ["busy"]:
+            from bench import busy
+
+            return busy.main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except (ValueError, OSError) as exc:

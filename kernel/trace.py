@@ -178,7 +178,10 @@ def control(k: Kernel, op: str, arg: Any = None) -> Any:
         tracer.start()
         return True
     if op == "status":
-        return (tracer is not None and tracer.recording, 0 if tracer is None else len(tracer.events))
+        return (
+            tracer is not None and tracer.recording,
+            0 if tracer is None else len(tracer.events),
+        )
     if tracer is None:
         raise InvalidArgument("nothing traced yet (trace start first)")
     if op == "stop":

@@ -101,8 +101,12 @@ def test_tracing_off_leaves_the_cpu_loop_untouched(malv_kernel: Kernel):
 
 
 def test_trace_misuse_gets_one_line(malv_kernel: Kernel, tmp_path):
-    assert malv_kernel.shell("trace stop") == "trace: EINVAL: nothing traced yet (trace start first)\n"
-    assert malv_kernel.shell("trace") == "trace: usage: trace start | trace stop | trace save FILE\n"
+    assert (
+        malv_kernel.shell("trace stop") == "trace: EINVAL: nothing traced yet (trace start first)\n"
+    )
+    assert (
+        malv_kernel.shell("trace") == "trace: usage: trace start | trace stop | trace save FILE\n"
+    )
     malv_kernel.shell("trace start")
     assert "already tracing" in malv_kernel.shell("trace start")
     assert "still tracing" in malv_kernel.shell(f"trace save {tmp_path / 'x.json'}")
@@ -121,7 +125,9 @@ def test_clear_clears_the_screen(malv_kernel: Kernel):
 def test_keys_typed_while_a_program_runs_run_after_it(malv_kernel: Kernel):
     malv_kernel.tty.feed("run sleep 100")
     malv_kernel.run(until=malv_kernel.loop.now_ns + 10_000_000)
-    malv_kernel.tty.type_key("run echo x\x7fafter\nupti")  # a backspace, a whole line, a partial one
+    malv_kernel.tty.type_key(
+        "run echo x\x7fafter\nupti"
+    )  # a backspace, a whole line, a partial one
     assert malv_kernel.run_until_prompt()
     transcript = "".join(malv_kernel.tty.transcript)
     assert transcript.endswith("$ run sleep 100\n$ run echo after\nafter\n")
