@@ -102,6 +102,8 @@ class Tracer:
         category = "ipc" if name in IPC_TRAPS else "trap"
 
         def traced(k: Kernel, task: Task, trap: Any) -> Any:
+            if not self.recording:  # the trap that stopped the trace, or a stale reference
+                return handler(k, task, trap)
             self._add({"ph": "i", "s": "t", "name": name, "cat": category, "pid": CPU_PID,
                        "tid": task.cpu, "ts": k.loop.now_ns / 1e3,
                        "args": {"task": task.name, "pid": task.pid}})  # fmt: skip
@@ -132,7 +134,7 @@ class Tracer:
 
     def _flow_to(self, target: Task) -> None:
         waker = self._stepping
-        if waker is None or waker is target or not target.alive:
+        if waker is None or waker is target or not target.alive or not self.recording:
             return  # woken from outside a task (a timer, an interrupt): no arrow
         flow, self._next_flow = self._next_flow, self._next_flow + 1
         self._flows[target.pid] = flow
