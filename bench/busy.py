@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from exp.output import OneLineParser
+
 #: A burner spins until it is stopped or orphaned, so a busy killed with
 #: SIGKILL leaves nothing spinning behind.
 BURNER = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n    pass\n"
@@ -33,7 +35,7 @@ GRACE_S = 5.0
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="malv busy",
         description="run CMD while CPU burners load the host and its process group is "
         "stopped for stop-ms of every period-ms",

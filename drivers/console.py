@@ -9,6 +9,7 @@ serves these requests on its endpoint:
 | `readline`   | Call | prompt         | `line` (text) or `eof`          |
 | `foreground` | Send | pid (0: none)  | -                               |
 | `status`     | Call | -              | `status` with True at end of input |
+| `keys`       | Call | -              | `keys` (typed text, a person is there) |
 
 Ctrl-C from the terminal arrives as an interrupt and kills the foreground
 task with SIGINT; at the prompt there is nothing to interrupt.
@@ -51,6 +52,8 @@ def console_server(proc):
             reader = yield from _answer_reader(tty, r.reply, str(payload or ""))
         elif label == "foreground":
             foreground = payload if isinstance(payload, int) else 0
+        elif label == "keys":
+            yield Reply(r.reply, Message("keys", (tty.take_typed(), tty.interactive)))
         elif label == "status":
             yield Reply(r.reply, Message("status", tty.eof and not tty.lines))
         elif r.reply is not None:

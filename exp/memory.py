@@ -35,8 +35,10 @@ from collections.abc import Sequence
 
 from exp.output import (
     Progress,
+    int_in,
     markdown_table,
     parser,
+    positive_int,
     pyplot,
     results_dir,
     write_json,
@@ -44,6 +46,7 @@ from exp.output import (
     write_timing,
 )
 from kernel import Kernel
+from kernel.config import MAX_FRAMES, MIN_FRAMES
 from kernel.memory import PAGE_SIZE
 from kernel.traps import MemMap, MemRead, MemWrite, ModLoad
 
@@ -329,10 +332,15 @@ def plot(results: dict, directory: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("memory", "memory advisors against LRU and Belady's OPT")
-    p.add_argument("--frames", type=int, default=64, help="physical memory in frames (default 64)")
+    p.add_argument(
+        "--frames",
+        type=int_in(MIN_FRAMES, MAX_FRAMES),
+        default=64,
+        help="physical memory in frames (default 64)",
+    )
     p.add_argument(
         "--accesses",
-        type=int,
+        type=positive_int,
         default=None,
         help="accesses per workload (default 30000, quick 6000)",
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -24,15 +25,79 @@ from contextlib import contextmanager
 from typing import Any
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (``prog: why``)
+    and exit status 2, without the usage block above it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+# -- option types: each refuses a bad value with a message that says why ------------
+
+
+def positive_int(text: str) -> int:
+    value = integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def int_in(low: int, high: int):
+    """An option type: an integer from `low` to `high`."""
+
+    def check(text: str) -> int:
+        value = integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text!r}")
+        return value
+
+    check.__name__ = f"integer from {low} to {high}"
+    return check
+
+
+def directory_name(text: str) -> str:
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    return text
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def parser(name: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"malv exp {name}", description=description)
+    p = OneLineParser(prog=f"malv exp {name}", description=description)
     p.add_argument(
         "--out",
+        type=directory_name,
         default=os.path.join("results", name),
         help=f"output directory (default results/{name})",
     )
     p.add_argument("--quick", action="store_true", help="a smaller run, for tests and a first look")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument(
+        "--seed", type=integer, default=0, help="seed of every random choice (default 0)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 

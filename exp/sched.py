@@ -26,6 +26,7 @@ from exp.output import (
     Progress,
     markdown_table,
     parser,
+    positive_int,
     pyplot,
     results_dir,
     write_json,
@@ -173,7 +174,9 @@ def plot(results: dict, directory: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("sched", "sched advisors against round robin and oracle SRPT")
-    p.add_argument("--jobs", type=int, default=None, help="jobs per run (default 2000, quick 400)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=None, help="jobs per run (default 2000, quick 400)"
+    )
     args = p.parse_args(argv)
     n = args.jobs or (400 if args.quick else 2000)
     with results_dir(args.out) as tmp:

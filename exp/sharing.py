@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from drivers.vgpu.policies.advised import follow_advisors, policy_module
 from drivers.vgpu.policies.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
 from drivers.vgpu.policies.sim import LAUNCH_QUEUE_DEPTH, RunResult, Simulation, Tenant
 from drivers.vgpu.traces import MODELS, ModelSummary, Workload, load_orion_csv, synthetic_workload
-from exp.output import Progress, parser, pyplot
+from exp.output import Progress, parser, positive_float, positive_int, pyplot
 from kernel import boot
 
 #: Models by key: the Orion profile's file stem, and the published summary
@@ -96,7 +97,7 @@ def sharing_parser(
     )
     p.add_argument(
         "--arrival-speedup",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="divide the trace's gaps by this (default 1)",
     )
@@ -114,13 +115,18 @@ def sharing_parser(
         )
     p.add_argument(
         "--duration",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
     )
-    p.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     p.add_argument(
-        "--jobs", type=int, default=None, help="parallel processes (default: the CPU count)"
+        "--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="parallel processes (default: the CPU count)",
     )
     p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
     p.set_defaults(default_duration_s=duration_s)
@@ -234,11 +240,28 @@ def run_jobs(
         for i in order:
             done(i, run_job(jobs[i]))
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
             futures = {pool.submit(run_job, jobs[i]): i for i in order}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except KeyboardInterrupt:
+                _stop_workers(pool)
+                raise
     return [r for r in results if r is not None]
+
+
+def _ignore_interrupt() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, but it is the
+    parent's to handle (it stops the workers and reports it once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers now, rather than wait for the runs they are in."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 # -- figures -------------------------------------------------------------------

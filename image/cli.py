@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from exp.output import OneLineParser, integer, nonnegative_int
 from kernel import Kernel, KernelConfig, KernelHalted
 from kernel.log import FORMATS
 
@@ -38,8 +39,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
         gpu=None if args.gpu == "none" else args.gpu,
         headless=args.headless or args.run is not None,
     )
-    if args.vms < 0:
-        raise ValueError(f"--vms must be 0 or more, got {args.vms}")
     if config.headless:
         return boot_headless(args.run or "", config, vms=args.vms)
     if not sys.stdin.isatty():
@@ -123,7 +122,14 @@ def cmd_exp(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return importlib.import_module(f"exp.{args.name}").main(args.args)
+    try:
+        return importlib.import_module(f"exp.{args.name}").main(args.args)
+    except KeyboardInterrupt:
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's \r
+        print(
+            f"{fresh_line}malv exp {args.name}: interrupted; nothing was written", file=sys.stderr
+        )
+        return 130
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -133,9 +139,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="malv", description="malvos: boot, benchmark and experiment"
-    )
+    parser = OneLineParser(prog="malv", description="malvos: boot, benchmark and experiment")
     sub = parser.add_subparsers(dest="command", required=True)
 
     boot = sub.add_parser("boot", help="boot the kernel (interactive in a terminal, or headless)")
@@ -144,11 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
     boot.add_argument(
-        "--seed", type=int, default=0, help="seed for every random choice (default 0)"
+        "--seed", type=integer, default=0, help="seed for every random choice (default 0)"
     )
-    boot.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+    boot.add_argument("--cpus", type=integer, default=2, help="virtual CPUs (default 2)")
     boot.add_argument(
-        "--frames", type=int, default=2048, help="physical memory in 4 KiB frames (default 2048)"
+        "--frames",
+        type=integer,
+        default=2048,
+        help="physical memory in 4 KiB frames (default 2048)",
     )
     boot.add_argument(
         "--gpu",
@@ -158,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--log-format", choices=FORMATS, default="console", help="kernel log format")
     boot.add_argument(
-        "--vms", type=int, default=0, help="guest VMs to start on the host, vm1..vmN (default 0)"
+        "--vms",
+        type=nonnegative_int,
+        default=0,
+        help="guest VMs to start on the host, vm1..vmN (default 0)",
     )
     boot.set_defaults(func=cmd_boot)
 
@@ -200,16 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["busy"]:
-        from bench import busy
-
-        return busy.main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["busy"]:
+            from bench import busy
+
+            return busy.main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (ValueError, OSError) as exc:
         print(f"malv: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # an option parser's verdict: 2 for bad input, 0 for --help
+        return exc.code if isinstance(exc.code, int) else 2
 
 
 if __name__ == "__main__":

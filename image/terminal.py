@@ -8,7 +8,13 @@ The kernel's event loop runs on a background thread in realtime mode.  This
 * while a program runs in the foreground, the terminal is in cbreak mode:
   Ctrl-C raises SIGINT here and becomes a tty interrupt, which the console
   server turns into SIGINT for the foreground task — the kernel runs on;
-  Ctrl-P prints the process list.
+  Ctrl-P prints the process list; other keys go to the tty (`Tty.type_key`):
+  a program may read them (`top` quits on q), and the rest is typed ahead —
+  whole lines run after the program, an unfinished one is where the next
+  prompt's line editor starts;
+* what background jobs print while the prompt is shown goes above it, and
+  the prompt is drawn again below with the partly typed line
+  (prompt_toolkit's `patch_stdout`), so it never lands on the prompt line.
 
 Everything crosses to the kernel thread through `Tty`, which posts onto the
 event loop with `call_soon_threadsafe`.
@@ -27,6 +33,7 @@ import tty as termtty
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.patch_stdout import patch_stdout
 
 from kernel import Kernel
 
@@ -38,6 +45,7 @@ def run_interactive(k: Kernel) -> int:
     prompts: queue.Queue[str] = queue.Queue()
     k.tty.on_prompt = prompts.put
     k.tty.echo_input = False  # prompt_toolkit already shows what was typed
+    k.tty.interactive = True
     worker = threading.Thread(target=_run_kernel, args=(k,), name="malvos-kernel", daemon=True)
     worker.start()
 
@@ -54,8 +62,10 @@ def run_interactive(k: Kernel) -> int:
             break
         k.log.echo_level = 30  # booted: from now on the console shows warnings only
         try:
-            line = session.prompt(prompt)
+            with patch_stdout(raw=True):  # the kernel thread's output goes above the prompt
+                line = session.prompt(prompt, default=k.tty.typed_for_prompt)
         except KeyboardInterrupt:
+            k.tty.typed_for_prompt = ""
             prompts.put(prompt)  # Ctrl-C at the prompt: a fresh prompt
             continue
         except EOFError:
@@ -71,6 +81,16 @@ def _run_kernel(k: Kernel) -> None:
         k.machine.run()
     finally:
         k.halt(k.halt_reason or "the event loop stopped")
+
+
+def _keys_typed(k: Kernel, keys: str) -> None:
+    """Keys typed while a program runs: Ctrl-P prints the process list, the
+    rest goes to the tty."""
+    if CTRL_P in keys:
+        k.tty.procdump()
+        keys = keys.replace(CTRL_P, "")
+    if keys:
+        k.tty.type_key(keys)
 
 
 def _wait_for_prompt(k: Kernel, prompts: queue.Queue[str]) -> str | None:
@@ -92,9 +112,7 @@ def _wait_for_prompt(k: Kernel, prompts: queue.Queue[str]) -> str | None:
             try:
                 ready, _, _ = select.select([fd], [], [], 0.03)
                 if ready:
-                    ch = os.read(fd, 1).decode(errors="ignore")
-                    if ch == CTRL_P:
-                        k.tty.procdump()
+                    _keys_typed(k, os.read(fd, 64).decode(errors="ignore"))
             except KeyboardInterrupt:
                 k.tty.interrupt()
         return None

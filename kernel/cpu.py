@@ -32,7 +32,7 @@ NO_LIMIT_NS = 1 << 62
 class Cpu:
     __slots__ = (
         "id", "kernel", "current", "event", "active", "slice_end", "switches",
-        "grant_end", "requested",
+        "grant_end", "requested", "idle_ns", "idle_since",
     )  # fmt: skip
 
     def __init__(self, cpu_id: int, kernel: Kernel, granted: bool = True) -> None:
@@ -45,6 +45,21 @@ class Cpu:
         self.switches = 0
         self.grant_end = NO_LIMIT_NS if granted else 0  # may run while now < grant_end
         self.requested = False  # asked its provider for a grant, not yet given
+        # Idle time, for `top`: counted when the CPU finds no task and when it
+        # is woken again, never per step.  idle_since is -1 while it runs.
+        self.idle_ns = 0
+        self.idle_since = kernel.loop.now_ns
+
+    def busy_ns(self, now_ns: int, since_ns: int) -> int:
+        """Virtual time this CPU ran tasks between `since_ns` (boot) and now."""
+        idle = self.idle_ns + (now_ns - self.idle_since if self.idle_since >= 0 else 0)
+        return now_ns - since_ns - idle
+
+    def wakes(self, now_ns: int) -> None:
+        """The CPU leaves the idle state."""
+        if self.idle_since >= 0:
+            self.idle_ns += now_ns - self.idle_since
+            self.idle_since = -1
 
     def grant(self, until_ns: int) -> None:
         """The provider gives this vCPU a host CPU until virtual time `until_ns`."""

@@ -125,6 +125,12 @@ class Kernel:
         #: The boot plan's servers' endpoints, by name (a hypervisor hands a
         #: guest's GPU back end the host's `gpu`).
         self.servers: dict[str, Capability] = {}
+        #: The syscall table `_step` reads; a trace puts a traced copy here.
+        self.trap_table: dict[type, Callable[..., Any]] = TRAP_TABLE
+        #: The last trace (kernel/trace.py): started and stopped by the `Trace`
+        #: trap, it shadows `_step`, `wake`, `handoff` and `trap_table` while
+        #: it records.  None: never traced.
+        self.tracer: Any = None
         self.machine.attach(self)
 
     # ===================================================================
@@ -144,14 +150,15 @@ class Kernel:
             memory_kib=self.mm.nframes * 4, realtime=self.config.realtime,
         )  # fmt: skip
         self.servers = {server.name: self._start_server(server) for server in plan.servers}
-        self.init_pid = self.spawn(
-            plan.init,
-            caps={n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in self.servers.items()},
-        )
+        self.init_pid = self.spawn(plan.init, caps=self.server_caps())
         if wait and not self.threaded:
             self.run_until_prompt()
             self.log.echo_level = 30  # after boot the console shows warnings only
         return self
+
+    def server_caps(self) -> dict[str, Capability]:
+        """A send cap to each server of the boot plan, by name: init's caps."""
+        return {n: ep.derive(Rights.WRITE | Rights.GRANT) for n, ep in self.servers.items()}
 
     def _start_server(self, server: ServerSpec) -> Capability:
         """Spawn a server owning a new endpoint and the devices the plan hands
@@ -181,6 +188,9 @@ class Kernel:
 
         `caps` maps names to a `Capability` (the child gets a derived copy) or
         to a kernel object (the child gets the original cap, all rights).
+        Without `caps`, a program started from outside the kernel (no
+        `parent`) gets what init gets: a send cap to each server of the boot
+        plan (`console`, `gpu`, ...), as a program run from the shell does.
         """
         if self.halted:
             raise KernelHalted(self.halt_reason)
@@ -196,6 +206,8 @@ class Kernel:
         else:
             raise InvalidArgument(f"a program is a name or a generator function, not {program!r}")
         args = tuple(str(a) for a in args)
+        if caps is None and parent == 0:
+            caps = self.server_caps()
         pid = self._next_pid
         task = Task(self, pid, name, None, parent, self.loop.now_ns)  # type: ignore[arg-type]
         slots: dict[str, int] = {}
@@ -350,6 +362,14 @@ class Kernel:
             for t in sorted(self.tasks.values(), key=lambda t: t.pid)
         )
 
+    def cpuinfo(self) -> tuple[tuple[int, int, int], ...]:
+        """(cpu, busy_ns since boot, pid running or 0) for every CPU."""
+        now = self.loop.now_ns
+        return tuple(
+            (c.id, c.busy_ns(now, self.boot_ns), c.current.pid if c.current else 0)
+            for c in self.cpus
+        )
+
     def procdump(self) -> str:
         """The process list, as xv6's Ctrl-P prints it."""
         lines = ["", f"{'PID':>5} {'STATE':<9} {'CPU(ms)':>9}  NAME"]
@@ -366,6 +386,7 @@ class Kernel:
         its provider for a grant."""
         for cpu in self.cpus:
             if cpu.current is None and cpu.event is None and not cpu.active and not cpu.requested:
+                cpu.wakes(self.loop.now_ns)
                 if self.cpu_provider is None:
                     cpu.event = self.loop.call_at(self.loop.now_ns, self._cpu_run, cpu)
                 else:
@@ -422,6 +443,7 @@ class Kernel:
             if task is None:
                 task = sched.pick_next(cpu.id)
                 if task is None:
+                    cpu.idle_since = now
                     if self.cpu_provider is not None:
                         self._give_back(cpu)
                     return  # idle until _kick
@@ -484,7 +506,7 @@ class Kernel:
         except Exception as exc:
             self.kill(task, f"crashed: {exc!r}", -1, level="error")
             return self.trap_cost_ns
-        handler = TRAP_TABLE.get(type(trap))
+        handler = self.trap_table.get(type(trap))
         if handler is None:
             task.resume_exc = UnknownTrap(f"{trap!r} is not a trap")
             return self.trap_cost_ns

@@ -449,6 +449,16 @@ def trap_dmesg(k: Kernel, task: Task, trap: T.Dmesg) -> Any:
     return tuple(k.log.lines())
 
 
+def trap_cpuinfo(k: Kernel, task: Task, trap: T.CpuInfo) -> Any:
+    return k.cpuinfo()
+
+
+def trap_trace(k: Kernel, task: Task, trap: T.Trace) -> Any:
+    from kernel.trace import control  # the tracer shadows this module's table
+
+    return control(k, trap.op, trap.arg)
+
+
 def trap_meminfo(k: Kernel, task: Task, trap: T.MemInfo) -> Any:
     return k.mm.info()
 
@@ -582,6 +592,8 @@ TRAP_TABLE: dict[type, Handler] = {
     T.ProcList: trap_proclist,
     T.Dmesg: trap_dmesg,
     T.MemInfo: trap_meminfo,
+    T.Trace: trap_trace,
+    T.CpuInfo: trap_cpuinfo,
     T.MemBalloon: trap_memballoon,
     T.Log: trap_log,
     T.ModLoad: trap_modload,

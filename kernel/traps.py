@@ -337,6 +337,20 @@ class MemInfo:
 
 
 @attrs.frozen
+class CpuInfo:
+    """(cpu, busy ns since boot, running pid or 0) for each CPU (`top`)."""
+
+
+@attrs.frozen
+class Trace:
+    """Trace the kernel: `op` is start, stop, add (`arg`: events of another
+    source), save (`arg`: a file name) or status (kernel/trace.py)."""
+
+    op: str
+    arg: Any = None
+
+
+@attrs.frozen
 class MemBalloon:
     """Take `pages` frames out of use (pages > 0), or put them back (pages < 0):
     a guest's balloon driver, around its BALLOON hypercall.  Returns the free

@@ -38,6 +38,14 @@ class Tty:
         self.irq: Any = None  # the Notification, set by the kernel at boot
         self.waiting_prompt: str | None = None  # a reader is blocked with this prompt
         self.on_prompt: Callable[[str], None] | None = None  # host hook: input wanted
+        #: Keys typed while a program ran (the interactive terminal sends them
+        #: one by one): a program may read them (`top` quits on q); what is
+        #: left is typed ahead for the shell, whole lines first.
+        self.typed = ""
+        #: The unfinished typed-ahead line handed to the host with the last
+        #: prompt, for its line editor to start from.
+        self.typed_for_prompt = ""
+        self.interactive = False  # a person is at the keyboard (image/terminal.py)
 
     # -- device side (the console server) -----------------------------------------------
 
@@ -62,10 +70,21 @@ class Tty:
             if self.echo_input:
                 self.write_prompt(f"{prompt}{line}\n")
             return line
+        if "\n" in self.typed:
+            line, _, self.typed = self.typed.partition("\n")
+            self.waiting_prompt = None
+            self.write_prompt(f"{prompt}{line}\n")  # typed blind: show what runs
+            return line
+        self.typed_for_prompt, self.typed = self.typed, ""
         self.waiting_prompt = prompt
         if self.on_prompt is not None:
             self.on_prompt(prompt)
         return None
+
+    def take_typed(self) -> str:
+        """A program reads the keys typed so far (they are no longer typed ahead)."""
+        typed, self.typed = self.typed, ""
+        return typed
 
     def take_interrupts(self) -> int:
         n, self.interrupts = self.interrupts, 0
@@ -75,6 +94,10 @@ class Tty:
 
     def feed(self, line: str) -> None:
         self._post(self._feed, line)
+
+    def type_key(self, text: str) -> None:
+        """Keys typed while a program runs in the foreground."""
+        self._post(self._type_key, text)
 
     def close(self) -> None:
         """End of input (Ctrl-D, or the end of a headless script)."""
@@ -100,6 +123,16 @@ class Tty:
         if self.kernel.journal is not None:
             self.kernel.journal("line", line)
         self.lines.append(line)
+        self.kernel.raise_irq(self.irq, IRQ_INPUT)
+
+    def _type_key(self, text: str) -> None:
+        if self.kernel.journal is not None:
+            self.kernel.journal("keys", text)
+        for ch in text.replace("\r", "\n"):
+            if ch in "\x7f\b":  # backspace, typed blind
+                self.typed = self.typed[:-1]
+            elif ch == "\n" or ch.isprintable():
+                self.typed += ch
         self.kernel.raise_irq(self.irq, IRQ_INPUT)
 
     def _close(self, _arg: Any) -> None:

@@ -6,7 +6,7 @@ from kernel.traps import GetTime
 from userland.gpulib import LaunchSpec, gpu_request, open_context
 from userland.lib import UsageError, int_arg, println, program
 
-BAR = " ▁▂▃▄▅▆▇█"
+BAR = "·▁▂▃▄▅▆▇█"  # an idle TPC is a dot, so an idle GPU shows no empty field
 
 
 @program
@@ -85,7 +85,7 @@ def format_view(view) -> str:
         lines.append(_row("  no contexts", "", width))
     lines.append(rule)
     occ = "".join(BAR[min(8, round(o * 8))] for o in s.tpc_occupancy)
-    lines.append(f"TPC occupancy |{occ}|")
+    lines.append(f"TPC occupancy |{occ}|" + ("" if s.busy_tpcs else " idle"))
     return "\n".join(lines)
 
 

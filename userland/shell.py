@@ -28,6 +28,9 @@ from kernel.traps import (
 from userland.gpu import COMMANDS as GPU_COMMANDS
 from userland.lib import UsageError, int_arg, println, write
 from userland.modcmds import COMMANDS as MODULE_COMMANDS
+from userland.top import CLEAR
+from userland.top import COMMANDS as TOP_COMMANDS
+from userland.tracecmd import COMMANDS as TRACE_COMMANDS
 from userland.vmcmds import COMMANDS as VM_COMMANDS
 
 PROMPT = "$ "
@@ -134,13 +137,20 @@ def cmd_run(sh: Shell, args):
         background = True
     if not args:
         raise UsageError("usage: run PROG [ARGS] [&]")
-    pid = yield Spawn(args[0], tuple(args[1:]), caps=sh.proc.caps)
-    if background:
-        job = sh.next_job
-        sh.next_job += 1
-        sh.jobs[job] = (pid, " ".join(args))
-        yield from println(sh.proc, f"[{job}] {pid}")
+    if not background:
+        yield from run_foreground(sh, args[0], args[1:], args[0])
         return
+    pid = yield Spawn(args[0], tuple(args[1:]), caps=sh.proc.caps)
+    job = sh.next_job
+    sh.next_job += 1
+    sh.jobs[job] = (pid, " ".join(args))
+    yield from println(sh.proc, f"[{job}] {pid}")
+
+
+def run_foreground(sh: Shell, program, args, name: str):
+    """Start `program` (a name or a generator function) with the shell's caps
+    and wait for it; Ctrl-C on the console interrupts it."""
+    pid = yield Spawn(program, tuple(args), caps=sh.proc.caps, name=name)
     yield Send(sh.con, Message("foreground", pid))
     try:
         status = yield WaitPid(pid)
@@ -149,7 +159,7 @@ def cmd_run(sh: Shell, args):
     if status == -2:
         yield from write(sh.proc, "^C\n")
     elif status != 0:
-        yield from println(sh.proc, f"{args[0]}: exited with status {status}")
+        yield from println(sh.proc, f"{name}: exited with status {status}")
 
 
 def cmd_jobs(sh: Shell, args):
@@ -163,6 +173,13 @@ def cmd_jobs(sh: Shell, args):
             lines.append(f"[{job}] {pid:>5} done ({status})  {cmdline}")
             del sh.jobs[job]
     yield from println(sh.proc, "\n".join(lines) if lines else "no jobs")
+
+
+def cmd_clear(sh: Shell, args):
+    """clear: clear the terminal screen"""
+    if args:
+        raise UsageError("usage: clear")
+    yield from write(sh.proc, CLEAR)
 
 
 def cmd_poweroff(sh: Shell, args):
@@ -181,8 +198,11 @@ COMMANDS = {
     "kill": cmd_kill,
     "run": cmd_run,
     "jobs": cmd_jobs,
+    "clear": cmd_clear,
     "poweroff": cmd_poweroff,
 }
 COMMANDS.update(MODULE_COMMANDS)
 COMMANDS.update(GPU_COMMANDS)
 COMMANDS.update(VM_COMMANDS)
+COMMANDS.update(TRACE_COMMANDS)
+COMMANDS.update(TOP_COMMANDS)

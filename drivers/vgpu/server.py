@@ -19,6 +19,8 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 |         |                  | `ContextRequest`          |                               |
 | gpu     | `stats`          | -                         | `stats` `GpuView`             |
 | gpu     | `set_clock`      | MHz                       | `ok` effective time (ns)      |
+| gpu     | `trace_start`    | -                         | `ok` (timeline.py records)    |
+| gpu     | `trace_stop`     | -                         | `trace` `TimelineEvents`      |
 | context | `alloc`          | bytes                     | `handle` id                   |
 | context | `free`           | handle                    | `ok`                          |
 | context | `launch`         | `LaunchSpec`              | `launched` kernel id          |
@@ -68,6 +70,7 @@ from typing import Any
 import attrs
 
 from drivers.vgpu.errors import GpuError, InvalidArgument
+from drivers.vgpu.timeline import GpuTimeline
 from kernel.caps import Rights
 from kernel.traps import (
     Alarm,
@@ -172,6 +175,7 @@ class GpuDriver:
         self._policy_key: Any = None  # the advisor's selection the scheduler follows
         self.contexts: dict[int, _Context] = {}
         self.waiters: list[tuple[int, int | None, int]] = []  # (ctx, kernel or None, reply slot)
+        self.timeline: GpuTimeline | None = None  # while the shell's `trace` records
 
     @property
     def engine(self) -> Any:
@@ -200,6 +204,8 @@ class GpuDriver:
         self.follow_policy()
         self.scheduler.catch_up(now_ns)
         self._check_refused()
+        if self.timeline is not None:
+            self.timeline.sample(self._engine)
 
     # -- advice (MLaaS GPU and power advisors) ---------------------------------------------
 
@@ -305,6 +311,8 @@ class GpuDriver:
             raise GpuRequestError(str(exc)) from None
         kernel_id = self.engine.add_kernel(desc)
         ctx.specs[kernel_id] = spec
+        if self.timeline is not None:
+            self.timeline.launched(kernel_id, ctx.ctx, spec.name, self.engine.now_ns)
         self.scheduler.submit(ctx.ctx, spec.stream, kernel_id, desc, spec)
         self._check_refused()
         return kernel_id
@@ -470,6 +478,15 @@ def _serve(driver: GpuDriver, ep: int, r):
             return Message("stats", driver.view())
         if label == "set_clock":
             return Message("ok", driver.engine.set_clock(payload))
+        if label == "trace_start":
+            driver.timeline = GpuTimeline(driver.preset)
+            driver.timeline.sample(driver.engine)
+            return Message("ok")
+        if label == "trace_stop":
+            if driver.timeline is None:
+                raise GpuRequestError("the GPU is not tracing")
+            timeline, driver.timeline = driver.timeline, None
+            return Message("trace", timeline.events(driver.engine))
         ctx = driver.context(r.badge)
         if label == "alloc":
             return Message("handle", driver.engine.memory.alloc(ctx.ctx, payload))

@@ -279,6 +279,8 @@ class Replay:
                 k.cpu_granted(k.cpus[data[0]], data[1])
             elif kind == "line":
                 k.tty._feed(data[0])
+            elif kind == "keys":
+                k.tty._type_key(data[0])
             elif kind == "eof":
                 k.tty._close(None)
             elif kind == "intr":

@@ -341,7 +341,9 @@ class Mlaas:
             rec = self._prepare(path, params, replacing=None, isolated=isolated, override=override)
             self._start(rec, None)
         except ModuleError as exc:
-            self.kernel.log.warning(
+            # Logged at info: the caller is told (the shell prints it), and a
+            # warning would echo the same refusal on the console a second time.
+            self.kernel.log.info(
                 "mlaas", "insmod refused", module=spec, reason=str(exc).split(": ", 1)[-1]
             )
             raise

@@ -310,6 +310,11 @@ def convert_params(loaded: LoadedModule, given: Mapping[str, Any] | None) -> dic
     return values
 
 
+def _a(kind: type) -> str:
+    """The type's name with its article: "an int", "a float"."""
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
 def _convert(key: str, raw: Any, default: Any) -> Any:
     kind = type(default)
     if not isinstance(raw, str):
@@ -317,7 +322,7 @@ def _convert(key: str, raw: Any, default: Any) -> Any:
             return raw
         if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)
-        raise ModuleError(f"parameter {key} must be a {kind.__name__}, got {raw!r}")
+        raise ModuleError(f"parameter {key} must be {_a(kind)}, got {raw!r}")
     if kind is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
@@ -327,4 +332,4 @@ def _convert(key: str, raw: Any, default: Any) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ModuleError(f"parameter {key} must be a {kind.__name__}, got {raw!r}") from None
+        raise ModuleError(f"parameter {key} must be {_a(kind)}, got {raw!r}") from None

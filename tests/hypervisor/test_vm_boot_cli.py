@@ -35,7 +35,7 @@ def test_a_guest_of_malv_boot_runs_gpu_burn_and_comes_back_from_a_snapshot(capsy
 
 def test_malv_boot_refuses_a_negative_number_of_vms(capsys):
     assert cli.main(["boot", "--headless", "--vms", "-1"]) == 2
-    assert "--vms must be 0 or more" in capsys.readouterr().err
+    assert "argument --vms: must be 0 or more" in capsys.readouterr().err
 
 
 def test_guests_go_down_with_their_host():

@@ -62,7 +62,7 @@ def test_insmod_takes_parameters_typed_by_their_defaults(kernel: Kernel):
 
 
 @pytest.mark.parametrize("params, reason", [
-    ({"levels": "many"}, "parameter levels must be a int"),
+    ({"levels": "many"}, "parameter levels must be an int"),
     ({"colour": "red"}, "mlfq has no parameter 'colour'"),
 ])  # fmt: skip
 def test_bad_parameters_are_refused_and_nothing_changes(kernel: Kernel, params, reason):
