@@ -10,7 +10,8 @@ An image holds only what its manifest selects (unikernel-style):
 * ``manifest.toml``, ``image.json`` (the program table and module names:
   an image has no installed metadata to find its programs by) and
   ``__main__.py`` (image/imagemain.py, which verifies before it boots);
-* ``MALVOS-INDEX.json``, the sha256 of every other member.
+* ``MALVOS-INDEX.json``, the sha256 of every other member, and the zip
+  comment, the sha256 of all the bytes before it (image/imagemain.py).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def build(manifest_path: str | Path, out: str | Path | None = None, root: Path =
         "manifest.toml": Path(manifest_path).read_bytes(),
         "image.json": image_info(manifest, catalog),
     }
-    write_image(out, {m: (root / m).read_bytes() for m in members} | extra)
+    write_image(out, {m: _read(root, m) for m in members} | extra)
     return out
 
 
@@ -86,6 +87,9 @@ def write_image(out: Path, files: dict[str, bytes]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, files[name])
+        archive.comment = b"0" * imagemain.SEAL_BYTES  # the seal's place
+    data = tmp.read_bytes()
+    tmp.write_bytes(data[: -imagemain.SEAL_BYTES] + imagemain.seal(data))
     tmp.replace(out)
 
 
@@ -103,7 +107,19 @@ def select_files(manifest: Manifest, catalog: Catalog, root: Path = ROOT) -> lis
     chosen.add("mlaas_modules/__init__.py")
     for module in manifest.modules:
         chosen |= _mlaas_module_files(root, module.name)
-    return sorted(f for f in _with_parents(chosen) if (root / f).is_file())
+    return sorted(_with_parents(chosen))
+
+
+#: The ``__init__.py`` an image gives a namespace package: zipimport finds
+#: only regular packages.
+NAMESPACE_INIT = b'"""A namespace package of the source tree."""\n'
+
+
+def _read(root: Path, member: str) -> bytes:
+    path = root / member
+    if not path.is_file() and path.name == "__init__.py":
+        return NAMESPACE_INIT
+    return path.read_bytes()
 
 
 def _package_files(root: Path, package: str) -> set[str]:
@@ -168,8 +184,7 @@ def _load_time_imports(source: str) -> list[str]:
 
 
 def _with_parents(files: set[str]) -> set[str]:
-    """`files` and the ``__init__.py`` of every package above them (a
-    namespace package has none: the caller keeps the files that exist)."""
+    """`files` and the ``__init__.py`` of every package above them."""
     full = set(files)
     for name in files:
         parts = name.split("/")[:-1]

@@ -5,6 +5,8 @@
 zipfile, json) and imports nothing from the image until every member's
 sha256 matches the image's index: a corrupted, truncated or tampered image
 is refused, with one line naming the member, before any of its code runs.
+The zip's comment seals the rest: the sha256 of every byte before it, so a
+change outside the members (a header's date, the directory) is refused too.
 `malv boot IMAGE` calls the same `verify` in the host process.
 
 Sealing keeps the image's own packages from being found anywhere else (an
@@ -23,6 +25,8 @@ import zipfile
 
 #: The member that lists every other member's sha256.
 INDEX = "MALVOS-INDEX.json"
+#: The seal: the zip comment, the hex sha256 of every byte before it.
+SEAL_BYTES = 64
 #: The packages an image holds; sealed against copies outside it.
 SEALED = ("kernel", "drivers", "userland", "mlaas_modules", "image", "bench", "exp")
 
@@ -44,7 +48,20 @@ def verify(path: str) -> dict:
     with archive:
         index = _read_index(path, archive)
         _check_members(path, archive, index["members"])
+    if not sealed(path):
+        raise ImageRefused(f"{path}: not a malvos image (changed outside its members)")
     return index
+
+
+def seal(data: bytes) -> bytes:
+    """The seal of an image's bytes (their last SEAL_BYTES are the seal's place)."""
+    return hashlib.sha256(data[:-SEAL_BYTES]).hexdigest().encode()
+
+
+def sealed(path: str) -> bool:
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data) > SEAL_BYTES and data[-SEAL_BYTES:] == seal(data)
 
 
 def _read_index(path: str, archive: zipfile.ZipFile) -> dict:
@@ -104,7 +121,7 @@ class SealedFinder:
         return spec
 
 
-def seal(image: str) -> None:
+def seal_imports(image: str) -> None:
     sys.meta_path.insert(0, SealedFinder(image))
     if image not in sys.path:
         sys.path.insert(0, image)
@@ -117,7 +134,7 @@ def main() -> int:
     except ImageRefused as exc:
         print(f"malv: refused {exc}", file=sys.stderr)
         return 2
-    seal(image)
+    seal_imports(image)
     from image.runtime import main as boot
 
     return boot(image, sys.argv[1:])
