@@ -187,7 +187,9 @@ class _Reader:
         if settings.get("gpu") == "none":
             settings["gpu"] = None
         elif "gpu" in settings and type(settings["gpu"]) is not str:
-            raise self.refuse("kernel.gpu", f"expected a preset or 'none', got {_show(settings['gpu'])}")
+            raise self.refuse(
+                "kernel.gpu", f"expected a preset or 'none', got {_show(settings['gpu'])}"
+            )
         if plan is not None:
             settings["plan"] = plan
         try:
@@ -229,7 +231,9 @@ class _Reader:
                 )
         for name in REQUIRED_PROGRAMS:
             if name not in programs:
-                raise self.refuse("programs", f"expected {name!r} among them (every image boots it)")
+                raise self.refuse(
+                    "programs", f"expected {name!r} among them (every image boots it)"
+                )
         servers = tuple(s.program for s in config.plan.servers if s.program not in programs)
         for name in servers:
             if name not in self.catalog.programs:
@@ -278,10 +282,14 @@ class _Reader:
                 raise self.refuse(f"{key}.name", "missing; expected a vm name")
             name = self.string(vm["name"], f"{key}.name")
             if not name or not name.replace("-", "_").isidentifier():
-                raise self.refuse(f"{key}.name", f"expected letters, digits, '-', '_', got {name!r}")
+                raise self.refuse(
+                    f"{key}.name", f"expected letters, digits, '-', '_', got {name!r}"
+                )
             share = self.integer(vm.get("gpu_share", 0), f"{key}.gpu_share", 0, 100)
             if share and config.gpu is None:
-                raise self.refuse(f"{key}.gpu_share", "expected 0: the host has no GPU (kernel.gpu)")
+                raise self.refuse(
+                    f"{key}.gpu_share", "expected 0: the host has no GPU (kernel.gpu)"
+                )
             allowed = self.strings(vm.get("allowed_modules", []), f"{key}.allowed_modules")
             for module in allowed:
                 if module not in modules:

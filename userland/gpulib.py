@@ -12,7 +12,7 @@ from typing import Any
 from kernel.traps import Call, Message
 from userland.lib import UsageError
 
-__all__ = ["GpuContext", "LaunchSpec", "gpu_request", "open_context"]
+__all__ = ["GpuContext", "gpu_request", "open_context"]  # and LaunchSpec, by __getattr__
 
 
 def __getattr__(name: str) -> Any:

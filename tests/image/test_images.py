@@ -231,7 +231,9 @@ def test_malv_boot_refuses_a_truncated_image_in_the_host(images, tmp_path):
     assert r.stderr == f"malv: refused {truncated}: not a malvos image (File is not a zip file)\n"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
 def test_any_flipped_byte_is_refused_naming_a_member_or_not_an_image(
     images, tmp_path, position, bit

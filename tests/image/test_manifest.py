@@ -102,11 +102,23 @@ def test_kernel_settings_module_params_and_init_script_are_read():
         (MINIMAL + '[[modules]]\nname = "nosuch"\n', "modules[0].name", "no module named"),
         (MINIMAL + '[[modules]]\nname = "lru"\nload = "yes"\n', "modules[0].load", "true or"),
         (MINIMAL + '[[modules]]\nname = "lru"\nparams = { a = [1] }\n', "modules[0].params.a", ""),
-        (MINIMAL + '[[vms]]\nname = "g"\nallowed_modules = ["lru"]\n', "vms[0].allowed_modules", ""),
-        (MINIMAL + '[kernel]\ngpu = "none"\n[[vms]]\nname = "g"\ngpu_share = 50\n', "gpu_share", ""),
+        (
+            MINIMAL + '[[vms]]\nname = "g"\nallowed_modules = ["lru"]\n',
+            "vms[0].allowed_modules",
+            "",
+        ),
+        (
+            MINIMAL + '[kernel]\ngpu = "none"\n[[vms]]\nname = "g"\ngpu_share = 50\n',
+            "gpu_share",
+            "",
+        ),
         (MINIMAL + '[[vms]]\nname = "g"\ngpu_share = 101\n', "vms[0].gpu_share", "0 to 100"),
         (MINIMAL + '[[servers]]\nname = "console"\nprogram = "nope"\n', "servers", "nope"),
-        (MINIMAL + '[[servers]]\nname = "c"\nprogram = "console"\ndevices = ["disk"]\n', "servers[0]", "disk"),
+        (
+            MINIMAL + '[[servers]]\nname = "c"\nprogram = "console"\ndevices = ["disk"]\n',
+            "servers[0]",
+            "disk",
+        ),
         ("programs = [", "not TOML", ""),
     ],
 )
