@@ -84,7 +84,10 @@ def boot(manifest: Manifest, config: KernelConfig, module_dir: Path, script, hea
     k.mlaas.module_path = [str(module_dir)]
     if not headless:
         if not sys.stdin.isatty():
-            print('malvos: standard input is not a terminal; use --headless --run "cmd; cmd"')
+            print(
+                'malvos: standard input is not a terminal; use --headless --run "cmd; cmd"',
+                file=sys.stderr,
+            )
             return 2
         k.threaded = True
     try:
