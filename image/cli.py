@@ -108,6 +108,11 @@ def boot_image(args: argparse.Namespace) -> int:
 
     from image.imagemain import ImageRefused, verify
 
+    machine = (args.cpus, args.frames, args.gpu, args.vms)
+    if machine != (2, 2048, "a100", 0):
+        raise ValueError(
+            "an image's cpus, frames, gpu and vms are its manifest's; drop those options"
+        )
     try:
         verify(args.image)
     except ImageRefused as exc:

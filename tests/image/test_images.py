@@ -227,6 +227,15 @@ def test_a_tampered_image_is_refused_naming_the_member_before_its_code_runs(
         verify(str(tampered))
 
 
+def test_malv_boot_image_takes_the_machine_from_the_manifest_not_from_options(images):
+    r = subprocess.run(
+        [PYTHON, "-m", "image.cli", "boot", str(images["course"]), "--gpu", "h100", "--headless"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "are its manifest's" in r.stderr and r.stdout == ""
+
+
 def test_malv_boot_refuses_a_truncated_image_in_the_host(images, tmp_path):
     truncated = tmp_path / "truncated.pyz"
     truncated.write_bytes(images["course"].read_bytes()[:5000])
