@@ -31,8 +31,10 @@ def _write(text: str) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    if args.image is not None:
+        return boot_image(args)
     config = KernelConfig(
-        seed=args.seed,
+        seed=0 if args.seed is None else args.seed,
         cpus=args.cpus,
         frames=args.frames,
         log_format=args.log_format,
@@ -97,6 +99,62 @@ def boot_headless(script: str, config: KernelConfig, vms: int = 0) -> int:
         k.machine.shutdown()
 
 
+def boot_image(args: argparse.Namespace) -> int:
+    """`malv boot IMAGE`: verify the image here, before any of its code runs,
+    then boot it in a fresh interpreter, as `python IMAGE` would (this
+    process has the source tree's kernel imported already)."""
+    import subprocess
+
+    from image.imagemain import ImageRefused, verify
+
+    machine = (args.cpus, args.frames, args.gpu, args.vms)
+    if machine != (2, 2048, "a100", 0):
+        raise ValueError(
+            "an image's cpus, frames, gpu and vms are its manifest's; drop those options"
+        )
+    try:
+        verify(args.image)
+    except ImageRefused as exc:
+        print(f"malv: refused {exc}", file=sys.stderr)
+        return 2
+    argv = ["--log-format", args.log_format] + (["--seed", str(args.seed)] if args.seed else [])
+    argv += ["--headless"] * args.headless + (["--run", args.run] if args.run is not None else [])
+    return subprocess.call([sys.executable, args.image, *argv])
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from image.builder import build
+    from image.manifest import ManifestError
+
+    try:
+        out = build(args.manifest, args.output)
+    except ManifestError as exc:
+        print(f"malv build: {exc}", file=sys.stderr)
+        return 2
+    print(f"{out}: {out.stat().st_size} bytes")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from image.builder import shipped_manifests, source_catalog
+    from image.manifest import load
+
+    catalog = source_catalog()
+    for path in shipped_manifests():
+        print(f"{path.stem:<10} {load(path, catalog).description}")
+    return 0
+
+
+def add_image_commands(sub) -> None:
+    """`malv build` and `malv images` (image/builder.py)."""
+    build = sub.add_parser("build", help="build a single-file image from a manifest")
+    build.add_argument("manifest", help="an image manifest, e.g. image/course.toml")
+    build.add_argument("-o", "--output", help="the image file (default: NAME.pyz)")
+    build.set_defaults(func=cmd_build)
+    images = sub.add_parser("images", help="list the shipped image manifests")
+    images.set_defaults(func=cmd_images)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     names = BENCHMARKS if args.name in (None, "all") else (args.name,)
     for name in names:
@@ -144,11 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser("boot", help="boot the kernel (interactive in a terminal, or headless)")
     boot.add_argument(
+        "image", nargs="?", help="an image built by malv build (default: the default manifest)"
+    )
+    boot.add_argument(
         "--headless", action="store_true", help="no person present: run --run and power off"
     )
     boot.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
     boot.add_argument(
-        "--seed", type=integer, default=0, help="seed for every random choice (default 0)"
+        "--seed", type=integer, help="seed for every random choice (default 0, or an image's own)"
     )
     boot.add_argument("--cpus", type=integer, default=2, help="virtual CPUs (default 2)")
     boot.add_argument(
@@ -171,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="guest VMs to start on the host, vm1..vmN (default 0)",
     )
     boot.set_defaults(func=cmd_boot)
+
+    add_image_commands(sub)
 
     bench = sub.add_parser("bench", help="run performance benchmarks (ratios in one run)")
     bench.add_argument("name", nargs="?", help=f"one of {', '.join(BENCHMARKS)} (default: all)")

@@ -11,12 +11,26 @@ A program is a generator function taking one argument, its `Proc`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
 Program = Callable[[Any], Any]
 
 GROUP = "malvos.programs"
+
+
+class TableEntry:
+    """One program named as an entry point names it, ``module:function``,
+    loaded on first use (what an image registers in place of installed
+    metadata, which an image does not have)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load(self) -> Program:
+        module, _, attr = self.target.partition(":")
+        return getattr(import_module(module), attr)
 
 
 class ProgramTable:
@@ -44,6 +58,11 @@ class ProgramTable:
         prog = ep.load()
         self._programs[name] = prog
         return prog
+
+    def use_only(self, entries: dict[str, str]) -> None:
+        """Find programs in `entries` (name -> ``module:function``) and nowhere
+        else: the installed entry points are no longer consulted."""
+        self._entry_points = {name: TableEntry(target) for name, target in entries.items()}
 
     def names(self) -> list[str]:
         return sorted(set(self._programs) | set(self._eps()))

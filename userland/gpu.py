@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kernel.traps import GetTime
-from userland.gpulib import LaunchSpec, gpu_request, open_context
+from userland.gpulib import gpu_request, open_context
 from userland.lib import UsageError, int_arg, println, program
 
 BAR = "·▁▂▃▄▅▆▇█"  # an idle TPC is a dot, so an idle GPU shows no empty field
@@ -22,6 +22,8 @@ def gpu_burn(proc):
     kernels = 0
     # A GEMM-like kernel, mostly compute-bound: 864 blocks of 500 µs, 2 per TPC
     # (8 waves on an A100's 54 TPCs).
+    from userland.gpulib import LaunchSpec  # the driver's; not imported by the shell
+
     spec = LaunchSpec("burn_gemm", grid_blocks=864, block_us=500.0, mem_fraction=0.2)
     now = start
     while now < deadline:
@@ -41,6 +43,8 @@ def gpu_loop(proc):
     kernels = int_arg(proc.argv, 0, "kernels", minimum=1)
     blocks = int_arg(proc.argv, 1, "blocks", default=216, minimum=1)
     block_us = int_arg(proc.argv, 2, "block microseconds", default=300, minimum=1)
+    from userland.gpulib import LaunchSpec
+
     ctx = yield from open_context(proc)
     spec = LaunchSpec("loop_kernel", grid_blocks=blocks, block_us=float(block_us))
     for i in range(kernels):

@@ -1,14 +1,26 @@
-"""The client side of the vGPU driver: what programs call to use the GPU."""
+"""The client side of the vGPU driver: what programs call to use the GPU.
+
+`LaunchSpec` comes from the driver, imported on first use: the shell imports
+this module for its `gpu` command, and an image without a GPU holds no
+driver code (image/builder.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drivers.vgpu.server import LaunchSpec
 from kernel.traps import Call, Message
 from userland.lib import UsageError
 
-__all__ = ["GpuContext", "LaunchSpec", "gpu_request", "open_context"]
+__all__ = ["GpuContext", "gpu_request", "open_context"]  # and LaunchSpec, by __getattr__
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LaunchSpec":
+        from drivers.vgpu.server import LaunchSpec
+
+        return LaunchSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class GpuRequestFailed(UsageError):
@@ -33,7 +45,7 @@ class GpuContext:
     def alloc(self, size_bytes: int):
         return (yield from gpu_request(self.cap, "alloc", size_bytes)).msg.payload
 
-    def launch(self, spec: LaunchSpec):
+    def launch(self, spec: Any):  # a drivers.vgpu.server.LaunchSpec
         return (yield from gpu_request(self.cap, "launch", spec)).msg.payload
 
     def sync(self, kernel_id: int | None = None):

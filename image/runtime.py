@@ -1,0 +1,200 @@
+"""Booting from inside an image: the boot loader that image/imagemain.py
+hands a verified, sealed image to.
+
+It reads the image's own manifest and program table (image.json), registers
+the programs (the image has no installed metadata), points numba's cache at a
+per-user directory (a cache cannot live inside a zip), writes the MLaaS
+modules out where the module loader reads files, and boots: the kernel, its
+preloaded modules, its guest VMs, then the init script and any ``--run``
+commands on the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import attrs
+
+from image.manifest import Catalog, Manifest, loads
+from kernel import Kernel, KernelConfig, KernelHalted
+from kernel.log import FORMATS
+from kernel.programs import DEFAULT_PROGRAMS
+
+
+def cache_dir() -> Path:
+    """Where images keep what cannot live in a zip: $XDG_CACHE_HOME/malvos,
+    by default ~/.cache/malvos."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "malvos"
+
+
+def main(image: str, argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    with zipfile.ZipFile(image) as archive:
+        info = json.loads(archive.read("image.json"))
+        text = archive.read("manifest.toml")
+        index = archive.read("MALVOS-INDEX.json")
+    catalog = Catalog(info["programs"], frozenset(info["modules"]))
+    manifest = loads(text, f"{image}:manifest.toml", catalog)
+    DEFAULT_PROGRAMS.use_only(info["programs"])
+    if manifest.gpu is not None:
+        use_numba_cache(image, json.loads(index)["members"])
+    module_dir = write_modules(image, info["modules"], hashlib.sha256(index).hexdigest()[:16])
+    headless = args.headless or args.run is not None
+    config = attrs.evolve(
+        manifest.config,
+        seed=manifest.config.seed if args.seed is None else args.seed,
+        log_format=args.log_format,
+        headless=headless,
+        realtime=not headless,
+    )
+    script = [*manifest.init, *_commands(args.run or "")]
+    return boot(manifest, config, module_dir, script, headless)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="malvos image", description="boot this malvos image")
+    parser.add_argument("--headless", action="store_true", help="run --run and power off")
+    parser.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
+    parser.add_argument("--seed", type=int, help="the seed (default: the manifest's)")
+    parser.add_argument("--log-format", choices=FORMATS, default="console")
+    return parser
+
+
+def _commands(script: str) -> list[str]:
+    return [c.strip() for c in script.split(";") if c.strip()]
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# -- booting ---------------------------------------------------------------------
+
+
+def boot(manifest: Manifest, config: KernelConfig, module_dir: Path, script, headless) -> int:
+    k = Kernel(config, console=_write)
+    k.mlaas.module_path = [str(module_dir)]
+    if not headless:
+        if not sys.stdin.isatty():
+            print(
+                'malvos: standard input is not a terminal; use --headless --run "cmd; cmd"',
+                file=sys.stderr,
+            )
+            return 2
+        k.threaded = True
+    try:
+        k.boot()
+        for module in manifest.modules:
+            if module.load:
+                k.mlaas.insmod(module.name, module.params)
+        start_vms(k, manifest, wait=headless)
+        for command in script:
+            k.tty.feed(command)
+        return run_headless(k) if headless else _run_interactive(k)
+    finally:
+        k.machine.shutdown()
+
+
+def start_vms(host: Kernel, manifest: Manifest, wait: bool) -> None:
+    if not manifest.vms:
+        return
+    from kernel.hypervisor import Hypervisor
+
+    hv = Hypervisor(host)
+    for i, vm in enumerate(manifest.vms, start=1):
+        config = KernelConfig(seed=host.seed + i, cpus=vm.cpus, frames=vm.frames, gpu=None)
+        guest = hv.create(
+            vm.name, config, allowed_modules=vm.allowed_modules, gpu_share=vm.gpu_share
+        )
+        guest.start(wait=wait)
+
+
+def run_headless(k: Kernel) -> int:
+    """Close the console (init powers off at the end of input) and run; 0 on poweroff."""
+    k.tty.close()
+    try:
+        k.machine.run()
+    except KernelHalted:
+        pass
+    if not k.halted:
+        print("malvos: the kernel stopped with nothing left to run", file=sys.stderr)
+        return 1
+    return 0 if k.halt_reason.startswith("poweroff") else 1
+
+
+def _run_interactive(k: Kernel) -> int:
+    from image.terminal import run_interactive
+
+    return run_interactive(k)
+
+
+# -- what cannot live in a zip -------------------------------------------------------
+
+
+def write_modules(image: str, names: list[str], key: str) -> Path:
+    """The image's MLaaS modules, written to the per-user cache (the module
+    loader reads and hashes files); rewritten at every boot, from the
+    verified image, so an edit there does not last."""
+    target = cache_dir() / "modules" / key
+    prefix = "mlaas_modules/"
+    with zipfile.ZipFile(image) as archive:
+        for member in archive.namelist():
+            if member.startswith(prefix) and member != prefix + "__init__.py":
+                path = target / member[len(prefix) :]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(archive.read(member))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def use_numba_cache(image: str, members: dict[str, str]) -> None:
+    """Keep numba's compiled code in NUMBA_CACHE_DIR (by default the per-user
+    cache's numba/), keyed by each source member's sha256: a second boot, or
+    an image rebuilt from the same source, does not compile again."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+    from numba.core import caching
+
+    caching.CacheImpl._locator_classes.insert(0, _image_locator(caching, image, members))
+
+
+def _image_locator(caching, image: str, members: dict[str, str]):
+    prefix = image.rstrip(os.sep) + os.sep
+
+    class ImageCacheLocator(caching._CacheLocator):
+        """numba's cache for functions whose source is a member of this image."""
+
+        def __init__(self, py_func, py_file: str) -> None:
+            self._member = py_file[len(prefix) :].replace(os.sep, "/")
+            self._lineno = py_func.__code__.co_firstlineno
+            root = os.environ["NUMBA_CACHE_DIR"]
+            self._cache_path = os.path.join(root, "image", os.path.dirname(self._member))
+
+        def get_cache_path(self) -> str:
+            return self._cache_path
+
+        def get_source_stamp(self) -> str:
+            return members[self._member]
+
+        def get_disambiguator(self) -> str:
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file: str):
+            if not py_file.startswith(prefix):
+                return None
+            locator = cls(py_func, py_file)
+            try:
+                locator.ensure_cache_path()
+            except OSError:
+                return None
+            return locator
+
+    return ImageCacheLocator
