@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel import BootPlan, ConfigError, Kernel, KernelConfig, ServerSpec, boot
-from kernel.config import GPU_PRESETS, MAX_CPUS, MAX_FRAMES, MAX_SLICE_NS, MAX_TRAP_COST_NS
+from kernel.config import DEVICES, GPU_PRESETS, MAX_CPUS, MAX_FRAMES, MAX_SLICE_NS, MAX_TRAP_COST_NS
 from kernel.log import FORMATS
 from kernel.programs import ProgramTable
 from kernel.traps import Call, Message, Poweroff, Recv, Reply
@@ -64,7 +64,7 @@ def test_a_good_config_is_kept_as_given(cpus, frames, seed, gpu, headless):
 
 @given(
     name=st.one_of(st.just(""), st.just("a b"), st.integers()),
-    device=st.text(max_size=6).filter(lambda d: d not in ("tty", "irq", "mlaas")),
+    device=st.text(max_size=6).filter(lambda d: d not in DEVICES),
 )
 def test_a_bad_boot_plan_is_refused(name, device):
     with pytest.raises(ConfigError, match=r"^name\b"):
