@@ -35,9 +35,9 @@ import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, policy_class
-from drivers.vgpu.policies.advised import follow_advisors, policy_module
-from drivers.vgpu.policies.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
-from drivers.vgpu.policies.sim import LAUNCH_QUEUE_DEPTH, RunResult, Simulation, Tenant
+from drivers.vgpu.sharing.advised import follow_advisors, policy_module
+from drivers.vgpu.sharing.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
+from drivers.vgpu.sharing.sim import LAUNCH_QUEUE_DEPTH, RunResult, Simulation, Tenant
 from drivers.vgpu.traces import MODELS, ModelSummary, Workload, load_orion_csv, synthetic_workload
 from exp.output import Progress, parser, positive_float, positive_int, pyplot
 from kernel import boot

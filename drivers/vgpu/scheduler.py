@@ -37,9 +37,9 @@ from typing import Any
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import make_policy
-from drivers.vgpu.policies.advised import policy_kwargs
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import DeviceStream, SharedDevice, kernel_profile, kernel_sms
+from drivers.vgpu.sharing.advised import policy_kwargs
+from drivers.vgpu.sharing.device import DeviceStream, SharedDevice, kernel_profile, kernel_sms
 from drivers.vgpu.work import KernelDesc
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.vgpu.policies import Simulation, Tenant, make_policy
+from drivers.vgpu.policies import make_policy
 from drivers.vgpu.presets import a100, scaled
+from drivers.vgpu.sharing import Simulation, Tenant
 from drivers.vgpu.traces import Workload
 from drivers.vgpu.work import KernelDesc
 

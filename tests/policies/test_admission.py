@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from drivers.vgpu.policies import Tenant, make_policy
-from drivers.vgpu.policies.arrivals import poisson_times_ns
+from drivers.vgpu.policies import make_policy
+from drivers.vgpu.sharing import Tenant
+from drivers.vgpu.sharing.arrivals import poisson_times_ns
 from tests.policies.conftest import SPEC, kernel, simulate, workload
 
 

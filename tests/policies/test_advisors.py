@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.vgpu.policies import POLICY_NAMES, Simulation
-from drivers.vgpu.policies.advised import follow_advisors
+from drivers.vgpu.policies import POLICY_NAMES
+from drivers.vgpu.sharing import Simulation
+from drivers.vgpu.sharing.advised import follow_advisors
 from kernel import Kernel
 from tests.policies.conftest import SPEC
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.vgpu.policies.arrivals import (
+from drivers.vgpu.sharing.arrivals import (
     ArrivalFormatError,
     ArrivalTrace,
     arrival_times_ns,

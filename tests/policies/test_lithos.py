@@ -9,8 +9,9 @@ import pytest
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
 from drivers.vgpu.lithos.rightsizing import knee
 from drivers.vgpu.lithos.tpcs import largest_remainder
-from drivers.vgpu.policies import Tenant, make_policy
-from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
+from drivers.vgpu.policies import make_policy
+from drivers.vgpu.sharing import Tenant
+from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
 from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
 
 

@@ -7,8 +7,9 @@ from itertools import pairwise
 import pytest
 
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.policies import POLICY_NAMES, Simulation, Tenant, UnknownPolicy, make_policy
-from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
+from drivers.vgpu.policies import POLICY_NAMES, UnknownPolicy, make_policy
+from drivers.vgpu.sharing import Simulation, Tenant
+from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
 from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from drivers.vgpu.policies import Simulation, Tenant, make_policy
+from drivers.vgpu.policies import make_policy
 from drivers.vgpu.policies.mig import MIG_SLICES
-from drivers.vgpu.policies.sim import HOST_LAUNCH_NS
+from drivers.vgpu.sharing import Simulation, Tenant
+from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
 from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
 
 FILL = 2 * SPEC.n_tpcs  # blocks of two per TPC that fill the device

@@ -1,8 +1,10 @@
 """GPU sharing policies on the virtual GPU (`drivers/vgpu/policies`).
 
-Eight ways for tenants to share one GPU, each a `SharingPolicy` in charge of
-a `SharedDevice` (device.py): the experiments' `Simulation` (sim.py), or the
-booted vGPU driver (`drivers/vgpu/scheduler.py`):
+Eight ways for tenants to share one GPU, each a `SharingPolicy` (base.py)
+in charge of a device: the experiments' `Simulation`, or the booted vGPU
+driver (`drivers/vgpu/scheduler.py`).  This folder holds the policies only;
+the harness that runs one (`drivers/vgpu/sharing`) imports them, never the
+other way round.
 
 | policy      | file          | how it shares the GPU                                     |
 | ----------- | ------------- | --------------------------------------------------------- |
@@ -32,7 +34,6 @@ from drivers.vgpu.policies.mps import Mps, MpsLimit
 from drivers.vgpu.policies.orion import Orion
 from drivers.vgpu.policies.priority import Priority
 from drivers.vgpu.policies.reef import Reef
-from drivers.vgpu.policies.sim import RunResult, Simulation, Tenant
 from drivers.vgpu.policies.tgs import Tgs
 from drivers.vgpu.policies.timeslice import Timeslice
 
@@ -63,6 +64,5 @@ def make_policy(name: str, **params: Any) -> SharingPolicy:
 
 
 __all__ = [
-    "POLICIES", "POLICY_NAMES", "RunResult", "SharingPolicy", "Simulation", "Tenant",
-    "UnknownPolicy", "make_policy", "policy_class",
+    "POLICIES", "POLICY_NAMES", "SharingPolicy", "UnknownPolicy", "make_policy", "policy_class",
 ]  # fmt: skip

@@ -17,27 +17,98 @@ enqueued it: that is MPS.  Policies that hold kernels release them with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ClassVar, Protocol
 
-from drivers.vgpu.policies.device import PRIO_NORMAL
+from drivers.vgpu.engine import Engine
+from drivers.vgpu.presets import GpuSpec
+from drivers.vgpu.work import KernelDesc
 
-if TYPE_CHECKING:
-    from drivers.vgpu.policies.device import DeviceStream as Stream
-    from drivers.vgpu.policies.device import SharedDevice as Simulation
+#: Atom priorities the policies use (larger dispatches first).  Equal
+#: priorities go in launch order: the device runs with ``dispatch_order="launch"``.
+PRIO_HIGH = 3
+PRIO_NORMAL = 2
+PRIO_LOW = 1
+PRIO_STOLEN = 0
+
+
+class Stream(Protocol):
+    """What a policy sees of one stream (`drivers/vgpu/sharing/device.py`'s `DeviceStream`)."""
+
+    index: int
+    hp: bool
+    quota: float
+    request_iso_ns: int
+    desc: KernelDesc | None
+    grid: int
+    launched: int
+    inflight: int
+    ready_ns: int
+    kernel_iso_ns: int
+    kernel_sms: int
+    kernel_profile: int
+    kernel_key: Hashable
+
+    def host_order(self, now_ns: int) -> int: ...
+
+    @property
+    def active(self) -> bool: ...
+
+    @property
+    def has_kernel(self) -> bool: ...
+
+    @property
+    def remaining(self) -> int: ...
+
+    @property
+    def kernel_pending(self) -> bool: ...
+
+
+class Device(Protocol):
+    """What a policy is in charge of (`drivers/vgpu/sharing/device.py`'s `SharedDevice`).
+
+    The harness imports the policies, never the other way round: this is all
+    a policy knows of it."""
+
+    spec: GpuSpec
+    gpu: Engine
+    n_tpcs: int
+    full_mask: int
+    now_ns: int
+    running: bool
+    policy: Any
+
+    @property
+    def streams(self) -> Sequence[Stream]: ...
+
+    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None: ...
+
+    def launch(
+        self,
+        s: Any,
+        blocks: int,
+        mask: int,
+        priority: int,
+        *,
+        stolen: bool = False,
+        order: int | None = None,
+    ) -> int: ...
+
+    def set_clock(self, clock_mhz: int) -> int: ...
 
 
 class SharingPolicy:
     """Base of the sharing policies: MPS-like whole-kernel launches unless overridden."""
 
     name: ClassVar[str] = ""
-    sim: Simulation
+    sim: Device
 
     @property
     def label(self) -> str:
         """The name results are filed under (variants add a suffix)."""
         return self.name
 
-    def attach(self, sim: Simulation) -> None:
+    def attach(self, sim: Device) -> None:
         self.sim = sim
         self.setup()
 

@@ -31,8 +31,7 @@ import math
 from collections.abc import Hashable, Sequence
 
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import PRIO_NORMAL, PRIO_STOLEN
+from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy
 
 
 class Lithos(SharingPolicy):

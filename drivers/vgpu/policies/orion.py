@@ -21,8 +21,7 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
 
 #: The duration cap where no high-priority request profile is known.
 DEFAULT_DURATION_CAP_NS = 150_000

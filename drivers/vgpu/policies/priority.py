@@ -8,8 +8,7 @@ best-effort blocks that hold the TPCs it needs (CUDA stream priorities).
 
 from __future__ import annotations
 
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
 
 
 class Priority(SharingPolicy):

@@ -19,8 +19,7 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import PRIO_HIGH, PRIO_LOW
+from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
 
 
 class Reef(SharingPolicy):

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.device import PRIO_NORMAL
+from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy
 
 
 class Tgs(SharingPolicy):

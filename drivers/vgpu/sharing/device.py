@@ -1,4 +1,4 @@
-"""The shared device: the virtual GPU as a sharing policy sees it (`drivers/vgpu/policies`).
+"""The shared device: the virtual GPU as a sharing policy sees it (`drivers/vgpu/sharing`).
 
 Two things put a sharing policy in charge of the vGPU: the experiments'
 `Simulation` (sim.py), whose streams are tenants replaying kernel traces,
@@ -20,23 +20,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from drivers.vgpu.engine import Engine
+from drivers.vgpu.policies.base import SharingPolicy
 from drivers.vgpu.presets import GpuSpec, get_preset
 from drivers.vgpu.work import KernelDesc
-
-if TYPE_CHECKING:
-    from drivers.vgpu.policies.base import SharingPolicy
-
-#: Atom priorities the policies use (larger dispatches first).  Equal
-#: priorities go in launch order: the device runs with ``dispatch_order="launch"``.
-PRIO_HIGH = 3
-PRIO_NORMAL = 2
-PRIO_LOW = 1
-PRIO_STOLEN = 0
 
 
 def kernel_sms(kernel: KernelDesc, spec: GpuSpec) -> int:

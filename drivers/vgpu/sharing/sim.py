@@ -1,4 +1,4 @@
-"""The sharing simulator: tenants' request streams over one virtual GPU (`drivers/vgpu/policies`).
+"""The sharing simulator: tenants' request streams over one virtual GPU (`drivers/vgpu/sharing`).
 
 A *tenant* is an application on the GPU with one CUDA-like stream: a model
 whose kernels run in order, one request (an inference, or a training
@@ -46,24 +46,22 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.policies.device import (
+from drivers.vgpu.policies.base import SharingPolicy
+from drivers.vgpu.presets import GpuSpec
+from drivers.vgpu.sharing.device import (
     DeviceStream,
     SharedDevice,
     TraceAtom,
     kernel_profile,
     kernel_sms,
 )
-from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.traces import Workload
-
-if TYPE_CHECKING:
-    from drivers.vgpu.policies.base import SharingPolicy
 
 TENANT_KINDS = ("open", "closed", "be")
 #: Host time to enqueue one kernel launch (PyTorch eager mode: a few us).

@@ -1,4 +1,4 @@
-"""Sharing policies chosen by MLaaS modules while running (`drivers/vgpu/policies`).
+"""Sharing policies chosen by MLaaS modules while running (`drivers/vgpu/sharing`).
 
 Each policy ships as a thin GPU advisor in `mlaas_modules/gpu_<policy>.py`:
 a `GpuAdvisor` whose class attribute `sharing_policy` names the mechanism
@@ -21,7 +21,7 @@ from typing import Any
 
 from drivers.vgpu.policies import make_policy, policy_class
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.sim import Simulation
+from drivers.vgpu.sharing.sim import Simulation
 
 
 def _us(key: str, to: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Request arrival processes for open-loop tenants (`drivers/vgpu/policies`).
+"""Request arrival processes for open-loop tenants (`drivers/vgpu/sharing`).
 
 Two real formats are read from any path (the project ships neither file):
 
