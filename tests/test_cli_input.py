@@ -145,7 +145,7 @@ def nothing_runs(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     for module, name in (
         (memory, "measure"), (sched, "measure"), (crossover, "measure"),
-        (sharing, "run_jobs"), (vms, "run_mode"), (cli, "boot_headless"), (busy, "run"),
+        (sharing.running, "run_jobs"), (vms, "run_mode"), (cli, "boot_headless"), (busy, "run"),
     ):  # fmt: skip
         monkeypatch.setattr(module, name, _would_run)
     monkeypatch.setattr(cli, "importlib", _Importlib())

@@ -1,0 +1,81 @@
+"""What the GPU-sharing experiments share (`stacking`, `hybrid`, `rightsizing`, `dvfs`).
+
+| file          | what it holds                                                        |
+| ------------- | -------------------------------------------------------------------- |
+| catalogue.py  | the models: Orion profiles in --trace-dir, or the synthetic generator |
+| options.py    | the common options, on top of `exp.output.parser`, and `safe_main`  |
+| running.py    | runs as picklable `RunJob`s, swept in parallel processes            |
+| figures.py    | a run's figures, seeds pooled together, and the host's timing       |
+| trace.py      | the Chrome trace of the GPU timeline                                 |
+| plots.py      | the plots                                                            |
+| tables.py     | results.md: its tables and the comparison with the paper             |
+| colocation.py | the colocation experiments (stacking, hybrid)                        |
+| variants.py   | the single-tenant comparisons (rightsizing, dvfs)                    |
+
+Experiments call the same APIs a user would: each run boots a headless
+kernel, inserts the policy's `gpu_<policy>` module with the run's
+parameters, and runs a `Simulation` that follows the kernel's GPU advisor.
+Everything the experiments use is importable from `exp.sharing` itself.
+"""
+
+from exp.sharing.catalogue import CATALOGUE, DEFAULT_RATE_PER_S, MS, SLIP, load_model
+from exp.sharing.colocation import (
+    POLICY_WEIGHT,
+    SAMPLE_NS,
+    SLO_FACTOR,
+    TRACE_SPAN_NS,
+    Role,
+    aggregate_throughput,
+    build_tenants,
+    colocation_comparisons,
+    colocation_jobs,
+    colocation_outputs,
+    colocation_results,
+    record,
+    role_quotas,
+    run_colocation,
+    slip_tpcs,
+)
+from exp.sharing.figures import (
+    by_label,
+    fmt,
+    ratio,
+    run_figures,
+    run_timing,
+    tenant_figures,
+    timing_line,
+)
+from exp.sharing.options import (
+    check_out,
+    done_message,
+    duration_ns,
+    open_loop_arrivals,
+    parse_policies,
+    safe_main,
+    seeds,
+    sharing_parser,
+)
+from exp.sharing.plots import plot_allocation, plot_bars, plot_latency_cdf, plot_saving_vs_cost
+from exp.sharing.running import RunJob, run_job, run_jobs
+from exp.sharing.tables import (
+    colocation_report,
+    colocation_rows,
+    predictor_line,
+    records_table,
+    setup_line,
+)
+from exp.sharing.trace import chrome_trace, write_trace
+from exp.sharing.variants import INFERENCE_MODELS, run_variants, variant_figures, variant_jobs
+
+__all__ = [
+    "CATALOGUE", "DEFAULT_RATE_PER_S", "INFERENCE_MODELS", "MS", "POLICY_WEIGHT", "SAMPLE_NS",
+    "SLIP", "SLO_FACTOR", "TRACE_SPAN_NS", "Role", "RunJob", "aggregate_throughput",
+    "build_tenants", "by_label", "check_out", "chrome_trace", "colocation_comparisons",
+    "colocation_jobs", "colocation_outputs", "colocation_report", "colocation_results",
+    "colocation_rows", "done_message", "duration_ns", "fmt", "load_model", "open_loop_arrivals",
+    "parse_policies", "plot_allocation", "plot_bars", "plot_latency_cdf", "plot_saving_vs_cost",
+    "predictor_line", "ratio", "record", "records_table", "role_quotas", "run_colocation",
+    "run_figures", "run_job", "run_jobs", "run_timing", "run_variants", "safe_main", "seeds",
+    "setup_line", "sharing_parser", "slip_tpcs", "tenant_figures", "timing_line",
+    "variant_figures", "variant_jobs", "write_trace",
+]  # fmt: skip

@@ -1,0 +1,133 @@
+"""The sharing experiments' command line (`exp/sharing`).
+
+The common options (--trace-dir, --arrivals, --policies, --duration,
+--seed, --out, plus --seeds and --jobs) on top of `exp.output.parser`,
+what they come to (durations, seeds, arrivals), and `safe_main`, which
+turns bad input into one error line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.policies import POLICY_NAMES, policy_class
+from drivers.vgpu.sharing.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
+from exp.output import parser, positive_float, positive_int
+from exp.sharing.catalogue import DEFAULT_RATE_PER_S
+
+
+def sharing_parser(
+    name: str, description: str, *, duration_s: float, policies: Sequence[str] | None
+) -> argparse.ArgumentParser:
+    p = parser(name, description)
+    p.add_argument(
+        "--trace-dir",
+        default=None,
+        help="Orion kernel profiles (*.csv); default: the built-in synthetic models",
+    )
+    p.add_argument(
+        "--arrivals",
+        default=None,
+        help="arrival trace: Orion gaps (.json) or Azure LLM trace (.csv); default: Poisson",
+    )
+    p.add_argument(
+        "--arrival-speedup",
+        type=positive_float,
+        default=1.0,
+        help="divide the trace's gaps by this (default 1)",
+    )
+    if policies is not None:
+        p.add_argument(
+            "--policies",
+            default=",".join(policies),
+            help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)",
+        )
+    else:  # a LithOS-only comparison of single closed-loop tenants
+        p.add_argument(
+            "--policies",
+            default="lithos",
+            help="only lithos (with and without the mechanism); --arrivals does not apply",
+        )
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help=f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
+    )
+    p.add_argument(
+        "--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="parallel processes (default: the CPU count)",
+    )
+    p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
+    p.set_defaults(default_duration_s=duration_s)
+    return p
+
+
+def parse_policies(text: str, only: str | None = None) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InvalidArgument("--policies names no policy")
+    for n in names:
+        policy_class(n)
+    if only is not None and names != [only]:
+        raise InvalidArgument(
+            f"--policies: this experiment compares {only} with itself, got {text!r}"
+        )
+    return names
+
+
+def duration_ns(args: argparse.Namespace) -> int:
+    seconds = args.duration
+    if seconds is None:
+        seconds = args.default_duration_s / (5 if args.quick else 1)
+    if not seconds > 0:
+        raise InvalidArgument(f"--duration must be positive, got {seconds}")
+    return int(seconds * 1e9)
+
+
+def seeds(args: argparse.Namespace) -> list[int]:
+    if args.seeds < 1:
+        raise InvalidArgument(f"--seeds must be at least 1, got {args.seeds}")
+    return [args.seed + i for i in range(args.seeds)]
+
+
+def open_loop_arrivals(args: argparse.Namespace, duration: int, seed: int) -> tuple[int, ...]:
+    if args.arrivals is None:
+        return poisson_times_ns(DEFAULT_RATE_PER_S, duration, seed)
+    trace = load_arrivals(args.arrivals)
+    return arrival_times_ns(trace, duration, seed, args.arrival_speedup)
+
+
+def check_out(out: str) -> None:
+    """Refuse an --out that holds something other than an earlier run's results."""
+    path = Path(out)
+    if path.exists() and (
+        not path.is_dir() or (any(path.iterdir()) and not (path / "results.json").exists())
+    ):
+        raise InvalidArgument(
+            f"--out {out}: exists and does not hold earlier results (no results.json); "
+            "choose a new directory"
+        )
+
+
+def done_message(out: str, started: float) -> None:
+    print(f"written to {out} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def safe_main(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run `main`, turning bad input into one clear error line."""
+    try:
+        return main(argv)
+    except (InvalidArgument, ValueError, OSError) as err:
+        print(f"malv exp: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,124 @@
+"""The sharing experiments' results.md (`exp/sharing`): tables and the comparison rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exp.output import markdown_table
+from exp.sharing.figures import fmt
+
+
+def records_table(data: dict) -> str:
+    rows = []
+    for r in data["records"]:
+        slo = "-" if r["slo_attainment"] is None else f"{100 * r['slo_attainment']:.1f}%"
+        rows.append(
+            (
+                r["policy"],
+                r["tenant"],
+                r["requests"],
+                f"{r['p50_ms']:.2f}",
+                f"{r['p95_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['p99_vs_isolated']:.2f}",
+                slo,
+                f"{r['throughput_rps']:.1f}",
+                f"{r['tpc_seconds']:.2f}",
+                f"{r['energy_j']:.0f}",
+                f"{r['avg_power_w']:.0f}",
+            )  # fmt: skip
+        )
+    columns = ("policy", "tenant", "requests", "p50 ms", "p95 ms", "p99 ms", "p99/isolated",
+               "SLO met", "req/s", "TPC-s", "energy J", "power W")  # fmt: skip
+    return markdown_table(columns, rows)
+
+
+def colocation_report(
+    data: dict, title: str, rows: Sequence[tuple[str, str, str, str]], notes: str
+) -> str:
+    """results.md: the comparison against the paper, the table of every record, the notes."""
+    cfg = data["config"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{setup_line(cfg)}; "
+        f"arrivals: {cfg['arrivals']}; {cfg['duration_s']:g} s simulated per run "
+        f"({cfg['warmup_s']:g} s warm-up not measured); seeds {cfg['seeds']}.",
+        "",
+        "Tenants: "
+        + "; ".join(
+            f"{t['name']} = {t['model']} ({t['kind']}, quota {t['quota']:.3f})"
+            for t in cfg["tenants"]
+        )
+        + f".  SLO: {cfg['slo_factor']:g}x the model's isolated request time.",
+        "",
+        "## Against the paper",
+        "",
+        markdown_table(("comparison", "ours", "paper", "target"), rows),
+        "## Every policy and tenant",
+        "",
+        records_table(data),
+        "Isolated (each tenant alone on the whole GPU):",
+        "",
+        markdown_table(
+            ("tenant", "p50 ms", "p99 ms", "req/s"),
+            [
+                (
+                    r["tenant"],
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    f"{r['throughput_rps']:.1f}",
+                )
+                for r in data["isolated"]
+            ],  # fmt: skip
+        ),
+        predictor_line(data["runs"]),
+        "## Why ours differ",
+        "",
+        notes.strip(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def predictor_line(runs: dict) -> str:
+    """LithOS's latency predictor: mispredictions (error over 50 us) over the atoms it predicted."""
+    extras = [e for label, r in runs.items() if label.startswith("lithos") for e in r["extra"]]
+    predicted = sum(e.get("predictions", 0) for e in extras)
+    if not predicted:
+        return ""
+    wrong = sum(e["misprediction_rate"] * e["predictions"] for e in extras)
+    error = sum(e["mean_abs_error_us"] * e["predictions"] for e in extras) / predicted
+    return (
+        f"LithOS's latency predictor: {100 * wrong / predicted:.2f}% of {predicted} predicted atoms "
+        f"mispredicted (error over 50 us); mean absolute error {error:.1f} us.\n"
+    )
+
+
+def setup_line(cfg: dict) -> str:
+    """The GPU and the kernel profiles a run used, for the head of results.md."""
+    return f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}"
+
+
+def colocation_rows(
+    c: dict, paper: dict[str, str], targets: dict[str, str]
+) -> list[tuple[str, str, str, str]]:
+    """The stacking and hybrid comparisons with the paper: (what, ours, paper, target)."""
+    if "lithos_p99_ms" not in c:
+        return []
+
+    def row(what: str, key: str) -> tuple[str, str, str, str]:
+        return (what, f"{fmt(c[key])}x", paper.get(key, "-"), targets.get(key, "-"))
+
+    rows = [row("HP A P99, LithOS vs isolated", "lithos_vs_isolated_p99")]
+    if "mps_vs_lithos_p99" in c:
+        rows.insert(0, row("HP A P99, MPS / LithOS", "mps_vs_lithos_p99"))
+    if "best_other" in c:
+        rows += [
+            row(f"HP A P99, best other ({c['best_other']}) / LithOS", "best_other_vs_lithos_p99"),
+            row(
+                f"aggregate throughput, LithOS / {c['best_other']}",
+                "lithos_vs_best_other_throughput",
+            ),
+        ]
+    return rows
