@@ -1,5 +1,5 @@
-"""gpu_lithos: LithOS: TPC quotas, stealing, 250-500 us atoms, and optionally right-sizing
-(slip 1.1) and DVFS.
+"""gpu_lithos: LithOS: TPC quotas, stealing, 250-500 us atoms, and optionally right-sizing (slip
+1.1) and DVFS.
 
 Selects the vGPU's `lithos` sharing policy (drivers/vgpu/policies) while the
 kernel runs; its parameters are the policy's parameter set.

@@ -1,4 +1,5 @@
-"""gpu_mig: MIG: static GPC-aligned partitions (slices per tenant, comma-separated; empty: by quota).
+"""gpu_mig: MIG: static GPC-aligned partitions (slices per tenant, comma-separated; empty: by
+quota).
 
 Selects the vGPU's `mig` sharing policy (drivers/vgpu/policies) while the
 kernel runs; its parameters are the policy's parameter set.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.vgpu.policies import POLICY_NAMES
+from drivers.vgpu.policies import POLICY_NAMES, policy_class
 from drivers.vgpu.sharing import Simulation
-from drivers.vgpu.sharing.advised import follow_advisors
+from drivers.vgpu.sharing.advised import follow_advisors, policy_kwargs
+from drivers.vgpu.sharing.modules import module_path, module_source
 from kernel import Kernel
 from tests.policies.conftest import SPEC
 
@@ -27,6 +28,26 @@ def test_every_policy_ships_as_a_loadable_gpu_advisor(kernel, policy):
     name, params = kernel.mlaas.gpu.sharing_policy()
     assert name == policy
     kernel.mlaas.rmmod(MODULES[policy])
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_each_module_is_written_from_its_policys_declaration(policy):
+    assert module_path(policy).read_text() == module_source(policy), (
+        "rewrite the modules: python -m drivers.vgpu.sharing.modules"
+    )
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_a_modules_defaults_build_the_policys_defaults(kernel, policy):
+    kernel.mlaas.insmod(MODULES[policy])
+    name, params = kernel.mlaas.gpu.sharing_policy()
+    assert params == policy_class(policy).module_params()
+    built = policy_class(policy)(**policy_kwargs(name, params))
+    default = policy_class(policy)()
+    # A module's 0 stands for a constructor's None (orion's duration cap: "by the profile").
+    assert {k: v or None for k, v in vars(built).items()} == {
+        k: v or None for k, v in vars(default).items()
+    }
 
 
 def test_insmod_rmmod_and_parameters_switch_the_running_policy(kernel, small_tenants):

@@ -13,12 +13,22 @@ its own queues, and setting timers (`call_at`).  The default passes each
 kernel through whole, on `mask(s)` at `priority(s)`, in the order the host
 enqueued it: that is MPS.  Policies that hold kernels release them with
 `launch_whole`, in the order of their release.
+
+A policy declares its parameters once, in `PARAMETERS`: each names a
+keyword of its constructor, whose default is the parameter's default.  The
+policy's MLaaS module (`mlaas_modules/gpu_<policy>.py`, written from this
+declaration by `drivers/vgpu/sharing/modules.py`) carries them as plain
+insmod parameters, and `keywords` turns those back into constructor
+arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+import inspect
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
+
+import attrs
 
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.presets import GpuSpec
@@ -97,11 +107,82 @@ class Device(Protocol):
     def set_clock(self, clock_mhz: int) -> int: ...
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+@attrs.frozen
+class Parameter:
+    """One parameter of a policy's MLaaS module, which sets the constructor's `keyword`.
+
+    A module carries plain values (bool, int, float, str): `to_policy` turns
+    an insmod value into the keyword's, and `to_module` shows the keyword's
+    default as the module's.  With `skip_empty`, an empty value ("") leaves
+    the constructor's default."""
+
+    keyword: str
+    to_policy: Callable[[Any], Any] = _same
+    to_module: Callable[[Any], Any] = _same
+    skip_empty: bool = False
+
+
+def plain(keyword: str) -> Parameter:
+    """A parameter passed through as it is."""
+    return Parameter(keyword)
+
+
+def converted(keyword: str, kind: Callable[[Any], Any]) -> Parameter:
+    """A parameter converted by `kind` (`int`, `float`) on its way to the policy."""
+    return Parameter(keyword, to_policy=kind)
+
+
+def microseconds(keyword: str) -> Parameter:
+    """A whole number of microseconds for a keyword in nanoseconds (None: 0)."""
+    return Parameter(
+        keyword,
+        to_policy=lambda us: int(us) * 1000,
+        to_module=lambda ns: 0 if ns is None else ns // 1000,
+    )
+
+
+def number_list(keyword: str, kind: Callable[[float], Any]) -> Parameter:
+    """Comma-separated numbers for a tuple keyword (None, the default: "")."""
+    return Parameter(
+        keyword,
+        to_policy=lambda text: tuple(kind(float(x)) for x in str(text).split(",") if x.strip()),
+        to_module=lambda values: "" if values is None else ",".join(str(v) for v in values),
+        skip_empty=True,
+    )
+
+
 class SharingPolicy:
     """Base of the sharing policies: MPS-like whole-kernel launches unless overridden."""
 
     name: ClassVar[str] = ""
+    #: One line on how the policy shares the GPU (its module's description).
+    summary: ClassVar[str] = ""
+    #: The module's parameters, by name, in the order the module lists them.
+    PARAMETERS: ClassVar[Mapping[str, Parameter]] = {}
     sim: Device
+
+    @classmethod
+    def module_params(cls) -> dict[str, Any]:
+        """The module's parameters with their defaults: the constructor's, in the module's units."""
+        signature = inspect.signature(cls).parameters
+        return {
+            name: p.to_module(signature[p.keyword].default) for name, p in cls.PARAMETERS.items()
+        }
+
+    @classmethod
+    def keywords(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor keyword arguments from a module's parameters (those it sets).
+
+        A malformed value is a ValueError."""
+        return {
+            p.keyword: p.to_policy(params[name])
+            for name, p in cls.PARAMETERS.items()
+            if name in params and not (p.skip_empty and not params[name])
+        }
 
     @property
     def label(self) -> str:

@@ -31,11 +31,24 @@ import math
 from collections.abc import Hashable, Sequence
 
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
-from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy
+from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
 
 
 class Lithos(SharingPolicy):
     name = "lithos"
+    summary = (
+        "LithOS: TPC quotas, stealing, 250-500 us atoms, and optionally right-sizing "
+        "(slip 1.1) and DVFS."
+    )
+    PARAMETERS = {
+        "atom_max_us": microseconds("atom_max_ns"),
+        "max_stolen": plain("max_stolen"),
+        "stealing": plain("stealing"),
+        "rightsizing": plain("rightsizing"),
+        "rightsizing_fit": plain("rightsizing_fit"),
+        "dvfs": plain("dvfs"),
+        "slip": plain("slip"),
+    }
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.lithos.tpcs import largest_remainder
-from drivers.vgpu.policies.base import SharingPolicy
+from drivers.vgpu.policies.base import SharingPolicy, number_list
 
 MIG_SLICES = 7
 
@@ -43,6 +43,10 @@ def mig_layout(slices: list[int], n_tpcs: int) -> list[int]:
 
 class Mig(SharingPolicy):
     name = "mig"
+    summary = (
+        "MIG: static GPC-aligned partitions (slices per tenant, comma-separated; empty: by quota)."
+    )
+    PARAMETERS = {"slices": number_list("slices", int)}
 
     def __init__(self, slices: tuple[int, ...] | None = None, reconfigure_ns: int = 1_000_000_000):
         self.slices = slices

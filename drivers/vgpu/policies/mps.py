@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import math
 
-from drivers.vgpu.policies.base import SharingPolicy, range_mask
+from drivers.vgpu.policies.base import SharingPolicy, number_list, range_mask
 
 
 class Mps(SharingPolicy):
     name = "mps"
+    summary = "MPS: one shared space, first launched first served."
 
 
 class MpsLimit(SharingPolicy):
     name = "mps-limit"
+    summary = (
+        "MPS with active-thread limits: per-context TPC caps (percentages, comma-separated; "
+        "empty: the tenants' quotas)."
+    )
+    PARAMETERS = {"percentages": number_list("percentages", float)}
 
     def __init__(self, percentages: tuple[float, ...] | None = None) -> None:
         self.percentages = percentages

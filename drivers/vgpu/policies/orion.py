@@ -21,7 +21,7 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
-from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
+from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
 
 #: The duration cap where no high-priority request profile is known.
 DEFAULT_DURATION_CAP_NS = 150_000
@@ -29,6 +29,11 @@ DEFAULT_DURATION_CAP_NS = 150_000
 
 class Orion(SharingPolicy):
     name = "orion"
+    summary = (
+        "Orion: best-effort admission by SMs, compute/memory profile and outstanding duration "
+        "(duration_cap_us 0: 2.5% of the high-priority request time)."
+    )
+    PARAMETERS = {"duration_cap_us": microseconds("duration_cap_ns")}
 
     def __init__(
         self,

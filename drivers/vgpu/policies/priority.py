@@ -13,6 +13,7 @@ from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
 
 class Priority(SharingPolicy):
     name = "priority"
+    summary = "Stream priorities: high-priority blocks first among pending ones, no eviction."
 
     def priority(self, s) -> int:
         return PRIO_HIGH if s.hp else PRIO_LOW

@@ -19,11 +19,15 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
-from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
+from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
 
 
 class Reef(SharingPolicy):
     name = "reef"
+    summary = (
+        "REEF: best-effort kernels padded beside high-priority ones, batch-released when idle."
+    )
+    PARAMETERS = {"batch_depth": converted("batch_depth", int)}
 
     def __init__(self, batch_depth: int = 12, reset: bool = True) -> None:
         if batch_depth < 1:

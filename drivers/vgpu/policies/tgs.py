@@ -23,11 +23,16 @@ from __future__ import annotations
 
 from collections import deque
 
-from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy
+from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, converted, microseconds
 
 
 class Tgs(SharingPolicy):
     name = "tgs"
+    summary = "TGS: best-effort launch rate under slow start and AIMD on the high-priority rate."
+    PARAMETERS = {
+        "period_us": microseconds("period_ns"),
+        "threshold": converted("threshold", float),
+    }
 
     def __init__(
         self,

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy
+from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, microseconds
 
 
 class Timeslice(SharingPolicy):
     name = "timeslice"
+    summary = "Time slicing: contexts take turns on the whole GPU."
+    PARAMETERS = {"slice_us": microseconds("slice_ns")}
 
     def __init__(self, slice_ns: int = 500_000) -> None:
         if slice_ns <= 0:

@@ -9,6 +9,7 @@ everything around them, and it imports them, never the other way round:
 | sim.py      | `Simulation`: tenants' request streams replayed on a `SharedDevice`    |
 | arrivals.py | request arrival processes for open-loop tenants (Poisson, real traces) |
 | advised.py  | the one advisor follower: a running simulation on the MLaaS advisors   |
+| modules.py  | the policies' `gpu_<policy>` MLaaS modules, written from the policies  |
 
 The booted vGPU driver (`drivers/vgpu/scheduler.py`) is the other owner of
 a `SharedDevice`; the experiments (`exp/`) drive `Simulation`.

@@ -11,12 +11,13 @@ over; with no GPU advisor it returns to `default`.  An attached power
 advisor is asked for the clock on the same beat.
 
 Modules see only the advisor API, so they name a policy and carry plain
-parameters; this file is where the driver turns them into a mechanism.
+parameters; this file is where the driver turns them into a mechanism, by
+the policy's own declaration of its parameters (`SharingPolicy.PARAMETERS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from drivers.vgpu.policies import make_policy, policy_class
@@ -24,48 +25,12 @@ from drivers.vgpu.policies.base import SharingPolicy
 from drivers.vgpu.sharing.sim import Simulation
 
 
-def _us(key: str, to: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    return lambda p: {to: int(p[key]) * 1000} if key in p else {}
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in str(text).split(",") if x.strip())
-
-
-#: Module parameters -> policy keyword arguments, per policy.
-PARAMETERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "timeslice": _us("slice_us", "slice_ns"),
-    "mps": lambda p: {},
-    "mps-limit": lambda p: (
-        {"percentages": _floats(p["percentages"])} if p.get("percentages") else {}
-    ),
-    "priority": lambda p: {},
-    "mig": lambda p: (
-        {"slices": tuple(int(x) for x in _floats(p["slices"]))} if p.get("slices") else {}
-    ),
-    "tgs": lambda p: {
-        **_us("period_us", "period_ns")(p),
-        **({"threshold": float(p["threshold"])} if "threshold" in p else {}),
-    },
-    "reef": lambda p: {"batch_depth": int(p["batch_depth"])} if "batch_depth" in p else {},
-    "orion": lambda p: _us("duration_cap_us", "duration_cap_ns")(p),
-    "lithos": lambda p: {
-        **_us("atom_max_us", "atom_max_ns")(p),
-        **{
-            k: p[k]
-            for k in ("max_stolen", "stealing", "rightsizing", "rightsizing_fit", "dvfs", "slip")
-            if k in p
-        },
-    },
-}
-
-
 def policy_kwargs(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Policy `name`'s keyword arguments from a module's parameters.
 
-    An unknown name is an `UnknownPolicy` error; a malformed value, ValueError."""
-    policy_class(name)
-    return PARAMETERS[name](params)
+    The policy declares them (`SharingPolicy.PARAMETERS`).  An unknown name
+    is an `UnknownPolicy` error; a malformed value, ValueError."""
+    return policy_class(name).keywords(params)
 
 
 def policy_module(name: str) -> str:
