@@ -107,9 +107,10 @@ class VgpuInferenceBackend:
         start_ns = max(now_ns, self.gpu.now_ns)
         atom = self.gpu.launch(self.ctx, desc)
         kernel_id = self.gpu.kernel_of(atom)
-        while self.gpu.kernel_done_ns(kernel_id) is None:
-            self._advance(None)
         done_ns = self.gpu.kernel_done_ns(kernel_id)
+        while done_ns is None:
+            self._advance(None)
+            done_ns = self.gpu.kernel_done_ns(kernel_id)
         out = finish_output(np.asarray(self.gpu.kernel_result(kernel_id)), model.output).astype(
             np.float32
         )

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import make_policy
-from drivers.vgpu.policies.base import SharingPolicy
+from drivers.vgpu.policies.base import SharingPolicy, Stream
 from drivers.vgpu.sharing.advised import policy_kwargs
 from drivers.vgpu.sharing.device import DeviceStream, SharedDevice, kernel_profile, kernel_sms
 from drivers.vgpu.work import KernelDesc
@@ -72,17 +72,18 @@ class Advised(SharingPolicy):
     def label(self) -> str:
         return "default"
 
-    def mask(self, s: ProgramStream) -> int:
-        if s.spec.mask is not None:
-            return s.spec.mask
-        mask = self.allocation(s.ctx)
+    def mask(self, s: Stream) -> int:
+        program = cast(ProgramStream, s)  # the driver's streams are programs'
+        if program.spec.mask is not None:
+            return program.spec.mask
+        mask = self.allocation(program.ctx)
         return self.sim.full_mask if mask is None else mask
 
-    def priority(self, s: ProgramStream) -> int:
-        return s.spec.priority
+    def priority(self, s: Stream) -> int:
+        return cast(ProgramStream, s).spec.priority
 
 
-class StreamScheduler(SharedDevice):
+class StreamScheduler(SharedDevice[ProgramStream]):
     """Programs' streams on the driver's engine, under the selected policy."""
 
     def __init__(self, engine: Any, allocation: Callable[[int], int | None]) -> None:

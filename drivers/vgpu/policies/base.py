@@ -87,6 +87,8 @@ class Device(Protocol):
     now_ns: int
     running: bool
     policy: Any
+    #: Per atom id: when it was launched.
+    atom_launch_ns: list[int]
 
     @property
     def streams(self) -> Sequence[Stream]: ...

@@ -197,10 +197,9 @@ class Lithos(SharingPolicy):
         n_own = own.bit_count()
         bpt = s.desc.blocks_per_tpc
         key = s.kernel_key
-        wave_ns = self.predictor.wave_ns(key)
-        known = wave_ns is not None
-        if not known:
-            wave_ns = s.desc.block_duration_ns
+        learned_ns = self.predictor.wave_ns(key)
+        known = learned_ns is not None
+        wave_ns = learned_ns if learned_ns is not None else s.desc.block_duration_ns
         stolen = 0
         if self.stealing and (want is None or want > n_own):
             stolen = tpcs.stealable(i, now)
@@ -251,6 +250,7 @@ class Lithos(SharingPolicy):
 
     def _dvfs_tick(self) -> None:
         sim = self.sim
+        assert self.governor is not None  # the tick runs only with DVFS on
         target = self.governor.decide(sim.now_ns, self.requested_mhz)
         if target is not None:
             sim.set_clock(target)

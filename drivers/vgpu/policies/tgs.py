@@ -61,7 +61,7 @@ class Tgs(SharingPolicy):
         self.work_ns = dict.fromkeys(hp, 0)
         self.busy_ns = dict.fromkeys(hp, 0)
         self.busy_since: dict[int, int | None] = dict.fromkeys(hp)
-        self.recent = {i: deque(maxlen=self.reference_periods) for i in hp}
+        self.recent: dict[int, deque[float]] = {i: deque(maxlen=self.reference_periods) for i in hp}
         self.decreases = 0
         self.rates: list[tuple[int, float]] = []
         self.call_at(self.sim.now_ns + self.period_ns, self._control)

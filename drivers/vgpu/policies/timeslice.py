@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, microseconds
+from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, Stream, microseconds
 
 
 class Timeslice(SharingPolicy):
@@ -30,7 +30,7 @@ class Timeslice(SharingPolicy):
         self.slice_ns = slice_ns
 
     def setup(self) -> None:
-        self.owner = None  # the stream holding the GPU
+        self.owner: Stream | None = None  # the stream holding the GPU
         self.waiting: deque = deque()  # streams with a kernel to run, in turn order
         self.slice_end_ns = 0
         self.switches = 0
@@ -44,7 +44,7 @@ class Timeslice(SharingPolicy):
         elif s not in self.waiting:
             self.waiting.append(s)
 
-    def atom_done(self, s, atom, kernel_done) -> None:
+    def atom_done(self, s: Stream, atom: int, kernel_done: bool) -> None:
         if s is self.owner and not kernel_done and s.inflight == 0 and s.kernel_pending:
             self._continue(s)
 

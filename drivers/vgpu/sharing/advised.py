@@ -58,7 +58,7 @@ def follow_advisors(
     state: dict[str, Any] = {"wanted": None, "clock": None}
 
     def look() -> None:
-        wanted = (default, {})
+        wanted: tuple[str, dict[str, Any]] = (default, {})
         selected = mlaas.gpu.sharing_policy()  # checked: a bad name ejects the advisor
         if selected is not None:
             try:

@@ -159,7 +159,8 @@ def arrival_times_ns(
         raise InvalidArgument(f"arrival speedup must be positive, got {speedup}")
     gaps = trace.gaps_s
     start = int(np.random.default_rng(seed).integers(len(gaps))) if seed else 0
-    times, t, i = [], 0.0, start
+    times: list[int] = []
+    t, i = 0.0, start
     while True:
         t += gaps[i % len(gaps)] / speedup
         if t * 1e9 >= duration_ns:

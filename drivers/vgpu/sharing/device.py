@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 
@@ -111,7 +111,10 @@ class TraceAtom:
     stolen: bool
 
 
-class SharedDevice:
+S = TypeVar("S", bound=DeviceStream)
+
+
+class SharedDevice(Generic[S]):
     """The virtual GPU under a sharing policy: streams, launches, timers and the clock."""
 
     def __init__(
@@ -130,10 +133,11 @@ class SharedDevice:
         self.gpu = engine or Engine(self.spec, dispatch_order="launch", record_blocks=record_blocks)
         self.n_tpcs = self.spec.n_tpcs
         self.full_mask = self.spec.all_tpcs_mask
-        self.streams: list[DeviceStream] = []
-        self.policy = policy
+        self.streams: list[S] = []
+        #: The policy in charge: None only until a run or `follow_advisors` sets one.
+        self.policy = cast(SharingPolicy, policy)
         # Per atom id: stream, launch time, TPC count, flags.
-        self.atom_owner: list[DeviceStream | None] = []
+        self.atom_owner: list[S | None] = []
         self.atom_launch_ns: list[int] = []
         self.atom_tpcs: list[int] = []
         self.atom_stolen: list[bool] = []
@@ -161,7 +165,7 @@ class SharedDevice:
 
     def launch(
         self,
-        s: DeviceStream,
+        s: S,
         blocks: int,
         mask: int,
         priority: int,
@@ -250,7 +254,7 @@ class SharedDevice:
             if owner is None or owner is self.policy:
                 fn(*args)
 
-    def enqueue(self, s: DeviceStream, desc: KernelDesc, kernel_id: int | None = None) -> None:
+    def enqueue(self, s: S, desc: KernelDesc, kernel_id: int | None = None) -> None:
         """`s`'s next kernel reached the GPU: offer it to the policy.
 
         `kernel_id`: the engine's id, if the kernel was added already."""
@@ -261,7 +265,7 @@ class SharedDevice:
         s.ready_ns = self.now_ns
         self.policy.kernel_ready(s)
 
-    def complete(self, s: DeviceStream, atom: int, kernel_done: bool) -> None:
+    def complete(self, s: S, atom: int, kernel_done: bool) -> None:
         """An atom of `s` completed: tell the policy, and `kernel_finished` if it was the last."""
         now = self.now_ns
         s.inflight -= 1
@@ -270,6 +274,7 @@ class SharedDevice:
         if self._atom_priority:
             priority = self._atom_priority.pop(atom, None)
             if priority is not None:
+                assert s.desc is not None  # its kernel is on the device until its last atom
                 self.trace_atoms.append(
                     TraceAtom(
                         s.index,
@@ -287,8 +292,8 @@ class SharedDevice:
 
     # -- for the owner of the device (the simulation, the driver) -------------
 
-    def atom_completed(self, s: DeviceStream, atom: int) -> None:
+    def atom_completed(self, s: S, atom: int) -> None:
         """Account for a completed atom (before the policy hears of it)."""
 
-    def kernel_finished(self, s: DeviceStream) -> None:
+    def kernel_finished(self, s: S) -> None:
         """`s`'s current kernel is done: start its next one, or let it go idle."""

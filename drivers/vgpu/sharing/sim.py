@@ -168,7 +168,7 @@ class RunResult:
         return self.window_ns / 1e9 / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-class Simulation(SharedDevice):
+class Simulation(SharedDevice[Stream]):
     """Tenants on one virtual GPU under a sharing policy, in virtual time."""
 
     def __init__(
@@ -242,8 +242,10 @@ class Simulation(SharedDevice):
         now = self.now_ns
         self.allocation.append((now, tuple(counts)))
         window = self.trace_window_ns
-        if window is None or now + self.sample_ns < window[1]:
-            self.call_at(now + self.sample_ns, self._sample)
+        sample_ns = self.sample_ns
+        assert sample_ns  # sampling runs only with a sample period
+        if window is None or now + sample_ns < window[1]:
+            self.call_at(now + sample_ns, self._sample)
 
     # -- requests ------------------------------------------------------------
 
@@ -298,6 +300,7 @@ class Simulation(SharedDevice):
         now = self.now_ns
         if now >= self.warmup_ns:
             launch_ns = self.atom_launch_ns[atom]
+            assert s.desc is not None  # its kernel is on the device until its last atom
             s.busy_tpc_ns += self.gpu.atom_busy_ns(atom) / s.desc.blocks_per_tpc
             s.alloc_tpc_ns += self.atom_tpcs[atom] * (now - max(launch_ns, self.warmup_ns))
 
