@@ -36,6 +36,6 @@ def test_the_course_image_boots_in_a_fresh_venv_with_only_its_runtime_dependenci
         capture_output=True, text=True, timeout=300, cwd=work, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert boot.returncode == 0, boot.stderr
-    assert "$ ps" in boot.stdout and " sh" in boot.stdout and "halted" in boot.stdout
+    assert "$ ps" in boot.stdout and " sh\n" in boot.stdout and "powering off" in boot.stdout
     numba = subprocess.run([str(python), "-c", "import numba"], capture_output=True)
     assert numba.returncode != 0  # the venv really has no numba
