@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from exp.output import OneLineParser, integer, nonnegative_int
-from kernel import Kernel, KernelConfig, KernelHalted
+from kernel import Kernel, KernelConfig
 from kernel.log import FORMATS
 
 BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm")
@@ -86,15 +86,9 @@ def boot_headless(script: str, config: KernelConfig, vms: int = 0) -> int:
         for command in script.split(";"):
             if command.strip():
                 k.tty.feed(command.strip())
-        k.tty.close()
-        try:
-            k.machine.run()
-        except KernelHalted:
-            pass
-        if not k.halted:
-            print("malv: the kernel stopped with nothing left to run", file=sys.stderr)
-            return 1
-        return 0 if k.halt_reason.startswith("poweroff") else 1
+        from image.runtime import run_headless
+
+        return run_headless(k)
     finally:
         k.machine.shutdown()
 
