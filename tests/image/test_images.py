@@ -117,8 +117,8 @@ def test_the_course_image_boots_from_elsewhere_without_numba_or_the_source_tree(
     images, tmp_path, cache
 ):
     """A virtual environment that sees the installed dependencies (a fresh one
-    with pip installs is measured in README, not run here: it needs the
-    network); the image's own packages must come from the image."""
+    with only pip installs is test_fresh_venv.py's); the image's own packages
+    must come from the image."""
     subprocess.run(
         [PYTHON, "-m", "venv", "--system-site-packages", "--without-pip", tmp_path / "venv"],
         check=True,
