@@ -45,6 +45,8 @@ import attrs
 import msgpack
 
 from kernel.config import BootPlan, KernelConfig, ServerSpec
+from kernel.errors import SyscallError
+from kernel.hypervisor.hypercall import Hc
 from kernel.hypervisor.journal import Entry
 from kernel.hypervisor.replay import Replay, ReplayDiverged
 
@@ -104,8 +106,6 @@ def _config_from_plain(plain: dict[str, Any]) -> KernelConfig:
 
 def _module_hashes(entries: list[Entry]) -> dict[str, str]:
     """The module files the guest's policy hypercalls named, by content hash."""
-    from kernel.hypervisor.hypercall import Hc
-
     hashes: dict[str, str] = {}
     for entry in entries:
         if entry.kind == "hc" and entry.data[0] == Hc.POLICY_CHOOSE and entry.data[2][0] == 0:
@@ -248,6 +248,40 @@ def _check_image(path: str, image: Any) -> None:
 # -- restoring ----------------------------------------------------------------------------------
 
 
+def _ints(value: Any, n: int) -> bool:
+    return type(value) is list and len(value) == n and all(type(v) is int for v in value)
+
+
+def _check_host_state(path: str, image: dict[str, Any]) -> None:
+    """Refuse, before anything is rebuilt, host-side state that is not plain
+    values of the right shape: what `vm.adopt` gives back to the host."""
+    meta, domain = image["vm"], image["domain"]
+    if type(meta.get("isolated_modules")) is not bool or type(meta.get("was_running")) is not bool:
+        raise SnapshotError(f"{path}: the vm's isolated_modules and was_running must be booleans")
+    if (
+        not all(type(domain.get(k)) is int for k in ("credit_ns", "used_ns"))
+        or type(domain.get("active")) is not bool
+    ):
+        raise SnapshotError(f"{path}: the vm's credit-scheduler domain is malformed")
+    waiting = domain.get("waiting")
+    if type(waiting) is not list or not all(_ints(w, 2) and min(w) >= 0 for w in waiting):
+        raise SnapshotError(f"{path}: the vm's place in the scheduler's queue is malformed")
+    if not all(_ints(p, 2) and min(p) >= 0 for p in image["pending"]):
+        raise SnapshotError(f"{path}: the vm's pending events are malformed")
+    for number, queue in image["queues"].items():
+        if (
+            type(number) is not str
+            or not number.isdigit()
+            or type(queue) is not dict
+            or type(queue.get("idx")) is not int
+            or not 0 <= queue["idx"] <= 0xFFFF
+            or type(queue.get("state")) is not dict
+        ):
+            raise SnapshotError(f"{path}: the vm's queue {number!r} is malformed")
+    if not 0 <= image["balloon_given"] <= image["config"].get("frames", 0):
+        raise SnapshotError(f"{path}: the vm's balloon holds {image['balloon_given']} pages")
+
+
 def restore(hv: Hypervisor, image: dict[str, Any], path: str = "snapshot") -> Vm:
     """Rebuild the VM of `image` on `hv`'s host, paused where it was taken, and
     resume it if it was running.  SnapshotError if it cannot be rebuilt exactly."""
@@ -258,6 +292,13 @@ def restore(hv: Hypervisor, image: dict[str, Any], path: str = "snapshot") -> Vm
         name = meta["name"]
         if name in hv.vms:
             raise SnapshotError(f"there is already a vm named {name!r}: destroy it first")
+        try:  # the settings a VM is created with are checked as `create` checks them
+            hv.check_settings(
+                name, meta["weight"], meta["cap"], meta["allowed_modules"], meta["gpu_share"]
+            )
+        except vms.VmError as exc:
+            raise SnapshotError(f"{path}: {exc.args[0]}") from None
+        _check_host_state(path, image)
         for module, digest in image["modules"].items():
             if _file_hash(module) != digest:
                 raise SnapshotError(f"the module {module} changed since the snapshot was taken")
@@ -282,7 +323,8 @@ def restore(hv: Hypervisor, image: dict[str, Any], path: str = "snapshot") -> Vm
         guest = replay.run(image["at_ns"], image["ticks"], image["calls"])
         if state_hash(guest, replay.window, replay.console) != image["state_hash"]:
             raise ReplayDiverged("the replayed guest's state hash differs from the snapshot's")
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, SyscallError) as exc:
+        # (a SyscallError: a journaled write outside the guest's window)
         raise SnapshotError(f"{path}: a malformed snapshot ({type(exc).__name__}: {exc})") from None
     except ReplayDiverged as exc:
         raise SnapshotError(f"{path}: the replay diverged: {exc}") from None

@@ -368,24 +368,7 @@ class Hypervisor:
         `isolated_modules` makes every module it loads run isolated.
         `gpu_share` (percent) gives it a vGPU: a context on the host's vGPU
         with that share, reached through a GPU virtqueue."""
-        if type(name) is not str or not name or not name.replace("-", "_").isidentifier():
-            raise VmError(f"a vm name is letters, digits, '-', '_', got {name!r}")
-        if name in self.vms:
-            raise VmError(f"there is already a vm named {name!r}")
-        try:
-            check_weight_cap(weight, cap, self.scheduler.cpus)
-        except ValueError as exc:
-            raise VmError(str(exc)) from None
-        allowed = tuple(allowed_modules)
-        if not all(type(m) is str and m for m in allowed):
-            raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
-        for module in allowed:
-            try:
-                loader.resolve(module, self.host.mlaas.search_path)
-            except ModuleError as exc:
-                raise VmError(f"allowed_modules: {exc.args[0]}") from None
-        if type(gpu_share) is not int or not 0 <= gpu_share <= 100:
-            raise VmError(f"gpu_share is a percent of the vGPU, 0 to 100, got {gpu_share!r}")
+        allowed = self.check_settings(name, weight, cap, allowed_modules, gpu_share)
         self._seeds += 1
         if config is None:
             config = KernelConfig(seed=self.host.seed + self._seeds, gpu=None)
@@ -412,6 +395,33 @@ class Hypervisor:
             "hypervisor", "vm created", vm=name, vcpus=config.cpus, weight=weight, cap=cap
         )
         return vm
+
+    def check_settings(
+        self, name: Any, weight: Any, cap: Any, allowed_modules: Any, gpu_share: Any
+    ) -> tuple[str, ...]:
+        """Refuse a VM's settings (from `create`, or from a snapshot being
+        restored) unless each is a plain value in range; the allowed modules."""
+        if type(name) is not str or not name or not name.replace("-", "_").isidentifier():
+            raise VmError(f"a vm name is letters, digits, '-', '_', got {name!r}")
+        if name in self.vms:
+            raise VmError(f"there is already a vm named {name!r}")
+        try:
+            check_weight_cap(weight, cap, self.scheduler.cpus)
+        except ValueError as exc:
+            raise VmError(str(exc)) from None
+        if not isinstance(allowed_modules, (list, tuple)):
+            raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
+        allowed = tuple(allowed_modules)
+        if not all(type(m) is str and m for m in allowed):
+            raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
+        for module in allowed:
+            try:
+                loader.resolve(module, self.host.mlaas.search_path)
+            except ModuleError as exc:
+                raise VmError(f"allowed_modules: {exc.args[0]}") from None
+        if type(gpu_share) is not int or not 0 <= gpu_share <= 100:
+            raise VmError(f"gpu_share is a percent of the vGPU, 0 to 100, got {gpu_share!r}")
+        return allowed
 
     def _wire(self, vm: Vm, isolated_modules: bool, queue_idx: int = 0) -> None:
         """Connect a guest kernel to its VM: journal, hypercalls, devices, modules."""

@@ -249,3 +249,34 @@ def test_a_guest_of_a_realtime_host_is_snapshotted_and_restored(tmp_path):
         assert again.shell("run echo back") == "back\n"
     finally:
         host.machine.shutdown()
+
+
+def _write_outside_the_window(image) -> None:
+    """A journaled host write far past the window, at the place (and with the
+    digest) of the last input that came from the host's events."""
+    last = next(e for e in reversed(image["journal"]) if not e[3] and e[4] != "hc")
+    image["journal"].insert(
+        image["journal"].index(last) + 1, [*last[:4], "dma", [1 << 40, b"x"], last[6]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda im: im["vm"].__setitem__("name", "../etc"), "a vm name is letters"),
+        (lambda im: im["vm"].__setitem__("allowed_modules", ["no_such_module"]), "allowed_modules"),
+        (lambda im: im["vm"].__setitem__("gpu_share", 101), "gpu_share is a percent"),
+        (lambda im: im["vm"].__setitem__("weight", "heavy"), "weight must be an integer"),
+        (lambda im: im["domain"].__setitem__("waiting", [["0", 1]]), "place in the scheduler"),
+        (lambda im: im["domain"].__setitem__("credit_ns", 1.5), "credit-scheduler domain"),
+        (lambda im: im.__setitem__("pending", [[1, "x"]]), "pending events are malformed"),
+        (lambda im: im.__setitem__("queues", {"0": {"idx": -1, "state": {}}}), "queue '0'"),
+        (lambda im: im.__setitem__("balloon_given", 10**9), "balloon holds"),
+        (_write_outside_the_window, "malformed snapshot"),
+    ],
+)
+def test_host_side_state_from_a_forged_snapshot_is_checked_before_it_is_used(saved, change, words):
+    host, path = saved
+    _rewrite(path, change)
+    assert words in refused(host, path)
+    assert not host.halted and "g" not in host.hv.vms
