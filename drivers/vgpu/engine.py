@@ -38,7 +38,7 @@ from numba import njit
 
 from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
 from drivers.vgpu.presets import GpuSpec
-from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost, tpcs_of
+from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost
 
 # Integer scalars, in `sc`.
 S_NOW = 0  # virtual time, ns
@@ -425,11 +425,25 @@ def _run(st, until, stop_on_completion):
 
 
 @njit(cache=True)
-def _enqueue(
-    sc, atoms, fifos, fifo_mask, pending, tpcs, in_mask, atom, q, units, compute_ns, mem_ns,
-    demand_mbps, begin, end, ctx, order,
-):  # fmt: skip
-    """Append atom `atom` to FIFO `q`; the FIFO joins the dispatch order if it was empty."""
+def _add_fifo(st, q, ctx, priority, units, mask_words):
+    """Set up FIFO `q` (within the FIFO tables' capacity) for atoms of this
+    context, priority, block size and mask (`mask_words`: 64 TPCs a word)."""
+    fifos = st.fifos
+    fifos[Q_PRIO, q] = priority
+    fifos[Q_CTX, q] = ctx
+    fifos[Q_KEY, q] = (-priority << 32) + ctx
+    fifos[Q_UNITS, q] = units
+    fifos[Q_HEAD, q] = -1
+    fifos[Q_TAIL, q] = -1
+    for w in range(mask_words.shape[0]):
+        st.fifo_mask[q, w] = mask_words[w]
+
+
+@njit(cache=True)
+def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, ctx, order):
+    """Append atom `atom` (within the atom tables' capacity) to FIFO `q`; the
+    FIFO joins the dispatch order if it was empty."""
+    sc, atoms, fifos, fifo_mask, tpcs = st.sc, st.atoms, st.fifos, st.fifo_mask, st.tpcs
     for r in range(N_ATOM_ROWS):
         atoms[r, atom] = -1
     atoms[A_UNITS, atom] = units
@@ -443,8 +457,15 @@ def _enqueue(
     atoms[A_PASS, atom] = 0
     atoms[A_BUSY_NS, atom] = 0
     atoms[A_ORDER, atom] = order
-    for w in range(pending.shape[0]):
-        pending[w] |= fifo_mask[q, w]
+    for w in range(st.pending.shape[0]):
+        bits = fifo_mask[q, w]
+        st.pending[w] |= bits
+        while bits:  # lower the TPCs' smallest-block bound
+            low = bits & (~bits + np.uint64(1))
+            t = w * 64 + _bit_index(low)
+            if tpcs[T_MIN_UNITS, t] > units:
+                tpcs[T_MIN_UNITS, t] = units
+            bits ^= low
     tail = fifos[Q_TAIL, q]
     if tail >= 0:
         atoms[A_LINK, tail] = atom
@@ -462,9 +483,30 @@ def _enqueue(
         fifos[Q_ORDER, at] = q
         sc[S_NQ] = n + 1
     fifos[Q_TAIL, q] = atom
-    for t in in_mask:
-        if tpcs[T_MIN_UNITS, t] > units:
-            tpcs[T_MIN_UNITS, t] = units
+
+
+@njit(cache=True)
+def _bit_index(low):
+    """The index of the one bit set in the uint64 `low`."""
+    i = 0
+    if low >> np.uint64(32):
+        i += 32
+        low >>= np.uint64(32)
+    if low >> np.uint64(16):
+        i += 16
+        low >>= np.uint64(16)
+    if low >> np.uint64(8):
+        i += 8
+        low >>= np.uint64(8)
+    if low >> np.uint64(4):
+        i += 4
+        low >>= np.uint64(4)
+    if low >> np.uint64(2):
+        i += 2
+        low >>= np.uint64(2)
+    if low >> np.uint64(1):
+        i += 1
+    return i
 
 
 # -- the Python face ---------------------------------------------------------
@@ -538,7 +580,6 @@ class Engine(VirtualGpu):
             log=np.zeros((5, log_cap), i64),
         )
         self._fifo_of: dict[tuple[int, int, int, int], int] = {}
-        self._fifo_tpcs: list[np.ndarray] = []  # per FIFO, the TPCs of its mask
 
     def _grow(self, field: str, size: int, fill=0, axis: int = -1) -> None:
         table = getattr(self._st, field)
@@ -560,14 +601,8 @@ class Engine(VirtualGpu):
             if q >= self._st.fifos.shape[1]:
                 self._grow("fifos", 2 * (q + 1))
                 self._grow("fifo_mask", 2 * (q + 1), axis=0)
-            fifos = self._st.fifos
-            fifos[Q_PRIO, q] = priority
-            fifos[Q_CTX, q] = ctx
-            fifos[Q_KEY, q] = (-priority << 32) + ctx
-            fifos[Q_UNITS, q] = units
-            fifos[Q_HEAD, q] = fifos[Q_TAIL, q] = -1
-            self._st.fifo_mask[q] = _mask_words(mask, self._words)
-            self._fifo_tpcs.append(np.array(tpcs_of(mask), dtype=np.int64))
+            words = np.array(_mask_words(mask, self._words), dtype=np.uint64)
+            _add_fifo(self._st, q, ctx, priority, units, words)
         return q
 
     def _backend_launch(
@@ -585,11 +620,9 @@ class Engine(VirtualGpu):
             self._grow("atoms", 2 * (atom_id + 1))
             self._grow("done", 2 * (atom_id + 1))
         q = self._fifo(ctx, priority, cost.units, mask)
-        st = self._st
-        _enqueue(
-            st.sc, st.atoms, st.fifos, st.fifo_mask, st.pending, st.tpcs, self._fifo_tpcs[q],
-            atom_id, q, cost.units, cost.compute_ns, cost.mem_ns, cost.demand_mbps, begin, end,
-            ctx, order,
+        _push_atom(
+            self._st, atom_id, q, cost.units, cost.compute_ns, cost.mem_ns, cost.demand_mbps,
+            begin, end, ctx, order,
         )  # fmt: skip
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
