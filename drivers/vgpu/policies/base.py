@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from drivers.vgpu.engine import Engine
+from drivers.vgpu.policies.compiled import P_STATIC, Pol, static_pol
 from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.work import KernelDesc
 
@@ -222,6 +223,28 @@ class SharingPolicy:
     def report(self) -> dict[str, Any]:
         """Policy-specific figures for the results."""
         return {}
+
+    # -- the compiled form (compiled.py) -------------------------------------
+
+    def compiled_setup(self, sim: Any) -> Pol | None:
+        """The state of this policy's compiled form on `sim` (the harness's
+        `Simulation`), set up as `setup` would; None if it has none (for
+        these parameters), and the Python form runs."""
+        return None
+
+    def compiled_report(self, pol: Pol) -> dict[str, Any]:
+        """`report`, from the compiled form's state after a run."""
+        return self.report()
+
+    def static_compiled_setup(self, sim: Any) -> Pol:
+        """The compiled form of a policy that launches each kernel whole, as
+        it is ready, on a fixed `mask(s)` at a fixed `priority(s)`."""
+        self.sim = sim
+        self.setup()
+        streams = sim.streams
+        return static_pol(
+            P_STATIC, [self.mask(s) for s in streams], [self.priority(s) for s in streams]
+        )
 
     # -- defaults ------------------------------------------------------------
 

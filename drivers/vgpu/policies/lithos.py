@@ -31,6 +31,7 @@ import math
 from collections.abc import Hashable, Sequence
 
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
+from drivers.vgpu.policies import lithos_compiled
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
 
 
@@ -157,7 +158,7 @@ class Lithos(SharingPolicy):
         else:
             self._pump(s)
         if self.waiting:
-            for j in list(self.waiting):
+            for j in sorted(self.waiting):
                 self.waiting.discard(j)
                 w = sim.streams[j]
                 if w is not s and w.kernel_pending:
@@ -263,6 +264,12 @@ class Lithos(SharingPolicy):
         f_max = self.sim.spec.max_clock_mhz
         if self.governor is not None and self.requested_mhz != f_max:
             self.sim.set_clock(f_max)
+
+    def compiled_setup(self, sim):
+        return lithos_compiled.compiled_state(self, sim)
+
+    def compiled_report(self, pol) -> dict:
+        return lithos_compiled.report(self, pol, len(pol.w))
 
     def report(self) -> dict:
         p = self.predictor

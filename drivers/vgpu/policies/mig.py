@@ -17,9 +17,25 @@ other slices, the booted driver's streams changing) costs the same.
 
 from __future__ import annotations
 
+from numba import njit
+
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.lithos.tpcs import largest_remainder
 from drivers.vgpu.policies.base import SharingPolicy, number_list
+from drivers.vgpu.policies.compiled import (
+    D_NOW,
+    D_NSTREAMS,
+    P_MIG,
+    POLICY_TIMERS,
+    ST_INFLIGHT,
+    STATIC_MASKS,
+    Pol,
+    kernel_pending,
+    policy_call_at,
+    static_kernel_ready,
+    static_launch,
+    static_pol,
+)
 
 MIG_SLICES = 7
 
@@ -52,7 +68,8 @@ class Mig(SharingPolicy):
         self.slices = slices
         self.reconfigure_ns = reconfigure_ns
 
-    def setup(self) -> None:
+    def _layout(self) -> tuple[list[int], list[int]]:
+        """The instances' slices and masks, from the parameters or the quotas."""
         sim = self.sim
         if len(sim.streams) > MIG_SLICES:
             raise InvalidArgument(
@@ -65,20 +82,26 @@ class Mig(SharingPolicy):
         )
         if len(slices) != len(sim.streams):
             raise InvalidArgument(f"mig: {len(slices)} instances for {len(sim.streams)} tenants")
-        self.layout = list(slices)
-        self.masks = mig_layout(self.layout, sim.n_tpcs)
+        return slices, mig_layout(slices, sim.n_tpcs)
+
+    def _takes_over(self) -> bool:
+        """Taking over a running device (a policy switch, or the driver's
+        streams changing) creates the instances: unless the policy in charge
+        already runs this very layout, the device drains and is down first."""
+        old = self.sim.policy
+        if self.sim.running and old is not self:
+            return not (isinstance(old, Mig) and old.layout == self.layout)
+        return False
+
+    def setup(self) -> None:
+        self.layout, self.masks = self._layout()
         self.held: list = []
         self.state = "serving"  # or "draining", "down"
         self.reconfigurations = 0
-        # Taking over a running device (a policy switch, or the driver's
-        # streams changing) creates the instances: unless the policy in charge
-        # already runs this very layout, the device drains and is down first.
-        old = sim.policy
-        if sim.running and old is not self:
-            if not (isinstance(old, Mig) and old.layout == self.layout):
-                self.new_masks = self.masks
-                self.state = "draining"
-                self._check_drained()
+        if self._takes_over():
+            self.new_masks = self.masks
+            self.state = "draining"
+            self._check_drained()
 
     def mask(self, s) -> int:
         return self.masks[s.index]
@@ -117,3 +140,83 @@ class Mig(SharingPolicy):
     def report(self) -> dict:
         return {"slices": self.layout, "tpcs": [m.bit_count() for m in self.masks],
                 "reconfigurations": self.reconfigurations}  # fmt: skip
+
+    # -- the compiled form ---------------------------------------------------
+
+    def compiled_setup(self, sim) -> Pol:
+        """The compiled state: the masks, and a drain first if taking over."""
+        self.sim = sim
+        self.layout, self.masks = self._layout()
+        n = len(sim.streams)
+        pol = static_pol(P_MIG, self.masks, [self.priority(s) for s in sim.streams], 4 + n)
+        pol.i[MIG_RECONFIGURE_NS] = self.reconfigure_ns
+        base = STATIC_MASKS + 2 * n
+        pol.i[base + MIG_TAKE_OVER] = int(self._takes_over())
+        return pol
+
+    def compiled_report(self, pol: Pol) -> dict:
+        self.reconfigurations = int(pol.i[STATIC_MASKS + 2 * len(self.masks) + MIG_RECONFIGURED])
+        return self.report()
+
+
+# The compiled form.  After the static masks and priorities in `Pol.i`: the
+# state, the reconfigurations, whether setup takes over, the held streams.
+MIG_RECONFIGURE_NS = 1  # in the free scalars before the masks
+MIG_STATE = 0  # 0 serving, 1 draining, 2 down
+MIG_RECONFIGURED = 1
+MIG_TAKE_OVER = 2
+MIG_NHELD = 3
+MIG_HELD = 4
+MIG_RESUME = POLICY_TIMERS
+
+
+@njit(cache=True)
+def _mig_base(d):
+    return STATIC_MASKS + 2 * d.sc[D_NSTREAMS]
+
+
+@njit(cache=True)
+def compiled_setup(d, p):
+    if p.i[_mig_base(d) + MIG_TAKE_OVER]:
+        p.i[_mig_base(d) + MIG_STATE] = 1
+        _check_drained(d, p)
+
+
+@njit(cache=True)
+def compiled_kernel_ready(d, p, s):
+    b = _mig_base(d)
+    if p.i[b + MIG_STATE] == 0:
+        static_kernel_ready(d, p, s)
+    else:
+        p.i[b + MIG_HELD + p.i[b + MIG_NHELD]] = s
+        p.i[b + MIG_NHELD] += 1
+
+
+@njit(cache=True)
+def compiled_atom_done(d, p, s, atom, kernel_done):
+    if p.i[_mig_base(d) + MIG_STATE] == 1:
+        _check_drained(d, p)
+
+
+@njit(cache=True)
+def _check_drained(d, p):
+    for s in range(d.sc[D_NSTREAMS]):
+        if d.st[ST_INFLIGHT, s] != 0:
+            return
+    b = _mig_base(d)
+    p.i[b + MIG_STATE] = 2
+    policy_call_at(d, d.sc[D_NOW] + p.i[MIG_RECONFIGURE_NS], MIG_RESUME, 0)
+
+
+@njit(cache=True)
+def compiled_timer(d, p, kind, arg):
+    if kind == MIG_RESUME:
+        b = _mig_base(d)
+        p.i[b + MIG_STATE] = 0
+        p.i[b + MIG_RECONFIGURED] += 1
+        held = p.i[b + MIG_NHELD]
+        p.i[b + MIG_NHELD] = 0
+        for k in range(held):
+            s = p.i[b + MIG_HELD + k]
+            if kernel_pending(d, s):
+                static_launch(d, p, s, -1)

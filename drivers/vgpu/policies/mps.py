@@ -23,6 +23,7 @@ from drivers.vgpu.policies.base import SharingPolicy, number_list, range_mask
 class Mps(SharingPolicy):
     name = "mps"
     summary = "MPS: one shared space, first launched first served."
+    compiled_setup = SharingPolicy.static_compiled_setup
 
 
 class MpsLimit(SharingPolicy):
@@ -32,6 +33,7 @@ class MpsLimit(SharingPolicy):
         "empty: the tenants' quotas)."
     )
     PARAMETERS = {"percentages": number_list("percentages", float)}
+    compiled_setup = SharingPolicy.static_compiled_setup
 
     def __init__(self, percentages: tuple[float, ...] | None = None) -> None:
         self.percentages = percentages

@@ -14,6 +14,7 @@ from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy
 class Priority(SharingPolicy):
     name = "priority"
     summary = "Stream priorities: high-priority blocks first among pending ones, no eviction."
+    compiled_setup = SharingPolicy.static_compiled_setup
 
     def priority(self, s) -> int:
         return PRIO_HIGH if s.hp else PRIO_LOW

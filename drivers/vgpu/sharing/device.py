@@ -144,6 +144,10 @@ class SharedDevice(Generic[S]):
         self.trace_window_ns = trace_window_ns
         self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
         self.trace_atoms: list[TraceAtom] = []
+        #: With `record_launches`, every launch: stream, time, first block,
+        #: end block, mask, priority, dispatch order.
+        self.record_launches = False
+        self.launch_log: list[tuple[int, ...]] = []
         self.clock_log: list[tuple[int, int]] = []
         self._ctx_order: dict[int, int] = {}  # dispatch order of each context's last launch
         self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
@@ -186,6 +190,8 @@ class SharedDevice(Generic[S]):
             order = max(last, self.now_ns if order is None else order)
         self._ctx_order[s.ctx] = order
         atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
+        if self.record_launches:
+            self.launch_log.append((s.index, self.now_ns, begin, end, mask, priority, order))
         s.launched = end
         s.inflight += 1
         s.inflight_masks[atom] = mask

@@ -61,6 +61,7 @@ from drivers.vgpu.sharing.device import (
     kernel_profile,
     kernel_sms,
 )
+from drivers.vgpu.sharing.epoch_run import CompiledRun, compilable
 from drivers.vgpu.traces import Workload
 
 TENANT_KINDS = ("open", "closed", "be")
@@ -182,8 +183,11 @@ class Simulation(SharedDevice[Stream]):
         trace_window_ns: tuple[int, int] | None = None,
         sample_ns: int | None = None,
         record_blocks: bool = False,
+        compiled: bool = True,
     ) -> None:
-        """`record_blocks` keeps the engine's block log (for tests);
+        """`compiled`: run in the compiled epoch loop when the policy has a
+        compiled form (epoch.py), else in Python; the results are the same.
+        `record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
         `sample_ns`: sample each tenant's TPCs in use this often (within the
         trace window, if there is one).  `policy` may be None until `run`, for
@@ -206,6 +210,9 @@ class Simulation(SharedDevice[Stream]):
         self.sample_ns = sample_ns
         self._energy_at_warmup = 0.0
         self.allocation: list[tuple[int, tuple[int, ...]]] = []
+        self.use_compiled = compiled
+        #: The compiled run while the run is in the epoch loop, else None.
+        self.compiled: CompiledRun | None = None
 
     # -- the run -------------------------------------------------------------
 
@@ -214,27 +221,70 @@ class Simulation(SharedDevice[Stream]):
             raise InvalidArgument("a simulation needs a policy to run")
         wall0 = time.perf_counter()
         self.running = True
-        self.policy.attach(self)
-        for s in self.streams:
-            if s.tenant.kind == "open":
-                self._schedule_arrival(s)
-            else:
-                self._start_request(s, 0)
+        pol = None
+        if self.use_compiled and compilable(self):
+            pol = self.policy.compiled_setup(self)
+        if pol is not None:
+            self.compiled = CompiledRun(self, pol)
+            self.compiled.start()
+        else:
+            self.policy.attach(self)
+            for s in self.streams:
+                if s.tenant.kind == "open":
+                    self._schedule_arrival(s)
+                else:
+                    self._start_request(s, 0)
         if self.warmup_ns > 0:
             self.call_at(self.warmup_ns, self._mark_warmup)
         if self.sample_ns:
             window = self.trace_window_ns
             self.call_at(window[0] if window else 0, self._sample)
-        self.advance(self.duration_ns)
+        if self.compiled is not None:
+            self.compiled.advance(self.duration_ns)
+        else:
+            self.advance(self.duration_ns)
         self.running = False
+        if self.compiled is not None:
+            self.compiled.write_back_counters()
         return self._result(time.perf_counter() - wall0)
+
+    # -- the compiled form -----------------------------------------------------
+
+    def call_at(self, t_ns: int, fn, *args, owner=None) -> None:
+        if self.compiled is not None:
+            self.compiled.call_at(t_ns, fn, args, owner)
+        else:
+            super().call_at(t_ns, fn, *args, owner=owner)
+
+    def set_policy(self, policy: SharingPolicy) -> None:
+        if self.compiled is not None:
+            pol = policy.compiled_setup(self)
+            if pol is not None:
+                self.compiled.switch(policy, pol)
+                self.policy = policy
+                return
+            self.compiled.hand_back()
+            self.compiled = None
+        super().set_policy(policy)
+
+    def atom_log(self) -> list[tuple[int, ...]]:
+        """Every atom launched: stream, launch, done (-1: not yet), first
+        block, end block, mask, priority and dispatch order (for tests)."""
+        if self.compiled is not None:
+            return self.compiled.atom_log()
+        return [
+            (s, t, -1 if (done := self.gpu.atom_done_ns(a)) is None else done, *rest)
+            for a, (s, t, *rest) in enumerate(self.launch_log)
+        ]
 
     def _mark_warmup(self) -> None:
         self._energy_at_warmup = self.gpu.energy_j
 
     def _sample(self) -> None:
         counts = []
-        for s in self.streams:
+        if self.compiled is not None:
+            counts = [m.bit_count() for m in self.compiled.inflight_masks()]
+        for s in self.streams if self.compiled is None else ():
             union = 0
             for mask in s.inflight_masks.values():
                 union |= mask
@@ -361,8 +411,8 @@ class Simulation(SharedDevice[Stream]):
             energy_j=self.gpu.energy_j - self._energy_at_warmup,
             wall_s=wall_s,
             streams=tuple(streams),
-            extra=self.policy.report(),
-            atoms=tuple(self.trace_atoms),
+            extra=self.policy.report() if self.compiled is None else self.compiled.report(),
+            atoms=tuple(self.trace_atoms) if self.compiled is None else self.compiled.trace_atoms(),
             clocks=tuple(self.clock_log),
             allocation=tuple(self.allocation),
         )

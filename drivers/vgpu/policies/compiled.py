@@ -1,0 +1,403 @@
+"""The shared device as a compiled policy sees it (`drivers/vgpu/policies`).
+
+Each sharing policy is defined by its readable Python class; most also have
+a *compiled form*: numba functions beside the class that do the same thing
+on numpy tables, run inside the harness's compiled epoch loop
+(`drivers/vgpu/sharing/epoch.py`).  The tests hold the two to identical atom
+logs.  This file is the compiled twin of the `Device` and `Stream`
+protocols in base.py: the layout of the tables (`Dev`, `Pol`) and the two
+things a policy asks of the device, `launch` and `call_at`.
+
+Masks are int64 bit sets, so the compiled forms serve devices of at most
+63 TPCs (the a100 has 54); a wider device runs the Python forms.
+
+State of one policy is a `Pol`: `i` (int64 scalars and per-stream values),
+`f` (float64 ones), `t` (an int64 table with a column per atom, grown with
+the atoms) and `w` (a float64 table, per stream and kernel position).  Each
+policy lays its own rows out in its file; ``i[P_ID]`` names the policy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from drivers.vgpu.engine import (
+    A_DONE_NS,
+    EngineState,
+    _add_fifo,
+    _push_atom,
+)
+
+#: Devices wider than this run the Python forms.
+MAX_COMPILED_TPCS = 63
+
+# Device scalars, in `Dev.sc`.
+D_NOW = 0
+D_SEQ = 1  # timers pushed so far (ties in time go in push order)
+D_NTIMERS = 2
+D_NATOMS = 3  # the next atom id
+D_NFIFOS = 4
+D_GEN = 5  # the policy generation in charge: timers of others are dropped
+D_WARMUP_NS = 6
+D_DURATION_NS = 7
+D_NSTREAMS = 8
+D_NTPCS = 9
+D_FULL_MASK = 10
+D_NLAT = 11
+D_IN_TIMERS = 12  # 1 while the due timers are being run
+D_HANDLE = 13  # the Python timer the loop stopped for
+D_RUNNING = 14
+D_OPEN_ATOM = 15  # every atom below it is complete
+D_FMAX = 16
+N_DEV_SCALARS = 17
+
+# Rows of the stream table `Dev.st`, one column per stream.
+ST_KIND = 0  # 0 open, 1 closed, 2 best effort
+ST_HP = 1
+ST_POS = 2  # the current kernel's place in the request, -1 between requests
+ST_NKERN = 3
+ST_KOFF = 4  # the stream's first kernel in the kernel table
+ST_HOST_NS = 5
+ST_RUN_AHEAD = 6
+ST_REQUEST_NS = 7
+ST_NEXT_ARRIVAL = 8
+ST_AOFF = 9  # its arrivals in `Dev.arrivals`
+ST_ACOUNT = 10
+ST_PHEAD = 11  # its queue of pending requests: a ring in `Dev.pend`
+ST_PLEN = 12
+ST_POFF = 13
+ST_PCAP = 14
+ST_DOFF = 15  # completion times of its last `run_ahead` kernels: a ring in `Dev.done`
+ST_DCAP = 16
+ST_DHEAD = 17
+ST_DLEN = 18
+ST_CTX = 19
+ST_HAS_KERNEL = 20
+ST_GRID = 21
+ST_LAUNCHED = 22
+ST_INFLIGHT = 23
+ST_READY_NS = 24
+ST_BLOCKS_DONE = 25
+ST_KERNELS_DONE = 26
+ST_COMPLETED = 27
+ST_ALLOC_TPC_NS = 28
+ST_REQUEST_ISO_NS = 29
+N_ST_ROWS = 30
+
+# Rows of the kernel table `Dev.kern`, one column per kernel of every stream's request.
+K_GRID = 0
+K_BPT = 1  # blocks per TPC
+K_UNITS = 2
+K_COMPUTE = 3
+K_MEM = 4
+K_DEMAND = 5
+K_ISO = 6  # isolated time on the whole device
+K_SMS = 7
+K_PROFILE = 8
+K_BLOCK_NS = 9
+N_K_ROWS = 10
+
+# Rows of the atom table `Dev.atoms`: the atom log.
+AT_STREAM = 0
+AT_LAUNCH_NS = 1
+AT_TPCS = 2
+AT_STOLEN = 3
+AT_MASK = 4
+AT_BEGIN = 5
+AT_END = 6
+AT_PRIO = 7
+AT_ORDER = 8
+AT_POS = 9  # the kernel's place in the request
+N_AT_ROWS = 10
+
+# Rows of the timer heap `Dev.timers`.
+TM_T = 0
+TM_SEQ = 1
+TM_OWNER = 2  # 0: the harness's; else the policy generation that set it
+TM_KIND = 3
+TM_ARG = 4
+N_TM_ROWS = 5
+
+# Timer kinds: the harness's, then each policy's from POLICY_TIMERS on.
+TK_PYTHON = 0  # a Python callback: the epoch ends here
+TK_ARRIVE = 1
+TK_ENQUEUED = 2
+POLICY_TIMERS = 16
+
+# Rows of the FIFO hash `Dev.fifo_hash` (open addressing on the FIFO key).
+FH_Q = 0  # -1: empty
+FH_CTX = 1
+FH_PRIO = 2
+FH_UNITS = 3
+FH_MASK = 4
+N_FH_ROWS = 5
+
+P_ID = 0  # in `Pol.i`: which policy
+
+
+class Dev(NamedTuple):
+    """The harness's tables: the engine, streams, kernels, timers, atoms."""
+
+    eng: EngineState
+    sc: np.ndarray  # int64 D_* scalars
+    st: np.ndarray  # int64 [N_ST_ROWS, streams]
+    busy: np.ndarray  # float64 per stream: busy TPC time, ns
+    kern: np.ndarray  # int64 [N_K_ROWS, kernels]
+    arrivals: np.ndarray  # int64, every open stream's arrival instants
+    pend: np.ndarray  # int64, the pending-request rings
+    done: np.ndarray  # int64, the run-ahead rings
+    timers: np.ndarray  # int64 [N_TM_ROWS, capacity], a binary min-heap
+    atoms: np.ndarray  # int64 [N_AT_ROWS, capacity]
+    fifo_hash: np.ndarray  # int64 [N_FH_ROWS, capacity], a power of two
+    ctx_order: np.ndarray  # int64 per context: its last launch's order
+    lat: np.ndarray  # int64 [2, capacity]: (stream, latency) of finished requests
+
+
+class Pol(NamedTuple):
+    """One compiled policy's state (see the module doc)."""
+
+    i: np.ndarray
+    f: np.ndarray
+    t: np.ndarray
+    w: np.ndarray
+
+
+def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1, 1)) -> Pol:
+    """A policy state of the given sizes, with ``i[P_ID] = pid``."""
+    i = np.zeros(max(1, n_i), np.int64)
+    i[P_ID] = pid
+    return Pol(
+        i=i,
+        f=np.zeros(max(1, n_f), np.float64),
+        t=np.zeros((max(1, t_rows), 1), np.int64),
+        w=np.zeros(w_shape, np.float64),
+    )
+
+
+# -- what a compiled policy asks of the device --------------------------------
+
+
+@njit(cache=True)
+def popcount(x):
+    n = 0
+    while x:
+        x &= x - 1
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def call_at(d, t_ns, kind, arg, owner):
+    """Run timer `kind` with `arg` at `t_ns` (not before now); see SharedDevice.call_at."""
+    sc, tm = d.sc, d.timers
+    now = sc[D_NOW]
+    if t_ns < now:
+        t_ns = now
+    sc[D_SEQ] += 1
+    seq = sc[D_SEQ]
+    i = sc[D_NTIMERS]
+    if i >= tm.shape[1]:
+        raise IndexError("the timer heap is full")
+    sc[D_NTIMERS] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if tm[TM_T, parent] < t_ns or (tm[TM_T, parent] == t_ns and tm[TM_SEQ, parent] < seq):
+            break
+        for r in range(N_TM_ROWS):
+            tm[r, i] = tm[r, parent]
+        i = parent
+    tm[TM_T, i] = t_ns
+    tm[TM_SEQ, i] = seq
+    tm[TM_OWNER, i] = owner
+    tm[TM_KIND, i] = kind
+    tm[TM_ARG, i] = arg
+
+
+@njit(cache=True)
+def policy_call_at(d, t_ns, kind, arg):
+    """A timer of the policy in charge (dropped if it is switched out)."""
+    call_at(d, t_ns, kind, arg, d.sc[D_GEN])
+
+
+@njit(cache=True)
+def pop_timer(d, out):
+    """Remove the first timer into `out` (its N_TM_ROWS fields)."""
+    sc, tm = d.sc, d.timers
+    for r in range(N_TM_ROWS):
+        out[r] = tm[r, 0]
+    n = sc[D_NTIMERS] - 1
+    sc[D_NTIMERS] = n
+    if n == 0:
+        return
+    t, seq = tm[TM_T, n], tm[TM_SEQ, n]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and (
+            tm[TM_T, c + 1] < tm[TM_T, c]
+            or (tm[TM_T, c + 1] == tm[TM_T, c] and tm[TM_SEQ, c + 1] < tm[TM_SEQ, c])
+        ):
+            c += 1
+        if tm[TM_T, c] > t or (tm[TM_T, c] == t and tm[TM_SEQ, c] > seq):
+            break
+        for r in range(N_TM_ROWS):
+            tm[r, i] = tm[r, c]
+        i = c
+    for r in range(N_TM_ROWS):
+        tm[r, i] = tm[r, n]
+
+
+@njit(cache=True)
+def fifo_slot(fh, ctx, prio, units, mask):
+    """The FIFO hash slot of this key: its entry, or the empty slot it goes in."""
+    cap = fh.shape[1]
+    h = (ctx * 1_000_003 + prio * 9176 + units * 131 + mask * 2_654_435_761) & (cap - 1)
+    while fh[FH_Q, h] >= 0:
+        if (
+            fh[FH_CTX, h] == ctx
+            and fh[FH_PRIO, h] == prio
+            and fh[FH_UNITS, h] == units
+            and fh[FH_MASK, h] == mask
+        ):
+            break
+        h = (h + 1) & (cap - 1)
+    return h
+
+
+@njit(cache=True)
+def _fifo(d, ctx, prio, units, mask):
+    """The engine FIFO for this key, set up on first use (as `Engine._fifo`)."""
+    fh = d.fifo_hash
+    cap = fh.shape[1]
+    h = fifo_slot(fh, ctx, prio, units, mask)
+    if fh[FH_Q, h] >= 0:
+        return fh[FH_Q, h]
+    q = d.sc[D_NFIFOS]
+    if q >= d.eng.fifos.shape[1] or 2 * (q + 1) > cap:
+        raise IndexError("the FIFO tables are full")
+    d.sc[D_NFIFOS] = q + 1
+    fh[FH_Q, h] = q
+    fh[FH_CTX, h] = ctx
+    fh[FH_PRIO, h] = prio
+    fh[FH_UNITS, h] = units
+    fh[FH_MASK, h] = mask
+    words = np.zeros(d.eng.fifo_mask.shape[1], np.uint64)
+    words[0] = np.uint64(mask)
+    _add_fifo(d.eng, q, ctx, prio, units, words)
+    return q
+
+
+@njit(cache=True)
+def launch(d, s, blocks, mask, prio, stolen, order):
+    """Launch the next `blocks` blocks of stream `s`'s kernel on `mask`; return the atom id.
+
+    `order` < 0: now.  As `SharedDevice.launch`: a context's work queue is
+    first in, first out."""
+    st, sc, kern = d.st, d.sc, d.kern
+    now = sc[D_NOW]
+    begin = st[ST_LAUNCHED, s]
+    end = begin + blocks
+    ctx = st[ST_CTX, s]
+    last = d.ctx_order[ctx]
+    if order < 0 or order < last:
+        order = max(last, now if order < 0 else order)
+    d.ctx_order[ctx] = order
+    k = st[ST_KOFF, s] + st[ST_POS, s]
+    units = kern[K_UNITS, k]
+    q = _fifo(d, ctx, prio, units, mask)
+    atom = sc[D_NATOMS]
+    if atom >= d.atoms.shape[1] or atom >= d.eng.atoms.shape[1]:
+        raise IndexError("the atom tables are full")
+    sc[D_NATOMS] = atom + 1
+    _push_atom(
+        d.eng, atom, q, units, kern[K_COMPUTE, k], kern[K_MEM, k], kern[K_DEMAND, k], begin, end,
+        ctx, order,
+    )  # fmt: skip
+    st[ST_LAUNCHED, s] = end
+    st[ST_INFLIGHT, s] += 1
+    at = d.atoms
+    at[AT_STREAM, atom] = s
+    at[AT_LAUNCH_NS, atom] = now
+    at[AT_TPCS, atom] = popcount(mask)
+    at[AT_STOLEN, atom] = stolen
+    at[AT_MASK, atom] = mask
+    at[AT_BEGIN, atom] = begin
+    at[AT_END, atom] = end
+    at[AT_PRIO, atom] = prio
+    at[AT_ORDER, atom] = order
+    at[AT_POS, atom] = st[ST_POS, s]
+    return atom
+
+
+# -- what a compiled policy knows of a stream (the `Stream` protocol) ---------
+
+
+@njit(cache=True)
+def host_order(d, s):
+    return min(d.st[ST_HOST_NS, s], d.sc[D_NOW])
+
+
+@njit(cache=True)
+def kernel_pending(d, s):
+    st = d.st
+    return st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]
+
+
+@njit(cache=True)
+def remaining(d, s):
+    return d.st[ST_GRID, s] - d.st[ST_LAUNCHED, s]
+
+
+@njit(cache=True)
+def kernel_index(d, s):
+    """The current kernel's column in the kernel table."""
+    return d.st[ST_KOFF, s] + d.st[ST_POS, s]
+
+
+@njit(cache=True)
+def launch_whole(d, s, mask, prio, order):
+    """Launch the rest of `s`'s current kernel as one atom (`SharingPolicy.launch_whole`)."""
+    return launch(d, s, remaining(d, s), mask, prio, 0, order)
+
+
+@njit(cache=True)
+def atom_done_ns(d, atom):
+    return d.eng.atoms[A_DONE_NS, atom]
+
+
+# -- the base policy's compiled form: whole kernels on a fixed mask ------------
+
+#: Policy ids (``Pol.i[P_ID]``).
+P_STATIC = 1
+P_MIG = 2
+P_LITHOS = 3
+
+# `Pol.i` of P_STATIC (and of P_MIG, which extends it): per stream s, its mask
+# at ST_MASKS + s and its priority at ST_MASKS + n + s.
+STATIC_MASKS = 4
+
+
+def static_pol(pid: int, masks: list[int], priorities: list[int], extra: int = 0) -> Pol:
+    """The state of a policy that launches whole kernels on a fixed mask and priority."""
+    n = len(masks)
+    pol = empty_pol(pid, STATIC_MASKS + 2 * n + extra)
+    pol.i[STATIC_MASKS : STATIC_MASKS + n] = masks
+    pol.i[STATIC_MASKS + n : STATIC_MASKS + 2 * n] = priorities
+    return pol
+
+
+@njit(cache=True)
+def static_launch(d, p, s, order):
+    """`launch_whole(s, order)` on the stream's fixed mask, at its fixed priority."""
+    n = d.sc[D_NSTREAMS]
+    return launch_whole(d, s, p.i[STATIC_MASKS + s], p.i[STATIC_MASKS + n + s], order)
+
+
+@njit(cache=True)
+def static_kernel_ready(d, p, s):
+    static_launch(d, p, s, host_order(d, s))

@@ -1,0 +1,399 @@
+"""The simulation's compiled epoch loop (`drivers/vgpu/sharing`).
+
+`Simulation` (sim.py) is the readable definition of how tenants' request
+streams run on the shared device; this is its compiled twin.  When the
+policy in charge has a compiled form (`drivers/vgpu/policies/compiled.py`),
+the whole inner loop runs inside numba: the engine's completions, the
+policy's callbacks, the host's launches, arrivals, run-ahead and the timers,
+event by event as in `SharedDevice.advance`.  It crosses into Python only
+at an *epoch boundary*: a Python timer (the advisor follower's period, the
+warm-up mark, a TPC sample), or tables that need to grow.  Timers of both
+kinds share one heap and one sequence, so the order of events is the
+Python loop's exactly; the tests compare the atom logs of both.
+
+Each function below is the compiled twin of the method of the same name in
+sim.py or device.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_NDONE, _run
+from drivers.vgpu.policies import lithos_compiled as lithos_policy
+from drivers.vgpu.policies import mig as mig_policy
+from drivers.vgpu.policies.compiled import (
+    AT_BEGIN,
+    AT_END,
+    AT_LAUNCH_NS,
+    AT_MASK,
+    AT_STREAM,
+    AT_TPCS,
+    D_DURATION_NS,
+    D_GEN,
+    D_HANDLE,
+    D_IN_TIMERS,
+    D_NATOMS,
+    D_NLAT,
+    D_NOW,
+    D_NSTREAMS,
+    D_NTIMERS,
+    D_OPEN_ATOM,
+    D_WARMUP_NS,
+    FH_CTX,
+    FH_MASK,
+    FH_PRIO,
+    FH_UNITS,
+    K_BPT,
+    K_GRID,
+    N_TM_ROWS,
+    P_ID,
+    P_LITHOS,
+    P_MIG,
+    P_STATIC,
+    POLICY_TIMERS,
+    ST_ACOUNT,
+    ST_ALLOC_TPC_NS,
+    ST_AOFF,
+    ST_BLOCKS_DONE,
+    ST_COMPLETED,
+    ST_DCAP,
+    ST_DHEAD,
+    ST_DLEN,
+    ST_DOFF,
+    ST_GRID,
+    ST_HAS_KERNEL,
+    ST_HOST_NS,
+    ST_INFLIGHT,
+    ST_KERNELS_DONE,
+    ST_KIND,
+    ST_KOFF,
+    ST_LAUNCHED,
+    ST_NEXT_ARRIVAL,
+    ST_NKERN,
+    ST_PCAP,
+    ST_PHEAD,
+    ST_PLEN,
+    ST_POFF,
+    ST_POS,
+    ST_READY_NS,
+    ST_REQUEST_NS,
+    ST_RUN_AHEAD,
+    TK_ARRIVE,
+    TK_ENQUEUED,
+    TK_PYTHON,
+    TM_ARG,
+    TM_KIND,
+    TM_OWNER,
+    TM_T,
+    call_at,
+    fifo_slot,
+    pop_timer,
+    static_kernel_ready,
+)
+
+#: Host time to enqueue one kernel launch (sim.py's HOST_LAUNCH_NS).
+HOST_LAUNCH_NS = 5_000
+
+# What `run_epoch` stopped for.
+EPOCH_REACHED = 0  # the end
+EPOCH_PYTHON = 1  # a Python timer is due: its handle is in sc[D_HANDLE]
+EPOCH_GROW = 2  # a table is close to full
+
+KIND_OPEN = 0
+
+
+# -- the policy in charge -----------------------------------------------------
+
+
+@njit(cache=True)
+def policy_kernel_ready(d, p, s):
+    pid = p.i[P_ID]
+    if pid == P_STATIC:
+        static_kernel_ready(d, p, s)
+    elif pid == P_MIG:
+        mig_policy.compiled_kernel_ready(d, p, s)
+    elif pid == P_LITHOS:
+        lithos_policy.compiled_kernel_ready(d, p, s)
+
+
+@njit(cache=True)
+def policy_atom_done(d, p, s, atom, kernel_done):
+    pid = p.i[P_ID]
+    if pid == P_MIG:
+        mig_policy.compiled_atom_done(d, p, s, atom, kernel_done)
+    elif pid == P_LITHOS:
+        lithos_policy.compiled_atom_done(d, p, s, atom, kernel_done)
+
+
+@njit(cache=True)
+def policy_stream_idle(d, p, s):
+    pass
+
+
+@njit(cache=True)
+def policy_timer(d, p, kind, arg):
+    pid = p.i[P_ID]
+    if pid == P_MIG:
+        mig_policy.compiled_timer(d, p, kind, arg)
+    elif pid == P_LITHOS:
+        lithos_policy.compiled_timer(d, p, kind, arg)
+
+
+@njit(cache=True)
+def policy_setup(d, p):
+    """What a policy's setup does on the running device (timers, a drain)."""
+    if p.i[P_ID] == P_MIG:
+        mig_policy.compiled_setup(d, p)
+
+
+@njit(cache=True)
+def policy_detach(d, p):
+    pid = p.i[P_ID]
+    if pid == P_LITHOS:
+        lithos_policy.compiled_detach(d, p)
+
+
+@njit(cache=True)
+def switch_policy(d, old, new):
+    """`SharedDevice.set_policy` once the new policy is set up: the old one
+    detaches, and the new one is offered every kernel with blocks left."""
+    policy_detach(d, old)
+    st = d.st
+    for s in range(d.sc[D_NSTREAMS]):
+        if st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]:
+            policy_kernel_ready(d, new, s)
+
+
+# -- requests (sim.py) --------------------------------------------------------
+
+
+@njit(cache=True)
+def schedule_arrival(d, s):
+    st = d.st
+    n = st[ST_NEXT_ARRIVAL, s]
+    if n < st[ST_ACOUNT, s]:
+        t = d.arrivals[st[ST_AOFF, s] + n]
+        if t < d.sc[D_DURATION_NS]:
+            call_at(d, t, TK_ARRIVE, s, 0)
+
+
+@njit(cache=True)
+def arrive(d, p, s):
+    st = d.st
+    t = d.arrivals[st[ST_AOFF, s] + st[ST_NEXT_ARRIVAL, s]]
+    st[ST_NEXT_ARRIVAL, s] += 1
+    schedule_arrival(d, s)
+    if st[ST_POS, s] >= 0:
+        cap = st[ST_PCAP, s]
+        if st[ST_PLEN, s] >= cap:
+            raise IndexError("a pending-request ring is full")
+        d.pend[st[ST_POFF, s] + (st[ST_PHEAD, s] + st[ST_PLEN, s]) % cap] = t
+        st[ST_PLEN, s] += 1
+    else:
+        start_request(d, p, s, t)
+
+
+@njit(cache=True)
+def start_request(d, p, s, request_ns):
+    d.st[ST_REQUEST_NS, s] = request_ns
+    d.st[ST_POS, s] = 0
+    ready(d, p, s)
+
+
+@njit(cache=True)
+def ready(d, p, s):
+    st = d.st
+    now = d.sc[D_NOW]
+    start = st[ST_HOST_NS, s]
+    if st[ST_RUN_AHEAD, s] == 0:
+        if st[ST_POS, s] == 0:
+            start = max(start, now)
+    elif st[ST_DLEN, s] == st[ST_RUN_AHEAD, s]:
+        start = max(start, d.done[st[ST_DOFF, s] + st[ST_DHEAD, s]])
+    host = start + HOST_LAUNCH_NS
+    st[ST_HOST_NS, s] = host
+    st[ST_HAS_KERNEL, s] = 0
+    if host > now:
+        call_at(d, host, TK_ENQUEUED, s, 0)
+    else:
+        enqueued(d, p, s)
+
+
+@njit(cache=True)
+def enqueued(d, p, s):
+    """The host's launch of `s`'s current kernel reached the GPU (`enqueue`)."""
+    st = d.st
+    k = st[ST_KOFF, s] + st[ST_POS, s]
+    st[ST_HAS_KERNEL, s] = 1
+    st[ST_GRID, s] = d.kern[K_GRID, k]
+    st[ST_LAUNCHED, s] = 0
+    st[ST_BLOCKS_DONE, s] = 0
+    st[ST_READY_NS, s] = d.sc[D_NOW]
+    policy_kernel_ready(d, p, s)
+
+
+@njit(cache=True)
+def complete(d, p, s, atom, kernel_done):
+    st = d.st
+    now = d.sc[D_NOW]
+    st[ST_INFLIGHT, s] -= 1
+    warmup = d.sc[D_WARMUP_NS]
+    if now >= warmup:  # atom_completed
+        k = st[ST_KOFF, s] + st[ST_POS, s]
+        d.busy[s] += d.eng.atoms[A_BUSY_NS, atom] / d.kern[K_BPT, k]
+        launched = d.atoms[AT_LAUNCH_NS, atom]
+        st[ST_ALLOC_TPC_NS, s] += d.atoms[AT_TPCS, atom] * (now - max(launched, warmup))
+    policy_atom_done(d, p, s, atom, kernel_done)
+    if kernel_done:
+        kernel_finished(d, p, s)
+
+
+@njit(cache=True)
+def kernel_finished(d, p, s):
+    st = d.st
+    now = d.sc[D_NOW]
+    warmup = d.sc[D_WARMUP_NS]
+    if now >= warmup:
+        st[ST_KERNELS_DONE, s] += 1
+    if st[ST_RUN_AHEAD, s]:  # a deque of at most run_ahead completion times
+        cap = st[ST_DCAP, s]
+        if st[ST_DLEN, s] == cap:
+            st[ST_DHEAD, s] = (st[ST_DHEAD, s] + 1) % cap
+            st[ST_DLEN, s] -= 1
+        d.done[st[ST_DOFF, s] + (st[ST_DHEAD, s] + st[ST_DLEN, s]) % cap] = now
+        st[ST_DLEN, s] += 1
+    st[ST_POS, s] += 1
+    if st[ST_POS, s] < st[ST_NKERN, s]:
+        ready(d, p, s)
+        return
+    if st[ST_REQUEST_NS, s] >= warmup:
+        n = d.sc[D_NLAT]
+        if n >= d.lat.shape[1]:
+            raise IndexError("the latency table is full")
+        d.lat[0, n] = s
+        d.lat[1, n] = now - st[ST_REQUEST_NS, s]
+        d.sc[D_NLAT] = n + 1
+    if now >= warmup:
+        st[ST_COMPLETED, s] += 1
+    st[ST_POS, s] = -1
+    st[ST_HAS_KERNEL, s] = 0
+    st[ST_GRID, s] = 0
+    st[ST_LAUNCHED, s] = 0
+    if st[ST_KIND, s] != KIND_OPEN:
+        start_request(d, p, s, now)
+    elif st[ST_PLEN, s]:
+        t = d.pend[st[ST_POFF, s] + st[ST_PHEAD, s]]
+        st[ST_PHEAD, s] = (st[ST_PHEAD, s] + 1) % st[ST_PCAP, s]
+        st[ST_PLEN, s] -= 1
+        start_request(d, p, s, t)
+    else:
+        policy_stream_idle(d, p, s)
+
+
+@njit(cache=True)
+def fire(d, p, kind, arg):
+    if kind == TK_ARRIVE:
+        arrive(d, p, arg)
+    elif kind == TK_ENQUEUED:
+        enqueued(d, p, arg)
+    elif kind >= POLICY_TIMERS:
+        policy_timer(d, p, kind, arg)
+
+
+# -- the loop (device.py's `advance` and `run_timers`) --------------------------
+
+
+@njit(cache=True)
+def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat):
+    """Run to `end_ns`, or to the next Python timer, or until a table needs room."""
+    sc, tm, eng = d.sc, d.timers, d.eng
+    popped = np.zeros(N_TM_ROWS, np.int64)
+    done = eng.done
+    while True:
+        if (
+            sc[D_NATOMS] + 4096 > room_atoms
+            or sc[D_NTIMERS] + 4096 > room_timers
+            or sc[D_NLAT] + 4096 > room_lat
+        ):
+            return EPOCH_GROW
+        if sc[D_IN_TIMERS]:  # run the timers due now
+            while sc[D_NTIMERS] > 0 and tm[TM_T, 0] <= sc[D_NOW]:
+                pop_timer(d, popped)
+                if popped[TM_KIND] == TK_PYTHON:
+                    sc[D_HANDLE] = popped[TM_ARG]
+                    return EPOCH_PYTHON
+                owner = popped[TM_OWNER]
+                if owner == 0 or owner == sc[D_GEN]:
+                    fire(d, p, popped[TM_KIND], popped[TM_ARG])
+            sc[D_IN_TIMERS] = 0
+        t_next = end_ns
+        if sc[D_NTIMERS] > 0 and tm[TM_T, 0] < end_ns:
+            t_next = tm[TM_T, 0]
+        _run(eng, t_next, True)
+        n = eng.sc[S_NDONE]
+        if n > 0:
+            # Completions, by atom id (`Engine._backend_run` sorts them).
+            for i in range(1, n):
+                a = done[i]
+                j = i - 1
+                while j >= 0 and done[j] > a:
+                    done[j + 1] = done[j]
+                    j -= 1
+                done[j + 1] = a
+            sc[D_NOW] = eng.atoms[A_DONE_NS, done[0]]
+            for i in range(n):  # every kernel_done first, as `_complete_atom` does
+                a = done[i]
+                s = d.atoms[AT_STREAM, a]
+                d.st[ST_BLOCKS_DONE, s] += d.atoms[AT_END, a] - d.atoms[AT_BEGIN, a]
+                if d.st[ST_BLOCKS_DONE, s] == d.st[ST_GRID, s]:
+                    done[i] = -a - 1  # marks the kernel's last atom
+            for i in range(n):
+                a = done[i]
+                kernel_done = a < 0
+                if kernel_done:
+                    a = -a - 1
+                complete(d, p, d.atoms[AT_STREAM, a], a, kernel_done)
+            continue
+        sc[D_NOW] = t_next
+        if t_next >= end_ns:
+            return EPOCH_REACHED
+        sc[D_IN_TIMERS] = 1
+
+
+@njit(cache=True)
+def start(d, p):
+    """`Simulation.run`'s start, once the policy is set up."""
+    policy_setup(d, p)
+    st = d.st
+    for s in range(d.sc[D_NSTREAMS]):
+        if st[ST_KIND, s] == KIND_OPEN:
+            schedule_arrival(d, s)
+        else:
+            start_request(d, p, s, 0)
+
+
+@njit(cache=True)
+def push_python_timer(d, t_ns, handle):
+    call_at(d, t_ns, TK_PYTHON, handle, 0)
+
+
+@njit(cache=True)
+def inflight_masks(d, out):
+    """The union of the masks of each stream's atoms in flight, into `out`."""
+    out[:] = 0
+    first = d.sc[D_OPEN_ATOM]
+    while first < d.sc[D_NATOMS] and d.eng.atoms[A_DONE_NS, first] >= 0:
+        first += 1
+    d.sc[D_OPEN_ATOM] = first
+    for a in range(first, d.sc[D_NATOMS]):
+        if d.eng.atoms[A_DONE_NS, a] < 0:
+            out[d.atoms[AT_STREAM, a]] |= d.atoms[AT_MASK, a]
+
+
+@njit(cache=True)
+def rehash_one(d, row):
+    """Put one FIFO hash entry (its N_FH_ROWS fields) into the current table."""
+    h = fifo_slot(d.fifo_hash, row[FH_CTX], row[FH_PRIO], row[FH_UNITS], row[FH_MASK])
+    d.fifo_hash[:, h] = row

@@ -1,0 +1,373 @@
+"""A `Simulation` run in compiled epochs (`drivers/vgpu/sharing`).
+
+`CompiledRun` lays a simulation's tenants, kernels and arrivals out as the
+tables of the compiled epoch loop (epoch.py), runs it between Python
+timers, grows its tables when they fill, and reads the results back.  At a
+policy switch to a policy with no compiled form, `hand_back` writes the
+state back into the simulation's Python objects, and the run goes on in
+Python from that instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from drivers.vgpu.engine import A_DONE_NS
+from drivers.vgpu.policies.compiled import (
+    AT_BEGIN,
+    AT_END,
+    AT_MASK,
+    AT_POS,
+    AT_PRIO,
+    AT_STOLEN,
+    AT_STREAM,
+    D_DURATION_NS,
+    D_FULL_MASK,
+    D_GEN,
+    D_HANDLE,
+    D_NATOMS,
+    D_NFIFOS,
+    D_NLAT,
+    D_NOW,
+    D_NSTREAMS,
+    D_NTIMERS,
+    D_NTPCS,
+    D_RUNNING,
+    D_SEQ,
+    D_WARMUP_NS,
+    FH_Q,
+    K_BLOCK_NS,
+    K_BPT,
+    K_COMPUTE,
+    K_DEMAND,
+    K_GRID,
+    K_ISO,
+    K_MEM,
+    K_PROFILE,
+    K_SMS,
+    K_UNITS,
+    MAX_COMPILED_TPCS,
+    N_AT_ROWS,
+    N_DEV_SCALARS,
+    N_FH_ROWS,
+    N_K_ROWS,
+    N_ST_ROWS,
+    N_TM_ROWS,
+    ST_ACOUNT,
+    ST_ALLOC_TPC_NS,
+    ST_AOFF,
+    ST_COMPLETED,
+    ST_CTX,
+    ST_DCAP,
+    ST_DOFF,
+    ST_HOST_NS,
+    ST_HP,
+    ST_INFLIGHT,
+    ST_KERNELS_DONE,
+    ST_KIND,
+    ST_KOFF,
+    ST_NEXT_ARRIVAL,
+    ST_NKERN,
+    ST_PCAP,
+    ST_PHEAD,
+    ST_PLEN,
+    ST_POFF,
+    ST_POS,
+    ST_REQUEST_ISO_NS,
+    ST_REQUEST_NS,
+    ST_RUN_AHEAD,
+    Dev,
+    Pol,
+)
+from drivers.vgpu.policies.compiled import (
+    AT_LAUNCH_NS as AT_LAUNCH,
+)
+from drivers.vgpu.policies.compiled import (
+    AT_ORDER as AT_ORD,
+)
+from drivers.vgpu.sharing import epoch
+from drivers.vgpu.sharing.device import TraceAtom
+from drivers.vgpu.work import BlockCost
+
+if TYPE_CHECKING:
+    from drivers.vgpu.sharing.sim import Simulation
+
+KINDS = {"open": 0, "closed": 1, "be": 2}
+_START_ATOMS = 1 << 14
+_START_TIMERS = 1 << 13
+_START_LAT = 1 << 13
+_START_FIFOS = 1 << 10
+
+
+def compilable(sim: Simulation) -> bool:
+    """Whether `sim` can run compiled at all (whatever its policy)."""
+    return (
+        sim.n_tpcs <= MAX_COMPILED_TPCS
+        and not sim.gpu.record_blocks
+        and not sim.gpu._fifo_of  # a fresh device
+        and sim.gpu.dispatch_order == "launch"
+    )
+
+
+class CompiledRun:
+    """The epoch loop's tables for one simulation, and the Python timers between epochs."""
+
+    def __init__(self, sim: Simulation, pol: Pol) -> None:
+        self.sim = sim
+        self.pol = pol
+        streams = sim.streams
+        n = len(streams)
+        spec = sim.spec
+        kernels = [k for s in streams for k in s.kernels]
+        kern = np.zeros((N_K_ROWS, max(1, len(kernels))), np.int64)
+        costs: dict[int, BlockCost] = {}
+        for j, k in enumerate(kernels):
+            cost = costs.get(id(k))
+            if cost is None:
+                cost = costs[id(k)] = BlockCost.of(k, spec)
+            kern[K_GRID, j] = k.grid_blocks
+            kern[K_BPT, j] = k.blocks_per_tpc
+            kern[K_UNITS, j] = cost.units
+            kern[K_COMPUTE, j] = cost.compute_ns
+            kern[K_MEM, j] = cost.mem_ns
+            kern[K_DEMAND, j] = cost.demand_mbps
+            kern[K_BLOCK_NS, j] = k.block_duration_ns
+        st = np.zeros((N_ST_ROWS, n), np.int64)
+        arrivals: list[int] = []
+        koff = poff = doff = 0
+        for s in streams:
+            i = s.index
+            t = s.tenant
+            kern[K_ISO, koff : koff + s.n_kernels] = s.iso_ns
+            kern[K_SMS, koff : koff + s.n_kernels] = s.sms
+            kern[K_PROFILE, koff : koff + s.n_kernels] = s.profiles
+            st[ST_KIND, i] = KINDS[t.kind]
+            st[ST_HP, i] = int(s.hp)
+            st[ST_POS, i] = -1
+            st[ST_NKERN, i] = s.n_kernels
+            st[ST_KOFF, i] = koff
+            st[ST_RUN_AHEAD, i] = s.run_ahead
+            st[ST_AOFF, i] = len(arrivals)
+            st[ST_ACOUNT, i] = len(t.arrivals_ns)
+            st[ST_POFF, i] = poff
+            st[ST_PCAP, i] = len(t.arrivals_ns) + 1
+            st[ST_DOFF, i] = doff
+            st[ST_DCAP, i] = max(1, s.run_ahead)
+            st[ST_CTX, i] = s.ctx
+            st[ST_REQUEST_ISO_NS, i] = s.request_iso_ns
+            arrivals.extend(t.arrivals_ns)
+            koff += s.n_kernels
+            poff += len(t.arrivals_ns) + 1
+            doff += max(1, s.run_ahead)
+        sc = np.zeros(N_DEV_SCALARS, np.int64)
+        sc[D_NOW] = sim.now_ns
+        sc[D_SEQ] = sim._seq
+        sc[D_GEN] = 1
+        sc[D_NATOMS] = len(sim.atom_owner)
+        sc[D_WARMUP_NS] = sim.warmup_ns
+        sc[D_DURATION_NS] = sim.duration_ns
+        sc[D_NSTREAMS] = n
+        sc[D_NTPCS] = sim.n_tpcs
+        sc[D_FULL_MASK] = sim.full_mask
+        sc[D_RUNNING] = 1
+        fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
+        fifo_hash[FH_Q] = -1
+        self.dev = Dev(
+            eng=sim.gpu._st,
+            sc=sc,
+            st=st,
+            busy=np.zeros(n, np.float64),
+            kern=kern,
+            arrivals=np.array(arrivals, dtype=np.int64),
+            pend=np.zeros(max(1, poff), np.int64),
+            done=np.zeros(max(1, doff), np.int64),
+            timers=np.zeros((N_TM_ROWS, _START_TIMERS), np.int64),
+            atoms=np.zeros((N_AT_ROWS, _START_ATOMS), np.int64),
+            fifo_hash=fifo_hash,
+            ctx_order=np.zeros(max(s.ctx for s in streams) + 1, np.int64),
+            lat=np.zeros((2, _START_LAT), np.int64),
+        )
+        self._grow_engine(_START_ATOMS, _START_FIFOS)
+        self.pol = self._sized(pol)
+        # Python timers: handle -> (fn, args, owner).
+        self._python: dict[int, tuple[Callable, tuple, Any]] = {}
+        self._handles = 0
+        for t_ns, seq, owner, fn, args in sorted(sim._timers):
+            self._push_python(t_ns, seq, fn, args, owner)
+        sim._timers.clear()
+
+    # -- tables ---------------------------------------------------------------
+
+    def _grow_engine(self, atoms: int, fifos: int) -> None:
+        gpu = self.sim.gpu
+        st = gpu._st
+        if st.atoms.shape[1] < atoms:
+            gpu._grow("atoms", atoms)
+            gpu._grow("done", atoms)
+        if gpu._st.fifos.shape[1] < fifos:
+            gpu._grow("fifos", fifos)
+            gpu._grow("fifo_mask", fifos, axis=0)
+        self.dev = self.dev._replace(eng=gpu._st)
+
+    def _sized(self, pol: Pol) -> Pol:
+        """`pol` with its per-atom table as wide as the atom table."""
+        width = self.dev.atoms.shape[1]
+        if pol.t.shape[1] < width:
+            t = np.zeros((pol.t.shape[0], width), np.int64)
+            t[:, : pol.t.shape[1]] = pol.t
+            pol = pol._replace(t=t)
+        return pol
+
+    def _grow(self) -> None:
+        d = self.dev
+        sc = d.sc
+        atoms = d.atoms.shape[1]
+        if sc[D_NATOMS] + 4096 > atoms:
+            atoms *= 2
+            grown = np.zeros((N_AT_ROWS, atoms), np.int64)
+            grown[:, : d.atoms.shape[1]] = d.atoms
+            d = d._replace(atoms=grown)
+        if sc[D_NTIMERS] + 4096 > d.timers.shape[1]:
+            grown = np.zeros((N_TM_ROWS, 2 * d.timers.shape[1]), np.int64)
+            grown[:, : d.timers.shape[1]] = d.timers
+            d = d._replace(timers=grown)
+        if sc[D_NLAT] + 4096 > d.lat.shape[1]:
+            grown = np.zeros((2, 2 * d.lat.shape[1]), np.int64)
+            grown[:, : d.lat.shape[1]] = d.lat
+            d = d._replace(lat=grown)
+        self.dev = d
+        fifos = self.sim.gpu._st.fifos.shape[1]
+        if 2 * (sc[D_NFIFOS] + 512) > d.fifo_hash.shape[1] or sc[D_NFIFOS] + 512 > fifos:
+            fifos *= 2
+            self._rehash(4 * fifos)
+        self._grow_engine(atoms, fifos)
+        self.pol = self._sized(self.pol)
+
+    def _rehash(self, size: int) -> None:
+        old = self.dev.fifo_hash
+        new = np.zeros((N_FH_ROWS, size), np.int64)
+        new[FH_Q] = -1
+        self.dev = self.dev._replace(fifo_hash=new)
+        for h in np.nonzero(old[FH_Q] >= 0)[0]:
+            epoch.rehash_one(self.dev, old[:, h].copy())
+
+    # -- timers -----------------------------------------------------------------
+
+    def _push_python(self, t_ns: int, seq: int | None, fn: Callable, args: tuple, owner) -> None:
+        self._handles += 1
+        self._python[self._handles] = (fn, args, owner)
+        sc = self.dev.sc
+        if seq is not None:  # a timer set before the run keeps its place
+            saved = int(sc[D_SEQ])
+            sc[D_SEQ] = seq - 1
+            epoch.push_python_timer(self.dev, t_ns, self._handles)
+            sc[D_SEQ] = saved
+        else:
+            epoch.push_python_timer(self.dev, t_ns, self._handles)
+
+    def call_at(self, t_ns: int, fn: Callable, args: tuple, owner: Any) -> None:
+        self._push_python(t_ns, None, fn, args, owner)
+
+    # -- the run ----------------------------------------------------------------
+
+    def start(self) -> None:
+        epoch.start(self.dev, self.pol)
+
+    def advance(self, end_ns: int) -> None:
+        sim = self.sim
+        while True:
+            d = self.dev
+            status = epoch.run_epoch(
+                d, self.pol, end_ns, d.atoms.shape[1], d.timers.shape[1], d.lat.shape[1]
+            )
+            sim.now_ns = int(d.sc[D_NOW])
+            if status == epoch.EPOCH_GROW:
+                self._grow()
+            elif status == epoch.EPOCH_PYTHON:
+                fn, args, owner = self._python.pop(int(d.sc[D_HANDLE]))
+                if owner is None or owner is sim.policy:
+                    fn(*args)
+                if sim.compiled is not self:  # handed back to the Python form
+                    sim.advance(end_ns)
+                    return
+            else:
+                return
+
+    def switch(self, policy, pol: Pol) -> None:
+        """Put `policy` in charge, its compiled state `pol` (set up already)."""
+        d = self.dev
+        old = self.pol
+        d.sc[D_GEN] += 1
+        new = self._sized(pol)
+        epoch.policy_setup(d, new)
+        epoch.switch_policy(d, old, new)
+        self.pol = new
+
+    # -- reading back -----------------------------------------------------------
+
+    def inflight_masks(self) -> list[int]:
+        out = np.zeros(len(self.sim.streams), np.int64)
+        epoch.inflight_masks(self.dev, out)
+        return [int(m) for m in out]
+
+    def atom_log(self) -> list[tuple[int, ...]]:
+        """Per atom: stream, launch, done (-1: not yet), begin, end, mask, priority, order."""
+        d = self.dev
+        n = int(d.sc[D_NATOMS])
+        a = d.atoms[:, :n]
+        done = d.eng.atoms[A_DONE_NS, :n]
+        rows = zip(
+            a[AT_STREAM].tolist(), a[AT_LAUNCH].tolist(), done.tolist(), a[AT_BEGIN].tolist(),
+            a[AT_END].tolist(), a[AT_MASK].tolist(), a[AT_PRIO].tolist(), a[AT_ORD].tolist(),
+            strict=True,
+        )  # fmt: skip
+        return [tuple(r) for r in rows]
+
+    def report(self) -> dict[str, Any]:
+        return self.sim.policy.compiled_report(self.pol)
+
+    def trace_atoms(self) -> tuple[TraceAtom, ...]:
+        """The atoms launched in the trace window and done, in the order they completed."""
+        window = self.sim.trace_window_ns
+        if window is None:
+            return ()
+        d = self.dev
+        streams = self.sim.streams
+        out = []
+        for atom, (s, launch, done, *_, mask, prio, _order) in enumerate(self.atom_log()):
+            if done >= 0 and window[0] <= launch < window[1]:
+                pos = int(d.atoms[AT_POS, atom])
+                name = streams[s].kernels[pos].name
+                stolen = bool(d.atoms[AT_STOLEN, atom])
+                out.append((done, atom, TraceAtom(s, name, launch, done, mask, prio, stolen)))
+        out.sort(key=lambda x: (x[0], x[1]))
+        return tuple(x[2] for x in out)
+
+    def hand_back(self) -> None:
+        raise NotImplementedError("switching to a policy with no compiled form")
+
+    def write_back_counters(self) -> None:
+        """Each stream's counters and queues, into its Python object."""
+        d = self.dev
+        n_lat = int(d.sc[D_NLAT])
+        lat = d.lat[:, :n_lat]
+        for s in self.sim.streams:
+            i = s.index
+            st = d.st[:, i]
+            s.latencies_ns = lat[1, lat[0] == i].tolist()
+            s.completed = int(st[ST_COMPLETED])
+            s.kernels_done = int(st[ST_KERNELS_DONE])
+            s.busy_tpc_ns = float(d.busy[i])
+            s.alloc_tpc_ns = int(st[ST_ALLOC_TPC_NS])
+            s.pos = int(st[ST_POS])
+            s.request_ns = int(st[ST_REQUEST_NS])
+            s.host_ns = int(st[ST_HOST_NS])
+            s.inflight = int(st[ST_INFLIGHT])
+            s.next_arrival = int(st[ST_NEXT_ARRIVAL])
+            cap, head = int(st[ST_PCAP]), int(st[ST_PHEAD])
+            off = int(st[ST_POFF])
+            s.pending.clear()
+            s.pending.extend(int(d.pend[off + (head + k) % cap]) for k in range(int(st[ST_PLEN])))
