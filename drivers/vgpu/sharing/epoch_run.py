@@ -10,6 +10,7 @@ Python from that instant.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,16 +60,22 @@ from drivers.vgpu.policies.compiled import (
     ST_ACOUNT,
     ST_ALLOC_TPC_NS,
     ST_AOFF,
+    ST_BLOCKS_DONE,
     ST_COMPLETED,
     ST_CTX,
     ST_DCAP,
+    ST_DHEAD,
+    ST_DLEN,
     ST_DOFF,
+    ST_GRID,
+    ST_HAS_KERNEL,
     ST_HOST_NS,
     ST_HP,
     ST_INFLIGHT,
     ST_KERNELS_DONE,
     ST_KIND,
     ST_KOFF,
+    ST_LAUNCHED,
     ST_NEXT_ARRIVAL,
     ST_NKERN,
     ST_PCAP,
@@ -76,6 +83,7 @@ from drivers.vgpu.policies.compiled import (
     ST_PLEN,
     ST_POFF,
     ST_POS,
+    ST_READY_NS,
     ST_REQUEST_ISO_NS,
     ST_REQUEST_NS,
     ST_RUN_AHEAD,
@@ -291,6 +299,7 @@ class CompiledRun:
                 if owner is None or owner is sim.policy:
                     fn(*args)
                 if sim.compiled is not self:  # handed back to the Python form
+                    sim.run_timers()  # the rest of the timers due now, then the loop
                     sim.advance(end_ns)
                     return
             else:
@@ -347,7 +356,84 @@ class CompiledRun:
         return tuple(x[2] for x in out)
 
     def hand_back(self) -> None:
-        raise NotImplementedError("switching to a policy with no compiled form")
+        """Write the run's state into the simulation's Python objects (and the
+        engine's bookkeeping), so that the Python loop goes on from now.
+
+        The compiled policy's own state and timers are dropped: it is being
+        switched out (`detach`), as a Python policy's timers would be."""
+        sim, d, gpu = self.sim, self.dev, self.sim.gpu
+        epoch.policy_detach(d, self.pol)
+        self.write_back_counters()
+        log = self.atom_log()
+        n = len(log)
+        streams = sim.streams
+        # The harness's per-atom lists, and the engine's.
+        sim.atom_owner = [streams[row[0]] for row in log]
+        sim.atom_launch_ns = [row[1] for row in log]
+        sim.atom_tpcs = [row[5].bit_count() for row in log]
+        sim.atom_stolen = [bool(x) for x in d.atoms[AT_STOLEN, :n].tolist()]
+        if sim.record_launches:
+            sim.launch_log = [(r[0], r[1], *r[3:]) for r in log]
+        window = sim.trace_window_ns
+        sim.trace_atoms = list(self.trace_atoms())
+        gpu._atom_kernel = [-1] * n
+        gpu._atom_ctx = [streams[row[0]].ctx for row in log]
+        gpu._atom_blocks = [row[4] - row[3] for row in log]
+        gpu._atom_done_ns = [None if row[2] < 0 else row[2] for row in log]
+        for s in streams:
+            st = d.st[:, s.index]
+            s.done_ns.clear()
+            cap, head, off = int(st[ST_DCAP]), int(st[ST_DHEAD]), int(st[ST_DOFF])
+            s.done_ns.extend(int(d.done[off + (head + k) % cap]) for k in range(int(st[ST_DLEN])))
+            s.grid = int(st[ST_GRID])
+            s.launched = int(st[ST_LAUNCHED])
+            s.ready_ns = int(st[ST_READY_NS])
+            s.inflight_masks = {}
+            gpu._open_atoms[s.ctx] = 0
+            sim._ctx_order[s.ctx] = gpu._ctx_order[s.ctx] = int(d.ctx_order[s.ctx])
+            s.desc = None
+            if st[ST_HAS_KERNEL]:  # its kernel, as the engine's bookkeeping knows one
+                pos = s.pos
+                s.desc = s.kernels[pos]
+                s.kernel_iso_ns, s.kernel_sms = s.iso_ns[pos], s.sms[pos]
+                s.kernel_profile, s.kernel_key = s.profiles[pos], (s.index, pos)
+                s.kernel_id = gpu.add_kernel(s.desc)
+                gpu._kernel_blocks_done[s.kernel_id] = int(st[ST_BLOCKS_DONE])
+        for atom, (i, launch, done, begin, end, mask, prio, _order) in enumerate(log):
+            if done >= 0:
+                continue
+            s = streams[i]
+            s.inflight_masks[atom] = mask
+            gpu._atom_kernel[atom] = s.kernel_id
+            gpu._open_atoms[s.ctx] += 1
+            gpu._launched_begins[s.kernel_id].append(begin)
+            gpu._launched_ends[s.kernel_id].append(end)
+            if window is not None and window[0] <= launch < window[1]:
+                sim._atom_priority[atom] = prio
+        for s in streams:
+            if s.desc is not None:
+                order = sorted(zip(gpu._launched_begins[s.kernel_id],
+                                   gpu._launched_ends[s.kernel_id], strict=True))  # fmt: skip
+                gpu._launched_begins[s.kernel_id] = [b for b, _ in order]
+                gpu._launched_ends[s.kernel_id] = [e for _, e in order]
+        fh = d.fifo_hash
+        for h in np.nonzero(fh[FH_Q] >= 0)[0]:
+            key = tuple(int(x) for x in fh[1:, h])
+            gpu._fifo_of[key] = int(fh[FH_Q, h])  # type: ignore[index]
+        # The timers: the harness's and the Python ones; the policy's are dropped.
+        sim._seq = int(d.sc[D_SEQ])
+        sim._timers.clear()
+        tm = d.timers[:, : int(d.sc[D_NTIMERS])]
+        for t_ns, seq, _owner, kind, arg in tm.T.tolist():
+            if kind == epoch.TK_PYTHON:
+                fn, args, who = self._python[arg]
+                sim._timers.append((t_ns, seq, who, fn, args))
+            elif kind == epoch.TK_ARRIVE:
+                sim._timers.append((t_ns, seq, None, sim._arrive, (streams[arg],)))
+            elif kind == epoch.TK_ENQUEUED:
+                sim._timers.append((t_ns, seq, None, sim._enqueued, (streams[arg],)))
+        heapq.heapify(sim._timers)
+        sim.now_ns = int(d.sc[D_NOW])
 
     def write_back_counters(self) -> None:
         """Each stream's counters and queues, into its Python object."""

@@ -263,8 +263,17 @@ class Simulation(SharedDevice[Stream]):
                 self.compiled.switch(policy, pol)
                 self.policy = policy
                 return
+            # No compiled form: the run goes on in Python from now.  The
+            # compiled policy detaches in the hand-back; its Python object
+            # was never set up, so it is not asked to.
             self.compiled.hand_back()
             self.compiled = None
+            policy.attach(self)
+            self.policy = policy
+            for s in self.streams:
+                if s.kernel_pending:
+                    policy.kernel_ready(s)
+            return
         super().set_policy(policy)
 
     def atom_log(self) -> list[tuple[int, ...]]:
