@@ -28,8 +28,11 @@ def workload(name: str, kernels: list[KernelDesc]) -> Workload:
 
 
 def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, object]:
+    """Run the policy's Python form: these tests read its state afterwards
+    (test_compiled_forms.py holds the compiled forms to it)."""
     if isinstance(policy, str):
         policy = make_policy(policy)
+    kw.setdefault("compiled", False)
     sim = Simulation(tenants, policy, spec=kw.pop("spec", SPEC), duration_ns=duration_ns, **kw)
     return sim, sim.run()
 

@@ -35,6 +35,7 @@ from drivers.vgpu.policies.compiled import (
     D_HANDLE,
     D_IN_TIMERS,
     D_NATOMS,
+    D_NFIFOS,
     D_NLAT,
     D_NOW,
     D_NSTREAMS,
@@ -306,7 +307,7 @@ def fire(d, p, kind, arg):
 
 
 @njit(cache=True)
-def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat):
+def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos):
     """Run to `end_ns`, or to the next Python timer, or until a table needs room."""
     sc, tm, eng = d.sc, d.timers, d.eng
     popped = np.zeros(N_TM_ROWS, np.int64)
@@ -316,6 +317,7 @@ def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat):
             sc[D_NATOMS] + 4096 > room_atoms
             or sc[D_NTIMERS] + 4096 > room_timers
             or sc[D_NLAT] + 4096 > room_lat
+            or sc[D_NFIFOS] + 512 > room_fifos
         ):
             return EPOCH_GROW
         if sc[D_IN_TIMERS]:  # run the timers due now

@@ -288,9 +288,11 @@ class CompiledRun:
         sim = self.sim
         while True:
             d = self.dev
+            room_fifos = min(d.eng.fifos.shape[1], d.fifo_hash.shape[1] // 2)
             status = epoch.run_epoch(
-                d, self.pol, end_ns, d.atoms.shape[1], d.timers.shape[1], d.lat.shape[1]
-            )
+                d, self.pol, end_ns, d.atoms.shape[1], d.timers.shape[1], d.lat.shape[1],
+                room_fifos,
+            )  # fmt: skip
             sim.now_ns = int(d.sc[D_NOW])
             if status == epoch.EPOCH_GROW:
                 self._grow()
