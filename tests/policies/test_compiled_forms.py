@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.vgpu.policies import make_policy
+from drivers.vgpu.policies import POLICY_NAMES, make_policy
 from drivers.vgpu.sharing import Simulation
 from exp.hybrid import TRAINING
 from exp.sharing import Role, build_tenants, duration_ns, sharing_parser
@@ -22,7 +22,7 @@ from tests.policies.conftest import SPEC
 
 #: The hybrid experiment's tenants: a service beside a training job.
 HYBRID = (Role("HP A", "resnet50", "open", sized=True), Role("BE", TRAINING["resnet50"], "be"))
-COMPILED = ("mps", "mps-limit", "priority", "mig", "lithos")
+COMPILED = POLICY_NAMES
 DURATION_S = 0.1
 
 
@@ -83,13 +83,17 @@ def test_switching_between_compiled_forms_while_running_matches_python(first, th
     assert_same(python, compiled)
 
 
-@pytest.mark.parametrize("then", ["tgs", "timeslice"])
+@pytest.mark.parametrize("then", [{"rightsizing": True}, {"dvfs": True}], ids=["rs", "dvfs"])
 def test_a_policy_with_no_compiled_form_takes_over_in_python_from_that_instant(then):
     tenants = tenants_of(STACKING, 0)
-    python = run(tenants, make_policy("lithos"), False, switch=(40_000_000, make_policy(then)))
-    handed = run(tenants, make_policy("lithos"), True, switch=(40_000_000, make_policy(then)))
+    python = run(
+        tenants, make_policy("tgs"), False, switch=(40_000_000, make_policy("lithos", **then))
+    )
+    handed = run(
+        tenants, make_policy("tgs"), True, switch=(40_000_000, make_policy("lithos", **then))
+    )
     assert handed[0].compiled is None, "the run should have gone on in Python"
-    assert handed[0].policy.name == then
+    assert handed[0].policy.label != "lithos"
     assert_same(python, handed)
 
 

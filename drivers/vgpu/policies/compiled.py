@@ -376,6 +376,10 @@ def atom_done_ns(d, atom):
 P_STATIC = 1
 P_MIG = 2
 P_LITHOS = 3
+P_TIMESLICE = 4
+P_ORION = 5
+P_REEF = 6
+P_TGS = 7
 
 # `Pol.i` of P_STATIC (and of P_MIG, which extends it): per stream s, its mask
 # at ST_MASKS + s and its priority at ST_MASKS + n + s.
@@ -401,3 +405,18 @@ def static_launch(d, p, s, order):
 @njit(cache=True)
 def static_kernel_ready(d, p, s):
     static_launch(d, p, s, host_order(d, s))
+
+
+# -- what the admission policies share ------------------------------------------
+
+
+@njit(cache=True)
+def hp_running(d, out):
+    """The high-priority streams whose kernel is on the device, into `out`; their count."""
+    st = d.st
+    n = 0
+    for h in range(d.sc[D_NSTREAMS]):
+        if st[ST_HP, h] and st[ST_HAS_KERNEL, h]:
+            out[n] = h
+            n += 1
+    return n

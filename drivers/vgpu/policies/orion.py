@@ -21,7 +21,26 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
+import numpy as np
+from numba import njit
+
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
+from drivers.vgpu.policies.compiled import (
+    D_FULL_MASK,
+    D_NSTREAMS,
+    K_ISO,
+    K_PROFILE,
+    K_SMS,
+    P_ORION,
+    ST_HP,
+    Pol,
+    empty_pol,
+    host_order,
+    hp_running,
+    kernel_index,
+    kernel_pending,
+    launch_whole,
+)
 
 #: The duration cap where no high-priority request profile is known.
 DEFAULT_DURATION_CAP_NS = 150_000
@@ -46,6 +65,16 @@ class Orion(SharingPolicy):
         self.duration_cap_share = duration_cap_share
 
     def setup(self) -> None:
+        self._limits()
+        self.held: list = []
+        self.out_sms = 0
+        self.out_ns = 0
+        self.outstanding: dict[int, tuple[int, int]] = {}  # BE stream -> (sms, ns) in flight
+        self.admitted_busy = 0
+        self.admitted_idle = 0
+
+    def _limits(self) -> None:
+        """The SM threshold and the duration cap, from the parameters and the tenants."""
         sim = self.sim
         self.threshold = self.sm_threshold or sim.spec.n_sms
         hp_requests = [s.request_iso_ns for s in sim.streams if s.hp and s.request_iso_ns]
@@ -55,12 +84,6 @@ class Orion(SharingPolicy):
             self.cap_ns = int(self.duration_cap_share * min(hp_requests))
         else:  # no request profile (the booted driver's programs)
             self.cap_ns = DEFAULT_DURATION_CAP_NS
-        self.held: list = []
-        self.out_sms = 0
-        self.out_ns = 0
-        self.outstanding: dict[int, tuple[int, int]] = {}  # BE stream -> (sms, ns) in flight
-        self.admitted_busy = 0
-        self.admitted_idle = 0
 
     def priority(self, s) -> int:
         return PRIO_HIGH if s.hp else PRIO_LOW
@@ -123,3 +146,112 @@ class Orion(SharingPolicy):
             "admitted_beside_hp": self.admitted_busy,
             "admitted_hp_idle": self.admitted_idle,
         }
+
+    # -- the compiled form ---------------------------------------------------
+
+    def compiled_setup(self, sim) -> Pol:
+        self.sim = sim
+        self._limits()
+        n = len(sim.streams)
+        pol = empty_pol(P_ORION, O_PER_STREAM + 4 * n + 1)
+        pol.i[O_THRESHOLD] = self.threshold
+        pol.i[O_CAP_NS] = self.cap_ns
+        return pol
+
+    def compiled_report(self, pol: Pol) -> dict:
+        self.admitted_busy = int(pol.i[O_BUSY])
+        self.admitted_idle = int(pol.i[O_IDLE])
+        return self.report()
+
+
+# The compiled form: scalars in `Pol.i`, then per stream the SMs and the
+# duration it has outstanding, then the held streams (a count, then them).
+O_THRESHOLD = 1
+O_CAP_NS = 2
+O_OUT_SMS = 3
+O_OUT_NS = 4
+O_BUSY = 5
+O_IDLE = 6
+O_PER_STREAM = 7
+
+
+@njit(cache=True)
+def _held(d):
+    return O_PER_STREAM + 2 * d.sc[D_NSTREAMS]
+
+
+@njit(cache=True)
+def _priority(d, s):
+    return PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
+
+
+@njit(cache=True)
+def compiled_kernel_ready(d, p, s):
+    if d.st[ST_HP, s]:
+        launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_HIGH, host_order(d, s))
+    else:
+        h = _held(d)
+        p.i[h + 1 + p.i[h]] = s
+        p.i[h] += 1
+    _admit(d, p)
+
+
+@njit(cache=True)
+def compiled_atom_done(d, p, s, atom, kernel_done):
+    if kernel_done and not d.st[ST_HP, s]:
+        n = d.sc[D_NSTREAMS]
+        p.i[O_OUT_SMS] -= p.i[O_PER_STREAM + s]
+        p.i[O_OUT_NS] -= p.i[O_PER_STREAM + n + s]
+        p.i[O_PER_STREAM + s] = 0
+        p.i[O_PER_STREAM + n + s] = 0
+
+
+@njit(cache=True)
+def compiled_stream_idle(d, p, s):
+    if d.st[ST_HP, s]:
+        _admit(d, p)
+
+
+@njit(cache=True)
+def _admissible(d, p, s, running, n_running):
+    k = kernel_index(d, s)
+    sms, iso, profile = d.kern[K_SMS, k], d.kern[K_ISO, k], d.kern[K_PROFILE, k]
+    if p.i[O_OUT_SMS] + sms > p.i[O_THRESHOLD]:
+        return False
+    if p.i[O_OUT_NS] + iso > p.i[O_CAP_NS]:
+        return False
+    for r in range(n_running):
+        other = d.kern[K_PROFILE, kernel_index(d, running[r])]
+        if not (profile == -1 or other == -1 or other != profile):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _admit(d, p):
+    h = _held(d)
+    if p.i[h] == 0:
+        return
+    n = d.sc[D_NSTREAMS]
+    running = np.empty(n, np.int64)
+    n_running = hp_running(d, running)
+    kept = 0
+    for j in range(p.i[h]):
+        s = p.i[h + 1 + j]
+        if not kernel_pending(d, s):
+            continue
+        if n_running and not _admissible(d, p, s, running, n_running):
+            p.i[h + 1 + kept] = s
+            kept += 1
+            continue
+        if n_running:
+            p.i[O_BUSY] += 1
+        else:
+            p.i[O_IDLE] += 1
+        k = kernel_index(d, s)
+        p.i[O_PER_STREAM + s] = d.kern[K_SMS, k]
+        p.i[O_PER_STREAM + n + s] = d.kern[K_ISO, k]
+        p.i[O_OUT_SMS] += d.kern[K_SMS, k]
+        p.i[O_OUT_NS] += d.kern[K_ISO, k]
+        launch_whole(d, s, d.sc[D_FULL_MASK], _priority(d, s), -1)
+    p.i[h] = kept

@@ -19,7 +19,27 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
+import numpy as np
+from numba import njit
+
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
+from drivers.vgpu.policies.compiled import (
+    D_FULL_MASK,
+    D_NOW,
+    D_NSTREAMS,
+    K_ISO,
+    K_SMS,
+    P_REEF,
+    ST_HP,
+    ST_READY_NS,
+    Pol,
+    empty_pol,
+    host_order,
+    hp_running,
+    kernel_index,
+    kernel_pending,
+    launch_whole,
+)
 
 
 class Reef(SharingPolicy):
@@ -100,3 +120,101 @@ class Reef(SharingPolicy):
 
     def report(self) -> dict:
         return {"padded": self.padded, "batches": self.batched}
+
+    # -- the compiled form ---------------------------------------------------
+
+    def compiled_setup(self, sim) -> Pol:
+        self.sim = sim
+        n = len(sim.streams)
+        pol = empty_pol(P_REEF, R_PER_STREAM + 2 * n + 1)
+        pol.i[R_BATCH_DEPTH] = self.batch_depth
+        pol.i[R_RESET] = int(self.reset)
+        return pol
+
+    def compiled_report(self, pol: Pol) -> dict:
+        self.padded = int(pol.i[R_PADDED])
+        self.batched = int(pol.i[R_BATCHED])
+        return self.report()
+
+
+# The compiled form: scalars in `Pol.i`, then per stream the kernels left in
+# its batch, then the held streams (a count, then them).
+R_BATCH_DEPTH = 1
+R_RESET = 2
+R_PADDED = 3
+R_BATCHED = 4
+R_PER_STREAM = 5
+
+
+@njit(cache=True)
+def _held(d):
+    return R_PER_STREAM + d.sc[D_NSTREAMS]
+
+
+@njit(cache=True)
+def _launch(d, s, order):
+    prio = PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
+    launch_whole(d, s, d.sc[D_FULL_MASK], prio, order)
+
+
+@njit(cache=True)
+def compiled_kernel_ready(d, p, s):
+    if d.st[ST_HP, s]:
+        if p.i[R_RESET]:
+            p.i[R_PER_STREAM : R_PER_STREAM + d.sc[D_NSTREAMS]] = 0
+        _launch(d, s, host_order(d, s))
+        _pad(d, p)
+        return
+    if p.i[R_PER_STREAM + s] > 0:
+        p.i[R_PER_STREAM + s] -= 1
+        _launch(d, s, -1)
+        return
+    h = _held(d)
+    p.i[h + 1 + p.i[h]] = s
+    p.i[h] += 1
+    _pad(d, p)
+
+
+@njit(cache=True)
+def compiled_stream_idle(d, p, s):
+    if d.st[ST_HP, s]:
+        _pad(d, p)
+
+
+@njit(cache=True)
+def _fits(d, s, running, n_running):
+    """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
+    now = d.sc[D_NOW]
+    k = kernel_index(d, s)
+    for r in range(n_running):
+        hs = running[r]
+        hk = kernel_index(d, hs)
+        rest_ns = d.st[ST_READY_NS, hs] + d.kern[K_ISO, hk] - now
+        if not (d.kern[K_ISO, k] < rest_ns and d.kern[K_SMS, k] <= d.kern[K_SMS, hk]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _pad(d, p):
+    h = _held(d)
+    if p.i[h] == 0:
+        return
+    running = np.empty(d.sc[D_NSTREAMS], np.int64)
+    n_running = hp_running(d, running)
+    kept = 0
+    for j in range(p.i[h]):
+        s = p.i[h + 1 + j]
+        if not kernel_pending(d, s):
+            continue
+        if n_running == 0:  # no HP work pending: release a batch
+            p.i[R_PER_STREAM + s] = p.i[R_BATCH_DEPTH] - 1
+            p.i[R_BATCHED] += 1
+            _launch(d, s, -1)
+        elif _fits(d, s, running, n_running):
+            p.i[R_PADDED] += 1
+            _launch(d, s, -1)
+        else:
+            p.i[h + 1 + kept] = s
+            kept += 1
+    p.i[h] = kept

@@ -23,7 +23,25 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+from numba import njit
+
 from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, converted, microseconds
+from drivers.vgpu.policies.compiled import (
+    D_FULL_MASK,
+    D_NOW,
+    D_NSTREAMS,
+    K_ISO,
+    P_TGS,
+    POLICY_TIMERS,
+    ST_HP,
+    Pol,
+    empty_pol,
+    host_order,
+    kernel_index,
+    launch_whole,
+    policy_call_at,
+)
 
 
 class Tgs(SharingPolicy):
@@ -150,3 +168,185 @@ class Tgs(SharingPolicy):
             "final_rate_per_s": self.rate_per_s,
             "mean_rate_per_s": sum(rates) / len(rates) if rates else self.rate_per_s,
         }
+
+    # -- the compiled form ---------------------------------------------------
+
+    def compiled_setup(self, sim) -> Pol:
+        self.sim = sim
+        n = len(sim.streams)
+        pol = empty_pol(P_TGS, G_PER_STREAM + 6 * n + 1, G_N_FLOATS)
+        i, f = pol.i, pol.f
+        i[G_PERIOD_NS] = self.period_ns
+        i[G_REFERENCE] = self.reference_periods
+        f[GF_THRESHOLD] = self.threshold
+        f[GF_RATE] = self.initial_rate_per_s
+        f[GF_ADDITIVE] = self.additive_per_s
+        f[GF_MIN_RATE] = self.min_rate_per_s
+        f[GF_TOKENS] = 1.0
+        i[G_SLOW_START] = 1
+        i[G_TOKEN_NS] = sim.now_ns
+        i[G_PER_STREAM + 2 * n : G_PER_STREAM + 3 * n] = -1  # busy since: none
+        return pol._replace(w=np.zeros((n, max(1, self.reference_periods))))
+
+    def compiled_report(self, pol: Pol) -> dict:
+        n = int(pol.i[G_NRATES])
+        return {
+            "decreases": int(pol.i[G_DECREASES]),
+            "final_rate_per_s": float(pol.f[GF_RATE]),
+            "mean_rate_per_s": float(pol.f[GF_RATE_SUM]) / n if n else float(pol.f[GF_RATE]),
+        }
+
+
+# The compiled form.  Scalars in `Pol.i` and `Pol.f`; then in `Pol.i`, per
+# stream: work, busy time, busy since (-1: none), and the head and length of
+# its recent rates (a ring in row s of `Pol.w`); then the held streams (a
+# ring of n, its head and length in the scalars).
+G_PERIOD_NS = 1
+G_REFERENCE = 2
+G_SLOW_START = 3
+G_TOKEN_NS = 4
+G_WAKING = 5
+G_DECREASES = 6
+G_NRATES = 7
+G_HELD_HEAD = 8
+G_HELD_LEN = 9
+G_STARTED = 10
+G_PER_STREAM = 11
+WORK, BUSY, SINCE, RECENT_HEAD, RECENT_LEN, HELD = range(6)
+GF_THRESHOLD = 0
+GF_RATE = 1
+GF_ADDITIVE = 2
+GF_MIN_RATE = 3
+GF_TOKENS = 4
+GF_RATE_SUM = 5
+G_N_FLOATS = 6
+CONTROL = POLICY_TIMERS
+WAKE = POLICY_TIMERS + 1
+
+
+@njit(cache=True)
+def _at(d, field, s):
+    return G_PER_STREAM + field * d.sc[D_NSTREAMS] + s
+
+
+@njit(cache=True)
+def compiled_setup(d, p):
+    policy_call_at(d, d.sc[D_NOW] + p.i[G_PERIOD_NS], CONTROL, 0)
+
+
+@njit(cache=True)
+def compiled_kernel_ready(d, p, s):
+    if d.st[ST_HP, s]:
+        if p.i[_at(d, SINCE, s)] < 0:
+            p.i[_at(d, SINCE, s)] = d.sc[D_NOW]
+        launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_NORMAL, host_order(d, s))
+        return
+    n = d.sc[D_NSTREAMS]
+    p.i[_at(d, HELD, (p.i[G_HELD_HEAD] + p.i[G_HELD_LEN]) % n)] = s
+    p.i[G_HELD_LEN] += 1
+    _release(d, p)
+
+
+@njit(cache=True)
+def _refill(d, p):
+    now = d.sc[D_NOW]
+    f = p.f
+    rate = f[GF_RATE]
+    burst = max(1.0, rate * p.i[G_PERIOD_NS] / 1e9)
+    f[GF_TOKENS] = min(burst, f[GF_TOKENS] + (now - p.i[G_TOKEN_NS]) * rate / 1e9)
+    p.i[G_TOKEN_NS] = now
+
+
+@njit(cache=True)
+def _release(d, p):
+    _refill(d, p)
+    n = d.sc[D_NSTREAMS]
+    while p.i[G_HELD_LEN] and p.f[GF_TOKENS] >= 1.0:
+        s = p.i[_at(d, HELD, p.i[G_HELD_HEAD])]
+        p.i[G_HELD_HEAD] = (p.i[G_HELD_HEAD] + 1) % n
+        p.i[G_HELD_LEN] -= 1
+        p.f[GF_TOKENS] -= 1.0
+        launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_NORMAL, -1)
+    if p.i[G_HELD_LEN] and not p.i[G_WAKING]:
+        wait_ns = int((1.0 - p.f[GF_TOKENS]) * 1e9 / p.f[GF_RATE]) + 1
+        p.i[G_WAKING] = 1
+        policy_call_at(d, d.sc[D_NOW] + wait_ns, WAKE, 0)
+
+
+@njit(cache=True)
+def compiled_atom_done(d, p, s, atom, kernel_done):
+    if d.st[ST_HP, s] and kernel_done:
+        p.i[_at(d, WORK, s)] += d.kern[K_ISO, kernel_index(d, s)]
+
+
+@njit(cache=True)
+def compiled_stream_idle(d, p, s):
+    since = p.i[_at(d, SINCE, s)]
+    if d.st[ST_HP, s] and since >= 0:
+        p.i[_at(d, BUSY, s)] += d.sc[D_NOW] - since
+        p.i[_at(d, SINCE, s)] = -1
+
+
+@njit(cache=True)
+def compiled_timer(d, p, kind, arg):
+    if kind == WAKE:
+        p.i[G_WAKING] = 0
+        _release(d, p)
+    elif kind == CONTROL:
+        _control(d, p)
+
+
+@njit(cache=True)
+def compiled_detach(d, p):
+    p.i[G_HELD_LEN] = 0
+
+
+@njit(cache=True)
+def _control(d, p):
+    now = d.sc[D_NOW]
+    i, f = p.i, p.f
+    period = i[G_PERIOD_NS]
+    drop = False
+    for s in range(d.sc[D_NSTREAMS]):
+        if not d.st[ST_HP, s]:
+            continue
+        busy = i[_at(d, BUSY, s)]
+        if i[_at(d, SINCE, s)] >= 0:
+            busy += now - i[_at(d, SINCE, s)]
+            i[_at(d, SINCE, s)] = now
+        if busy > period // 10:
+            rate = i[_at(d, WORK, s)] / busy
+            length = i[_at(d, RECENT_LEN, s)]
+            best = rate
+            if length:
+                best = -np.inf
+                for r in range(length):
+                    best = max(best, p.w[s, r])
+            drop |= rate < (1.0 - f[GF_THRESHOLD]) * best
+            # recent.append(rate): a deque of `reference` rates; its order does
+            # not matter, only its maximum, so the oldest is overwritten.
+            cap = i[G_REFERENCE]
+            head = i[_at(d, RECENT_HEAD, s)]
+            if cap == 0:
+                pass
+            elif length < cap:
+                p.w[s, (head + length) % cap] = rate
+                i[_at(d, RECENT_LEN, s)] = length + 1
+            else:
+                p.w[s, head] = rate
+                i[_at(d, RECENT_HEAD, s)] = (head + 1) % cap
+        i[_at(d, WORK, s)] = 0
+        i[_at(d, BUSY, s)] = 0
+    _refill(d, p)
+    if drop:
+        f[GF_RATE] = max(f[GF_MIN_RATE], f[GF_RATE] / 2)
+        i[G_SLOW_START] = 0
+        i[G_DECREASES] += 1
+    elif i[G_SLOW_START]:
+        f[GF_RATE] *= 2
+    else:
+        f[GF_RATE] += f[GF_ADDITIVE]
+    i[G_NRATES] += 1
+    f[GF_RATE_SUM] += f[GF_RATE]
+    policy_call_at(d, now + period, CONTROL, 0)
+    _release(d, p)

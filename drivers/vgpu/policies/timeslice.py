@@ -16,7 +16,28 @@ from __future__ import annotations
 
 from collections import deque
 
+from numba import njit
+
 from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, Stream, microseconds
+from drivers.vgpu.policies.compiled import (
+    D_FULL_MASK,
+    D_NOW,
+    D_NSTREAMS,
+    D_NTPCS,
+    K_BPT,
+    P_TIMESLICE,
+    POLICY_TIMERS,
+    ST_INFLIGHT,
+    ST_POS,
+    Pol,
+    empty_pol,
+    host_order,
+    kernel_index,
+    kernel_pending,
+    launch,
+    policy_call_at,
+    remaining,
+)
 
 
 class Timeslice(SharingPolicy):
@@ -120,3 +141,151 @@ class Timeslice(SharingPolicy):
 
     def report(self) -> dict:
         return {"switches": self.switches, "slice_ns": self.slice_ns}
+
+    # -- the compiled form ---------------------------------------------------
+
+    def compiled_setup(self, sim) -> Pol:
+        self.sim = sim
+        n = len(sim.streams)
+        pol = empty_pol(P_TIMESLICE, TS_PER_STREAM + 3 * n)
+        pol.i[TS_OWNER] = -1
+        pol.i[TS_PER_STREAM : TS_PER_STREAM + n] = [self._slice_ns(s) for s in sim.streams]
+        return pol
+
+    def compiled_report(self, pol: Pol) -> dict:
+        self.switches = int(pol.i[TS_SWITCHES])
+        return self.report()
+
+
+# The compiled form: scalars in `Pol.i`, then per stream its slice, then the
+# waiting streams (a ring: each stream at most once, with a membership bit set).
+TS_OWNER = 1  # -1: none
+TS_SLICE_END = 2
+TS_SWITCHES = 3
+TS_EPOCH = 4
+TS_WAIT_HEAD = 5
+TS_WAIT_LEN = 6
+TS_WAITING = 7  # the membership bit set
+TS_PER_STREAM = 8
+SLICE_OVER = POLICY_TIMERS
+
+
+@njit(cache=True)
+def _wait(d, p, s):
+    """`waiting.append(s)` unless it is there."""
+    if p.i[TS_WAITING] >> s & 1:
+        return
+    n = d.sc[D_NSTREAMS]
+    ring = TS_PER_STREAM + n
+    p.i[ring + (p.i[TS_WAIT_HEAD] + p.i[TS_WAIT_LEN]) % n] = s
+    p.i[TS_WAIT_LEN] += 1
+    p.i[TS_WAITING] |= 1 << s
+
+
+@njit(cache=True)
+def _popleft(d, p):
+    n = d.sc[D_NSTREAMS]
+    s = p.i[TS_PER_STREAM + n + p.i[TS_WAIT_HEAD]]
+    p.i[TS_WAIT_HEAD] = (p.i[TS_WAIT_HEAD] + 1) % n
+    p.i[TS_WAIT_LEN] -= 1
+    p.i[TS_WAITING] &= ~(1 << s)
+    return s
+
+
+@njit(cache=True)
+def compiled_kernel_ready(d, p, s):
+    owner = p.i[TS_OWNER]
+    if owner < 0:
+        _give(d, p, s)
+    elif s == owner:
+        _continue(d, p, s)
+    else:
+        _wait(d, p, s)
+
+
+@njit(cache=True)
+def compiled_atom_done(d, p, s, atom, kernel_done):
+    if (
+        s == p.i[TS_OWNER]
+        and not kernel_done
+        and d.st[ST_INFLIGHT, s] == 0
+        and kernel_pending(d, s)
+    ):
+        _continue(d, p, s)
+
+
+@njit(cache=True)
+def compiled_stream_idle(d, p, s):
+    if s == p.i[TS_OWNER]:
+        _next(d, p)
+
+
+@njit(cache=True)
+def compiled_timer(d, p, kind, arg):
+    if kind == SLICE_OVER and arg == p.i[TS_EPOCH]:
+        _next(d, p)
+
+
+@njit(cache=True)
+def compiled_detach(d, p):
+    p.i[TS_WAIT_LEN] = 0
+    p.i[TS_WAITING] = 0
+    p.i[TS_OWNER] = -1
+
+
+@njit(cache=True)
+def _continue(d, p, s):
+    if d.sc[D_NOW] >= p.i[TS_SLICE_END]:
+        _wait(d, p, s)
+        _next(d, p)
+        return
+    _launch_wave(d, s)
+
+
+@njit(cache=True)
+def _launch_wave(d, s):
+    wave = d.sc[D_NTPCS] * d.kern[K_BPT, kernel_index(d, s)]
+    blocks = min(wave, remaining(d, s))
+    launch(d, s, blocks, d.sc[D_FULL_MASK], PRIO_NORMAL, 0, host_order(d, s))
+
+
+@njit(cache=True)
+def _new_slice(d, p, s):
+    p.i[TS_EPOCH] += 1
+    p.i[TS_SLICE_END] = d.sc[D_NOW] + p.i[TS_PER_STREAM + s]
+    policy_call_at(d, p.i[TS_SLICE_END], SLICE_OVER, p.i[TS_EPOCH])
+
+
+@njit(cache=True)
+def _give(d, p, s):
+    p.i[TS_OWNER] = s
+    p.i[TS_SWITCHES] += 1
+    _new_slice(d, p, s)
+    if kernel_pending(d, s) and d.st[ST_INFLIGHT, s] == 0:
+        _launch_wave(d, s)
+
+
+@njit(cache=True)
+def _busy(d, s):
+    return kernel_pending(d, s) or d.st[ST_INFLIGHT, s] > 0
+
+
+@njit(cache=True)
+def _next(d, p):
+    s = p.i[TS_OWNER]
+    while p.i[TS_WAIT_LEN]:
+        nxt = _popleft(d, p)
+        if nxt == s:
+            continue
+        if _busy(d, nxt):
+            if s >= 0 and _busy(d, s):
+                _wait(d, p, s)
+            _give(d, p, nxt)
+            return
+    # Nobody else wants the GPU: the owner keeps it if it has work.
+    if s >= 0 and (_busy(d, s) or d.st[ST_POS, s] >= 0):
+        _new_slice(d, p, s)
+        if kernel_pending(d, s) and d.st[ST_INFLIGHT, s] == 0:
+            _launch_wave(d, s)
+    else:
+        p.i[TS_OWNER] = -1

@@ -23,6 +23,10 @@ from numba import njit
 from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_NDONE, _run
 from drivers.vgpu.policies import lithos_compiled as lithos_policy
 from drivers.vgpu.policies import mig as mig_policy
+from drivers.vgpu.policies import orion as orion_policy
+from drivers.vgpu.policies import reef as reef_policy
+from drivers.vgpu.policies import tgs as tgs_policy
+from drivers.vgpu.policies import timeslice as timeslice_policy
 from drivers.vgpu.policies.compiled import (
     AT_BEGIN,
     AT_END,
@@ -52,7 +56,11 @@ from drivers.vgpu.policies.compiled import (
     P_ID,
     P_LITHOS,
     P_MIG,
+    P_ORION,
+    P_REEF,
     P_STATIC,
+    P_TGS,
+    P_TIMESLICE,
     POLICY_TIMERS,
     ST_ACOUNT,
     ST_ALLOC_TPC_NS,
@@ -117,6 +125,14 @@ def policy_kernel_ready(d, p, s):
         mig_policy.compiled_kernel_ready(d, p, s)
     elif pid == P_LITHOS:
         lithos_policy.compiled_kernel_ready(d, p, s)
+    elif pid == P_TIMESLICE:
+        timeslice_policy.compiled_kernel_ready(d, p, s)
+    elif pid == P_ORION:
+        orion_policy.compiled_kernel_ready(d, p, s)
+    elif pid == P_REEF:
+        reef_policy.compiled_kernel_ready(d, p, s)
+    elif pid == P_TGS:
+        tgs_policy.compiled_kernel_ready(d, p, s)
 
 
 @njit(cache=True)
@@ -126,11 +142,25 @@ def policy_atom_done(d, p, s, atom, kernel_done):
         mig_policy.compiled_atom_done(d, p, s, atom, kernel_done)
     elif pid == P_LITHOS:
         lithos_policy.compiled_atom_done(d, p, s, atom, kernel_done)
+    elif pid == P_TIMESLICE:
+        timeslice_policy.compiled_atom_done(d, p, s, atom, kernel_done)
+    elif pid == P_ORION:
+        orion_policy.compiled_atom_done(d, p, s, atom, kernel_done)
+    elif pid == P_TGS:
+        tgs_policy.compiled_atom_done(d, p, s, atom, kernel_done)
 
 
 @njit(cache=True)
 def policy_stream_idle(d, p, s):
-    pass
+    pid = p.i[P_ID]
+    if pid == P_TIMESLICE:
+        timeslice_policy.compiled_stream_idle(d, p, s)
+    elif pid == P_ORION:
+        orion_policy.compiled_stream_idle(d, p, s)
+    elif pid == P_REEF:
+        reef_policy.compiled_stream_idle(d, p, s)
+    elif pid == P_TGS:
+        tgs_policy.compiled_stream_idle(d, p, s)
 
 
 @njit(cache=True)
@@ -140,13 +170,20 @@ def policy_timer(d, p, kind, arg):
         mig_policy.compiled_timer(d, p, kind, arg)
     elif pid == P_LITHOS:
         lithos_policy.compiled_timer(d, p, kind, arg)
+    elif pid == P_TIMESLICE:
+        timeslice_policy.compiled_timer(d, p, kind, arg)
+    elif pid == P_TGS:
+        tgs_policy.compiled_timer(d, p, kind, arg)
 
 
 @njit(cache=True)
 def policy_setup(d, p):
     """What a policy's setup does on the running device (timers, a drain)."""
-    if p.i[P_ID] == P_MIG:
+    pid = p.i[P_ID]
+    if pid == P_MIG:
         mig_policy.compiled_setup(d, p)
+    elif pid == P_TGS:
+        tgs_policy.compiled_setup(d, p)
 
 
 @njit(cache=True)

@@ -120,6 +120,14 @@ def compilable(sim: Simulation) -> bool:
     )
 
 
+#: The owner of a compiled policy's timers once handed back: never in charge.
+_SWITCHED_OUT = object()
+
+
+def _nothing() -> None:
+    pass
+
+
 class CompiledRun:
     """The epoch loop's tables for one simulation, and the Python timers between epochs."""
 
@@ -361,8 +369,8 @@ class CompiledRun:
         """Write the run's state into the simulation's Python objects (and the
         engine's bookkeeping), so that the Python loop goes on from now.
 
-        The compiled policy's own state and timers are dropped: it is being
-        switched out (`detach`), as a Python policy's timers would be."""
+        The compiled policy is being switched out: it detaches, its state
+        is dropped, and its timers run nothing, as a Python policy's would."""
         sim, d, gpu = self.sim, self.dev, self.sim.gpu
         epoch.policy_detach(d, self.pol)
         self.write_back_counters()
@@ -422,7 +430,8 @@ class CompiledRun:
         for h in np.nonzero(fh[FH_Q] >= 0)[0]:
             key = tuple(int(x) for x in fh[1:, h])
             gpu._fifo_of[key] = int(fh[FH_Q, h])  # type: ignore[index]
-        # The timers: the harness's and the Python ones; the policy's are dropped.
+        # The timers: the harness's, the Python ones, and the policy's as
+        # stops that run nothing (as a switched-out policy's timers are).
         sim._seq = int(d.sc[D_SEQ])
         sim._timers.clear()
         tm = d.timers[:, : int(d.sc[D_NTIMERS])]
@@ -434,6 +443,8 @@ class CompiledRun:
                 sim._timers.append((t_ns, seq, None, sim._arrive, (streams[arg],)))
             elif kind == epoch.TK_ENQUEUED:
                 sim._timers.append((t_ns, seq, None, sim._enqueued, (streams[arg],)))
+            else:  # a compiled policy's: it never runs, but the loop still stops there
+                sim._timers.append((t_ns, seq, _SWITCHED_OUT, _nothing, ()))
         heapq.heapify(sim._timers)
         sim.now_ns = int(d.sc[D_NOW])
 
