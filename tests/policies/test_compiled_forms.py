@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.vgpu.policies import POLICY_NAMES, make_policy
+from drivers.vgpu.policies import POLICY_NAMES, SharingPolicy, make_policy
+from drivers.vgpu.policies.mps import Mps
 from drivers.vgpu.sharing import Simulation
 from exp.hybrid import TRAINING
 from exp.sharing import Role, build_tenants, duration_ns, sharing_parser
@@ -71,6 +72,28 @@ def test_compiled_form_launches_exactly_what_the_python_form_does(name, seed, ro
     assert_same(python, compiled)
 
 
+LITHOS_VARIANTS = {
+    "rightsizing": {"rightsizing": True},
+    "trim": {"rightsizing": True, "rightsizing_fit": False},
+    "dvfs": {"dvfs": True, "dvfs_period_ns": 10_000_000, "dvfs_min_interval_ns": 20_000_000},
+    "both": {"rightsizing": True, "dvfs": True, "dvfs_period_ns": 10_000_000},
+}
+
+
+@pytest.mark.parametrize("roles", [STACKING, HYBRID], ids=["stacking", "hybrid"])
+@pytest.mark.parametrize("variant", LITHOS_VARIANTS)
+def test_lithos_right_sizing_and_dvfs_compiled_match_python(variant, roles):
+    tenants = tenants_of(roles, 0)
+    params = LITHOS_VARIANTS[variant]
+    python = run(tenants, make_policy("lithos", **params), compiled=False)
+    compiled = run(tenants, make_policy("lithos", **params), compiled=True)
+    assert compiled[0].compiled is not None
+    assert_same(python, compiled)
+    if "dvfs" in params:
+        assert compiled[1].clocks, "DVFS never changed the clock"
+        assert compiled[1].clocks == python[1].clocks
+
+
 @pytest.mark.parametrize(
     ("first", "then"),
     [("mps", "lithos"), ("lithos", "mig"), ("mig", "priority")],
@@ -83,29 +106,35 @@ def test_switching_between_compiled_forms_while_running_matches_python(first, th
     assert_same(python, compiled)
 
 
-@pytest.mark.parametrize("then", [{"rightsizing": True}, {"dvfs": True}], ids=["rs", "dvfs"])
-def test_a_policy_with_no_compiled_form_takes_over_in_python_from_that_instant(then):
+class Pinned(Mps):
+    """A policy of a researcher's own, with no compiled form: MPS, with every
+    kernel on the first half of the TPCs."""
+
+    name = "pinned"
+    compiled_setup = SharingPolicy.compiled_setup
+
+    def mask(self, s) -> int:
+        return (1 << (self.sim.n_tpcs // 2)) - 1
+
+
+def test_a_policy_with_no_compiled_form_takes_over_in_python_from_that_instant():
     tenants = tenants_of(STACKING, 0)
-    python = run(
-        tenants, make_policy("tgs"), False, switch=(40_000_000, make_policy("lithos", **then))
-    )
-    handed = run(
-        tenants, make_policy("tgs"), True, switch=(40_000_000, make_policy("lithos", **then))
-    )
+    python = run(tenants, make_policy("lithos", dvfs=True), False, switch=(40_000_000, Pinned()))
+    handed = run(tenants, make_policy("lithos", dvfs=True), True, switch=(40_000_000, Pinned()))
     assert handed[0].compiled is None, "the run should have gone on in Python"
-    assert handed[0].policy.label != "lithos"
+    assert handed[0].policy.name == "pinned"
     assert_same(python, handed)
+    assert handed[1].clocks == python[1].clocks
 
 
-def test_parameters_without_a_compiled_form_and_wide_devices_run_in_python():
+def test_a_policy_with_no_compiled_form_and_wide_devices_run_in_python():
     tenants = tenants_of(STACKING, 0)
-    sim, _ = run(tenants, make_policy("lithos", rightsizing=True), True)
+    sim, _ = run(tenants, Pinned(), True)
     assert sim.compiled is None
     sim, _ = run(tenants, make_policy("mps"), True, spec="h100")  # 66 TPCs
     assert sim.compiled is None
 
 
-# `small_tenants` is immutable: sharing it between examples is safe.
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

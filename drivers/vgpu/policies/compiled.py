@@ -26,6 +26,11 @@ from numba import njit
 
 from drivers.vgpu.engine import (
     A_DONE_NS,
+    K_MHZ,
+    K_TIME,
+    S_CLK_HEAD,
+    S_CLK_TAIL,
+    S_CLOCK,
     EngineState,
     _add_fifo,
     _push_atom,
@@ -52,7 +57,11 @@ D_HANDLE = 13  # the Python timer the loop stopped for
 D_RUNNING = 14
 D_OPEN_ATOM = 15  # every atom below it is complete
 D_FMAX = 16
-N_DEV_SCALARS = 17
+D_FMIN = 17
+D_FSTEP = 18
+D_SWITCH_NS = 19  # a clock change takes effect this long after it is asked
+D_NCLOCKS = 20  # entries in the clock log
+N_DEV_SCALARS = 21
 
 # Rows of the stream table `Dev.st`, one column per stream.
 ST_KIND = 0  # 0 open, 1 closed, 2 best effort
@@ -154,6 +163,8 @@ class Dev(NamedTuple):
     fifo_hash: np.ndarray  # int64 [N_FH_ROWS, capacity], a power of two
     ctx_order: np.ndarray  # int64 per context: its last launch's order
     lat: np.ndarray  # int64 [2, capacity]: (stream, latency) of finished requests
+    clock_w: np.ndarray  # float64 per clock step from f_min: a busy TPC's dynamic power
+    clock_log: np.ndarray  # int64 [2, capacity]: (effective time, MHz) of each request
 
 
 class Pol(NamedTuple):
@@ -163,6 +174,10 @@ class Pol(NamedTuple):
     f: np.ndarray
     t: np.ndarray
     w: np.ndarray
+    #: Per (row, stream, kernel position): what a policy learns of each
+    #: kernel, as integers and as floats.
+    ki: np.ndarray
+    kf: np.ndarray
 
 
 def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1, 1)) -> Pol:
@@ -174,6 +189,8 @@ def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1,
         f=np.zeros(max(1, n_f), np.float64),
         t=np.zeros((max(1, t_rows), 1), np.int64),
         w=np.zeros(w_shape, np.float64),
+        ki=np.zeros((1, 1, 1), np.int64),
+        kf=np.zeros((1, 1, 1), np.float64),
     )
 
 
@@ -420,3 +437,36 @@ def hp_running(d, out):
             out[n] = h
             n += 1
     return n
+
+
+# -- the clock ------------------------------------------------------------------
+
+
+@njit(cache=True)
+def clock_mhz(d):
+    """The clock in effect now."""
+    return d.eng.sc[S_CLOCK]
+
+
+@njit(cache=True)
+def set_clock(d, mhz):
+    """Ask for a clock (a valid one); returns when it takes effect (`SharedDevice.set_clock`)."""
+    eng, sc = d.eng, d.sc
+    effective = sc[D_NOW] + sc[D_SWITCH_NS]
+    head, tail = eng.sc[S_CLK_HEAD], eng.sc[S_CLK_TAIL]
+    if head == tail:
+        head = tail = 0
+    elif tail >= eng.clocks.shape[1]:
+        raise IndexError("the clock request table is full")
+    eng.clocks[K_TIME, tail] = effective
+    eng.clocks[K_MHZ, tail] = mhz
+    eng.clock_dyn_w[tail] = d.clock_w[(mhz - sc[D_FMIN]) // sc[D_FSTEP]]
+    eng.sc[S_CLK_HEAD] = head
+    eng.sc[S_CLK_TAIL] = tail + 1
+    n = sc[D_NCLOCKS]
+    if n >= d.clock_log.shape[1]:
+        raise IndexError("the clock log is full")
+    d.clock_log[0, n] = effective
+    d.clock_log[1, n] = mhz
+    sc[D_NCLOCKS] = n + 1
+    return effective

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_NDONE, _run
+from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_CLK_TAIL, S_NDONE, _run
 from drivers.vgpu.policies import lithos_compiled as lithos_policy
 from drivers.vgpu.policies import mig as mig_policy
 from drivers.vgpu.policies import orion as orion_policy
@@ -39,6 +39,7 @@ from drivers.vgpu.policies.compiled import (
     D_HANDLE,
     D_IN_TIMERS,
     D_NATOMS,
+    D_NCLOCKS,
     D_NFIFOS,
     D_NLAT,
     D_NOW,
@@ -184,6 +185,8 @@ def policy_setup(d, p):
         mig_policy.compiled_setup(d, p)
     elif pid == P_TGS:
         tgs_policy.compiled_setup(d, p)
+    elif pid == P_LITHOS:
+        lithos_policy.compiled_setup(d, p)
 
 
 @njit(cache=True)
@@ -344,7 +347,7 @@ def fire(d, p, kind, arg):
 
 
 @njit(cache=True)
-def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos):
+def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos, room_clocks):
     """Run to `end_ns`, or to the next Python timer, or until a table needs room."""
     sc, tm, eng = d.sc, d.timers, d.eng
     popped = np.zeros(N_TM_ROWS, np.int64)
@@ -355,6 +358,7 @@ def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos):
             or sc[D_NTIMERS] + 4096 > room_timers
             or sc[D_NLAT] + 4096 > room_lat
             or sc[D_NFIFOS] + 512 > room_fifos
+            or max(sc[D_NCLOCKS], eng.sc[S_CLK_TAIL]) + 16 > room_clocks
         ):
             return EPOCH_GROW
         if sc[D_IN_TIMERS]:  # run the timers due now

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from drivers.vgpu.engine import A_DONE_NS
+from drivers.vgpu.engine import A_DONE_NS, S_CLK_TAIL
 from drivers.vgpu.policies.compiled import (
     AT_BEGIN,
     AT_END,
@@ -26,10 +26,14 @@ from drivers.vgpu.policies.compiled import (
     AT_STOLEN,
     AT_STREAM,
     D_DURATION_NS,
+    D_FMAX,
+    D_FMIN,
+    D_FSTEP,
     D_FULL_MASK,
     D_GEN,
     D_HANDLE,
     D_NATOMS,
+    D_NCLOCKS,
     D_NFIFOS,
     D_NLAT,
     D_NOW,
@@ -38,6 +42,7 @@ from drivers.vgpu.policies.compiled import (
     D_NTPCS,
     D_RUNNING,
     D_SEQ,
+    D_SWITCH_NS,
     D_WARMUP_NS,
     FH_Q,
     K_BLOCK_NS,
@@ -89,6 +94,7 @@ from drivers.vgpu.policies.compiled import (
     ST_RUN_AHEAD,
     Dev,
     Pol,
+    set_clock,
 )
 from drivers.vgpu.policies.compiled import (
     AT_LAUNCH_NS as AT_LAUNCH,
@@ -189,6 +195,15 @@ class CompiledRun:
         sc[D_NTPCS] = sim.n_tpcs
         sc[D_FULL_MASK] = sim.full_mask
         sc[D_RUNNING] = 1
+        sc[D_FMAX] = spec.max_clock_mhz
+        sc[D_FMIN] = spec.min_clock_mhz
+        sc[D_FSTEP] = spec.clock_step_mhz
+        sc[D_SWITCH_NS] = spec.switch_latency_ns
+        clock_w = [spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz]
+        clock_log = np.zeros((2, 64 + len(sim.clock_log)), np.int64)
+        for k, (effective, mhz) in enumerate(sim.clock_log):
+            clock_log[:, k] = effective, mhz
+        sc[D_NCLOCKS] = len(sim.clock_log)
         fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
         fifo_hash[FH_Q] = -1
         self.dev = Dev(
@@ -205,6 +220,8 @@ class CompiledRun:
             fifo_hash=fifo_hash,
             ctx_order=np.zeros(max(s.ctx for s in streams) + 1, np.int64),
             lat=np.zeros((2, _START_LAT), np.int64),
+            clock_w=np.array(clock_w, dtype=np.float64),
+            clock_log=clock_log,
         )
         self._grow_engine(_START_ATOMS, _START_FIFOS)
         self.pol = self._sized(pol)
@@ -254,7 +271,16 @@ class CompiledRun:
             grown = np.zeros((2, 2 * d.lat.shape[1]), np.int64)
             grown[:, : d.lat.shape[1]] = d.lat
             d = d._replace(lat=grown)
+        if sc[D_NCLOCKS] + 16 > d.clock_log.shape[1]:
+            grown = np.zeros((2, 2 * d.clock_log.shape[1]), np.int64)
+            grown[:, : d.clock_log.shape[1]] = d.clock_log
+            d = d._replace(clock_log=grown)
         self.dev = d
+        gpu = self.sim.gpu
+        if gpu._st.sc[S_CLK_TAIL] + 16 > gpu._st.clocks.shape[1]:
+            gpu._grow("clocks", 2 * gpu._st.clocks.shape[1] + 16)
+            gpu._grow("clock_dyn_w", 2 * gpu._st.clock_dyn_w.shape[0] + 16)
+            self.dev = self.dev._replace(eng=gpu._st)
         fifos = self.sim.gpu._st.fifos.shape[1]
         if 2 * (sc[D_NFIFOS] + 512) > d.fifo_hash.shape[1] or sc[D_NFIFOS] + 512 > fifos:
             fifos *= 2
@@ -287,6 +313,16 @@ class CompiledRun:
     def call_at(self, t_ns: int, fn: Callable, args: tuple, owner: Any) -> None:
         self._push_python(t_ns, None, fn, args, owner)
 
+    def set_clock(self, clock_mhz: int) -> int:
+        """A clock request from Python (a power advisor), in the one clock log."""
+        self.sim.spec.check_clock(clock_mhz)
+        return int(set_clock(self.dev, clock_mhz))
+
+    def clock_log(self) -> list[tuple[int, int]]:
+        n = int(self.dev.sc[D_NCLOCKS])
+        log = self.dev.clock_log[:, :n]
+        return list(zip(log[0].tolist(), log[1].tolist(), strict=True))
+
     # -- the run ----------------------------------------------------------------
 
     def start(self) -> None:
@@ -297,9 +333,10 @@ class CompiledRun:
         while True:
             d = self.dev
             room_fifos = min(d.eng.fifos.shape[1], d.fifo_hash.shape[1] // 2)
+            room_clocks = min(d.eng.clocks.shape[1], d.clock_log.shape[1])
             status = epoch.run_epoch(
                 d, self.pol, end_ns, d.atoms.shape[1], d.timers.shape[1], d.lat.shape[1],
-                room_fifos,
+                room_fifos, room_clocks,
             )  # fmt: skip
             sim.now_ns = int(d.sc[D_NOW])
             if status == epoch.EPOCH_GROW:
@@ -447,6 +484,7 @@ class CompiledRun:
                 sim._timers.append((t_ns, seq, _SWITCHED_OUT, _nothing, ()))
         heapq.heapify(sim._timers)
         sim.now_ns = int(d.sc[D_NOW])
+        sim.clock_log = self.clock_log()
 
     def write_back_counters(self) -> None:
         """Each stream's counters and queues, into its Python object."""

@@ -276,6 +276,11 @@ class Simulation(SharedDevice[Stream]):
             return
         super().set_policy(policy)
 
+    def set_clock(self, clock_mhz: int) -> int:
+        if self.compiled is not None:
+            return self.compiled.set_clock(clock_mhz)
+        return super().set_clock(clock_mhz)
+
     def atom_log(self) -> list[tuple[int, ...]]:
         """Every atom launched: stream, launch, done (-1: not yet), first
         block, end block, mask, priority and dispatch order (for tests)."""
@@ -422,7 +427,7 @@ class Simulation(SharedDevice[Stream]):
             streams=tuple(streams),
             extra=self.policy.report() if self.compiled is None else self.compiled.report(),
             atoms=tuple(self.trace_atoms) if self.compiled is None else self.compiled.trace_atoms(),
-            clocks=tuple(self.clock_log),
+            clocks=tuple(self.clock_log if self.compiled is None else self.compiled.clock_log()),
             allocation=tuple(self.allocation),
         )
 
