@@ -199,11 +199,11 @@ def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1,
 
 @njit(cache=True)
 def popcount(x):
-    n = 0
-    while x:
-        x &= x - 1
-        n += 1
-    return n
+    """The bits set in `x`, a non-negative int64 (SWAR: constant time)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return (x * 0x0101010101010101) >> 56
 
 
 @njit(cache=True)
@@ -273,7 +273,16 @@ def pop_timer(d, out):
 def fifo_slot(fh, ctx, prio, units, mask):
     """The FIFO hash slot of this key: its entry, or the empty slot it goes in."""
     cap = fh.shape[1]
-    h = (ctx * 1_000_003 + prio * 9176 + units * 131 + mask * 2_654_435_761) & (cap - 1)
+    # Masks of one tenant share their low bits (a contiguous range from its
+    # first TPC): mix every bit in, and take the product's middle bits.
+    x = (
+        mask
+        ^ ((ctx + 1) * 0x27D4EB2F165667C5)
+        ^ ((prio + 7) * 0x165667B19E3779F9)
+        ^ (units * 0x3C6EF372FE94F82B)
+    )
+    x ^= (x >> 32) & 0xFFFFFFFF
+    h = ((x * 0x5851F42D4C957F2D) >> 29) & (cap - 1)
     while fh[FH_Q, h] >= 0:
         if (
             fh[FH_CTX, h] == ctx

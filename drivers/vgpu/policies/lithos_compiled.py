@@ -255,9 +255,24 @@ def first_tpcs(mask, count):
 
 @njit(cache=True)
 def _bit(low):
+    """The index of the one bit set in `low` (a positive int64)."""
     n = 0
-    while low > 1:
-        low >>= 1
+    if low >> 32:
+        n += 32
+        low >>= 32
+    if low >> 16:
+        n += 16
+        low >>= 16
+    if low >> 8:
+        n += 8
+        low >>= 8
+    if low >> 4:
+        n += 4
+        low >>= 4
+    if low >> 2:
+        n += 2
+        low >>= 2
+    if low >> 1:
         n += 1
     return n
 
