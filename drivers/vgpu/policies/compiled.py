@@ -11,6 +11,13 @@ things a policy asks of the device, `launch` and `call_at`.
 Masks are int64 bit sets, so the compiled forms serve devices of at most
 63 TPCs (the a100 has 54); a wider device runs the Python forms.
 
+The compiled functions run without numba's reference counting
+(``_nrt=False``): they allocate nothing (`Dev.scratch` holds what they
+would), and every array they touch lives as long as the run.  The small
+accessors are inlined (``inline="always"``): a call passes the whole
+`Dev` tuple, which costs more than the accessor.  Only functions that do
+not assign to their own parameters are inlined.
+
 State of one policy is a `Pol`: `i` (int64 scalars and per-stream values),
 `f` (float64 ones), `t` (an int64 table with a column per atom, grown with
 the atoms) and `w` (a float64 table, per stream and kernel position).  Each
@@ -146,6 +153,9 @@ N_FH_ROWS = 5
 
 P_ID = 0  # in `Pol.i`: which policy
 
+#: Where `Dev.scratch` keeps a list of streams.
+SCRATCH_STREAMS = 8
+
 
 class Dev(NamedTuple):
     """The harness's tables: the engine, streams, kernels, timers, atoms."""
@@ -165,6 +175,11 @@ class Dev(NamedTuple):
     lat: np.ndarray  # int64 [2, capacity]: (stream, latency) of finished requests
     clock_w: np.ndarray  # float64 per clock step from f_min: a busy TPC's dynamic power
     clock_log: np.ndarray  # int64 [2, capacity]: (effective time, MHz) of each request
+    #: Room for values a compiled function would otherwise allocate (the
+    #: compiled functions run without numba's reference counting): a popped
+    #: timer in [0, 8), a list of streams from SCRATCH_STREAMS on.
+    scratch: np.ndarray
+    words: np.ndarray  # uint64: a mask as the engine's FIFO mask words
 
 
 class Pol(NamedTuple):
@@ -197,16 +212,18 @@ def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1,
 # -- what a compiled policy asks of the device --------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def popcount(x):
-    """The bits set in `x`, a non-negative int64 (SWAR: constant time)."""
-    x = x - ((x >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return (x * 0x0101010101010101) >> 56
+    """The bits set in `x`, a non-negative int64 (SWAR, in unsigned
+    arithmetic, whose overflow is defined: constant time)."""
+    u = np.uint64(x)
+    u = u - ((u >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    u = (u & np.uint64(0x3333333333333333)) + ((u >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    u = (u + (u >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((u * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def call_at(d, t_ns, kind, arg, owner):
     """Run timer `kind` with `arg` at `t_ns` (not before now); see SharedDevice.call_at."""
     sc, tm = d.sc, d.timers
@@ -233,13 +250,13 @@ def call_at(d, t_ns, kind, arg, owner):
     tm[TM_ARG, i] = arg
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def policy_call_at(d, t_ns, kind, arg):
     """A timer of the policy in charge (dropped if it is switched out)."""
     call_at(d, t_ns, kind, arg, d.sc[D_GEN])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pop_timer(d, out):
     """Remove the first timer into `out` (its N_TM_ROWS fields)."""
     sc, tm = d.sc, d.timers
@@ -269,7 +286,7 @@ def pop_timer(d, out):
         tm[r, i] = tm[r, n]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fifo_slot(fh, ctx, prio, units, mask):
     """The FIFO hash slot of this key: its entry, or the empty slot it goes in."""
     cap = fh.shape[1]
@@ -295,7 +312,7 @@ def fifo_slot(fh, ctx, prio, units, mask):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fifo(d, ctx, prio, units, mask):
     """The engine FIFO for this key, set up on first use (as `Engine._fifo`)."""
     fh = d.fifo_hash
@@ -312,13 +329,14 @@ def _fifo(d, ctx, prio, units, mask):
     fh[FH_PRIO, h] = prio
     fh[FH_UNITS, h] = units
     fh[FH_MASK, h] = mask
-    words = np.zeros(d.eng.fifo_mask.shape[1], np.uint64)
+    words = d.words
+    words[:] = 0
     words[0] = np.uint64(mask)
     _add_fifo(d.eng, q, ctx, prio, units, words)
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def launch(d, s, blocks, mask, prio, stolen, order):
     """Launch the next `blocks` blocks of stream `s`'s kernel on `mask`; return the atom id.
 
@@ -363,35 +381,35 @@ def launch(d, s, blocks, mask, prio, stolen, order):
 # -- what a compiled policy knows of a stream (the `Stream` protocol) ---------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def host_order(d, s):
     return min(d.st[ST_HOST_NS, s], d.sc[D_NOW])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def kernel_pending(d, s):
     st = d.st
     return st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def remaining(d, s):
     return d.st[ST_GRID, s] - d.st[ST_LAUNCHED, s]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def kernel_index(d, s):
     """The current kernel's column in the kernel table."""
     return d.st[ST_KOFF, s] + d.st[ST_POS, s]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def launch_whole(d, s, mask, prio, order):
     """Launch the rest of `s`'s current kernel as one atom (`SharingPolicy.launch_whole`)."""
     return launch(d, s, remaining(d, s), mask, prio, 0, order)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def atom_done_ns(d, atom):
     return d.eng.atoms[A_DONE_NS, atom]
 
@@ -421,14 +439,14 @@ def static_pol(pid: int, masks: list[int], priorities: list[int], extra: int = 0
     return pol
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def static_launch(d, p, s, order):
     """`launch_whole(s, order)` on the stream's fixed mask, at its fixed priority."""
     n = d.sc[D_NSTREAMS]
     return launch_whole(d, s, p.i[STATIC_MASKS + s], p.i[STATIC_MASKS + n + s], order)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def static_kernel_ready(d, p, s):
     static_launch(d, p, s, host_order(d, s))
 
@@ -436,28 +454,30 @@ def static_kernel_ready(d, p, s):
 # -- what the admission policies share ------------------------------------------
 
 
-@njit(cache=True)
-def hp_running(d, out):
-    """The high-priority streams whose kernel is on the device, into `out`; their count."""
+@njit(cache=True, _nrt=False)
+def hp_running(d):
+    """The high-priority streams whose kernel is on the device (a scratch
+    list, good until the next call), and their count."""
     st = d.st
+    out = d.scratch[SCRATCH_STREAMS:]
     n = 0
     for h in range(d.sc[D_NSTREAMS]):
         if st[ST_HP, h] and st[ST_HAS_KERNEL, h]:
             out[n] = h
             n += 1
-    return n
+    return out, n
 
 
 # -- the clock ------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def clock_mhz(d):
     """The clock in effect now."""
     return d.eng.sc[S_CLOCK]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def set_clock(d, mhz):
     """Ask for a clock (a valid one); returns when it takes effect (`SharedDevice.set_clock`)."""
     eng, sc = d.eng, d.sc

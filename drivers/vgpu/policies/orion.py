@@ -21,7 +21,6 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
@@ -175,17 +174,17 @@ O_IDLE = 6
 O_PER_STREAM = 7
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _held(d):
     return O_PER_STREAM + 2 * d.sc[D_NSTREAMS]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _priority(d, s):
     return PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_HIGH, host_order(d, s))
@@ -196,7 +195,7 @@ def compiled_kernel_ready(d, p, s):
     _admit(d, p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if kernel_done and not d.st[ST_HP, s]:
         n = d.sc[D_NSTREAMS]
@@ -206,13 +205,13 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
         p.i[O_PER_STREAM + n + s] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def compiled_stream_idle(d, p, s):
     if d.st[ST_HP, s]:
         _admit(d, p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _admissible(d, p, s, running, n_running):
     k = kernel_index(d, s)
     sms, iso, profile = d.kern[K_SMS, k], d.kern[K_ISO, k], d.kern[K_PROFILE, k]
@@ -227,14 +226,13 @@ def _admissible(d, p, s, running, n_running):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _admit(d, p):
     h = _held(d)
     if p.i[h] == 0:
         return
     n = d.sc[D_NSTREAMS]
-    running = np.empty(n, np.int64)
-    n_running = hp_running(d, running)
+    running, n_running = hp_running(d)
     kept = 0
     for j in range(p.i[h]):
         s = p.i[h + 1 + j]

@@ -19,7 +19,6 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
@@ -146,18 +145,18 @@ R_BATCHED = 4
 R_PER_STREAM = 5
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _held(d):
     return R_PER_STREAM + d.sc[D_NSTREAMS]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _launch(d, s, order):
     prio = PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
     launch_whole(d, s, d.sc[D_FULL_MASK], prio, order)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         if p.i[R_RESET]:
@@ -175,13 +174,13 @@ def compiled_kernel_ready(d, p, s):
     _pad(d, p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def compiled_stream_idle(d, p, s):
     if d.st[ST_HP, s]:
         _pad(d, p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fits(d, s, running, n_running):
     """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
     now = d.sc[D_NOW]
@@ -195,13 +194,12 @@ def _fits(d, s, running, n_running):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pad(d, p):
     h = _held(d)
     if p.i[h] == 0:
         return
-    running = np.empty(d.sc[D_NSTREAMS], np.int64)
-    n_running = hp_running(d, running)
+    running, n_running = hp_running(d)
     kept = 0
     for j in range(p.i[h]):
         s = p.i[h + 1 + j]

@@ -62,6 +62,7 @@ from drivers.vgpu.policies.compiled import (
     N_K_ROWS,
     N_ST_ROWS,
     N_TM_ROWS,
+    SCRATCH_STREAMS,
     ST_ACOUNT,
     ST_ALLOC_TPC_NS,
     ST_AOFF,
@@ -222,6 +223,8 @@ class CompiledRun:
             lat=np.zeros((2, _START_LAT), np.int64),
             clock_w=np.array(clock_w, dtype=np.float64),
             clock_log=clock_log,
+            scratch=np.zeros(SCRATCH_STREAMS + n, np.int64),
+            words=np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
         )
         self._grow_engine(_START_ATOMS, _START_FIFOS)
         self.pol = self._sized(pol)
