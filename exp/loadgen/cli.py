@@ -1,0 +1,109 @@
+"""`malv serve`: its options, and the command (`exp/loadgen`).
+
+image/cli.py adds the subcommand with `add_serve_command`; the command only
+builds `ServeSettings` and calls the API (`serve`, `compare`), and turns
+every refusal into one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from exp.output import directory_name, positive_float, positive_int
+
+DEFAULT_OUT = "results/serve"
+
+
+def add_serve_command(sub) -> None:
+    """`malv serve --loadgen SCENARIO [options]`."""
+    from exp.loadgen.settings import DEFAULT_MODEL, SCENARIOS
+
+    p = sub.add_parser(
+        "serve",
+        help="put a booted realtime kernel behind MLPerf LoadGen (--loadgen SCENARIO)",
+        description="MLPerf LoadGen drives a booted realtime-mode kernel: an inference "
+        "server runs each query's model on the vGPU, beside optional best-effort load.",
+    )
+    p.add_argument("--loadgen", required=True, choices=SCENARIOS, help="LoadGen's scenario")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"an Orion-format profile (path) or a synthetic preset (default {DEFAULT_MODEL})",
+    )  # fmt: skip
+    p.add_argument(
+        "--policy", default="lithos",
+        help="the GPU sharing policy, by its advisor module mlaas_modules/gpu_NAME (default lithos)",
+    )  # fmt: skip
+    p.add_argument("--qps", type=positive_float, default=20.0, help="target queries/s (default 20)")
+    p.add_argument(
+        "--latency-bound-ms", type=positive_float, default=50.0,
+        help="the latency bound at --latency-percentile (default 50 ms)",
+    )  # fmt: skip
+    p.add_argument(
+        "--latency-percentile", type=positive_float, default=90.0,
+        help="the percentile the bound applies to (default 90; MLPerf's Server uses 99, "
+        "which needs about 500 queries for LoadGen's early stopping)",
+    )  # fmt: skip
+    p.add_argument("--min-duration-s", type=positive_float, default=5.0, help="default 5")
+    p.add_argument("--min-queries", type=positive_int, default=64, help="default 64")
+    p.add_argument(
+        "--colocate", default="",
+        help="best-effort programs beside the server, comma-separated: gpu-burn, "
+        "train:MODEL (a profile or a preset, e.g. train:resnet50_b32_training)",
+    )  # fmt: skip
+    p.add_argument(
+        "--query-timeout-s", type=positive_float, default=2.0,
+        help="a query unanswered this long is answered as failed (default 2)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="LoadGen's and the kernel's seed")
+    p.add_argument("--out", type=directory_name, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument(
+        "--compare", metavar="POLICIES",
+        help="run under each policy (comma-separated, e.g. mps,lithos) and show the table",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_serve)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exp.loadgen import LoadgenMissing, ServeError, ServeSettings, SettingsError, compare, serve
+    from exp.loadgen.results import table
+    from exp.loadgen.settings import policy_module
+
+    try:
+        settings = ServeSettings(
+            scenario=args.loadgen, model=args.model, policy=args.policy, qps=args.qps,
+            latency_bound_ms=args.latency_bound_ms, latency_percentile=args.latency_percentile,
+            min_duration_s=args.min_duration_s, min_queries=args.min_queries,
+            colocate=_names(args.colocate), query_timeout_s=args.query_timeout_s, seed=args.seed,
+        )  # fmt: skip
+        policies = _names(args.compare) if args.compare is not None else ()
+        if args.compare is not None and not policies:
+            raise SettingsError("--compare: name the policies, e.g. mps,lithos")
+        for policy in policies:
+            policy_module(policy)
+        check_model(settings)
+        data = compare(settings, policies, args.out) if policies else serve(settings, args.out)
+    except (LoadgenMissing, SettingsError, ServeError) as exc:
+        print(f"malv serve: {exc}", file=sys.stderr)
+        return 2
+    print(table(data), end="")
+    print(f"results in {args.out}")
+    return 0
+
+
+def check_model(settings) -> None:
+    """Refuse a model the server could not load, before booting."""
+    from drivers.vgpu.errors import GpuError
+    from drivers.vgpu.traces import load_workload
+    from exp.loadgen.settings import TRAIN_PREFIX, SettingsError
+
+    trained = [c[len(TRAIN_PREFIX) :] for c in settings.colocate if c.startswith(TRAIN_PREFIX)]
+    for spec in (settings.model, *trained):
+        try:
+            load_workload(spec)
+        except GpuError as exc:
+            raise SettingsError(f"model: {exc}") from None

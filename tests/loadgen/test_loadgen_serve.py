@@ -1,0 +1,31 @@
+"""`serve`: LoadGen's Server scenario against the booted kernel, end to end."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import short_run
+
+from exp.loadgen import serve
+
+
+def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
+    out = tmp_path / "serve"
+    data = serve(short_run(colocate=("gpu-burn",)), out)
+
+    assert data["loadgen"]["result"] == "VALID"
+    queries = data["queries"]
+    assert queries["issued"] >= 50
+    assert queries["answered"] == queries["served"] == queries["issued"]
+    assert queries["failed"] == 0 and data["server"] == "up"
+    assert data["latency_bound_met"] is True
+    assert data["server_virtual_latency_ms"]["samples"] == queries["issued"]
+    assert data["realtime_lag"]["samples"] > 0
+
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "results.md"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "results.json").read_text())["loadgen"]["result"] == "VALID"
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    kernels = [e for e in events if e.get("cat") == "gpu"]
+    assert len({e["tid"] for e in kernels}) == 2  # the server's context, and gpu-burn's
+    assert sum(e.get("cat") == "query" for e in events) == queries["served"]
