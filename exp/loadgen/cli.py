@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from exp.output import directory_name, positive_float, positive_int
+from exp.output import directory_name, integer, positive_float, positive_int
 
 DEFAULT_OUT = "results/serve"
 
 
 def add_serve_command(sub) -> None:
     """`malv serve --loadgen SCENARIO [options]`."""
-    from exp.loadgen.settings import DEFAULT_MODEL, SCENARIOS
+    from exp.loadgen.settings import SCENARIOS, ServeSettings
+
+    d = ServeSettings()  # the defaults are the API's
 
     p = sub.add_parser(
         "serve",
@@ -27,35 +29,44 @@ def add_serve_command(sub) -> None:
     )
     p.add_argument("--loadgen", required=True, choices=SCENARIOS, help="LoadGen's scenario")
     p.add_argument(
-        "--model", default=DEFAULT_MODEL,
-        help=f"an Orion-format profile (path) or a synthetic preset (default {DEFAULT_MODEL})",
+        "--model", default=d.model,
+        help=f"an Orion-format profile (path) or a synthetic preset (default {d.model})",
     )  # fmt: skip
     p.add_argument(
-        "--policy", default="lithos",
-        help="the GPU sharing policy, by its advisor module mlaas_modules/gpu_NAME (default lithos)",
-    )  # fmt: skip
-    p.add_argument("--qps", type=positive_float, default=20.0, help="target queries/s (default 20)")
-    p.add_argument(
-        "--latency-bound-ms", type=positive_float, default=50.0,
-        help="the latency bound at --latency-percentile (default 50 ms)",
+        "--policy", default=d.policy,
+        help="the GPU sharing policy, by its advisor module mlaas_modules/gpu_NAME "
+        f"(default {d.policy})",
     )  # fmt: skip
     p.add_argument(
-        "--latency-percentile", type=positive_float, default=90.0,
-        help="the percentile the bound applies to (default 90; MLPerf's Server uses 99, "
-        "which needs about 500 queries for LoadGen's early stopping)",
+        "--qps", type=positive_float, default=d.qps, help=f"target queries/s (default {d.qps:g})"
+    )
+    p.add_argument(
+        "--latency-bound-ms", type=positive_float, default=d.latency_bound_ms,
+        help=f"the latency bound at --latency-percentile (default {d.latency_bound_ms:g} ms)",
     )  # fmt: skip
-    p.add_argument("--min-duration-s", type=positive_float, default=5.0, help="default 5")
-    p.add_argument("--min-queries", type=positive_int, default=64, help="default 64")
+    p.add_argument(
+        "--latency-percentile", type=positive_float, default=d.latency_percentile,
+        help=f"the percentile the bound applies to (default {d.latency_percentile:g}; MLPerf's "
+        "Server uses 99, which needs about 500 queries for LoadGen's early stopping)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-duration-s", type=positive_float, default=d.min_duration_s,
+        help=f"LoadGen's minimum duration (default {d.min_duration_s:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-queries", type=positive_int, default=d.min_queries,
+        help=f"LoadGen's minimum query count (default {d.min_queries})",
+    )  # fmt: skip
     p.add_argument(
         "--colocate", default="",
         help="best-effort programs beside the server, comma-separated: gpu-burn, "
         "train:MODEL (a profile or a preset, e.g. train:resnet50_b32_training)",
     )  # fmt: skip
     p.add_argument(
-        "--query-timeout-s", type=positive_float, default=2.0,
-        help="a query unanswered this long is answered as failed (default 2)",
+        "--query-timeout-s", type=positive_float, default=d.query_timeout_s,
+        help=f"a query unanswered this long is answered as failed (default {d.query_timeout_s:g})",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="LoadGen's and the kernel's seed")
+    p.add_argument("--seed", type=integer, default=d.seed, help="LoadGen's and the kernel's seed")
     p.add_argument("--out", type=directory_name, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument(
         "--compare", metavar="POLICIES",

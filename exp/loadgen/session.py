@@ -42,26 +42,29 @@ class ServeError(RuntimeError):
 class LagMeter:
     """How far virtual time is behind the wall clock, sampled while measuring."""
 
-    def __init__(self) -> None:
+    def __init__(self, period_ns: int = MONITOR_PERIOD_NS) -> None:
+        self.period_ns = period_ns
         self.samples = 0
+        self.behind = 0  # samples more than a period behind: the host did not keep up
         self.total_ns = 0
         self.max_ns = 0
 
     def sample(self, loop: Any) -> None:
         lag_ns = max(0, loop.wall_virtual_ns() - loop.now_ns)
         self.samples += 1
+        self.behind += lag_ns > self.period_ns
         self.total_ns += lag_ns
         self.max_ns = max(self.max_ns, lag_ns)
 
-    def report(self, period_ns: int = MONITOR_PERIOD_NS) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         mean_ns = self.total_ns / self.samples if self.samples else 0.0
         return {
             "max_ms": self.max_ns / 1e6,
             "mean_ms": mean_ns / 1e6,
             "samples": self.samples,
-            "sample_period_ms": period_ns / 1e6,
-            # Behind by more than a sampling period: the host did not keep up.
-            "kept_up": self.max_ns <= period_ns,
+            "sample_period_ms": self.period_ns / 1e6,
+            "behind_share": self.behind / self.samples if self.samples else 0.0,
+            "kept_up": self.behind == 0,
         }
 
 

@@ -22,7 +22,6 @@ SCENARIOS = ("Server", "SingleStream", "MultiStream", "Offline")
 TRAIN_PREFIX = "train:"
 GPU_MODULES_DIR = Path(__file__).resolve().parents[2] / "mlaas_modules"
 DEFAULT_MODEL = "resnet50_b4_inference"
-DEFAULT_TRAINING = "resnet50_b32_training"
 
 
 class SettingsError(ValueError):
@@ -88,8 +87,8 @@ class ServeSettings:
     qps: float = attrs.field(default=20.0, validator=_positive)
     latency_bound_ms: float = attrs.field(default=50.0, validator=_positive)
     latency_percentile: float = attrs.field(default=90.0, validator=_percentile)
-    min_duration_s: float = attrs.field(default=5.0, validator=_positive)
-    min_queries: int = attrs.field(default=64, validator=_positive)
+    min_duration_s: float = attrs.field(default=10.0, validator=_positive)
+    min_queries: int = attrs.field(default=100, validator=_positive)
     colocate: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_colocate)
     #: A query unanswered this long after LoadGen issued it is answered as failed.
     query_timeout_s: float = attrs.field(default=2.0, validator=_positive)

@@ -124,7 +124,8 @@ def read_summary(out_dir: Path) -> dict[str, Any]:
     for key in ("Min", "Mean", "Max"):
         if f"{key} latency (ns)" in fields:
             latency_ms[key.lower()] = int(fields[f"{key} latency (ns)"]) / 1e6
-    per_second = next((k for k in fields if "per second" in k), None)
+    # Server and Offline report samples per second; the stream scenarios, QPS.
+    per_second = next((k for k in fields if "per second" in k or k.startswith("QPS")), None)
     return {
         "result": fields.get("Result is", "unknown"),
         "throughput_name": per_second,
