@@ -13,6 +13,22 @@ import sys
 from exp.output import directory_name, integer, positive_float, positive_int
 
 DEFAULT_OUT = "results/serve"
+#: The numeric options: (option, ServeSettings field, type, help).
+NUMBERS = (
+    ("--qps", "qps", positive_float, "target queries/s"),
+    ("--latency-bound-ms", "latency_bound_ms", positive_float, "the latency bound (ms)"),
+    (
+        "--latency-percentile", "latency_percentile", positive_float,
+        "the percentile the bound applies to; MLPerf's Server uses 99, which needs about "
+        "500 queries for LoadGen's early stopping",
+    ),
+    ("--min-duration-s", "min_duration_s", positive_float, "LoadGen's minimum duration (s)"),
+    ("--min-queries", "min_queries", positive_int, "LoadGen's minimum query count"),
+    (
+        "--query-timeout-s", "query_timeout_s", positive_float,
+        "a query unanswered this long (s) is answered as failed",
+    ),
+)  # fmt: skip
 
 
 def add_serve_command(sub) -> None:
@@ -37,34 +53,13 @@ def add_serve_command(sub) -> None:
         help="the GPU sharing policy, by its advisor module mlaas_modules/gpu_NAME "
         f"(default {d.policy})",
     )  # fmt: skip
-    p.add_argument(
-        "--qps", type=positive_float, default=d.qps, help=f"target queries/s (default {d.qps:g})"
-    )
-    p.add_argument(
-        "--latency-bound-ms", type=positive_float, default=d.latency_bound_ms,
-        help=f"the latency bound at --latency-percentile (default {d.latency_bound_ms:g} ms)",
-    )  # fmt: skip
-    p.add_argument(
-        "--latency-percentile", type=positive_float, default=d.latency_percentile,
-        help=f"the percentile the bound applies to (default {d.latency_percentile:g}; MLPerf's "
-        "Server uses 99, which needs about 500 queries for LoadGen's early stopping)",
-    )  # fmt: skip
-    p.add_argument(
-        "--min-duration-s", type=positive_float, default=d.min_duration_s,
-        help=f"LoadGen's minimum duration (default {d.min_duration_s:g})",
-    )  # fmt: skip
-    p.add_argument(
-        "--min-queries", type=positive_int, default=d.min_queries,
-        help=f"LoadGen's minimum query count (default {d.min_queries})",
-    )  # fmt: skip
+    for option, field, kind, text in NUMBERS:
+        default = getattr(d, field)
+        p.add_argument(option, type=kind, default=default, help=f"{text} (default {default:g})")
     p.add_argument(
         "--colocate", default="",
         help="best-effort programs beside the server, comma-separated: gpu-burn, "
         "train:MODEL (a profile or a preset, e.g. train:resnet50_b32_training)",
-    )  # fmt: skip
-    p.add_argument(
-        "--query-timeout-s", type=positive_float, default=d.query_timeout_s,
-        help=f"a query unanswered this long is answered as failed (default {d.query_timeout_s:g})",
     )  # fmt: skip
     p.add_argument("--seed", type=integer, default=d.seed, help="LoadGen's and the kernel's seed")
     p.add_argument("--out", type=directory_name, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
@@ -86,10 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = ServeSettings(
-            scenario=args.loadgen, model=args.model, policy=args.policy, qps=args.qps,
-            latency_bound_ms=args.latency_bound_ms, latency_percentile=args.latency_percentile,
-            min_duration_s=args.min_duration_s, min_queries=args.min_queries,
-            colocate=_names(args.colocate), query_timeout_s=args.query_timeout_s, seed=args.seed,
+            scenario=args.loadgen, model=args.model, policy=args.policy,
+            colocate=_names(args.colocate), seed=args.seed,
+            **{field: getattr(args, field) for _, field, _, _ in NUMBERS},
         )  # fmt: skip
         policies = _names(args.compare) if args.compare is not None else ()
         if args.compare is not None and not policies:

@@ -62,10 +62,11 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
     lg, queries, lag = data["loadgen"], data["queries"], data["realtime_lag"]
     latency = lg["latency_ms"]
     met = {True: "met", False: "missed", None: "-"}[data["latency_bound_met"]]
+    bound = f"{data['latency_bound_ms']:g} ms at p{data['latency_percentile']:g}"
     return [
         label, lg["result"],
         *(latency.get(f"p{p}", float("nan")) for p in PERCENTILES),
-        lg["throughput"], f"{met} ({data['latency_bound_ms']:g} ms at p{data['latency_percentile']:g})",
+        lg["throughput"], f"{met} ({bound})",
         f"{queries['answered']}/{queries['issued']}", queries["failed"],
         lag["max_ms"], lag["mean_ms"],
     ]  # fmt: skip

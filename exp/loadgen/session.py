@@ -94,6 +94,15 @@ class ServingKernel:
         self._stop = Notification()
         self._tracing = False
         self._thread = threading.Thread(target=self._run, name="malvos-kernel", daemon=True)
+        try:
+            self._boot()
+        except BaseException:
+            k.shutdown()
+            raise
+
+    def _boot(self) -> None:
+        """Boot, insert the policy's module, start the server and the co-located load."""
+        k, settings = self.kernel, self.settings
         k.boot()
         if settings.policy is not None:
             k.mlaas.insmod(policy_module(settings.policy))
