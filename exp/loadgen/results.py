@@ -60,13 +60,14 @@ def collect(
 
 def row(label: str, data: dict[str, Any]) -> list[Any]:
     lg, queries, lag = data["loadgen"], data["queries"], data["realtime_lag"]
-    latency = lg["latency_ms"]
+    latency, virtual = lg["latency_ms"], data["server_virtual_latency_ms"]
     met = {True: "met", False: "missed", None: "-"}[data["latency_bound_met"]]
     bound = f"{data['latency_bound_ms']:g} ms at p{data['latency_percentile']:g}"
     return [
         label, lg["result"],
         *(latency.get(f"p{p}", float("nan")) for p in PERCENTILES),
         lg["throughput"], f"{met} ({bound})",
+        *(virtual.get(f"p{p}", float("nan")) for p in PERCENTILES),
         f"{queries['answered']}/{queries['issued']}", queries["failed"],
         lag["max_ms"], lag["mean_ms"],
     ]  # fmt: skip
@@ -74,6 +75,7 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
 
 COLUMNS = (
     "policy", "LoadGen", "P50 (ms)", "P90 (ms)", "P99 (ms)", "QPS", "latency bound",
+    "virtual P50", "virtual P90", "virtual P99",
     "answered", "failed", "lag max (ms)", "lag mean (ms)",
 )  # fmt: skip
 
@@ -82,7 +84,10 @@ def describe(settings: dict[str, Any]) -> str:
     colocate = ", ".join(settings["colocate"]) or "nothing"
     return (
         f"{settings['scenario']} scenario, {settings['model']} on an {settings['gpu']} vGPU, "
-        f"target {settings['qps']:g} QPS, beside {colocate}; latencies are LoadGen's (wall clock)."
+        f"target {settings['qps']:g} QPS, beside {colocate}.  Latencies are LoadGen's, in wall "
+        "time; the virtual ones are the server's, from the kernel receiving a query to its "
+        "model's last kernel completing; the lag is how far virtual time fell behind the wall "
+        "clock (the host not keeping up)."
     )
 
 
