@@ -145,6 +145,7 @@ class ServingKernel:
 
     def _begin(self, _arg: Any = None) -> None:
         k = self.kernel
+        k.loop.resync()  # the lag is measured from here, not from boot and warm-up
         k.spawn(self._trace_gpu, caps={**k.server_caps(), "stop": self._stop}, name="gpu-trace")
         self._tracing = True
         self.measuring = True
