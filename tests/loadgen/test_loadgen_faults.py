@@ -58,11 +58,13 @@ def test_queries_for_a_model_not_loaded_fail_and_the_rest_are_served(tmp_path):
 
 
 def test_a_server_that_dies_mid_run_fails_what_it_held_and_every_later_query(tmp_path):
-    data = serve(short_run(server="crashing-server", min_queries=20), tmp_path / "o")
+    out = tmp_path / "o"
+    data = serve(short_run(server="crashing-server", min_queries=20, colocate=("gpu-burn",)), out)
     queries = answered_all(data)
     assert queries["served"] == SERVED_BEFORE_CRASH
     assert queries["failures"] == {"server exited (status -1)": queries["issued"] - 5}
     assert data["server"] == "server exited (status -1)"
+    assert "burn_gemm" in (out / "trace.json").read_text()  # the co-located load ran on
 
 
 def test_a_server_that_never_answers_has_its_queries_timed_out(tmp_path):
