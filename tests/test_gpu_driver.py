@@ -229,3 +229,10 @@ def test_a_driver_given_a_wake_period_answers_sync_late_with_the_exact_completio
         [(done_ns, answered_ns)] = run_program(k, program)
     assert 100_000 <= done_ns < 150_000  # the device's own time: exact
     assert answered_ns >= 500_000  # the answer waited for the driver's next wake
+
+
+def test_a_driver_given_a_bad_wake_period_says_so_and_the_kernel_goes_on():
+    with Kernel(KernelConfig(plan=BootPlan.standard("a100", gpu_args=("soon",)))) as k:
+        k.boot()
+        assert "WAKE_US must be microseconds" in "\n".join(k.log.lines())
+        assert "vgpu" not in [t.name for t in k.tasks.values()]  # the driver exited

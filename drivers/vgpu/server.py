@@ -96,6 +96,7 @@ from kernel.traps import (
 )
 
 SYNC_TICK_US = 20
+FOREVER_US = 3.6e9  # an hour: no WAKE_US is longer
 GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the device works
 REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
 
@@ -393,7 +394,7 @@ def gpu_server(proc):
     a100; WAKE_US, the shortest wait between wakes for callers, to 0."""
     ep = proc.caps["endpoint"]
     driver = GpuDriver(proc.argv[0] if proc.argv else "a100")
-    wake_us = float(proc.argv[1]) if len(proc.argv) > 1 else 0.0
+    wake_us = _wake_us(proc.argv[1]) if len(proc.argv) > 1 else 0.0
     if "mlaas" in proc.caps:
         # Offer the device to kernel-space inference (LAKE): modules' batches
         # then run on this engine, beside the programs' kernels.
@@ -458,6 +459,17 @@ def gpu_server(proc):
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)
                 tick_ns = due_ns
+
+
+def _wake_us(text: str) -> float:
+    """The driver's WAKE_US argument: microseconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < FOREVER_US:
+        raise InvalidArgument(f"vgpu: WAKE_US must be microseconds, 0 or more; got {text!r}")
+    return value
 
 
 def _reap(driver: GpuDriver, only: int | None = None):

@@ -81,16 +81,25 @@ class Ledger:
         return sum(self.finish(record, reason) for record in still)
 
     def summary(self) -> dict[str, Any]:
-        """Counts of issued, answered, served and failed queries, failures by reason."""
+        """Counts of issued, answered, served and failed queries, failures by
+        reason, and each failed query: its place in issue order, its model,
+        why it failed and how long after its issue (ms)."""
         with self._lock:
             records = list(self.records.values())
         failures = Counter(r.outcome for r in records if r.outcome not in (None, OK))
+        failed = [
+            {"query": n, "model": r.model, "reason": r.outcome,
+             "after_ms": round(((r.finished_s or r.issued_s) - r.issued_s) * 1e3, 3)}
+            for n, r in enumerate(records)
+            if r.outcome not in (None, OK)
+        ]  # fmt: skip
         return {
             "issued": len(records),
             "answered": sum(r.outcome is not None for r in records),
             "served": sum(r.outcome == OK for r in records),
             "failed": sum(failures.values()),
             "failures": dict(sorted(failures.items())),
+            "failed_queries": failed,
         }
 
 

@@ -54,6 +54,8 @@ def test_queries_for_a_model_not_loaded_fail_and_the_rest_are_served(tmp_path):
     queries = answered_all(data)
     assert set(queries["failures"]) == {"model 'nosuch_model' is not loaded"}
     assert queries["served"] > 0 and queries["failed"] > 0
+    assert {q["model"] for q in queries["failed_queries"]} == {"nosuch_model"}
+    assert len(queries["failed_queries"]) == queries["failed"]
     assert "model 'nosuch_model' is not loaded" in (tmp_path / "o" / "results.md").read_text()
 
 
