@@ -74,12 +74,6 @@ class Ledger:
             ]
         return sum(self.finish(record, TIMEOUT) for record in overdue)
 
-    def fail_open(self, reason: str) -> int:
-        """Answer every open query as failed for `reason` (the run is ending)."""
-        with self._lock:
-            still = [r for r in self.records.values() if r.outcome is None]
-        return sum(self.finish(record, reason) for record in still)
-
     def summary(self) -> dict[str, Any]:
         """Counts of issued, answered, served and failed queries, failures by
         reason, and each failed query: its place in issue order, its model,

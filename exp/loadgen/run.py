@@ -24,8 +24,6 @@ from exp.loadgen.settings import ServeSettings
 from exp.loadgen.sut import import_loadgen, read_summary, respond, run_test
 from exp.output import results_dir
 
-SERVER_LOST = "run ended before the server answered"
-
 
 def serve(settings: ServeSettings, out: str | Path) -> dict[str, Any]:
     """Run LoadGen against a booted realtime kernel; returns results.json's content."""
@@ -45,8 +43,9 @@ def serve(settings: ServeSettings, out: str | Path) -> dict[str, Any]:
                 run_test(lg, settings, issue, Path(tmp))
             wall_s = time.monotonic() - started
         finally:
+            # LoadGen has had every response (its test returns only then):
+            # none may follow, since a response names LoadGen's own memory.
             sut.stop()
-            ledger.fail_open(SERVER_LOST)
         data = results.collect(settings, read_summary(Path(tmp)), ledger, sut, wall_s)
         results.write(Path(tmp), data, ledger, sut.trace_events)
     return data
