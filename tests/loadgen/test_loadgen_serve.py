@@ -7,6 +7,7 @@ import json
 from conftest import MODEL, short_run
 
 from exp.loadgen import serve
+from image import cli
 
 
 def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
@@ -28,3 +29,20 @@ def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
     events = json.loads((out / "trace.json").read_text())["traceEvents"]
     assert any(e.get("cat") == "gpu" and e["name"].startswith(MODEL) for e in events)
     assert sum(e.get("cat") == "query" for e in events) == queries["served"]
+
+
+def test_compare_runs_each_policy_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["serve", "--loadgen", "Server", "--compare", "mps,lithos", "--out", str(out),
+            "--min-duration-s", "0.5", "--min-queries", "5", "--latency-bound-ms", "10000"]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| mps |" in printed and "| lithos |" in printed
+    data = json.loads((out / "results.json").read_text())
+    assert data["compare"] == ["mps", "lithos"]
+    for policy in ("mps", "lithos"):
+        run = data["runs"][policy]
+        assert run["settings"]["policy"] == policy
+        assert run["queries"]["answered"] == run["queries"]["issued"] >= 5
+        assert (out / policy / "mlperf_log_summary.txt").exists()
+    assert "| lithos |" in (out / "results.md").read_text()
