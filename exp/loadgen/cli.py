@@ -8,6 +8,7 @@ every refusal into one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from exp.output import directory_name, integer, positive_float, positive_int
@@ -95,6 +96,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (LoadgenMissing, SettingsError, ServeError) as exc:
         print(f"malv serve: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("malv serve: interrupted; nothing was written", file=sys.stderr)
+        # LoadGen's own threads outlive a test cut short, and would call into
+        # an interpreter shutting down: leave now (the kernel is stopped).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     print(table(data), end="")
     print(f"results in {args.out}")
     return 0

@@ -89,11 +89,11 @@ def run_test(
     log_settings.enable_trace = False
     sut = lg.ConstructSUT(issue_queries, flush_queries)
     qsl = lg.ConstructQSL(s.samples, s.samples, load_samples, load_samples)
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, test_settings(lg, s), log_settings)
-    finally:
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+    # Not in a `finally`: a test cut short (Ctrl-C in a callback) leaves
+    # LoadGen's threads running, and they may still call these.
+    lg.StartTestWithLogSettings(sut, qsl, test_settings(lg, s), log_settings)
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
 
 
 def respond(lg: ModuleType) -> Callable[[list[int]], None]:
