@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exp.loadgen import LoadgenMissing, ServeError, ServeSettings, SettingsError, compare, serve
     from exp.loadgen.results import table
     from exp.loadgen.settings import policy_module
+    from exp.loadgen.sut import import_loadgen
 
     try:
         settings = ServeSettings(
@@ -92,6 +93,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for policy in policies:
             policy_module(policy)
         check_model(settings)
+        import_loadgen()  # a missing LoadGen is said before anything else
+        runs = ", ".join(policies or (str(settings.policy),))
+        print(
+            f"malv serve: LoadGen {settings.scenario}, at least {settings.min_duration_s:g} s "
+            f"and {settings.min_queries} queries per run ({runs})",
+            file=sys.stderr,
+        )
         data = compare(settings, policies, args.out) if policies else serve(settings, args.out)
     except (LoadgenMissing, SettingsError, ServeError) as exc:
         print(f"malv serve: {exc}", file=sys.stderr)

@@ -54,6 +54,7 @@ def collect(
         },
         "realtime_lag": sut.lag.report(),
         "server": sut.port.down or "up",
+        "server_models": list(sut.port.models),
         "wall_s": wall_s,
     }
 
