@@ -328,7 +328,7 @@ class GpuDriver:
         try:
             desc = KernelDesc(
                 name=spec.name, grid_blocks=spec.grid_blocks, blocks_per_tpc=spec.blocks_per_tpc,
-                block_duration_ns=int(spec.block_us * 1000), mem_fraction=spec.mem_fraction,
+                block_duration_ns=round(spec.block_us * 1000), mem_fraction=spec.mem_fraction,
                 priority=spec.priority,
             )  # fmt: skip
             if spec.mask is not None:

@@ -22,6 +22,8 @@ from kernel.ipc import Notification
 
 
 class QueryPort:
+    """The device: queries waiting for the server, the one it serves, and its interrupt."""
+
     def __init__(self, kernel: Any, ledger: Ledger) -> None:
         self.kernel = kernel
         self.ledger = ledger
