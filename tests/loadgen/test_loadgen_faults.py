@@ -50,7 +50,8 @@ def answered_all(data) -> dict:
 
 
 def test_queries_for_a_model_not_loaded_fail_and_the_rest_are_served(tmp_path):
-    data = serve(short_run(sample_models=(MODEL, "nosuch_model"), min_queries=20), tmp_path / "o")
+    settings = short_run(sample_models=(MODEL, "nosuch_model"), min_queries=20, min_duration_s=1.0)
+    data = serve(settings, tmp_path / "o")
     queries = answered_all(data)
     assert set(queries["failures"]) == {"model 'nosuch_model' is not loaded"}
     assert queries["served"] > 0 and queries["failed"] > 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from conftest import MODEL, short_run
 
 from exp.loadgen import serve
@@ -46,3 +48,23 @@ def test_compare_runs_each_policy_and_prints_the_table(tmp_path, capsys):
         assert run["queries"]["answered"] == run["queries"]["issued"] >= 5
         assert (out / policy / "mlperf_log_summary.txt").exists()
     assert "| lithos |" in (out / "results.md").read_text()
+
+
+ORION = Path(__file__).resolve().parents[2].parent / "shared" / "workloads" / "orion"
+
+
+@pytest.mark.skipif(
+    not (ORION / "resnet50_4_fwd.csv").is_file(), reason=f"the Orion profiles are not in {ORION}"
+)
+def test_the_server_runs_a_real_profile_beside_a_real_training_profile(tmp_path):
+    model, training = ORION / "resnet50_4_fwd.csv", ORION / "resnet50_32_fb1.csv"
+    out = tmp_path / "orion"
+    settings = short_run(
+        model=str(model), colocate=(f"train:{training}",), min_queries=20, min_duration_s=1.0
+    )
+    data = serve(settings, out)
+    queries = data["queries"]
+    assert data["server_models"] == ["resnet50_4_fwd"]
+    assert queries["served"] == queries["issued"] >= 20
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    assert len({e["tid"] for e in events if e.get("cat") == "gpu"}) == 2  # server, training
