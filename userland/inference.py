@@ -17,18 +17,19 @@ kernel completed, or with why it could not be served.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from kernel.traps import MapDevice, Wait
-from userland.gpulib import open_context
+from kernel.traps import MapDevice, Spawn, Wait
+from userland.gpulib import GpuContext, open_context
 from userland.lib import UsageError, int_arg, println, program
 
 HIGH_PRIORITY = 1
 BEST_EFFORT = 0
 
 
-def load_model(spec: str, priority: int) -> tuple[str, Any]:
-    """A model's name and its kernels as one launch graph, at `priority`."""
+def load_model(spec: str, priority: int, stream: int = 0) -> tuple[str, Any]:
+    """A model's name and its kernels as one launch graph on `stream`, at `priority`."""
     from drivers.vgpu.errors import GpuError
     from drivers.vgpu.traces import load_workload
     from userland.gpulib import LaunchGraph, LaunchSpec
@@ -45,6 +46,7 @@ def load_model(spec: str, priority: int) -> tuple[str, Any]:
             blocks_per_tpc=k.blocks_per_tpc,
             mem_fraction=k.mem_fraction,
             priority=priority,
+            stream=stream,
         )  # fmt: skip
         for k in workload.kernels
     )
@@ -56,23 +58,11 @@ def run_model(ctx, graph: Any):
     return (yield from ctx.sync((yield from ctx.launch_graph(graph))))
 
 
-@program
-def inference_server(proc):
-    """inference-server MODEL...: serve queries from the `queries` device with
-    the models named (profile paths or presets), one query at a time."""
-    if not proc.argv:
-        raise UsageError("usage: inference-server MODEL...")
-    if "queries" not in proc.caps or "irq" not in proc.caps:
-        raise UsageError("no queries device (malv serve starts the server with one)")
-    models = dict(load_model(spec, HIGH_PRIORITY) for spec in proc.argv)
+def serve_queries(proc, ctx, models: dict[str, Any]):
+    """Take queries from the `queries` device and answer each, one at a time,
+    until the device has no server any more."""
     port = yield MapDevice(proc.caps["queries"])
-    ctx = yield from open_context(proc)
-    for graph in models.values():
-        # A first run of each model: the device's first use (compiling or
-        # loading the engine) is not charged to the first query.
-        yield from run_model(ctx, graph)
-    port.ready(tuple(models))
-    while True:
+    while port.down is None:
         query = port.take()
         if query is None:
             yield Wait(proc.caps["irq"])
@@ -82,6 +72,45 @@ def inference_server(proc):
             port.fail(query, f"model {query.model!r} is not loaded")
             continue
         port.complete(query, (yield from run_model(ctx, graph)))
+
+
+def _server_args(argv: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """``[-s STREAMS] MODEL...`` as (streams, models)."""
+    streams = 1
+    if argv[:1] == ("-s",):
+        streams = int_arg(argv, 1, "streams", minimum=1)
+        argv = argv[2:]
+    if not argv:
+        raise UsageError("usage: inference-server [-s STREAMS] MODEL...")
+    return streams, tuple(argv)
+
+
+@program
+def inference_server(proc):
+    """inference-server [-s STREAMS] MODEL...: serve queries from the `queries`
+    device with the models named (profile paths or presets), up to STREAMS
+    (default 1) at a time, each on a stream of its own of one GPU context."""
+    streams, specs = _server_args(tuple(proc.argv))
+    if "queries" not in proc.caps or "irq" not in proc.caps:
+        raise UsageError("no queries device (malv serve starts the server with one)")
+    by_stream = [dict(load_model(spec, HIGH_PRIORITY, i) for spec in specs) for i in range(streams)]
+    ctx = yield from open_context(proc)
+    for graph in by_stream[0].values():
+        # A first run of each model: the device's first use (compiling or
+        # loading the engine) is not charged to the first query.
+        yield from run_model(ctx, graph)
+    caps = {"queries": proc.caps["queries"], "irq": proc.caps["irq"], "ctx": ctx.cap}
+    for i in range(1, streams):
+        stream = functools.partial(_stream_server, ctx=ctx.ctx, models=by_stream[i])
+        yield Spawn(stream, caps=caps, name=f"{proc.name}/{i}")
+    port = yield MapDevice(proc.caps["queries"])
+    port.ready(tuple(by_stream[0]))
+    yield from serve_queries(proc, ctx, by_stream[0])
+
+
+def _stream_server(proc, ctx: int, models: dict[str, Any]):
+    """One more stream of the server: its context, by the cap it was handed."""
+    yield from serve_queries(proc, GpuContext(ctx, proc.caps["ctx"]), models)
 
 
 @program

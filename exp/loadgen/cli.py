@@ -26,8 +26,13 @@ NUMBERS = (
     ("--min-duration-s", "min_duration_s", positive_float, "LoadGen's minimum duration (s)"),
     ("--min-queries", "min_queries", positive_int, "LoadGen's minimum query count"),
     (
+        "--streams", "server_streams", positive_int,
+        "queries the server runs at once, each on a GPU stream of its own",
+    ),
+    (
         "--query-timeout-s", "query_timeout_s", positive_float,
-        "a query unanswered this long (s) is answered as failed",
+        "a query unanswered this long (s) is answered as failed (Offline: plus twice "
+        "the run's expected length)",
     ),
 )  # fmt: skip
 
@@ -56,7 +61,10 @@ def add_serve_command(sub) -> None:
     )  # fmt: skip
     for option, field, kind, text in NUMBERS:
         default = getattr(d, field)
-        p.add_argument(option, type=kind, default=default, help=f"{text} (default {default:g})")
+        p.add_argument(
+            option, dest=field, metavar=option[2:].upper().replace("-", "_"), type=kind,
+            default=default, help=f"{text} (default {default:g})",
+        )  # fmt: skip
     p.add_argument(
         "--colocate", default="",
         help="best-effort programs beside the server, comma-separated: gpu-burn, "

@@ -22,14 +22,14 @@ from kernel.ipc import Notification
 
 
 class QueryPort:
-    """The device: queries waiting for the server, the one it serves, and its interrupt."""
+    """The device: queries waiting for the server, those it serves, and its interrupt."""
 
     def __init__(self, kernel: Any, ledger: Ledger) -> None:
         self.kernel = kernel
         self.ledger = ledger
         self.irq = Notification()
         self.queue: deque[QueryRecord] = deque()
-        self.serving: QueryRecord | None = None  # taken by the server, not yet answered
+        self.serving: dict[int, QueryRecord] = {}  # taken by the server, not yet answered
         self.server_pid = 0
         self.models: tuple[str, ...] = ()
         self.is_ready = threading.Event()  # the server has loaded its models
@@ -47,7 +47,8 @@ class QueryPort:
                 self.ledger.finish(record, self.down)
             return
         self.queue.extend(records)
-        self.kernel.raise_irq(self.irq, 1)
+        for _ in records:  # each wakes one of the server's streams that waits
+            self.kernel.raise_irq(self.irq, 1)
 
     def check_server(self) -> None:
         """Fail what the server held if it is gone (killed, crashed or exited)."""
@@ -55,11 +56,10 @@ class QueryPort:
             return
         code = self.kernel.exit_codes.get(self.server_pid)
         self.down = f"server exited (status {code})" if code is not None else "server exited"
-        held = [self.serving] if self.serving is not None else []
-        for record in held + list(self.queue):
+        for record in [*self.serving.values(), *self.queue]:
             self.ledger.finish(record, self.down)
         self.queue.clear()
-        self.serving = None
+        self.serving.clear()
         self.is_ready.set()  # nobody waits for a server that is gone
 
     # -- the device's registers, as the server sees them ------------------------
@@ -73,14 +73,14 @@ class QueryPort:
         while self.queue:
             record = self.queue.popleft()
             if record.outcome is None:
-                self.serving = record
+                self.serving[record.query_id] = record
                 return record
         return None
 
     def complete(self, record: QueryRecord, done_ns: int) -> None:
-        self.serving = None
+        self.serving.pop(record.query_id, None)
         self.ledger.finish(record, OK, done_ns)
 
     def fail(self, record: QueryRecord, reason: str) -> None:
-        self.serving = None
+        self.serving.pop(record.query_id, None)
         self.ledger.finish(record, reason)

@@ -38,9 +38,14 @@ def collect(
     served = [r for r in ledger.records.values() if r.outcome == OK and r.done_ns is not None]
     virtual_ms = np.array([(r.done_ns - r.delivered_ns) / 1e6 for r in served])
     bound_key = f"p{settings.latency_percentile:g}"
-    measured = summary["latency_ms"].get(bound_key)
+    # Offline has no latency bound: LoadGen measures its throughput only.
+    measured = None if settings.scenario == "Offline" else summary["latency_ms"].get(bound_key)
+    failed = queries["failed"]
     return {
         "settings": attrs.asdict(settings),
+        # LoadGen counts a failed query's response like any other: a run
+        # with failures is not VALID here, whatever LoadGen says.
+        "result": summary["result"] if not failed else f"INVALID ({failed} failed)",
         "loadgen": summary,
         "latency_bound_ms": settings.latency_bound_ms,
         "latency_percentile": settings.latency_percentile,
@@ -65,7 +70,7 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
     met = {True: "met", False: "missed", None: "-"}[data["latency_bound_met"]]
     bound = f"{data['latency_bound_ms']:g} ms at p{data['latency_percentile']:g}"
     return [
-        label, lg["result"],
+        label, data["result"],
         *(latency.get(f"p{p}", float("nan")) for p in PERCENTILES),
         lg["throughput"], f"{met} ({bound})",
         *(virtual.get(f"p{p}", float("nan")) for p in PERCENTILES),
@@ -75,7 +80,7 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
 
 
 COLUMNS = (
-    "policy", "LoadGen", "P50 (ms)", "P90 (ms)", "P99 (ms)", "QPS", "latency bound",
+    "policy", "result", "P50 (ms)", "P90 (ms)", "P99 (ms)", "QPS", "latency bound",
     "virtual P50", "virtual P90", "virtual P99",
     "answered", "failed", "lag max (ms)", "lag mean (ms)",
 )  # fmt: skip
@@ -85,7 +90,8 @@ def describe(settings: dict[str, Any]) -> str:
     colocate = ", ".join(settings["colocate"]) or "nothing"
     return (
         f"{settings['scenario']} scenario, {settings['model']} on an {settings['gpu']} vGPU, "
-        f"target {settings['qps']:g} QPS, beside {colocate}.  Latencies are LoadGen's, in wall "
+        f"target {settings['qps']:g} QPS, beside {colocate}.  The result is LoadGen's, "
+        "INVALID when queries failed.  Latencies are LoadGen's, in wall "
         "time; the virtual ones are the server's, from the kernel receiving a query to its "
         "model's last kernel completing; the lag is how far virtual time fell behind the wall "
         "clock (the host not keeping up)."

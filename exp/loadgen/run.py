@@ -29,7 +29,7 @@ def serve(settings: ServeSettings, out: str | Path) -> dict[str, Any]:
     """Run LoadGen against a booted realtime kernel; returns results.json's content."""
     lg = import_loadgen()  # before anything boots: LoadgenMissing says how to install it
     with results_dir(str(out)) as tmp:
-        ledger = Ledger(respond(lg), settings.query_timeout_s)
+        ledger = Ledger(respond(lg), settings.timeout_s())
         sut = ServingKernel(settings, ledger)
         try:
             sut.start()

@@ -108,7 +108,7 @@ class ServingKernel:
             k.mlaas.insmod(policy_module(settings.policy))
         caps = k.server_caps()
         self.port.server_pid = k.spawn(
-            settings.server, (settings.model,),
+            settings.server, ("-s", str(settings.server_streams), settings.model),
             caps={**caps, "queries": self.port, "irq": self.port.irq},
         )  # fmt: skip
         for item in settings.colocate:

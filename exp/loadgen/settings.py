@@ -49,6 +49,11 @@ def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise SettingsError(f"{attribute.name} must be finite, got {value!r}")
 
 
+def _count(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if type(value) is not int or value < 1:
+        raise SettingsError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
 def _percentile(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 100:
         raise SettingsError(f"{attribute.name} must be a percent within (0, 100), got {value!r}")
@@ -88,7 +93,7 @@ class ServeSettings:
     latency_bound_ms: float = attrs.field(default=50.0, validator=_positive)
     latency_percentile: float = attrs.field(default=90.0, validator=_percentile)
     min_duration_s: float = attrs.field(default=10.0, validator=_positive)
-    min_queries: int = attrs.field(default=100, validator=_positive)
+    min_queries: int = attrs.field(default=100, validator=_count)
     colocate: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_colocate)
     #: A query unanswered this long after LoadGen issued it is answered as failed.
     query_timeout_s: float = attrs.field(default=2.0, validator=_positive)
@@ -97,10 +102,22 @@ class ServeSettings:
     driver_wake_us: float = attrs.field(default=500.0, validator=_positive)
     gpu: str = "a100"
     seed: int = 0
-    samples: int = attrs.field(default=64, validator=_positive)
+    samples: int = attrs.field(default=64, validator=_count)
     sample_models: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Queries the server runs at once, each on a GPU stream of its own.
+    server_streams: int = attrs.field(default=1, validator=_count)
     #: The server program's name in the program table (tests name a faulty one).
     server: str = "inference-server"
+
+    def timeout_s(self) -> float:
+        """How long a query may wait for its answer: `query_timeout_s`; in
+        Offline, where LoadGen issues every query at once, plus twice the
+        time its queries take at the expected rate (LoadGen issues the
+        larger of the minimum count and 1.1 times rate times duration)."""
+        if self.scenario != "Offline":
+            return self.query_timeout_s
+        queries = max(self.min_queries, 1.1 * self.qps * self.min_duration_s)
+        return self.query_timeout_s + 2 * queries / self.qps
 
     def model_of(self, sample_index: int) -> str:
         """The model a QSL sample asks for (by name, as the server knows it)."""

@@ -17,6 +17,7 @@ def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
     data = serve(short_run(), out)
 
     assert data["loadgen"]["result"] == "VALID", (data["loadgen"], data["realtime_lag"])
+    assert data["result"] == "VALID"
     queries = data["queries"]
     assert queries["issued"] >= 50
     assert queries["answered"] == queries["served"] == queries["issued"]
@@ -68,3 +69,18 @@ def test_the_server_runs_a_real_profile_beside_a_real_training_profile(tmp_path)
     assert queries["served"] == queries["issued"] >= 20
     events = json.loads((out / "trace.json").read_text())["traceEvents"]
     assert len({e["tid"] for e in events if e.get("cat") == "gpu"}) == 2  # server, training
+
+
+def test_a_server_with_two_streams_runs_two_queries_at_once(tmp_path):
+    out = tmp_path / "offline"
+    settings = short_run(scenario="Offline", server_streams=2, min_queries=16, min_duration_s=0.2)
+    data = serve(settings, out)
+    queries = data["queries"]
+    assert queries["served"] == queries["issued"] >= 16
+    slices = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in json.loads((out / "trace.json").read_text())["traceEvents"]
+        if e.get("cat") == "query"
+    )
+    # Offline issues every query at once: with two streams, one starts before the last ends.
+    assert any(later[0] < earlier[1] for earlier, later in zip(slices, slices[1:], strict=False))
