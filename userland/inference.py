@@ -12,7 +12,9 @@ high priority), the training job at 0, best effort.
 The server's queries come from the `queries` device (exp/loadgen/port.py,
 mapped with MapDevice), which interrupts it on `irq` when queries arrive;
 it answers each on the same device, with the virtual time its model's last
-kernel completed, or with why it could not be served.
+kernel completed, or with why it could not be served.  With ``-s N`` it
+serves N queries at once: N-1 child tasks share its GPU context, each
+serving on a stream of its own.
 """
 
 from __future__ import annotations
