@@ -72,7 +72,7 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
     return [
         label, data["result"],
         *(latency.get(f"p{p}", float("nan")) for p in PERCENTILES),
-        lg["throughput"], f"{met} ({bound})",
+        "-" if lg["throughput"] is None else lg["throughput"], f"{met} ({bound})",
         *(virtual.get(f"p{p}", float("nan")) for p in PERCENTILES),
         f"{queries['answered']}/{queries['issued']}", queries["failed"],
         lag["max_ms"], lag["mean_ms"],
