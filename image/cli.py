@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from exp.loadgen.cli import add_serve_command
 from exp.output import OneLineParser, integer, nonnegative_int
 from kernel import Kernel, KernelConfig
 from kernel.log import FORMATS
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the experiment's options (--out DIR, --quick, --seed N)",
     )
     exp.set_defaults(func=cmd_exp)
+
+    add_serve_command(sub)
 
     lab = sub.add_parser(
         "lab", help="graded labs for OS courses: list, start NAME, grade NAME [DIR]"

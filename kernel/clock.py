@@ -172,6 +172,9 @@ class EventLoop:
         """The virtual time the wall clock has reached (max speed: no limit)."""
         return self.now_ns
 
+    def resync(self) -> None:
+        """Max speed: there is no wall clock to follow."""
+
     def _pace(self, when_ns: int) -> None:
         """Max speed: never wait."""
 
@@ -209,6 +212,13 @@ class RealtimeLoop(EventLoop):
         super().stop()
         with self._cond:
             self._cond.notify()
+
+    def resync(self) -> None:
+        """Pace from here: the wall clock now is virtual time now.  A lag
+        built up so far (a slow start) is forgotten, not caught up on; call
+        it on the loop's thread, before a measurement starts."""
+        self._wall0 = time.monotonic()
+        self._virt0 = self.now_ns
 
     def _wall_deadline(self, when_ns: int) -> float:
         return self._wall0 + (when_ns - self._virt0) / 1e9 / self.speed

@@ -147,12 +147,15 @@ class BootPlan:
                 raise ConfigError(f"servers: two servers are named {name!r}")
 
     @classmethod
-    def standard(cls, gpu: str | None = "a100", init: str = "init") -> BootPlan:
-        """A host's plan: the console, and the vGPU driver when there is a GPU."""
+    def standard(
+        cls, gpu: str | None = "a100", init: str = "init", gpu_args: tuple[str, ...] = ()
+    ) -> BootPlan:
+        """A host's plan: the console, and the vGPU driver when there is a GPU
+        (`gpu_args` follow the preset on the driver's command line)."""
         servers = [ServerSpec("console", "console", devices=("tty", "irq"))]
         if gpu is not None:
             # The driver gets the MLaaS core too: it offers the vGPU to kernel-space inference.
-            servers.append(ServerSpec("gpu", "vgpu", args=(gpu,), devices=("mlaas",)))
+            servers.append(ServerSpec("gpu", "vgpu", args=(gpu, *gpu_args), devices=("mlaas",)))
         return cls(tuple(servers), init)
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import busy
-from exp import crossover, memory, sched, sharing, vms
+from exp import crossover, loadgen, memory, sched, sharing, vms
 from exp.output import OneLineParser
 from image import cli
 
@@ -146,6 +146,7 @@ def nothing_runs(monkeypatch, tmp_path):
     for module, name in (
         (memory, "measure"), (sched, "measure"), (crossover, "measure"),
         (sharing.running, "run_jobs"), (vms, "run_mode"), (cli, "boot_headless"), (busy, "run"),
+        (loadgen, "serve"), (loadgen, "compare"),
     ):  # fmt: skip
         monkeypatch.setattr(module, name, _would_run)
     monkeypatch.setattr(cli, "importlib", _Importlib())
@@ -177,7 +178,7 @@ def test_fuzzed_experiment_options_exit_0_or_2_with_one_line(name, nothing_runs,
     assert codes == {0, 2}  # both accepted and refused argument lists were tried
 
 
-@pytest.mark.parametrize("command", ["boot", "bench", "busy"])
+@pytest.mark.parametrize("command", ["boot", "bench", "busy", "serve"])
 def test_fuzzed_command_options_exit_0_or_2_with_one_line(command, nothing_runs, capsys):
     if command == "busy":
         options = [
@@ -196,7 +197,10 @@ def test_fuzzed_command_options_exit_0_or_2_with_one_line(command, nothing_runs,
     @FUZZ
     @given(argv=argv_for(options), name=names, tail=st.sampled_from([[], ["--", "true"]]))
     def check(argv, name, tail):
-        argv = [name, *argv] if command == "bench" else argv
+        if command == "bench":
+            argv = [name, *argv]
+        elif command == "serve":
+            argv = ["--loadgen", "Server", *argv]
         code, err = run_cli([command, *argv, *tail], capsys)
         assert code in (0, 2), (argv, err)
         assert code == 0 or one_line(err), (argv, err)

@@ -60,3 +60,11 @@ def test_realtime_loop_accepts_events_injected_from_another_thread():
     loop.run(until_ns=2_000_000_000)
     assert got == ["hello"]
     assert loop.now_ns < 2_000_000_000
+
+
+def test_resync_forgets_the_lag_a_realtime_loop_built_up():
+    loop = RealtimeLoop()
+    time.sleep(0.05)  # the loop ran nothing: virtual time is 50 ms behind the wall clock
+    assert loop.wall_virtual_ns() - loop.now_ns >= 40_000_000
+    loop.resync()
+    assert loop.wall_virtual_ns() - loop.now_ns < 40_000_000

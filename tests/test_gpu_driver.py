@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
-from drivers.vgpu.server import LaunchSpec
-from kernel import Kernel, Message
+from drivers.vgpu.server import LaunchGraph, LaunchSpec
+from kernel import Kernel, KernelConfig, Message
+from kernel.config import BootPlan
 from kernel.errors import CapabilityError
-from kernel.traps import Call, Sleep, Spawn, WaitPid
+from kernel.traps import Call, GetTime, Sleep, Spawn, WaitPid
 from userland.gpulib import open_context
+from userland.lib import UsageError
 
 
 def run_program(k: Kernel, program) -> list:
@@ -47,6 +49,28 @@ def test_kernels_of_one_stream_run_in_order_and_sync_returns_after_them(malv_ker
     first_done, all_done = run_program(malv_kernel, program)
     assert 100_000 <= first_done < 200_000
     assert all_done >= first_done + 100_000
+
+
+def test_a_launch_graph_runs_its_kernels_in_order_and_a_bad_one_launches_nothing(
+    malv_kernel: Kernel,
+):
+    def program(proc, log):
+        ctx = yield from open_context(proc)
+        spec = LaunchSpec("k", grid_blocks=108, block_us=100.0)  # one wave: 100 µs
+        t0 = yield from ctx.sync()
+        last = yield from ctx.launch_graph(LaunchGraph((spec, spec, spec)))
+        log.append((yield from ctx.sync(last)) - t0)
+        bad = LaunchGraph((spec, LaunchSpec("bad", grid_blocks=0, block_us=1.0)))
+        try:
+            yield from ctx.launch_graph(bad)
+        except UsageError as exc:
+            log.append(str(exc))
+        log.append((yield Call(proc.caps["gpu"], Message("stats"))).msg.payload.stats)
+
+    done, refused, stats = run_program(malv_kernel, program)
+    assert done >= 300_000  # three waves, one after the other
+    assert "grid_blocks" in refused
+    assert stats.kernels_completed == 3  # the refused graph launched nothing
 
 
 def test_a_program_cannot_touch_another_programs_context(malv_kernel: Kernel):
@@ -188,3 +212,27 @@ def test_a_killed_programs_context_is_reclaimed_with_its_memory(malv_kernel: Ker
     assert re.search(r"memory 0\.00/40 GB", view)
     assert not re.search(r"^\|\s+1\s+program", view, re.M)
     assert "context reclaimed" in k.shell("dmesg")
+
+
+def test_a_driver_given_a_wake_period_answers_sync_late_with_the_exact_completion_time():
+    plan = BootPlan.standard("a100", gpu_args=("500",))  # wake at most every 500 µs
+    with Kernel(KernelConfig(plan=plan)) as k:
+        k.boot()
+
+        def program(proc, log):
+            ctx = yield from open_context(proc)
+            t0 = yield from ctx.sync()
+            kernel = yield from ctx.launch(LaunchSpec("k", grid_blocks=108, block_us=100.0))
+            done = yield from ctx.sync(kernel)
+            log.append((done - t0, (yield GetTime()) - t0))
+
+        [(done_ns, answered_ns)] = run_program(k, program)
+    assert 100_000 <= done_ns < 150_000  # the device's own time: exact
+    assert answered_ns >= 500_000  # the answer waited for the driver's next wake
+
+
+def test_a_driver_given_a_bad_wake_period_says_so_and_the_kernel_goes_on():
+    with Kernel(KernelConfig(plan=BootPlan.standard("a100", gpu_args=("soon",)))) as k:
+        k.boot()
+        assert "WAKE_US must be microseconds" in "\n".join(k.log.lines())
+        assert "vgpu" not in [t.name for t in k.tasks.values()]  # the driver exited

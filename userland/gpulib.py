@@ -12,14 +12,15 @@ from typing import Any
 from kernel.traps import Call, Message
 from userland.lib import UsageError
 
-__all__ = ["GpuContext", "gpu_request", "open_context"]  # and LaunchSpec, by __getattr__
+# LaunchSpec and LaunchGraph too, by __getattr__.
+__all__ = ["GpuContext", "gpu_request", "open_context"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "LaunchSpec":
-        from drivers.vgpu.server import LaunchSpec
+    if name in ("LaunchSpec", "LaunchGraph"):
+        from drivers.vgpu import server
 
-        return LaunchSpec
+        return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -47,6 +48,10 @@ class GpuContext:
 
     def launch(self, spec: Any):  # a drivers.vgpu.server.LaunchSpec
         return (yield from gpu_request(self.cap, "launch", spec)).msg.payload
+
+    def launch_graph(self, graph: Any):  # a drivers.vgpu.server.LaunchGraph
+        """Launch a graph's kernels with one request; returns the last one's id."""
+        return (yield from gpu_request(self.cap, "launch_graph", graph)).msg.payload
 
     def sync(self, kernel_id: int | None = None):
         return (yield from gpu_request(self.cap, "sync", kernel_id)).msg.payload

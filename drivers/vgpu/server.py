@@ -24,6 +24,7 @@ Requests (all are Calls; errors come back as ``Message("error", text)``):
 | context | `alloc`          | bytes                     | `handle` id                   |
 | context | `free`           | handle                    | `ok`                          |
 | context | `launch`         | `LaunchSpec`              | `launched` kernel id          |
+| context | `launch_graph`   | `LaunchGraph`             | `launched` its last kernel id |
 | context | `sync`           | kernel id or None (all)   | `done` completion time (ns)   |
 | context | `poll`           | kernel id                 | `done` time, or `running`     |
 | context | `destroy`        | -                         | `ok`                          |
@@ -35,7 +36,12 @@ GPU timing are exact.  While a caller waits, the server sets its alarm for
 the next instant anything can change on the device (a group of blocks
 ending, a clock change, a policy timer), so a `sync` is answered when the
 work completes; where the device is ahead of the kernel's time it polls
-every `SYNC_TICK_US`.
+every `SYNC_TICK_US`.  A driver started with a WAKE_US argument waits at
+least that long between such wakes: a realtime kernel whose host cannot
+afford a wake at every device event (a busy device under load from the
+wall clock, `malv serve`) answers a `sync` up to WAKE_US late.  The device
+itself stays exact (the scheduler runs every completion and timer in order
+on each wake), and the answer carries the exact completion time.
 The driver also offers the device to kernel-space inference: boot hands it a
 cap to the MLaaS core, and it registers a vGPU inference back end sharing its
 engine, so advisors' batches and programs' kernels contend for the same TPCs.
@@ -90,6 +96,7 @@ from kernel.traps import (
 )
 
 SYNC_TICK_US = 20
+FOREVER_US = 3.6e9  # an hour: no WAKE_US is longer
 GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the device works
 REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
 
@@ -106,6 +113,14 @@ class LaunchSpec:
     priority: int = 0
     stream: int = 0
     mask: int | None = None
+
+
+@attrs.frozen
+class LaunchGraph:
+    """Kernels launched with one request, in order (as a CUDA graph is): an
+    inference server launches a model's whole forward pass at once."""
+
+    launches: tuple[LaunchSpec, ...] = attrs.field(converter=tuple)
 
 
 @attrs.frozen
@@ -293,14 +308,27 @@ class GpuDriver:
         return ctx
 
     def launch(self, ctx: _Context, spec: Any) -> int:
-        from drivers.vgpu.work import KernelDesc
-
         if not isinstance(spec, LaunchSpec):
             raise GpuRequestError(f"launch needs a LaunchSpec, got {type(spec).__name__}")
+        return self._submit(ctx, spec, self._kernel_desc(spec))
+
+    def launch_graph(self, ctx: _Context, graph: Any) -> int:
+        """Launch a graph's kernels in order; returns the last one's id.  Every
+        kernel is checked before any is launched."""
+        if not isinstance(graph, LaunchGraph) or not graph.launches:
+            raise GpuRequestError("launch_graph needs a LaunchGraph of at least one LaunchSpec")
+        if not all(isinstance(spec, LaunchSpec) for spec in graph.launches):
+            raise GpuRequestError("a LaunchGraph holds LaunchSpecs only")
+        descs = [self._kernel_desc(spec) for spec in graph.launches]
+        return [self._submit(ctx, s, d) for s, d in zip(graph.launches, descs, strict=True)][-1]
+
+    def _kernel_desc(self, spec: LaunchSpec) -> Any:
+        from drivers.vgpu.work import KernelDesc
+
         try:
             desc = KernelDesc(
                 name=spec.name, grid_blocks=spec.grid_blocks, blocks_per_tpc=spec.blocks_per_tpc,
-                block_duration_ns=int(spec.block_us * 1000), mem_fraction=spec.mem_fraction,
+                block_duration_ns=round(spec.block_us * 1000), mem_fraction=spec.mem_fraction,
                 priority=spec.priority,
             )  # fmt: skip
             if spec.mask is not None:
@@ -309,6 +337,9 @@ class GpuDriver:
                 check_mask(spec.mask, self.engine.spec.n_tpcs)
         except (ValueError, TypeError) as exc:
             raise GpuRequestError(str(exc)) from None
+        return desc
+
+    def _submit(self, ctx: _Context, spec: LaunchSpec, desc: Any) -> int:
         kernel_id = self.engine.add_kernel(desc)
         ctx.specs[kernel_id] = spec
         if self.timeline is not None:
@@ -359,9 +390,11 @@ class GpuDriver:
 
 
 def gpu_server(proc):
-    """The vGPU driver task.  argv[0] is the device preset (default a100)."""
+    """The vGPU driver task: ``vgpu [PRESET] [WAKE_US]``.  PRESET defaults to
+    a100; WAKE_US, the shortest wait between wakes for callers, to 0."""
     ep = proc.caps["endpoint"]
     driver = GpuDriver(proc.argv[0] if proc.argv else "a100")
+    wake_us = _wake_us(proc.argv[1]) if len(proc.argv) > 1 else 0.0
     if "mlaas" in proc.caps:
         # Offer the device to kernel-space inference (LAKE): modules' batches
         # then run on this engine, beside the programs' kernels.
@@ -421,10 +454,22 @@ def gpu_server(proc):
                 event_ns = driver.next_event_ns(now)
                 if event_ns is not None:
                     period_us = (event_ns - now + 0.5) / 1000 if event_ns > now else SYNC_TICK_US
+                    period_us = max(period_us, wake_us)
             due_ns = now + int(period_us * 1000)
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)
                 tick_ns = due_ns
+
+
+def _wake_us(text: str) -> float:
+    """The driver's WAKE_US argument: microseconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < FOREVER_US:
+        raise InvalidArgument(f"vgpu: WAKE_US must be microseconds, 0 or more; got {text!r}")
+    return value
 
 
 def _reap(driver: GpuDriver, only: int | None = None):
@@ -495,6 +540,8 @@ def _serve(driver: GpuDriver, ep: int, r):
             return Message("ok")
         if label == "launch":
             return Message("launched", driver.launch(ctx, payload))
+        if label == "launch_graph":
+            return Message("launched", driver.launch_graph(ctx, payload))
         if label == "sync":
             if payload is not None and payload not in ctx.specs:
                 raise GpuRequestError(f"kernel {payload!r} is not this context's")

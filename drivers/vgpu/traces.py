@@ -237,3 +237,14 @@ def model_workload(name: str, seed: int = 0) -> Workload:
     if summary is None:
         raise InvalidArgument(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     return synthetic_workload(summary, seed)
+
+
+def is_profile_path(spec: str) -> bool:
+    """Whether a model named on a command line is a profile's path (a name
+    ending in ``.csv``, or any existing file) rather than a `MODELS` preset."""
+    return spec.endswith(".csv") or Path(spec).is_file()
+
+
+def load_workload(spec: str, seed: int = 0) -> Workload:
+    """A model named on a command line: an Orion-format profile's path, or a preset."""
+    return load_orion_csv(spec) if is_profile_path(spec) else model_workload(spec, seed)

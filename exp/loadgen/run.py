@@ -1,0 +1,60 @@
+"""One LoadGen run against the booted kernel, and the same run under several
+policies (`exp/loadgen`): the Python API behind `malv serve --loadgen`.
+
+`serve` boots the system under test (session.py), starts LoadGen (sut.py)
+with a watchdog that answers overdue queries (ledger.py), and writes the
+results (results.py) into `out` all at once (exp/output.py's results_dir):
+LoadGen's own logs, results.json, results.md and the GPU timeline as a
+Perfetto trace.json.  `compare` runs it under each policy, each into a
+directory of its own, and writes the table of them side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from exp.loadgen import results
+from exp.loadgen.ledger import Ledger, Watchdog
+from exp.loadgen.session import ServingKernel
+from exp.loadgen.settings import ServeSettings
+from exp.loadgen.sut import import_loadgen, read_summary, respond, run_test
+from exp.output import results_dir
+
+
+def serve(settings: ServeSettings, out: str | Path) -> dict[str, Any]:
+    """Run LoadGen against a booted realtime kernel; returns results.json's content."""
+    lg = import_loadgen()  # before anything boots: LoadgenMissing says how to install it
+    with results_dir(str(out)) as tmp:
+        ledger = Ledger(respond(lg), settings.timeout_s())
+        sut = ServingKernel(settings, ledger)
+        try:
+            sut.start()
+
+            def issue(samples: list[tuple[int, int]]) -> None:
+                records = ledger.issue([(i, settings.model_of(index)) for i, index in samples])
+                sut.post(sut.port.deliver, records)
+
+            started = time.monotonic()
+            with Watchdog(ledger):
+                run_test(lg, settings, issue, Path(tmp))
+            wall_s = time.monotonic() - started
+        finally:
+            # LoadGen has had every response (its test returns only then):
+            # none may follow, since a response names LoadGen's own memory.
+            sut.stop()
+        data = results.collect(settings, read_summary(Path(tmp)), ledger, sut, wall_s)
+        results.write(Path(tmp), data, ledger, sut.trace_events)
+    return data
+
+
+def compare(settings: ServeSettings, policies: tuple[str, ...], out: str | Path) -> dict[str, Any]:
+    """The same run under each policy, into out/POLICY; the table in out/results.md."""
+    with results_dir(str(out)) as tmp:
+        runs = {p: serve(attrs.evolve(settings, policy=p), Path(tmp) / p) for p in policies}
+        data = {"compare": list(policies), "runs": runs}
+        results.write_comparison(Path(tmp), data)
+    return data
