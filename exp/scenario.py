@@ -178,7 +178,9 @@ def _only_with(t: dict, arrivals: str, owned: dict[str, set[str]], where: str) -
 
 
 def _text(t: dict, key: str, where: str, default: str | None) -> str:
-    value = t.get(key, default)
+    if key not in t and default is not None:
+        return default
+    value = t.get(key)
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(f"{where}.{key}: must be a non-empty string, got {value!r}")
     return value

@@ -22,6 +22,7 @@ EXPERIMENTS = (
     "rightsizing",
     "dvfs",
     "vms",
+    "sweep",
 )
 
 

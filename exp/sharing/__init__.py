@@ -30,6 +30,7 @@ from exp.sharing.colocation import (
     colocation_comparisons,
     colocation_jobs,
     colocation_outputs,
+    colocation_records,
     colocation_results,
     hp_latencies,
     record,
@@ -43,6 +44,7 @@ from exp.sharing.figures import (
     run_figures,
     run_timing,
     tenant_figures,
+    tenant_latencies,
     timing_line,
 )
 from exp.sharing.options import (
@@ -85,11 +87,11 @@ __all__ = [
     "percentile_ci_ms", "ratio_ci", "role_arrivals", "role_workload", "warmup_ns",
     "SLIP", "SLO_FACTOR", "TRACE_SPAN_NS", "Role", "RunJob", "aggregate_throughput",
     "build_tenants", "by_label", "check_out", "chrome_trace", "colocation_comparisons",
-    "colocation_jobs", "colocation_outputs", "colocation_report", "colocation_results",
+    "colocation_jobs", "colocation_records", "colocation_outputs", "colocation_report", "colocation_results",
     "colocation_rows", "done_message", "duration_ns", "fmt", "load_model", "min_requests", "P99_SAMPLES",
     "parse_policies", "plot_allocation", "plot_bars", "plot_latency_cdf", "plot_saving_vs_cost",
     "predictor_line", "ratio", "record", "records_table", "role_quotas", "run_colocation",
     "run_figures", "run_job", "run_jobs", "run_timing", "run_variants", "safe_main", "seeds",
-    "setup_line", "sharing_parser", "slip_tpcs", "tenant_figures", "timing_line",
+    "setup_line", "sharing_parser", "slip_tpcs", "tenant_figures", "tenant_latencies", "timing_line",
     "variant_figures", "variant_jobs", "write_trace",
 ]  # fmt: skip

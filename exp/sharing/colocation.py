@@ -100,14 +100,13 @@ def colocation_jobs(
     return jobs
 
 
-def colocation_results(
-    name: str,
+def colocation_records(
     roles: Sequence[Role],
     policies: Sequence[str],
     jobs: Sequence[RunJob],
     results: Sequence[RunResult],
-    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """Each tenant's figures alone and under each policy, seeds pooled."""
     grouped = by_label(jobs, results)
     isolated = {role.name: tenant_figures(grouped[f"isolated {role.name}"], 0) for role in roles}
     records, runs = [], {}
@@ -120,6 +119,18 @@ def colocation_results(
             fig["p99_vs_isolated"] = ratio(fig["p99_ms"], iso["p99_ms"])
             fig["throughput_vs_isolated"] = ratio(fig["throughput_rps"], iso["throughput_rps"])
             records.append({"policy": policy, **fig})
+    return {"isolated": list(isolated.values()), "records": records, "runs": runs}
+
+
+def colocation_results(
+    name: str,
+    roles: Sequence[Role],
+    policies: Sequence[str],
+    jobs: Sequence[RunJob],
+    results: Sequence[RunResult],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    figures = colocation_records(roles, policies, jobs, results)
     return {
         "experiment": name,
         "config": {
@@ -136,9 +147,7 @@ def colocation_results(
                 for role, t in zip(roles, jobs[-1].tenants, strict=True)
             ],
         },
-        "isolated": list(isolated.values()),
-        "records": records,
-        "runs": runs,
+        **figures,
     }
 
 

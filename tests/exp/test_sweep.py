@@ -1,0 +1,112 @@
+"""`malv exp sweep`: the cross product, merged curves with intervals, resume,
+unstable queues, bad axes, and the same sweep on a local Ray."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from image.cli import main as malv
+
+#: A small sweep of the shipped stacking scenario (synthetic models).
+TINY = ["exp", "sweep", "exp/scenarios/stacking.toml", "--duration", "0.1", "--vary", "load=1,2",
+        "--vary", "seed=0:1", "--vary", "slip=1.1", "--policies", "mps,lithos",
+        "--mechanisms", "dvfs", "--min-requests", "1", "--jobs", "1", "--quiet"]  # fmt: skip
+POINTS = 2 * (3 + 2) + 1  # per load: 3 tenants alone, 2 policies; DVFS at load 1
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    assert malv([*TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_a_sweep_merges_its_points_into_curves_with_intervals(tiny_sweep):
+    names = {p.name for p in tiny_sweep.iterdir()}
+    assert {"results.json", "results.md", "timing.json", "p99_vs_load.png", "ratio_vs_load.png",
+            "dvfs_pareto.png", "points"} <= names  # fmt: skip
+    assert not [n for n in names if n.startswith(".")]  # nothing half-written
+    data = json.loads((tiny_sweep / "results.json").read_text())
+    assert data["config"]["points"] == POINTS and data["tenant"] == "HP A"
+    assert {(r["load"], r["policy"]) for r in data["records"] if r["tenant"] == "HP A"} == {
+        (load, p) for load in (1.0, 2.0) for p in ("mps", "lithos")
+    }
+    for r in data["records"]:
+        lo, hi = r["p99_ci_ms"]
+        assert r["kind"] == "be" or (r["requests"] > 0 and lo <= r["p99_ms"] <= hi)
+        assert "unstable" in r
+    for c in data["curves"]:
+        assert c["mps_vs_lithos_p99"] > 0 and len(c["mps_vs_lithos_p99_ci"]) == 2
+    (dvfs,) = data["pareto"]
+    assert dvfs["slip"] == 1.1 and set(dvfs["p99_cost"]) == {"HP A", "HP B"}
+    assert "keeps_slip" in dvfs and "energy_saved" in dvfs
+    assert "## HP A P99 against load" in (tiny_sweep / "results.md").read_text()
+
+
+def test_a_sweep_started_again_skips_the_points_it_has(tiny_sweep, capsys):
+    before = (tiny_sweep / "results.json").read_text()
+    points = sorted((tiny_sweep / "points").glob("*/*.json"))
+    assert len(points) == POINTS
+    points[0].unlink()  # as if interrupted before this point was written
+    assert malv([*TINY, "--out", str(tiny_sweep)]) == 0
+    assert f"resuming: {POINTS - 1} of {POINTS} points" in capsys.readouterr().err
+    assert (tiny_sweep / "results.json").read_text() == before
+
+
+def test_a_queue_that_does_not_drain_is_unstable_and_gets_no_ratio(tmp_path):
+    scenario = tmp_path / "overload.toml"
+    scenario.write_text(
+        '[[tenants]]\nname = "HP A"\nmodel = "resnet50"\narrivals = "poisson"\n'
+        "rate_per_s = 1000.0\nsized = true\n"
+        '[[tenants]]\nname = "BE"\nmodel = "bert"\npriority = "best-effort"\n'
+    )
+    out = tmp_path / "out"
+    args = ["exp", "sweep", str(scenario), "--duration", "0.15", "--vary", "load=1",
+            "--vary", "seed=0:1", "--policies", "mps,lithos", "--mechanisms", "none",
+            "--jobs", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    assert malv(args) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert all(r["unstable"] and r["unfinished"] > 0 for r in data["records"]
+               if r["tenant"] == "HP A")  # fmt: skip
+    (curve,) = data["curves"]
+    assert curve["mps_vs_lithos_p99"] is None and "mps" in curve["mps_vs_lithos_p99_unstable"]
+    assert "unstable" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--vary", "heat=1:2:3"], "NAME one of load, seed, slip"),
+        (["--vary", "load=4:1:3"], "LOW <= HIGH"),
+        (["--vary", "slip=0.9"], "every slip must be above 1"),
+        (["--vary", "seed=a:b"], "'a' is not an integer"),
+        (["--mechanisms", "turbo"], "unknown 'turbo'"),
+        (["--pareto-load", "3"], "--pareto-load 3 is not one of the loads"),
+    ],
+)
+def test_a_bad_sweep_option_is_one_line_and_writes_nothing(tmp_path, capsys, option, message):
+    out = tmp_path / "out"
+    assert malv([*TINY, *option, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_ray_missing_is_one_line_saying_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert malv([*TINY, "--ray", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install -e '.[ray]'" in err[0]
+
+
+def test_the_same_sweep_on_a_local_ray_gives_the_same_results(tiny_sweep, tmp_path):
+    pytest.importorskip("ray", reason="Ray is the optional extra malvos[ray]")
+    out = tmp_path / "ray"
+    assert malv([*TINY, "--ray", "--out", str(out)]) == 0
+    local = json.loads((tiny_sweep / "results.json").read_text())
+    on_ray = json.loads((out / "results.json").read_text())
+    assert on_ray["records"] == local["records"] and on_ray["pareto"] == local["pareto"]
+    assert "ray local" in (out / "timing.json").read_text()
