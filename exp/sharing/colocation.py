@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from drivers.vgpu.presets import get_preset
 from drivers.vgpu.sharing import RunResult
 from exp.output import results_dir, write_json, write_markdown, write_timing
 from exp.sharing import running
@@ -184,13 +185,14 @@ def colocation_outputs(
         data["records"],
         [
             ("p99_ms", "P99 latency (ms)"),
-            ("throughput_vs_isolated", "throughput / isolated"),
-            ("slo_attainment", "SLO attainment"),
+            ("throughput_vs_isolated", "throughput / isolated (x)"),
+            ("slo_attainment", "SLO attainment (share of requests)"),
         ],  # fmt: skip
     )
     for label, r in traced:
-        if label == "lithos" and r.allocation:
-            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, TRACE_SPAN_NS)
+        if label == "lithos" and r.atoms:
+            n_tpcs = get_preset(data["config"]["gpu"]).n_tpcs
+            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, TRACE_SPAN_NS, n_tpcs)
     write_trace(tmp, chrome_trace(traced, names))
 
 
