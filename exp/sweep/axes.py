@@ -13,11 +13,12 @@ A bad value is one `InvalidArgument` line naming the option.
 
 from __future__ import annotations
 
-import math
+import argparse
 
 import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
+from exp.output import positive_float
 
 AXES = ("load", "seed", "slip")
 #: The defaults of a sweep with no --vary for that axis.
@@ -62,20 +63,16 @@ def axis_values(name: str, text: str) -> tuple[float, ...]:
         if any(v != int(v) for v in values):
             raise InvalidArgument(f"{where}: seeds are integers")
         values = [int(v) for v in values]
-    elif any(v <= 0 for v in values) or (name == "slip" and any(v <= 1 for v in values)):
-        bound = "above 1" if name == "slip" else "positive"
-        raise InvalidArgument(f"{where}: every {name} must be {bound}")
+    elif name == "slip" and any(v <= 1 for v in values):
+        raise InvalidArgument(f"{where}: every slip must be above 1")
     return tuple(dict.fromkeys(values))
 
 
 def _number(text: str, where: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise InvalidArgument(f"{where}: {text.strip()!r} is not a number") from None
-    if not math.isfinite(value):
-        raise InvalidArgument(f"{where}: {text.strip()!r} is not finite")
-    return value
+        return positive_float(text.strip())
+    except argparse.ArgumentTypeError as err:
+        raise InvalidArgument(f"{where}: {err}") from None
 
 
 def _integer(text: str, where: str) -> int:

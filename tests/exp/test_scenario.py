@@ -95,13 +95,21 @@ def test_any_value_at_any_key_parses_or_is_one_clear_line(key, value):
         assert scenario.roles[0].weight > 0
 
 
-def test_malformed_toml_and_a_missing_file_are_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "text, message",
+    [("[[tenants]\nname = 1", "bad.toml: not a TOML file"),
+     (None, "bad.toml: cannot read the scenario"),
+     (b"\xff\xfe", "bad.toml: not a TOML file")],
+)  # fmt: skip
+def test_malformed_toml_and_a_missing_file_are_one_line(tmp_path, text, message):
     bad = tmp_path / "bad.toml"
-    bad.write_text("[[tenants]\nname = 1")
-    with pytest.raises(InvalidArgument, match="bad.toml: not a TOML file"):
+    if isinstance(text, bytes):
+        bad.write_bytes(text)
+    elif text is not None:
+        bad.write_text(text)
+    with pytest.raises(InvalidArgument, match=message) as err:
         load_scenario(bad)
-    with pytest.raises(InvalidArgument, match="cannot read the scenario"):
-        load_scenario(tmp_path / "absent.toml")
+    assert "\n" not in str(err.value)
     assert tomllib.loads(shipped("stacking").read_text())["tenants"]
 
 
