@@ -150,8 +150,9 @@ def check_inputs(
             for seed in seeds
         )
         if got < need:
+            source = args.arrivals or role.arrival_file or "Poisson arrivals"
             raise InvalidArgument(
-                f"tenant {role.name!r} at load {load:g} gets {got} requests in the measured "
+                f"tenant {role.name!r} ({source}) at load {load:g} gets {got} requests in the measured "
                 f"window over {len(seeds)} seed(s), fewer than the {need} a P99 needs; "
                 "lengthen --duration or add --seeds"
             )

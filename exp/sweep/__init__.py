@@ -182,8 +182,7 @@ def write_outputs(out: str, data: dict, mechanisms: list[str], wall_s: float, ra
         if "lithos" in data["config"]["policies"]:
             plot_ratios_vs_load(os.path.join(tmp, "ratio_vs_load.png"), data)
         for mechanism in mechanisms:
-            plot_pareto(os.path.join(tmp, f"{mechanism}_pareto.png"), data["pareto"], mechanism,
-                        data["tenant"])  # fmt: skip
+            plot_pareto(os.path.join(tmp, f"{mechanism}_pareto.png"), data["pareto"], mechanism)
         backend = "local processes" if ray is None else f"ray {ray or 'local'}"
         write_timing(tmp, {"total_s": round(wall_s, 3), "backend": backend},
                      f"sweep: {wall_s:.1f} s on {backend}")  # fmt: skip

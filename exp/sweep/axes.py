@@ -43,7 +43,8 @@ def axis_values(name: str, text: str) -> tuple[float, ...]:
     where = f"--vary {name}={text}"
     parts = text.split(":")
     if len(parts) == 1:
-        values = [_number(v, where) for v in text.split(",")]
+        value = _integer if name == "seed" else _number
+        values = [value(v, where) for v in text.split(",")]
     elif name == "seed" and len(parts) == 2:
         lo, hi = (_integer(v, where) for v in parts)
         values = list(range(lo, hi))

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from exp.sweep.axes import parse_vary
 from image.cli import main as malv
 
 #: A small sweep of the shipped stacking scenario (synthetic models).
@@ -76,6 +77,13 @@ def test_a_queue_that_does_not_drain_is_unstable_and_gets_no_ratio(tmp_path):
     assert "unstable" in (out / "results.md").read_text()
 
 
+def test_vary_reads_ranges_spaced_points_and_lists():
+    axes = parse_vary(["load=0.25:4:5", "slip=1.05,1.2"], (0, 1, 2))
+    assert axes == {"load": (0.25, 0.5, 1.0, 2.0, 4.0), "seed": (0, 1, 2), "slip": (1.05, 1.2)}
+    assert parse_vary(["seed=3:5", "load=1"], (0,))["seed"] == (3, 4)
+    assert parse_vary(["seed=0,7"], (0,))["seed"] == (0, 7)
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
@@ -83,6 +91,7 @@ def test_a_queue_that_does_not_drain_is_unstable_and_gets_no_ratio(tmp_path):
         (["--vary", "load=4:1:3"], "LOW <= HIGH"),
         (["--vary", "slip=0.9"], "every slip must be above 1"),
         (["--vary", "seed=a:b"], "'a' is not an integer"),
+        (["--vary", "load=0,1"], "must be a positive finite number, got '0'"),
         (["--mechanisms", "turbo"], "unknown 'turbo'"),
         (["--pareto-load", "3"], "--pareto-load 3 is not one of the loads"),
     ],
