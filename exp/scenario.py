@@ -20,13 +20,15 @@ runs any other, and `malv exp sweep` sweeps one over load, seed and slip::
 
 Every mistake (an unknown key, a value of the wrong type or out of range, a
 missing file) is an `InvalidArgument` of one line naming the file and the key.
-Relative paths are read from the current directory, as `--trace-dir` is.
+A relative path in a scenario is read from the scenario file's directory,
+so a scenario runs the same from any directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,8 @@ def parse_scenario(table: dict[str, Any], where: str) -> Scenario:
     tenants = table.get("tenants")
     if not isinstance(tenants, list) or not tenants:
         raise InvalidArgument(f"{where}: needs at least one [[tenants]] table")
-    roles = tuple(_role(t, f"{where}: tenants[{i}]") for i, t in enumerate(tenants))
+    base = Path(where).parent
+    roles = tuple(_role(t, f"{where}: tenants[{i}]", base) for i, t in enumerate(tenants))
     names = [r.name for r in roles]
     if len(set(names)) != len(names):
         raise InvalidArgument(f"{where}: tenant names repeat: {', '.join(names)}")
@@ -110,7 +113,7 @@ def parse_scenario(table: dict[str, Any], where: str) -> Scenario:
     )
 
 
-def _role(t: Any, where: str) -> Role:
+def _role(t: Any, where: str, base: Path) -> Role:
     if not isinstance(t, dict):
         raise InvalidArgument(f"{where}: must be a table of keys")
     _known(t, TENANT_KEYS, where)
@@ -121,9 +124,7 @@ def _role(t: Any, where: str) -> Role:
     if model is not None and model not in CATALOGUE:
         raise InvalidArgument(f"{where}.model: unknown {model!r}; known: {', '.join(CATALOGUE)}")
     if profile is not None:
-        profile = _text(t, "profile", where, None)
-        if not Path(profile).is_file():
-            raise InvalidArgument(f"{where}.profile: {profile}: no such file")
+        profile = _path(t, "profile", where, base)
     kind = _choice(t, "kind", ("inference", "training"), "inference", where)
     priority = _choice(t, "priority", ("high", "best-effort"), "high", where)
     arrivals = _choice(t, "arrivals", ARRIVALS, "closed", where)
@@ -133,9 +134,7 @@ def _role(t: Any, where: str) -> Role:
                where)  # fmt: skip
     file = None
     if arrivals == "file":
-        file = _text(t, "file", where, None)
-        if not Path(file).is_file():
-            raise InvalidArgument(f"{where}.file: {file}: no such file")
+        file = _path(t, "file", where, base)
     if "slo_ms" in t and "slo_factor" in t:
         raise InvalidArgument(f"{where}: give one of slo_ms or slo_factor")
     sized = t.get("sized", False)
@@ -184,6 +183,15 @@ def _text(t: dict, key: str, where: str, default: str | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(f"{where}.{key}: must be a non-empty string, got {value!r}")
     return value
+
+
+def _path(t: dict, key: str, where: str, base: Path) -> str:
+    """A file the scenario names, relative to the scenario's own directory (`base`)."""
+    text = _text(t, key, where, None)
+    path = os.path.normpath(base / text)
+    if not Path(path).is_file():
+        raise InvalidArgument(f"{where}.{key}: {text}: no such file (read as {path})")
+    return path
 
 
 def _choice(t: dict, key: str, choices: tuple[str, ...], default: str, where: str) -> str:

@@ -13,6 +13,7 @@ that path on every worker.  Ray is the optional extra `malvos[ray]`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,9 +49,10 @@ def run_ray(jobs: Sequence[RunJob], address: str | None, workers: int | None, do
     if address is None:
         ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
+                 logging_level=logging.ERROR,
                  runtime_env={"env_vars": {"PYTHONPATH": str(SOURCE)}})  # fmt: skip
     else:
-        ray.init(address=address, log_to_driver=False,
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                  runtime_env={"working_dir": str(SOURCE), "excludes": EXCLUDES})  # fmt: skip
     try:
         task = ray.remote(num_cpus=1)(run_point)
