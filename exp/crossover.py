@@ -188,13 +188,21 @@ def table(results: dict) -> str:
     )
 
 
-#: Batch sizes on each side of a point in the contended line's running median.
-SMOOTHING_POINTS = 7
+#: The contended line's running median takes the batch sizes within this
+#: many octaves on each side of a point (the sizes are spaced unevenly), and
+#: at least the `SMOOTHING_MIN_POINTS` nearest.
+SMOOTHING_OCTAVES = 0.5
+SMOOTHING_MIN_POINTS = 7
 
 
-def running_quartiles(values: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
-    """Median, 25th and 75th percentile of each point's neighbourhood (`half` each side)."""
-    windows = [values[max(0, i - half) : i + half + 1] for i in range(len(values))]
+def running_quartiles(rows, values: np.ndarray, octaves: float) -> tuple[np.ndarray, ...]:
+    """Median, 25th and 75th percentile of the values near each batch size (in log2)."""
+    log_rows = np.log2(np.asarray(rows, float))
+    windows = []
+    for x in log_rows:
+        distance = np.abs(log_rows - x)
+        count = max(int((distance <= octaves).sum()), SMOOTHING_MIN_POINTS)
+        windows.append(values[np.argsort(distance, kind="stable")[:count]])
     return tuple(np.array([np.percentile(w, q) for w in windows]) for q in (50, 25, 75))
 
 
@@ -209,9 +217,9 @@ def plot(results: dict, directory: str) -> None:
         # queued at that instant: the raw costs, faint, and their running
         # median with its interquartile band.
         rows, cost_us = busy["rows"], np.asarray(busy["vgpu_ns"], float) / 1e3
-        median, low, high = running_quartiles(cost_us, SMOOTHING_POINTS)
+        median, low, high = running_quartiles(rows, cost_us, SMOOTHING_OCTAVES)
         ax.scatter(rows, cost_us, s=4, color="C3", alpha=0.25, label="vGPU (contended), each batch")
-        ax.plot(rows, median, "C3-", label="vGPU (contended), running median")
+        ax.plot(rows, median, "C3-", label="vGPU (contended), median within half an octave")
         ax.fill_between(rows, low, high, color="C3", alpha=0.2, label="interquartile range")
         if idle["crossover_rows"]:
             ax.axvline(idle["crossover_rows"], color="C1", lw=0.8, ls="--")
