@@ -57,6 +57,8 @@ from exp.sweep.store import PointStore, restore
 DEFAULT_POLICIES = (*PAPER_BASELINES, "mps-limit", "lithos")
 DEFAULT_SCENARIO = shipped("orion-stacking")
 DURATION_S = 2.0
+#: What an interrupted sweep leaves (image/cli.py says it).
+INTERRUPTED = "the points finished so far are kept; run the same command again to resume"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from exp import sweep
 from exp.sweep.axes import parse_vary
+from exp.sweep.store import run_point
 from image.cli import main as malv
 
 #: A small sweep of the shipped stacking scenario (synthetic models).
@@ -56,6 +58,20 @@ def test_a_sweep_started_again_skips_the_points_it_has(tiny_sweep, capsys):
     assert malv([*TINY, "--out", str(tiny_sweep)]) == 0
     assert f"resuming: {POINTS - 1} of {POINTS} points" in capsys.readouterr().err
     assert (tiny_sweep / "results.json").read_text() == before
+
+
+def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path, capsys, monkeypatch):
+    def one_point_then_ctrl_c(jobs, workers, done):
+        done(0, run_point(jobs[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_local", one_point_then_ctrl_c)
+    out = tmp_path / "out"
+    assert malv([*TINY, "--out", str(out)]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert len(list((out / "points").glob("*/*.json"))) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["points"]  # nothing half-written
+    assert not [p for p in (out / "points").rglob(".*")]
 
 
 def test_a_queue_that_does_not_drain_is_unstable_and_gets_no_ratio(tmp_path):
