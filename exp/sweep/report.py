@@ -29,7 +29,7 @@ def sweep_report(data: dict[str, Any]) -> str:
             ("load", "policy", "requests", "p99 ms", "p99 95% CI", "queue"),
             [
                 (
-                    r["load"],
+                    f"{r['load']:g}",
                     r["policy"],
                     r["requests"],
                     f"{r['p99_ms']:.2f}",
@@ -50,7 +50,7 @@ def sweep_report(data: dict[str, Any]) -> str:
             ("load", *(what for _, what in RATIOS), "best baseline", "best of all"),
             [
                 (
-                    c["load"],
+                    f"{c['load']:g}",
                     *(ratio_text(c, k) if k in c else "-" for k, _ in RATIOS),
                     c.get("best_baseline", "-"),
                     c.get("best_other", "-"),
