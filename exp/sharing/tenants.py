@@ -46,7 +46,8 @@ class Role:
     sized: bool = False
     #: An Orion-format profile by path, instead of a built-in `model`.
     profile: str | None = None
-    batch: int | None = None
+    batch: int | None = None  # as the profile was measured; shown, not used
+    #: A training loop: its host runs ahead of the GPU, as a best-effort job's does.
     training: bool = False
     #: Open loop: a Poisson rate, or an arrival file read from an offset into
     #: it; neither is the command line's --arrivals (default: Orion's rate).
@@ -121,8 +122,8 @@ def build_tenants(
             slo = int(role.slo_ms * MS)
         elif role.kind != "be":
             slo = int(role.slo_factor * workload.isolated_duration_ns(spec_tpcs))
-        # Best-effort jobs never wait for a result: their host runs ahead.
-        run_ahead = LAUNCH_QUEUE_DEPTH if role.kind == "be" else 0
+        # Best-effort jobs and training loops never wait for a result: their host runs ahead.
+        run_ahead = LAUNCH_QUEUE_DEPTH if role.kind == "be" or role.training else 0
         tenants.append(Tenant(role.name, workload, role.kind, arrivals, quota, slo, run_ahead))
     return tuple(tenants)
 

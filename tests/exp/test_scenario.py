@@ -13,6 +13,7 @@ from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.traces import Workload, implausible_duration
 from drivers.vgpu.work import KernelDesc
 from exp.scenario import load_scenario, parse_scenario, shipped
+from exp.sharing import build_tenants, sharing_parser
 from image.cli import main as malv
 from tests.policies.conftest import WORKLOADS
 
@@ -128,3 +129,12 @@ def test_a_run_too_short_for_a_p99_is_refused_with_the_count(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'HP A'" in err[0] and "requests" in err[0] and "100" in err[0]
     assert not out.exists()
+
+
+def test_a_training_tenant_runs_ahead_of_the_gpu_and_a_service_does_not():
+    train = {"name": "T", "model": "resnet50_train", "kind": "training", "batch": 32}
+    scenario = parse_scenario({"tenants": [HP, train]}, "t.toml")
+    args = sharing_parser("t", "", duration_s=1.0, policies=None).parse_args([])
+    service, training = build_tenants(scenario.roles, args, 0, 100_000_000)
+    assert service.run_ahead == 0 and len(service.arrivals_ns) > 0
+    assert training.kind == "closed" and training.run_ahead > 0
