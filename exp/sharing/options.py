@@ -20,7 +20,12 @@ from exp.output import parser, positive_float, positive_int
 
 
 def sharing_parser(
-    name: str, description: str, *, duration_s: float, policies: Sequence[str] | None
+    name: str,
+    description: str,
+    *,
+    duration_s: float,
+    policies: Sequence[str] | None,
+    duration_help: str | None = None,
 ) -> argparse.ArgumentParser:
     p = parser(name, description)
     p.add_argument(
@@ -43,7 +48,9 @@ def sharing_parser(
         p.add_argument(
             "--policies",
             default=",".join(policies),
-            help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)",
+            help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: "
+            + ("all" if tuple(policies) == tuple(POLICY_NAMES) else ",".join(policies))
+            + ")",
         )
     else:  # a LithOS-only comparison of single closed-loop tenants
         p.add_argument(
@@ -55,10 +62,14 @@ def sharing_parser(
         "--duration",
         type=positive_float,
         default=None,
-        help=f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
+        help=duration_help
+        or f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
     )
     p.add_argument(
-        "--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)"
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="seeds per configuration (default %(default)s)",
     )
     p.add_argument(
         "--jobs",

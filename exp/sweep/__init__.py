@@ -71,6 +71,8 @@ def sweep_parser() -> argparse.ArgumentParser:
         "a scenario over load, seed and slip: curves with confidence intervals",
         duration_s=DURATION_S,
         policies=DEFAULT_POLICIES,
+        duration_help=f"simulated seconds per run (default: the scenario's duration_s, else "
+        f"{DURATION_S:g}; quick: a fifth)",
     )
     p.add_argument("scenario", nargs="?", default=str(DEFAULT_SCENARIO),
                    help=f"scenario file (default {DEFAULT_SCENARIO.name})")  # fmt: skip
