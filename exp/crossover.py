@@ -188,23 +188,46 @@ def table(results: dict) -> str:
     )
 
 
+#: The contended line's running median takes the batch sizes within this
+#: many octaves on each side of a point (the sizes are spaced unevenly), and
+#: at least the `SMOOTHING_MIN_POINTS` nearest.
+SMOOTHING_OCTAVES = 0.5
+SMOOTHING_MIN_POINTS = 7
+
+
+def running_quartiles(rows, values: np.ndarray, octaves: float) -> tuple[np.ndarray, ...]:
+    """Median, 25th and 75th percentile of the values near each batch size (in log2)."""
+    log_rows = np.log2(np.asarray(rows, float))
+    windows = []
+    for x in log_rows:
+        distance = np.abs(log_rows - x)
+        count = max(int((distance <= octaves).sum()), SMOOTHING_MIN_POINTS)
+        windows.append(values[np.argsort(distance, kind="stable")[:count]])
+    return tuple(np.array([np.percentile(w, q) for w in windows]) for q in (50, 25, 75))
+
+
 def plot(results: dict, directory: str) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(results["models"]), figsize=(12, 4.4))
     for ax, (name, m) in zip(axes, results["models"].items(), strict=True):
-        for state, style in (("idle", "-"), ("contended", ":")):
-            s = m[state]
-            rows = s["rows"]
-            if state == "idle":
-                ax.plot(rows, [c / 1e3 for c in s["cpu_ns"]], "C0" + style, label="CPU")
-            ax.plot(rows, [g / 1e3 for g in s["vgpu_ns"]], "C1" + style, label=f"vGPU ({state})")
-            if state == "idle" and s["crossover_rows"]:
-                ax.axvline(s["crossover_rows"], color="C1", lw=0.8, ls="--")
-                ax.annotate(f"crossover {s['crossover_rows']}", (s["crossover_rows"], ax.get_ylim()[0]),
-                            xytext=(4, 10), textcoords="offset points", fontsize=8)  # fmt: skip
+        idle, busy = m["idle"], m["contended"]
+        ax.plot(idle["rows"], [c / 1e3 for c in idle["cpu_ns"]], "C0-", label="CPU")
+        ax.plot(idle["rows"], [g / 1e3 for g in idle["vgpu_ns"]], "C1-", label="vGPU (idle)")
+        # Under contention each batch's cost depends on what the others have
+        # queued at that instant: the raw costs, faint, and their running
+        # median with its interquartile band.
+        rows, cost_us = busy["rows"], np.asarray(busy["vgpu_ns"], float) / 1e3
+        median, low, high = running_quartiles(rows, cost_us, SMOOTHING_OCTAVES)
+        ax.scatter(rows, cost_us, s=4, color="C3", alpha=0.25, label="vGPU (contended), each batch")
+        ax.plot(rows, median, "C3-", label="vGPU (contended), median within half an octave")
+        ax.fill_between(rows, low, high, color="C3", alpha=0.2, label="interquartile range")
+        if idle["crossover_rows"]:
+            ax.axvline(idle["crossover_rows"], color="C1", lw=0.8, ls="--")
+            ax.annotate(f"crossover {idle['crossover_rows']}", (idle["crossover_rows"], ax.get_ylim()[0]),
+                        xytext=(4, 10), textcoords="offset points", fontsize=8)  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("batch size")
+        ax.set_xlabel("batch size (rows)")
         ax.set_ylabel("cost per batch (virtual µs)")
         ax.set_title(f"{name} {'→'.join(map(str, m['layers']))}")
         ax.grid(alpha=0.3, which="both")

@@ -23,8 +23,8 @@ from __future__ import annotations
 import sys
 
 from drivers.vgpu.policies import POLICY_NAMES
+from exp.scenario import load_scenario, scenario_option, shipped
 from exp.sharing import (
-    Role,
     colocation_rows,
     parse_policies,
     run_colocation,
@@ -32,15 +32,12 @@ from exp.sharing import (
     sharing_parser,
 )
 
-ROLES = (
-    Role("HP A", "resnet50", "open", sized=True),
-    Role("HP B", "resnet101", "closed", weight=2.0),
-    Role("BE", "bert", "be", weight=1.0),
-)
+#: The tenants, from the shipped scenario exp/scenarios/stacking.toml.
+ROLES = load_scenario(shipped("stacking")).roles
 PAPER = {
     "mps_vs_lithos_p99": "13x",
-    "best_other_vs_lithos_p99": "3-4x",
-    "lithos_vs_best_other_throughput": "1.3-1.6x",
+    "best_baseline_vs_lithos_p99": "3-4x",
+    "lithos_vs_best_baseline_throughput": "1.3-1.6x",
 }
 
 
@@ -101,10 +98,12 @@ def _main(argv: list[str] | None) -> int:
         duration_s=10.0,
         policies=POLICY_NAMES,
     )
+    scenario_option(p, "stacking")
     args = p.parse_args(argv)
     policies = parse_policies(args.policies)
+    scenario = load_scenario(args.scenario)
     return run_colocation(
-        "stacking", "Inference stacking", ROLES, policies, args, PAPER, NOTES, comparison_rows
+        "stacking", scenario.title, scenario.roles, policies, args, PAPER, NOTES, comparison_rows
     )
 
 

@@ -23,6 +23,7 @@ EXPERIMENTS = (
     "rightsizing",
     "dvfs",
     "vms",
+    "sweep",
 )
 
 
@@ -175,13 +176,14 @@ def cmd_exp(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    module = importlib.import_module(f"exp.{args.name}")
     try:
-        return importlib.import_module(f"exp.{args.name}").main(args.args)
+        return module.main(args.args)
     except KeyboardInterrupt:
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's \r
-        print(
-            f"{fresh_line}malv exp {args.name}: interrupted; nothing was written", file=sys.stderr
-        )
+        # An experiment that keeps work across runs (a sweep) says what it kept.
+        kept = getattr(module, "INTERRUPTED", "nothing was written")
+        print(f"{fresh_line}malv exp {args.name}: interrupted; {kept}", file=sys.stderr)
         return 130
 
 

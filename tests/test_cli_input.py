@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import busy
-from exp import crossover, loadgen, memory, sched, sharing, vms
+from exp import crossover, loadgen, memory, sched, sharing, sweep, vms
 from exp.output import OneLineParser
 from image import cli
 
@@ -146,7 +146,7 @@ def nothing_runs(monkeypatch, tmp_path):
     for module, name in (
         (memory, "measure"), (sched, "measure"), (crossover, "measure"),
         (sharing.running, "run_jobs"), (vms, "run_mode"), (cli, "boot_headless"), (busy, "run"),
-        (loadgen, "serve"), (loadgen, "compare"),
+        (loadgen, "serve"), (loadgen, "compare"), (sweep, "run_local"), (sweep, "run_ray"),
     ):  # fmt: skip
         monkeypatch.setattr(module, name, _would_run)
     monkeypatch.setattr(cli, "importlib", _Importlib())

@@ -153,6 +153,29 @@ def load_orion_csv(path: str | Path, profiled_sms: int = PROFILED_SMS) -> Worklo
     return Workload(path.stem, tuple(kernels), round(total_ns), tuple(footprints), str(path))
 
 
+#: A whole model's request (an inference, or a training iteration) on a GPU of
+#: this class takes from about 0.1 ms (a small model, batch 1) to seconds; a
+#: profile far outside that holds placeholder durations (Orion's `*_fb0`
+#: kernel lists sum to a few microseconds), not a measurement.
+PLAUSIBLE_REQUEST_NS = (100_000, 60_000_000_000)
+#: No real kernel runs in less than a microsecond on average.
+PLAUSIBLE_MEAN_KERNEL_NS = 1_000
+
+
+def implausible_duration(workload: Workload) -> str | None:
+    """Why `workload`'s profiled durations look like placeholders, naming its
+    source file; None when they are plausible for a model."""
+    total = workload.profiled_duration_ns
+    low, high = PLAUSIBLE_REQUEST_NS
+    mean = total / len(workload.kernels)
+    if low <= total <= high and mean >= PLAUSIBLE_MEAN_KERNEL_NS:
+        return None
+    return (
+        f"{workload.source}: its {len(workload.kernels)} kernels sum to {total / 1e6:.4g} ms "
+        f"({mean / 1e3:.3g} us each), implausible for a whole model; placeholder durations?"
+    )
+
+
 # -- the synthetic generator ---------------------------------------------------
 
 

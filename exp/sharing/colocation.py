@@ -14,66 +14,29 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import numpy as np
 
-from drivers.vgpu.sharing import RunResult, Tenant
-from drivers.vgpu.sharing.sim import LAUNCH_QUEUE_DEPTH
-from drivers.vgpu.traces import Workload
+from drivers.vgpu.presets import get_preset
+from drivers.vgpu.sharing import RunResult
 from exp.output import results_dir, write_json, write_markdown, write_timing
 from exp.sharing import running
-from exp.sharing.catalogue import DEFAULT_RATE_PER_S, SLIP, load_model
+from exp.sharing.catalogue import DEFAULT_RATE_PER_S
 from exp.sharing.figures import (
     by_label,
     ratio,
     run_figures,
     run_timing,
     tenant_figures,
+    tenant_latencies,
     timing_line,
 )
-from exp.sharing.options import check_out, done_message, duration_ns, open_loop_arrivals, seeds
+from exp.sharing.options import check_out, done_message, duration_ns, seeds
 from exp.sharing.plots import plot_allocation, plot_bars, plot_latency_cdf
 from exp.sharing.running import RunJob
+from exp.sharing.stats import ratio_ci
 from exp.sharing.tables import colocation_report
+from exp.sharing.tenants import SLO_FACTOR, Role, build_tenants, check_inputs
 from exp.sharing.trace import chrome_trace, write_trace
-
-
-@attrs.frozen
-class Role:
-    """A tenant of a colocation experiment.
-
-    The latency-critical tenant (`sized`) gets a quota by LithOS's slip rule
-    applied to a whole request: the fewest TPCs on which its isolated request
-    time stays within `SLIP` of the whole GPU's.  The others share the rest
-    in proportion to their `weight`.  Every spatial policy uses these shares
-    (MIG slices, MPS thread percentages, LithOS TPC quotas).
-    """
-
-    name: str
-    model: str  # a CATALOGUE key
-    kind: str  # open, closed, be
-    weight: float = 1.0
-    sized: bool = False
-
-
-#: Open-loop requests must finish within this multiple of the model's
-#: isolated request time (its kernels back to back on the whole GPU).
-SLO_FACTOR = 2.0
-
-
-def slip_tpcs(workload: Workload, n_tpcs: int, slip: float = SLIP) -> int:
-    """The fewest TPCs on which `workload`'s isolated request time is within `slip`."""
-    full = workload.isolated_duration_ns(n_tpcs)
-    return min(t for t in range(1, n_tpcs + 1) if workload.isolated_duration_ns(t) <= slip * full)
-
-
-def role_quotas(roles: Sequence[Role], workloads: Sequence[Workload], n_tpcs: int) -> list[float]:
-    sized = [
-        slip_tpcs(w, n_tpcs) / n_tpcs if r.sized else 0.0
-        for r, w in zip(roles, workloads, strict=True)
-    ]
-    rest = 1.0 - sum(sized)
-    weights = sum(r.weight for r in roles if not r.sized)
-    return [q if r.sized else rest * r.weight / weights for r, q in zip(roles, sized, strict=True)]
-
 
 #: The Chrome trace covers this much of each policy's first seed, from the warm-up's end.
 TRACE_SPAN_NS = 30_000_000
@@ -82,31 +45,21 @@ TRACE_SPAN_NS = 30_000_000
 SAMPLE_NS = 200_000
 
 
-def build_tenants(roles: Sequence[Role], args: argparse.Namespace, seed: int, duration: int):
-    spec_tpcs = 54 if args.gpu == "a100" else 66
-    workloads = [load_model(role.model, args.trace_dir, seed) for role in roles]
-    quotas = role_quotas(roles, workloads, spec_tpcs)
-    tenants = []
-    for role, workload, quota in zip(roles, workloads, quotas, strict=True):
-        arrivals = open_loop_arrivals(args, duration, seed) if role.kind == "open" else ()
-        slo = None
-        if role.kind != "be":
-            slo = int(SLO_FACTOR * workload.isolated_duration_ns(spec_tpcs))
-        # Best-effort jobs never wait for a result: their host runs ahead.
-        run_ahead = LAUNCH_QUEUE_DEPTH if role.kind == "be" else 0
-        tenants.append(Tenant(role.name, workload, role.kind, arrivals, quota, slo, run_ahead))
-    return tuple(tenants)
-
-
 #: Rough relative cost of a policy's run, to start the longest first.
 POLICY_WEIGHT = {"lithos": 3.0, "timeslice": 1.5}
+
+
+def warmup_ns(duration: int) -> int:
+    """The unmeasured start of a colocation run: a tenth of it, at most 1 s."""
+    return min(1_000_000_000, duration // 10)
 
 
 def colocation_jobs(
     roles: Sequence[Role], policies: Sequence[str], args: argparse.Namespace
 ) -> list[RunJob]:
     duration = duration_ns(args)
-    warmup = min(1_000_000_000, duration // 10)
+    warmup = warmup_ns(duration)
+    check_inputs(roles, args, seeds(args), duration, warmup)
     jobs = []
     for seed in seeds(args):
         tenants = build_tenants(roles, args, seed, duration)
@@ -148,14 +101,13 @@ def colocation_jobs(
     return jobs
 
 
-def colocation_results(
-    name: str,
+def colocation_records(
     roles: Sequence[Role],
     policies: Sequence[str],
     jobs: Sequence[RunJob],
     results: Sequence[RunResult],
-    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """Each tenant's figures alone and under each policy, seeds pooled."""
     grouped = by_label(jobs, results)
     isolated = {role.name: tenant_figures(grouped[f"isolated {role.name}"], 0) for role in roles}
     records, runs = [], {}
@@ -168,6 +120,18 @@ def colocation_results(
             fig["p99_vs_isolated"] = ratio(fig["p99_ms"], iso["p99_ms"])
             fig["throughput_vs_isolated"] = ratio(fig["throughput_rps"], iso["throughput_rps"])
             records.append({"policy": policy, **fig})
+    return {"isolated": list(isolated.values()), "records": records, "runs": runs}
+
+
+def colocation_results(
+    name: str,
+    roles: Sequence[Role],
+    policies: Sequence[str],
+    jobs: Sequence[RunJob],
+    results: Sequence[RunResult],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    figures = colocation_records(roles, policies, jobs, results)
     return {
         "experiment": name,
         "config": {
@@ -184,9 +148,7 @@ def colocation_results(
                 for role, t in zip(roles, jobs[-1].tenants, strict=True)
             ],
         },
-        "isolated": list(isolated.values()),
-        "records": records,
-        "runs": runs,
+        **figures,
     }
 
 
@@ -223,18 +185,49 @@ def colocation_outputs(
         data["records"],
         [
             ("p99_ms", "P99 latency (ms)"),
-            ("throughput_vs_isolated", "throughput / isolated"),
-            ("slo_attainment", "SLO attainment"),
+            ("throughput_vs_isolated", "throughput / isolated (x)"),
+            ("slo_attainment", "SLO attainment (share of requests)"),
         ],  # fmt: skip
     )
     for label, r in traced:
-        if label == "lithos" and r.allocation:
-            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, TRACE_SPAN_NS)
+        if label == "lithos" and r.atoms:
+            n_tpcs = get_preset(data["config"]["gpu"]).n_tpcs
+            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, TRACE_SPAN_NS, n_tpcs)
     write_trace(tmp, chrome_trace(traced, names))
 
 
-def colocation_comparisons(data: dict, hp: str) -> dict[str, Any]:
-    """LithOS against MPS, isolation and the best other policy, for tenant `hp`."""
+#: The baselines the LithOS paper compares with (§7); ours has more policies.
+PAPER_BASELINES = ("mps", "mig", "priority", "tgs", "reef", "orion")
+
+
+def hp_latencies(
+    jobs: Sequence[RunJob], results: Sequence[RunResult], tenant: str
+) -> dict[str, np.ndarray]:
+    """Per label, the latencies of `tenant` (its seeds pooled in order)."""
+    out = {}
+    for label, rs in by_label(jobs, results).items():
+        names = [s.name for s in rs[0].streams]
+        if tenant in names:
+            out[label] = tenant_latencies(rs, names.index(tenant))
+    return out
+
+
+def p99_ratio(data: dict, latencies: dict, hp: str, a: str, b: str) -> dict[str, Any]:
+    """P99 of `hp` under `a` over under `b`, with its paired bootstrap interval;
+    no ratio (None) when either run's queue does not drain: it would then
+    measure the run's length, not the policies."""
+    ra, rb = (record(data, p, hp) if p in data["runs"] else None for p in (a, b))
+    unstable = [p for p, r in ((a, ra), (b, rb)) if r is not None and r["unstable"]]
+    if unstable:
+        return {"ratio": None, "ci": None, "unstable": unstable}
+    va = ra["p99_ms"] if ra else next(r for r in data["isolated"] if r["tenant"] == hp)["p99_ms"]
+    vb = rb["p99_ms"] if rb else next(r for r in data["isolated"] if r["tenant"] == hp)["p99_ms"]
+    return {"ratio": ratio(va, vb), "ci": ratio_ci(latencies[a], latencies[b]), "unstable": []}
+
+
+def colocation_comparisons(data: dict, hp: str, latencies: dict[str, np.ndarray]) -> dict:
+    """LithOS against MPS, isolation, the best of the paper's baselines and the
+    best of all our other policies, for tenant `hp` (`latencies`: per label)."""
     policies = list(data["runs"])
     out: dict[str, Any] = {"tenant": hp}
     if "lithos" not in policies:
@@ -243,21 +236,30 @@ def colocation_comparisons(data: dict, hp: str) -> dict[str, Any]:
     iso = next(r for r in data["isolated"] if r["tenant"] == hp)["p99_ms"]
     out["lithos_p99_ms"] = lithos
     out["isolated_p99_ms"] = iso
-    out["lithos_vs_isolated_p99"] = ratio(lithos, iso)
+    _put(out, "lithos_vs_isolated_p99", p99_ratio(data, latencies, hp, "lithos", f"isolated {hp}"))
     if "mps" in policies:
         out["mps_p99_ms"] = record(data, "mps", hp)["p99_ms"]
-        out["mps_vs_lithos_p99"] = ratio(out["mps_p99_ms"], lithos)
-    others = [p for p in policies if p != "lithos"]
-    if others:
+        _put(out, "mps_vs_lithos_p99", p99_ratio(data, latencies, hp, "mps", "lithos"))
+    for key, pool in (("best_baseline", PAPER_BASELINES), ("best_other", policies)):
+        others = [p for p in policies if p != "lithos" and p in pool]
+        if not others:
+            continue
         best = min(others, key=lambda p: record(data, p, hp)["p99_ms"])
-        out["best_other"] = best
-        out["best_other_p99_ms"] = record(data, best, hp)["p99_ms"]
-        out["best_other_vs_lithos_p99"] = ratio(out["best_other_p99_ms"], lithos)
-        out["lithos_vs_best_other_throughput"] = ratio(
+        out[key] = best
+        out[f"{key}_p99_ms"] = record(data, best, hp)["p99_ms"]
+        _put(out, f"{key}_vs_lithos_p99", p99_ratio(data, latencies, hp, best, "lithos"))
+        out[f"lithos_vs_{key}_throughput"] = ratio(
             aggregate_throughput(data, "lithos"), aggregate_throughput(data, best)
         )
     out["aggregate_throughput"] = {p: aggregate_throughput(data, p) for p in policies}
     return out
+
+
+def _put(out: dict, key: str, r: dict) -> None:
+    out[key] = r["ratio"]
+    out[f"{key}_ci"] = r["ci"]
+    if r["unstable"]:
+        out[f"{key}_unstable"] = r["unstable"]
 
 
 def run_colocation(
@@ -277,7 +279,8 @@ def run_colocation(
     jobs = colocation_jobs(roles, policies, args)
     results = running.run_jobs(name, jobs, args.jobs, args.quiet)
     data = colocation_results(name, roles, policies, jobs, results, args)
-    data["comparisons"] = colocation_comparisons(data, "HP A")
+    hp = next(role.name for role in roles if role.kind != "be")
+    data["comparisons"] = colocation_comparisons(data, hp, hp_latencies(jobs, results, hp))
     data["paper"] = paper
     rows = comparison_rows(data["comparisons"])
     report = colocation_report(data, title, rows, notes)

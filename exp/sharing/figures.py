@@ -17,16 +17,24 @@ import numpy as np
 from drivers.vgpu.sharing import RunResult
 from exp.sharing.catalogue import MS
 from exp.sharing.running import RunJob
+from exp.sharing.stats import is_unstable, percentile_ci_ms
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) / MS if len(values) else float("nan")
 
 
+def tenant_latencies(runs: Sequence[RunResult], index: int) -> np.ndarray:
+    """Tenant `index`'s request latencies in ns, over `runs` (seeds) pooled in order."""
+    return np.concatenate([np.asarray(r.streams[index].latencies_ns, np.float64) for r in runs])
+
+
 def tenant_figures(runs: Sequence[RunResult], index: int) -> dict[str, Any]:
-    """Figures of tenant `index` over `runs` (seeds): latencies pooled, rates averaged."""
+    """Figures of tenant `index` over `runs` (seeds): latencies pooled, rates
+    averaged; each percentile with its bootstrap interval (`exp.sharing.stats`)."""
     streams = [r.streams[index] for r in runs]
-    lat = np.concatenate([np.asarray(s.latencies_ns, dtype=np.float64) for s in streams])
+    lat = tenant_latencies(runs, index)
+    unfinished = sum(s.unfinished for s in streams)
     window_s = sum(r.window_ns for r in runs) / 1e9
     energy = sum(r.energy_j for r in runs)
     first = streams[0]
@@ -37,6 +45,11 @@ def tenant_figures(runs: Sequence[RunResult], index: int) -> dict[str, Any]:
         "p50_ms": _percentile(lat, 50),
         "p95_ms": _percentile(lat, 95),
         "p99_ms": _percentile(lat, 99),
+        "p50_ci_ms": percentile_ci_ms(lat, 50),
+        "p95_ci_ms": percentile_ci_ms(lat, 95),
+        "p99_ci_ms": percentile_ci_ms(lat, 99),
+        "unfinished": unfinished,
+        "unstable": first.kind == "open" and is_unstable(len(lat), unfinished),
         "mean_ms": float(lat.mean()) / MS if len(lat) else float("nan"),
         "slo_ms": first.slo_ns / MS if first.slo_ns else None,
         "slo_attainment": (

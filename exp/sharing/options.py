@@ -16,13 +16,16 @@ from pathlib import Path
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, policy_class
-from drivers.vgpu.sharing.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
 from exp.output import parser, positive_float, positive_int
-from exp.sharing.catalogue import DEFAULT_RATE_PER_S
 
 
 def sharing_parser(
-    name: str, description: str, *, duration_s: float, policies: Sequence[str] | None
+    name: str,
+    description: str,
+    *,
+    duration_s: float,
+    policies: Sequence[str] | None,
+    duration_help: str | None = None,
 ) -> argparse.ArgumentParser:
     p = parser(name, description)
     p.add_argument(
@@ -45,7 +48,9 @@ def sharing_parser(
         p.add_argument(
             "--policies",
             default=",".join(policies),
-            help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)",
+            help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: "
+            + ("all" if tuple(policies) == tuple(POLICY_NAMES) else ",".join(policies))
+            + ")",
         )
     else:  # a LithOS-only comparison of single closed-loop tenants
         p.add_argument(
@@ -57,10 +62,14 @@ def sharing_parser(
         "--duration",
         type=positive_float,
         default=None,
-        help=f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
+        help=duration_help
+        or f"simulated seconds per run (default {duration_s:g}, quick {duration_s / 5:g})",
     )
     p.add_argument(
-        "--seeds", type=positive_int, default=1, help="seeds per configuration (default 1)"
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="seeds per configuration (default %(default)s)",
     )
     p.add_argument(
         "--jobs",
@@ -69,8 +78,25 @@ def sharing_parser(
         help="parallel processes (default: the CPU count)",
     )
     p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
+    p.add_argument(
+        "--min-requests",
+        type=positive_int,
+        default=None,
+        help=f"refuse a run whose open-loop tenant gets fewer requests, over its seeds "
+        f"(default {P99_SAMPLES}, what a P99 needs; --quick: 1, with thin percentiles marked)",
+    )
     p.set_defaults(default_duration_s=duration_s)
     return p
+
+
+#: Requests a P99 needs: one in a hundred is in its tail.
+P99_SAMPLES = 100
+
+
+def min_requests(args: argparse.Namespace) -> int:
+    if args.min_requests is not None:
+        return args.min_requests
+    return 1 if args.quick else P99_SAMPLES
 
 
 def parse_policies(text: str, only: str | None = None) -> list[str]:
@@ -99,13 +125,6 @@ def seeds(args: argparse.Namespace) -> list[int]:
     if args.seeds < 1:
         raise InvalidArgument(f"--seeds must be at least 1, got {args.seeds}")
     return [args.seed + i for i in range(args.seeds)]
-
-
-def open_loop_arrivals(args: argparse.Namespace, duration: int, seed: int) -> tuple[int, ...]:
-    if args.arrivals is None:
-        return poisson_times_ns(DEFAULT_RATE_PER_S, duration, seed)
-    trace = load_arrivals(args.arrivals)
-    return arrival_times_ns(trace, duration, seed, args.arrival_speedup)
 
 
 def check_out(out: str) -> None:

@@ -1,4 +1,6 @@
-"""The sharing experiments' plots (`exp/sharing`): latency CDFs, bars, TPC allocation."""
+"""The sharing experiments' plots (`exp/sharing`): latency CDFs, bars, TPC allocation.
+
+Every axis says what it counts and in which unit."""
 
 from __future__ import annotations
 
@@ -44,15 +46,21 @@ def plot_bars(path: str, rows: list[dict], metrics: Sequence[tuple[str, str]]) -
     width = 0.8 / max(1, len(tenants))
     for ax, (key, title) in zip(axes[0], metrics, strict=True):
         for k, tenant in enumerate(tenants):
-            values = []
-            for p in policies:
-                v = next(
-                    (r.get(key) for r in rows if r["policy"] == p and r["tenant"] == tenant), None
-                )
-                values.append(float("nan") if v is None else v)
-            ax.bar(np.arange(len(policies)) + k * width, values, width, label=tenant)
+            mine = [next(r for r in rows if r["policy"] == p and r["tenant"] == tenant)
+                    for p in policies]  # fmt: skip
+            values = [float("nan") if r.get(key) is None else r[key] for r in mine]
+            # Percentiles carry their bootstrap interval (`p99_ms` -> `p99_ci_ms`).
+            cis = [r.get(key.replace("_ms", "_ci_ms")) for r in mine] if key.endswith("_ms") else []
+            err = None
+            if cis and all(c is not None for c in cis):
+                err = np.maximum(0, [[v - c[0] for v, c in zip(values, cis, strict=True)],
+                                     [c[1] - v for v, c in zip(values, cis, strict=True)]])  # fmt: skip
+            ax.bar(np.arange(len(policies)) + k * width, values, width, yerr=err, capsize=2,
+                   label=tenant)  # fmt: skip
         ax.set_xticks(np.arange(len(policies)) + width * (len(tenants) - 1) / 2)
         ax.set_xticklabels(policies, rotation=45, ha="right", fontsize=8)
+        ax.set_xlabel("policy")
+        ax.set_ylabel(title)
         ax.set_title(title)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -61,25 +69,60 @@ def plot_bars(path: str, rows: list[dict], metrics: Sequence[tuple[str, str]]) -
     plt.close(fig)
 
 
-def plot_allocation(path: str, run: RunResult, names: Sequence[str], span_ns: int) -> None:
-    """TPCs in use per tenant over time (stacked), over the first `span_ns` of samples."""
+def plot_allocation(
+    path: str, run: RunResult, names: Sequence[str], span_ns: int, n_tpcs: int
+) -> None:
+    """The device's TPCs over time: each tenant's own and stolen, stacked.
+
+    At each sample every TPC counts once: for the tenant whose own atom's
+    mask holds it, else for a tenant whose stolen atom's mask holds it, else
+    idle; so the stack never exceeds the device's `n_tpcs`."""
     plt = pyplot()
-    samples = [(t, c) for t, c in run.allocation if t >= run.allocation[0][0]]
-    if not samples:
+    atoms = run.atoms
+    if not atoms:
         return
-    t0 = samples[0][0]
-    samples = [(t, c) for t, c in samples if t - t0 <= span_ns]
-    times = np.array([t for t, _ in samples]) / MS
-    counts = np.array([c for _, c in samples]).T
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.stackplot(times, counts, labels=names, step="post")
-    ax.set_xlabel("time (ms)")
-    ax.set_ylabel("TPCs in its atoms' masks")
-    ax.set_title(f"TPC allocation under {run.policy}")
-    ax.legend(loc="upper right", fontsize=8)
+    t0 = min(a.launch_ns for a in atoms)
+    times = np.arange(t0, min(t0 + span_ns, max(a.done_ns for a in atoms)), SAMPLE_STEP_NS)
+    held = np.zeros((len(names), 2, len(times)), dtype=object)  # [tenant, own/stolen, t] masks
+    for a in atoms:
+        first, last = np.searchsorted(times, [a.launch_ns, a.done_ns])
+        for i in range(first, last):
+            held[a.stream, int(a.stolen), i] |= a.mask
+    counts = np.zeros((len(names), 2, len(times)))
+    for i in range(len(times)):
+        claimed = 0
+        for stolen in (0, 1):  # owners first: a TPC in both masks is its owner's
+            for s in range(len(names)):
+                mine = int(held[s, stolen, i]) & ~claimed
+                counts[s, stolen, i] = mine.bit_count()
+                claimed |= mine
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    layers, labels, colours, hatches = [], [], [], []
+    for s, name in enumerate(names):
+        for stolen, what in ((0, "own"), (1, "stolen")):
+            layers.append(counts[s, stolen])
+            labels.append(f"{name} ({what})")
+            colours.append(f"C{s}")
+            hatches.append("//" if stolen else "")
+    polys = ax.stackplot((times - t0) / MS, layers, labels=labels, colors=colours, step="post")
+    for poly, hatch in zip(polys, hatches, strict=True):
+        poly.set_hatch(hatch)
+        poly.set_alpha(0.6 if hatch else 0.9)
+    ax.axhline(n_tpcs, color="black", linewidth=1, linestyle="--")
+    ax.set_ylim(0, n_tpcs * 1.15)
+    ax.annotate(f"device: {n_tpcs} TPCs", (0, n_tpcs), xytext=(2, 3), textcoords="offset points",
+                fontsize=8)  # fmt: skip
+    ax.set_xlabel("time from the trace's start (ms)")
+    ax.set_ylabel("TPCs (count)")
+    ax.set_title(f"TPCs each tenant's atoms hold under {run.policy}: own and stolen")
+    ax.legend(loc="upper right", fontsize=7, ncol=len(names))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+#: The TPC timeline's sample step.
+SAMPLE_STEP_NS = 50_000
 
 
 def plot_saving_vs_cost(
@@ -98,6 +141,8 @@ def plot_saving_vs_cost(
     ax.set_xticks(x)
     ax.set_xticklabels(models, rotation=20)
     ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("model")
+    ax.set_ylabel("% of the run without the mechanism")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)

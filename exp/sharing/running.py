@@ -3,14 +3,15 @@
 A run is a picklable `RunJob`; `run_job` makes it as a researcher would (a
 headless kernel, the policy's `gpu_<policy>` module inserted with the run's
 parameters, a `Simulation` that follows the kernel's GPU advisor), and
-`run_jobs` sweeps many in parallel processes with a progress display.
+`run_jobs` sweeps many in parallel processes with a progress display
+(`run_each` is the same pool for any work on jobs, as `malv exp sweep` uses).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -64,7 +65,6 @@ def run_jobs(
 ) -> list[RunResult]:
     """Run `jobs` in parallel processes; results in the order of `jobs`."""
     progress = Progress(name, len(jobs), quiet)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results: list[RunResult | None] = [None] * len(jobs)
 
     def done(i: int, r: RunResult) -> None:
@@ -74,20 +74,34 @@ def run_jobs(
             f"{job.label} seed {job.seed}: {job.duration_ns / 1e9:g} s in {r.wall_s:.1f} s"
         )
 
+    run_each(jobs, workers, run_job, done)
+    return [r for r in results if r is not None]
+
+
+def run_each(
+    jobs: Sequence[RunJob],
+    workers: int | None,
+    work: Callable[[RunJob], Any],
+    done: Callable[[int, Any], None],
+) -> None:
+    """`work(job)` for every job in parallel processes, longest first;
+    `done(index, answer)` as each finishes."""
+    if not jobs:
+        return
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].weight)
     if workers == 1:
         for i in order:
-            done(i, run_job(jobs[i]))
-    else:
-        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
-            futures = {pool.submit(run_job, jobs[i]): i for i in order}
-            try:
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
-            except KeyboardInterrupt:
-                _stop_workers(pool)
-                raise
-    return [r for r in results if r is not None]
+            done(i, work(jobs[i]))
+        return
+    with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
+        futures = {pool.submit(work, jobs[i]): i for i in order}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
 
 
 def _ignore_interrupt() -> None:

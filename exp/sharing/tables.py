@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from exp.output import markdown_table
 from exp.sharing.figures import fmt
+from exp.sharing.options import P99_SAMPLES
 
 
 def records_table(data: dict) -> str:
@@ -20,17 +22,43 @@ def records_table(data: dict) -> str:
                 f"{r['p50_ms']:.2f}",
                 f"{r['p95_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
+                interval(r["p99_ci_ms"]),
                 f"{r['p99_vs_isolated']:.2f}",
                 slo,
                 f"{r['throughput_rps']:.1f}",
                 f"{r['tpc_seconds']:.2f}",
                 f"{r['energy_j']:.0f}",
                 f"{r['avg_power_w']:.0f}",
+                queue_state(r),
             )  # fmt: skip
         )
-    columns = ("policy", "tenant", "requests", "p50 ms", "p95 ms", "p99 ms", "p99/isolated",
-               "SLO met", "req/s", "TPC-s", "energy J", "power W")  # fmt: skip
-    return markdown_table(columns, rows)
+    columns = ("policy", "tenant", "requests", "p50 ms", "p95 ms", "p99 ms", "p99 95% CI",
+               "p99/isolated", "SLO met", "req/s", "TPC-s", "energy J", "power W",
+               "queue")  # fmt: skip
+    return markdown_table(columns, rows) + THIN_NOTE
+
+
+THIN_NOTE = (
+    f"\nA P99 from fewer than {P99_SAMPLES} requests (*thin*) rests on fewer than one request "
+    "in its tail.  A queue that does not drain (*unstable*: at the window's end it still holds "
+    "more than a tenth of the window's requests) has no steady-state latency: its percentiles "
+    "grow with the run's length, and no ratio of them is a speed-up.\n\n"
+)
+
+
+def interval(ci: list[float] | None, unit: str = "") -> str:
+    """A bootstrap interval as `[lo, hi]`."""
+    if ci is None or any(math.isnan(v) for v in ci):
+        return "n/a"
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]{unit}"
+
+
+def queue_state(r: dict) -> str:
+    if r.get("unstable"):
+        return f"unstable ({r['unfinished']} left)"
+    if r["requests"] < P99_SAMPLES:
+        return "thin"
+    return "drains" if r["kind"] == "open" else "-"
 
 
 def colocation_report(
@@ -108,17 +136,25 @@ def colocation_rows(
         return []
 
     def row(what: str, key: str) -> tuple[str, str, str, str]:
-        return (what, f"{fmt(c[key])}x", paper.get(key, "-"), targets.get(key, "-"))
+        return (what, ratio_text(c, key), paper.get(key, "-"), targets.get(key, "-"))
 
-    rows = [row("HP A P99, LithOS vs isolated", "lithos_vs_isolated_p99")]
+    hp = c["tenant"]
+    rows = [row(f"{hp} P99, LithOS vs isolated", "lithos_vs_isolated_p99")]
     if "mps_vs_lithos_p99" in c:
-        rows.insert(0, row("HP A P99, MPS / LithOS", "mps_vs_lithos_p99"))
-    if "best_other" in c:
-        rows += [
-            row(f"HP A P99, best other ({c['best_other']}) / LithOS", "best_other_vs_lithos_p99"),
-            row(
-                f"aggregate throughput, LithOS / {c['best_other']}",
-                "lithos_vs_best_other_throughput",
-            ),
-        ]
+        rows.insert(0, row(f"{hp} P99, MPS / LithOS", "mps_vs_lithos_p99"))
+    for key, what in (("best_baseline", "best of the paper's baselines"),
+                      ("best_other", "best of all other policies")):  # fmt: skip
+        if key in c:
+            rows += [
+                row(f"{hp} P99, {what} ({c[key]}) / LithOS", f"{key}_vs_lithos_p99"),
+                row(f"aggregate throughput, LithOS / {c[key]}", f"lithos_vs_{key}_throughput"),
+            ]
     return rows
+
+
+def ratio_text(c: dict, key: str) -> str:
+    """A ratio with its interval, or why there is none (a queue that does not drain)."""
+    if c.get(f"{key}_unstable"):
+        return f"none: {', '.join(c[f'{key}_unstable'])} unstable"
+    ci = c.get(f"{key}_ci")
+    return f"{fmt(c[key])}x" + (f" {interval(ci)}" if ci is not None else "")

@@ -12,7 +12,7 @@ from image.cli import main as malv
 from kernel.mlaas.faults import ModuleError
 from tests.policies.conftest import WORKLOADS
 
-QUICK = ["--duration", "0.08", "--jobs", "1", "--quiet"]
+QUICK = ["--duration", "0.08", "--jobs", "1", "--quiet", "--min-requests", "1"]
 
 
 def test_stacking_writes_results_table_plots_and_a_trace(tmp_path):
@@ -76,7 +76,7 @@ def test_out_must_be_new_or_an_earlier_result(tmp_path, capsys):
 def test_stacking_on_the_orion_traces_protects_hp_under_lithos_not_mps(tmp_path):
     out = tmp_path / "orion"
     args = ["exp", "stacking", "--duration", "0.6", "--jobs", "2", "--quiet",
-            "--policies", "mps,lithos", "--out", str(out),
+            "--policies", "mps,lithos", "--out", str(out), "--min-requests", "10",
             "--trace-dir", str(WORKLOADS / "orion"),
             "--arrivals", str(WORKLOADS / "arrivals" / "orion_inter_arrival_times.json")]  # fmt: skip
     assert malv(args) == 0

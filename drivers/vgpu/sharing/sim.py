@@ -146,6 +146,9 @@ class StreamResult:
     alloc_tpc_s: float
     slo_ns: int | None
     request_iso_ns: int
+    #: Requests that arrived in the window and were not done at its end (the
+    #: backlog a queue that does not drain leaves behind).
+    unfinished: int = 0
 
 
 @attrs.frozen
@@ -405,7 +408,8 @@ class Simulation(SharedDevice[Stream]):
             unfinished = list(s.pending)
             if s.active and s.tenant.kind == "open":
                 unfinished.append(s.request_ns)
-            latencies += [end - t for t in unfinished if t >= self.warmup_ns]
+            backlog = [end - t for t in unfinished if t >= self.warmup_ns]
+            latencies += backlog
             streams.append(
                 StreamResult(
                     name=s.name,
@@ -417,6 +421,7 @@ class Simulation(SharedDevice[Stream]):
                     alloc_tpc_s=s.alloc_tpc_ns / 1e9,
                     slo_ns=s.tenant.slo_ns,
                     request_iso_ns=s.request_iso_ns,
+                    unfinished=len(backlog),
                 )
             )
         return RunResult(
