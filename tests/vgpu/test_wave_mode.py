@@ -19,13 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.vgpu import ATOM_NS, MODELS
+from bench.vgpu import ATOM_NS, completion_percentiles_ns, stacking_workload
 from drivers.vgpu import engine as eng
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.presets import a100, scaled
-from drivers.vgpu.traces import model_workload
-from drivers.vgpu.work import UNITS_PER_TPC, KernelDesc, atomize, mask_of, tpcs_of
+from drivers.vgpu.work import UNITS_PER_TPC, KernelDesc, mask_of, tpcs_of
 
 
 def random_kernel(rng: random.Random, grid_max: int = 200) -> KernelDesc:
@@ -210,37 +209,13 @@ def test_wave_mode_schedules_every_block_once_within_masks_and_capacity(seed, or
 #: on the 600-kernel one in bench/vgpu.py).
 TOLERANCE_FRACTION = 0.01
 TOLERANCE_NS = 2 * ATOM_NS
-PERCENTILES = (50, 90, 99, 100)
-
-
-def overlapping_stacking(gpu, kernels_per_context: int, seed: int) -> None:
-    """bench/vgpu.py's stacking, with each best-effort context on a window of
-    two sevenths of the TPCs that overlaps its neighbours' windows."""
-    n = gpu.spec.n_tpcs
-    width = n // 7
-    for index in range(8):
-        ctx = gpu.create_context()
-        kernels = model_workload(MODELS[index % len(MODELS)], seed + index).kernels
-        kernels = (kernels * math.ceil(kernels_per_context / len(kernels)))[:kernels_per_context]
-        if index == 0:
-            mask, priority = gpu.spec.all_tpcs_mask, 1
-        else:
-            low = (index - 1) * width
-            mask, priority = mask_of(t % n for t in range(low, low + 2 * width)), 0
-        for kernel in kernels:
-            kernel_id = gpu.add_kernel(kernel)
-            for atom in atomize(kernel, ATOM_NS, n, mask):
-                gpu.launch(ctx, kernel_id, atom.begin, atom.end, atom.mask, priority)
 
 
 def completion_percentiles(mode: str, kernels_per_context: int, seed: int) -> dict:
     gpu = Engine(a100, mode=mode)
-    overlapping_stacking(gpu, kernels_per_context, seed)
-    times: dict[bool, list[int]] = {True: [], False: []}
-    for event in gpu.run_batch():
-        if event.kernel_done:
-            times[event.ctx == 0].append(event.time_ns)
-    return {high: np.percentile(t, PERCENTILES) for high, t in times.items()}
+    stacking_workload(gpu, kernels_per_context, seed, overlapping=True)
+    events = gpu.run_batch()
+    return {high: completion_percentiles_ns(events, high) for high in (True, False)}
 
 
 @pytest.mark.parametrize("seed", range(6))
