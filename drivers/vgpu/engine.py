@@ -135,7 +135,7 @@ T_DIRTY_LIST = 3  # TPCs to examine (first S_NDIRTY entries)
 # Launches lower it at once; a scan sets it exactly; atoms running out only
 # leave it (safely) low.
 T_MIN_UNITS = 4
-T_NFIFOS = 5  # non-empty FIFOs whose mask includes the TPC, in its `tpc_fifos` row
+T_NFIFOS = 5  # non-empty FIFOs whose mask includes the TPC: its `tpc_fifos` row
 N_TPC_ROWS = 6
 
 # Rows of the block slots, the heap, the clock requests and the block log.
@@ -164,6 +164,7 @@ _STALE = -2  # a candidate to look up again
 MODES = ("block", "wave")
 
 _TPC_BITS = 8  # at most 256 TPCs
+_SWEEP_SORT = 16  # more dirty TPCs than this are sorted by a sweep, not by insertion
 
 
 class EngineState(NamedTuple):
@@ -174,11 +175,9 @@ class EngineState(NamedTuple):
     atoms: np.ndarray  # int64 [N_ATOM_ROWS, atom capacity]
     fifos: np.ndarray  # int64 [N_FIFO_ROWS, FIFO capacity]
     fifo_mask: np.ndarray  # uint64 [FIFO capacity, mask words]
-    # The FIFO index by TPC: row t lists (unordered, first T_NFIFOS entries)
-    # the non-empty FIFOs whose mask includes TPC t; fifo_pos[q, t] is FIFO
-    # q's place in that row, so a FIFO leaves every row in O(1) per TPC.
+    # The FIFO index by TPC: row t lists (first T_NFIFOS entries) the
+    # non-empty FIFOs whose mask includes TPC t, in the order of `_after`.
     tpc_fifos: np.ndarray  # int64 [n_tpcs, FIFO capacity]
-    fifo_pos: np.ndarray  # int64 [FIFO capacity, n_tpcs]
     ctx_last: np.ndarray  # int64 per context: dispatch seq when last served, -1 never
     tpcs: np.ndarray  # int64 [N_TPC_ROWS, n_tpcs]
     pending: np.ndarray  # uint64 mask words: TPCs of atoms launched since the last run
@@ -283,17 +282,42 @@ def _run(st, until, stop_on_completion):
         return aq < ar
 
     def choose_fifo(tpc, free):
-        """The FIFO whose head `tpc` takes next, or -1: only the non-empty
-        FIFOs whose mask includes `tpc` are looked at."""
+        """The FIFO whose head `tpc` takes next, or -1.  Only the TPC's index
+        row is looked at, in its order: in launch order the first FIFO that
+        fits is the one; in round robin, the first priority level that fits."""
         best = -1
+        best_prio = 0
+        best_last = 0
+        best_ctx = 0
+        best_atom = 0
         smallest = UNITS_PER_TPC + 1  # smallest block of the FIFOs that may use `tpc`
+        by_launch = sc[S_BY_LAUNCH] != 0
         for i in range(tpcs[T_NFIFOS, tpc]):
             q = tpc_fifos[tpc, i]
+            prio = fifos[Q_PRIO, q]
+            if best >= 0 and prio < best_prio:
+                return best
             units = fifos[Q_UNITS, q]
             smallest = min(smallest, units)
-            if units <= free and (best < 0 or precedes(q, best)):
-                best = q
-        tpcs[T_MIN_UNITS, tpc] = smallest
+            if units > free:
+                continue
+            if by_launch:
+                return q
+            # Equal priority: the least recently served context, then the
+            # lower context id, then the earlier launch (as `precedes`).
+            ctx = fifos[Q_CTX, q]
+            last = ctx_last[ctx]
+            atom = fifos[Q_HEAD, q]
+            if (
+                best < 0
+                or last < best_last
+                or (
+                    last == best_last and (ctx < best_ctx or (ctx == best_ctx and atom < best_atom))
+                )
+            ):
+                best, best_prio, best_last, best_ctx, best_atom = q, prio, last, ctx, atom
+        if best < 0:  # the whole row was looked at: the bound is now exact
+            tpcs[T_MIN_UNITS, tpc] = smallest
         return best
 
     def take_blocks(q, count):
@@ -304,10 +328,16 @@ def _run(st, until, stop_on_completion):
         atoms[A_NEXT, a] = block + count
         if block + count == atoms[A_END, a]:  # no blocks left: off its FIFO
             nxt = atoms[A_LINK, a]
-            fifos[Q_HEAD, q] = nxt
             if nxt < 0:  # the FIFO is empty: out of the index
-                fifos[Q_TAIL, q] = -1
                 _unlist_fifo(st, q)
+                fifos[Q_HEAD, q] = -1
+                fifos[Q_TAIL, q] = -1
+            elif sc[S_BY_LAUNCH] != 0:  # its place in the rows follows its head
+                _unlist_fifo(st, q)
+                fifos[Q_HEAD, q] = nxt
+                _list_fifo(st, q)
+            else:
+                fifos[Q_HEAD, q] = nxt
         seq = sc[S_SEQ] + count
         sc[S_SEQ] = seq
         ctx_last[atoms[A_CTX, a]] = seq - 1
@@ -399,7 +429,15 @@ def _run(st, until, stop_on_completion):
                         block += 1
 
     def sort_dirty(n):
-        """Sort the dirty TPCs ascending: by insertion, usually one or two."""
+        """Sort the dirty TPCs ascending: usually one or two, by insertion;
+        many (a wave ended, listed in reverse), by a sweep of the flags."""
+        if n > _SWEEP_SORT:
+            k = 0
+            for t in range(sc[S_NTPC]):
+                if tpcs[T_DIRTY, t] != 0:
+                    tpcs[T_DIRTY_LIST, k] = t
+                    k += 1
+            return
         for i in range(1, n):
             t = tpcs[T_DIRTY_LIST, i]
             j = i - 1
@@ -589,9 +627,43 @@ def _full_rounds(room, k, blocks):
 
 
 @njit(cache=True)
+def _after(st, r, q):
+    """Whether FIFO `r` goes after FIFO `q` in an index row: lower priority;
+    in launch order, also a later head (its order, then its id), so that the
+    first FIFO of a row that fits is the one to dispatch from."""
+    fifos, atoms = st.fifos, st.atoms
+    if fifos[Q_PRIO, r] != fifos[Q_PRIO, q] or st.sc[S_BY_LAUNCH] == 0:
+        return fifos[Q_PRIO, r] < fifos[Q_PRIO, q]
+    ar, aq = fifos[Q_HEAD, r], fifos[Q_HEAD, q]
+    if atoms[A_ORDER, ar] != atoms[A_ORDER, aq]:
+        return atoms[A_ORDER, ar] > atoms[A_ORDER, aq]
+    return ar > aq
+
+
+@njit(cache=True)
+def _list_fifo(st, q):
+    """Put the non-empty FIFO `q` in the index rows of its TPCs, after its
+    equals (a new launch usually goes last: a short move)."""
+    tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
+    st.sc[S_NQ] += 1
+    for w in range(st.fifo_mask.shape[1]):
+        bits = st.fifo_mask[q, w]
+        while bits:
+            low = bits & (~bits + np.uint64(1))
+            bits ^= low
+            t = w * 64 + _bit_index(low)
+            i = tpcs[T_NFIFOS, t]
+            tpcs[T_NFIFOS, t] = i + 1
+            while i > 0 and _after(st, tpc_fifos[t, i - 1], q):
+                tpc_fifos[t, i] = tpc_fifos[t, i - 1]
+                i -= 1
+            tpc_fifos[t, i] = q
+
+
+@njit(cache=True)
 def _unlist_fifo(st, q):
-    """FIFO `q` ran empty: take it out of the index rows of its TPCs."""
-    tpcs, tpc_fifos, fifo_pos = st.tpcs, st.tpc_fifos, st.fifo_pos
+    """Take FIFO `q` out of the index rows of its TPCs, keeping their order."""
+    tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
     st.sc[S_NQ] -= 1
     for w in range(st.fifo_mask.shape[1]):
         bits = st.fifo_mask[q, w]
@@ -600,10 +672,11 @@ def _unlist_fifo(st, q):
             bits ^= low
             t = w * 64 + _bit_index(low)
             n = tpcs[T_NFIFOS, t] - 1
-            i = fifo_pos[q, t]
-            moved = tpc_fifos[t, n]  # the row's last entry fills the hole
-            tpc_fifos[t, i] = moved
-            fifo_pos[moved, t] = i
+            i = 0
+            while tpc_fifos[t, i] != q:
+                i += 1
+            for j in range(i, n):
+                tpc_fifos[t, j] = tpc_fifos[t, j + 1]
             tpcs[T_NFIFOS, t] = n
 
 
@@ -625,7 +698,7 @@ def _add_fifo(st, q, ctx, priority, units, mask_words):
 def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, ctx, order):
     """Append atom `atom` (within the atom tables' capacity) to FIFO `q`; a
     FIFO that was empty joins the index rows of its TPCs."""
-    sc, atoms, fifos, fifo_mask, tpcs = st.sc, st.atoms, st.fifos, st.fifo_mask, st.tpcs
+    atoms, fifos, fifo_mask, tpcs = st.atoms, st.fifos, st.fifo_mask, st.tpcs
     for r in range(N_ATOM_ROWS):
         atoms[r, atom] = -1
     atoms[A_UNITS, atom] = units
@@ -644,20 +717,15 @@ def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, 
     for w in range(st.pending.shape[0]):
         bits = fifo_mask[q, w]
         st.pending[w] |= bits
-        while bits:  # lower the TPCs' smallest-block bound; list the FIFO
+        while bits:  # lower the TPCs' smallest-block bound
             low = bits & (~bits + np.uint64(1))
             bits ^= low
             t = w * 64 + _bit_index(low)
             if tpcs[T_MIN_UNITS, t] > units:
                 tpcs[T_MIN_UNITS, t] = units
-            if was_empty:
-                n = tpcs[T_NFIFOS, t]
-                st.tpc_fifos[t, n] = q
-                st.fifo_pos[q, t] = n
-                tpcs[T_NFIFOS, t] = n + 1
     if was_empty:
         fifos[Q_HEAD, q] = atom
-        sc[S_NQ] += 1
+        _list_fifo(st, q)
     else:
         atoms[A_LINK, tail] = atom
     fifos[Q_TAIL, q] = atom
@@ -752,7 +820,6 @@ class Engine(VirtualGpu):
             fifos=np.zeros((N_FIFO_ROWS, 8), i64),
             fifo_mask=np.zeros((8, self._words), np.uint64),
             tpc_fifos=np.zeros((n, 8), i64),
-            fifo_pos=np.zeros((8, n), i64),
             ctx_last=np.full(8, -1, i64),
             tpcs=tpcs,
             pending=np.zeros(self._words, np.uint64),
@@ -790,7 +857,6 @@ class Engine(VirtualGpu):
             self._grow("fifos", size)
             self._grow("fifo_mask", size, axis=0)
             self._grow("tpc_fifos", size)
-            self._grow("fifo_pos", size, axis=0)
 
     def _fifo(self, ctx: int, priority: int, units: int, mask: int) -> int:
         """The FIFO for atoms of this context, priority, block size and mask."""

@@ -250,7 +250,7 @@ def test_compiled_callers_grow_the_tables_and_queue_atoms_directly(mode):
     st = direct._st
     assert st.atoms.shape[1] >= 12 and st.done.shape[0] >= 12
     assert st.fifos.shape[1] >= 12 and st.fifo_mask.shape[0] >= 12
-    assert st.tpc_fifos.shape == (8, st.fifos.shape[1]) and st.fifo_pos.shape[0] >= 12
+    assert st.tpc_fifos.shape == (8, st.fifos.shape[1])
     assert st.sc[eng.S_WAVE] == (mode == "wave")
     fifo_of: dict[tuple[int, int, int], int] = {}
     for i, kernel in enumerate(kernels):
