@@ -123,7 +123,8 @@ Q_CTX = 1
 Q_UNITS = 2
 Q_HEAD = 3
 Q_TAIL = 4
-N_FIFO_ROWS = 5
+Q_NTPCS = 5  # TPCs in its mask: the first entries of its `fifo_tpcs` row
+N_FIFO_ROWS = 6
 
 # Rows of the TPC table.
 T_FREE = 0  # free capacity units
@@ -175,6 +176,7 @@ class EngineState(NamedTuple):
     atoms: np.ndarray  # int64 [N_ATOM_ROWS, atom capacity]
     fifos: np.ndarray  # int64 [N_FIFO_ROWS, FIFO capacity]
     fifo_mask: np.ndarray  # uint64 [FIFO capacity, mask words]
+    fifo_tpcs: np.ndarray  # int64 [FIFO capacity, n_tpcs]: the TPCs of its mask, ascending
     # The FIFO index by TPC: row t lists (first T_NFIFOS entries) the
     # non-empty FIFOs whose mask includes TPC t, in the order of `_after`.
     tpc_fifos: np.ndarray  # int64 [n_tpcs, FIFO capacity]
@@ -646,18 +648,14 @@ def _list_fifo(st, q):
     equals (a new launch usually goes last: a short move)."""
     tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
     st.sc[S_NQ] += 1
-    for w in range(st.fifo_mask.shape[1]):
-        bits = st.fifo_mask[q, w]
-        while bits:
-            low = bits & (~bits + np.uint64(1))
-            bits ^= low
-            t = w * 64 + _bit_index(low)
-            i = tpcs[T_NFIFOS, t]
-            tpcs[T_NFIFOS, t] = i + 1
-            while i > 0 and _after(st, tpc_fifos[t, i - 1], q):
-                tpc_fifos[t, i] = tpc_fifos[t, i - 1]
-                i -= 1
-            tpc_fifos[t, i] = q
+    for k in range(st.fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        i = tpcs[T_NFIFOS, t]
+        tpcs[T_NFIFOS, t] = i + 1
+        while i > 0 and _after(st, tpc_fifos[t, i - 1], q):
+            tpc_fifos[t, i] = tpc_fifos[t, i - 1]
+            i -= 1
+        tpc_fifos[t, i] = q
 
 
 @njit(cache=True)
@@ -665,19 +663,15 @@ def _unlist_fifo(st, q):
     """Take FIFO `q` out of the index rows of its TPCs, keeping their order."""
     tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
     st.sc[S_NQ] -= 1
-    for w in range(st.fifo_mask.shape[1]):
-        bits = st.fifo_mask[q, w]
-        while bits:
-            low = bits & (~bits + np.uint64(1))
-            bits ^= low
-            t = w * 64 + _bit_index(low)
-            n = tpcs[T_NFIFOS, t] - 1
-            i = 0
-            while tpc_fifos[t, i] != q:
-                i += 1
-            for j in range(i, n):
-                tpc_fifos[t, j] = tpc_fifos[t, j + 1]
-            tpcs[T_NFIFOS, t] = n
+    for k in range(st.fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        n = tpcs[T_NFIFOS, t] - 1
+        i = 0
+        while tpc_fifos[t, i] != q:
+            i += 1
+        for j in range(i, n):
+            tpc_fifos[t, j] = tpc_fifos[t, j + 1]
+        tpcs[T_NFIFOS, t] = n
 
 
 @njit(cache=True)
@@ -690,8 +684,16 @@ def _add_fifo(st, q, ctx, priority, units, mask_words):
     fifos[Q_UNITS, q] = units
     fifos[Q_HEAD, q] = -1
     fifos[Q_TAIL, q] = -1
+    k = 0
     for w in range(mask_words.shape[0]):
-        st.fifo_mask[q, w] = mask_words[w]
+        bits = np.uint64(mask_words[w])
+        st.fifo_mask[q, w] = bits
+        while bits:
+            low = bits & (~bits + np.uint64(1))
+            bits ^= low
+            st.fifo_tpcs[q, k] = w * 64 + _bit_index(low)
+            k += 1
+    fifos[Q_NTPCS, q] = k
 
 
 @njit(cache=True)
@@ -712,17 +714,14 @@ def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, 
     atoms[A_PASS, atom] = 0
     atoms[A_BUSY_NS, atom] = 0
     atoms[A_ORDER, atom] = order
+    for w in range(st.pending.shape[0]):
+        st.pending[w] |= fifo_mask[q, w]
+    for k in range(fifos[Q_NTPCS, q]):  # lower the TPCs' smallest-block bound
+        t = st.fifo_tpcs[q, k]
+        if tpcs[T_MIN_UNITS, t] > units:
+            tpcs[T_MIN_UNITS, t] = units
     tail = fifos[Q_TAIL, q]
     was_empty = tail < 0
-    for w in range(st.pending.shape[0]):
-        bits = fifo_mask[q, w]
-        st.pending[w] |= bits
-        while bits:  # lower the TPCs' smallest-block bound
-            low = bits & (~bits + np.uint64(1))
-            bits ^= low
-            t = w * 64 + _bit_index(low)
-            if tpcs[T_MIN_UNITS, t] > units:
-                tpcs[T_MIN_UNITS, t] = units
     if was_empty:
         fifos[Q_HEAD, q] = atom
         _list_fifo(st, q)
@@ -819,6 +818,7 @@ class Engine(VirtualGpu):
             atoms=np.zeros((N_ATOM_ROWS, cap), i64),
             fifos=np.zeros((N_FIFO_ROWS, 8), i64),
             fifo_mask=np.zeros((8, self._words), np.uint64),
+            fifo_tpcs=np.zeros((8, n), i64),
             tpc_fifos=np.zeros((n, 8), i64),
             ctx_last=np.full(8, -1, i64),
             tpcs=tpcs,
@@ -856,6 +856,7 @@ class Engine(VirtualGpu):
             size = max(fifos, 2 * st.fifos.shape[1])
             self._grow("fifos", size)
             self._grow("fifo_mask", size, axis=0)
+            self._grow("fifo_tpcs", size, axis=0)
             self._grow("tpc_fifos", size)
 
     def _fifo(self, ctx: int, priority: int, units: int, mask: int) -> int:
