@@ -20,8 +20,11 @@ Principles
 * Queued atoms sit in FIFOs, one per (context, priority, block size, mask),
   linked through the atom table.  All atoms of a FIFO fit the same TPCs, so
   only its head can be dispatched.  The FIFOs are indexed by TPC: each TPC
-  lists the non-empty FIFOs whose mask includes it, so choosing work for a
-  TPC looks only at those, however many other masks are queued.
+  lists the non-empty FIFOs whose mask includes it, by priority (and in
+  launch order by their heads' order), so choosing work for a TPC looks
+  only at those, however many other masks are queued, and stops at the
+  first that fits (launch order) or after the first priority level that has
+  work for it (round robin).
 * A TPC is examined only when something may have changed for it: a block on
   it ended, or an atom that includes it was launched.  A TPC that could take
   nothing stays unable to until one of those happens (dispatch removes or
@@ -699,7 +702,8 @@ def _add_fifo(st, q, ctx, priority, units, mask_words):
 @njit(cache=True)
 def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, ctx, order):
     """Append atom `atom` (within the atom tables' capacity) to FIFO `q`; a
-    FIFO that was empty joins the index rows of its TPCs."""
+    FIFO that was empty joins the index rows of its TPCs.  As `launch`
+    checks, a context's `order`s must not decrease."""
     atoms, fifos, fifo_mask, tpcs = st.atoms, st.fifos, st.fifo_mask, st.tpcs
     for r in range(N_ATOM_ROWS):
         atoms[r, atom] = -1
