@@ -488,6 +488,14 @@ def _run(st, until, stop_on_completion):
         only drops; so only candidates that were the step's FIFO, or in
         round robin of its context, are looked up again."""
         n = sc[S_NDIRTY]
+        if n == 1:  # the usual case once blocks end at scattered instants
+            tpc = tpcs[T_DIRTY_LIST, 0]
+            while True:
+                wave[W_CAND, 0] = candidate(tpc)
+                if wave[W_CAND, 0] < 0:
+                    tpcs[T_DIRTY, tpc] = 0
+                    return
+                start_wave(wave[W_CAND, 0], 1)
         sort_dirty(n)
         for i in range(n):
             wave[W_CAND, i] = _STALE
