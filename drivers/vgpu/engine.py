@@ -181,7 +181,7 @@ class EngineState(NamedTuple):
     fifo_mask: np.ndarray  # uint64 [FIFO capacity, mask words]
     fifo_tpcs: np.ndarray  # int64 [FIFO capacity, n_tpcs]: the TPCs of its mask, ascending
     # The FIFO index by TPC: row t lists (first T_NFIFOS entries) the
-    # non-empty FIFOs whose mask includes TPC t, in the order of `_after`.
+    # non-empty FIFOs whose mask includes TPC t, in the order of `_goes_after`.
     tpc_fifos: np.ndarray  # int64 [n_tpcs, FIFO capacity]
     ctx_last: np.ndarray  # int64 per context: dispatch seq when last served, -1 never
     tpcs: np.ndarray  # int64 [N_TPC_ROWS, n_tpcs]
@@ -338,9 +338,8 @@ def _run(st, until, stop_on_completion):
                 fifos[Q_HEAD, q] = -1
                 fifos[Q_TAIL, q] = -1
             elif sc[S_BY_LAUNCH] != 0:  # its place in the rows follows its head
-                _unlist_fifo(st, q)
                 fifos[Q_HEAD, q] = nxt
-                _list_fifo(st, q)
+                _relist_fifo(st, q)
             else:
                 fifos[Q_HEAD, q] = nxt
         seq = sc[S_SEQ] + count
@@ -640,12 +639,11 @@ def _full_rounds(room, k, blocks):
 
 
 @njit(cache=True)
-def _after(st, r, q):
+def _goes_after(fifos, atoms, by_launch, r, q):
     """Whether FIFO `r` goes after FIFO `q` in an index row: lower priority;
     in launch order, also a later head (its order, then its id), so that the
     first FIFO of a row that fits is the one to dispatch from."""
-    fifos, atoms = st.fifos, st.atoms
-    if fifos[Q_PRIO, r] != fifos[Q_PRIO, q] or st.sc[S_BY_LAUNCH] == 0:
+    if fifos[Q_PRIO, r] != fifos[Q_PRIO, q] or not by_launch:
         return fifos[Q_PRIO, r] < fifos[Q_PRIO, q]
     ar, aq = fifos[Q_HEAD, r], fifos[Q_HEAD, q]
     if atoms[A_ORDER, ar] != atoms[A_ORDER, aq]:
@@ -654,19 +652,45 @@ def _after(st, r, q):
 
 
 @njit(cache=True)
+def _sift_forward(fifos, atoms, by_launch, row, i, q):
+    """Put FIFO `q` at place `i` of the index row `row` (free to overwrite),
+    or further forward, before the FIFOs that go after it."""
+    while i > 0 and _goes_after(fifos, atoms, by_launch, row[i - 1], q):
+        row[i] = row[i - 1]
+        i -= 1
+    row[i] = q
+
+
+@njit(cache=True)
 def _list_fifo(st, q):
     """Put the non-empty FIFO `q` in the index rows of its TPCs, after its
     equals (a new launch usually goes last: a short move)."""
-    tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
+    fifos, atoms, tpcs, tpc_fifos = st.fifos, st.atoms, st.tpcs, st.tpc_fifos
+    by_launch = st.sc[S_BY_LAUNCH] != 0
     st.sc[S_NQ] += 1
-    for k in range(st.fifos[Q_NTPCS, q]):
+    for k in range(fifos[Q_NTPCS, q]):
         t = st.fifo_tpcs[q, k]
-        i = tpcs[T_NFIFOS, t]
-        tpcs[T_NFIFOS, t] = i + 1
-        while i > 0 and _after(st, tpc_fifos[t, i - 1], q):
-            tpc_fifos[t, i] = tpc_fifos[t, i - 1]
-            i -= 1
-        tpc_fifos[t, i] = q
+        n = tpcs[T_NFIFOS, t]
+        tpcs[T_NFIFOS, t] = n + 1
+        _sift_forward(fifos, atoms, by_launch, tpc_fifos[t], n, q)
+
+
+@njit(cache=True)
+def _relist_fifo(st, q):
+    """FIFO `q` has a new head (launch order): move it to its new place in
+    its rows, usually further back (a context's orders do not decrease)."""
+    fifos, atoms, tpcs, tpc_fifos = st.fifos, st.atoms, st.tpcs, st.tpc_fifos
+    for k in range(fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        row = tpc_fifos[t]
+        n = tpcs[T_NFIFOS, t]
+        i = 0
+        while row[i] != q:
+            i += 1
+        while i + 1 < n and not _goes_after(fifos, atoms, True, row[i + 1], q):
+            row[i] = row[i + 1]
+            i += 1
+        _sift_forward(fifos, atoms, True, row, i, q)
 
 
 @njit(cache=True)
