@@ -140,7 +140,11 @@ T_DIRTY_LIST = 3  # TPCs to examine (first S_NDIRTY entries)
 # leave it (safely) low.
 T_MIN_UNITS = 4
 T_NFIFOS = 5  # non-empty FIFOs whose mask includes the TPC: its `tpc_fifos` row
-N_TPC_ROWS = 6
+# Wave mode's working rows, by place, not by TPC (as T_DIRTY_LIST).
+T_CAND = 6  # by place in T_DIRTY_LIST: that TPC's candidate FIFO, or _STALE
+T_WAVE_TPC = 7  # a wave step's TPCs, ascending
+T_WAVE_BLOCKS = 8  # their room in blocks, then the blocks they take
+N_TPC_ROWS = 9
 
 # Rows of the block slots, the heap, the clock requests and the block log.
 SL_ITEM = 0  # atom << 8 | tpc
@@ -157,12 +161,7 @@ RUN_REACHED = 0  # reached `until`, or nothing left to happen
 RUN_COMPLETIONS = 1  # atoms completed (stop-on-completion mode)
 RUN_LOG_FULL = 2  # the block log needs more room before the next dispatch
 
-# Rows of the wave mode's scratch table.
-W_CAND = 0  # by place in T_DIRTY_LIST: the TPC's candidate FIFO, or _STALE
-W_TPC = 1  # a wave's TPCs, ascending
-W_BLOCKS = 2  # their room in blocks, then the blocks they take
-N_WAVE_ROWS = 3
-_STALE = -2  # a candidate to look up again
+_STALE = -2  # a T_CAND entry to look up again
 
 #: The dispatch modes, by their value of S_WAVE.
 MODES = ("block", "wave")
@@ -209,7 +208,6 @@ def _run(st, until, stop_on_completion):
     sc, fs, atoms, fifos, tpc_fifos = st.sc, st.fs, st.atoms, st.fifos, st.tpc_fifos
     ctx_last, tpcs, slots, heap, log = st.ctx_last, st.tpcs, st.slots, st.heap, st.log
     clocks, pass_atoms = st.clocks, st.pass_atoms
-    wave = np.empty((N_WAVE_ROWS, tpcs.shape[1]), np.int64)
 
     # The heap is 4-ary: half the depth of a binary heap, and the four
     # children of a node share a cache line.
@@ -390,7 +388,7 @@ def _run(st, until, stop_on_completion):
 
     def start_wave(q, n):
         """The head of FIFO `q`, the first in dispatch order for the dirty
-        TPCs whose candidate it is (``wave[W_CAND, :n]``), starts as many
+        TPCs whose candidate it is (``tpcs[T_CAND, :n]``), starts as many
         blocks as they have room for, spread as block-exact rounds would
         spread them if it were alone: R full rounds of one block per TPC
         with room, then one more on the first (ascending) with room left.
@@ -401,35 +399,35 @@ def _run(st, until, stop_on_completion):
         k = 0
         room = 0
         for i in range(n):
-            if wave[W_CAND, i] == q:
+            if tpcs[T_CAND, i] == q:
                 tpc = tpcs[T_DIRTY_LIST, i]
-                wave[W_TPC, k] = tpc
-                wave[W_BLOCKS, k] = tpcs[T_FREE, tpc] // units
-                room += wave[W_BLOCKS, k]
+                tpcs[T_WAVE_TPC, k] = tpc
+                tpcs[T_WAVE_BLOCKS, k] = tpcs[T_FREE, tpc] // units
+                room += tpcs[T_WAVE_BLOCKS, k]
                 k += 1
         left = atoms[A_END, a] - atoms[A_NEXT, a]
         rounds, extra = MAX_BLOCKS_PER_TPC, 0
         if room > left:
-            rounds, extra = _full_rounds(wave[W_BLOCKS], k, left)
+            rounds, extra = _full_rounds(tpcs[T_WAVE_BLOCKS], k, left)
         count = 0
         most = 0
         for j in range(k):
-            got = min(wave[W_BLOCKS, j], rounds)
-            if extra > 0 and wave[W_BLOCKS, j] > rounds:
+            got = min(tpcs[T_WAVE_BLOCKS, j], rounds)
+            if extra > 0 and tpcs[T_WAVE_BLOCKS, j] > rounds:
                 got += 1
                 extra -= 1
-            wave[W_BLOCKS, j] = got
+            tpcs[T_WAVE_BLOCKS, j] = got
             count += got
             most = max(most, got)
         block = take_blocks(q, count)  # first: it opens the atom's group for the pass
         for j in range(k):
-            if wave[W_BLOCKS, j] > 0:
-                occupy(a, wave[W_TPC, j], wave[W_BLOCKS, j])
+            if tpcs[T_WAVE_BLOCKS, j] > 0:
+                occupy(a, tpcs[T_WAVE_TPC, j], tpcs[T_WAVE_BLOCKS, j])
         if sc[S_LOG_ON] != 0:  # one record per block, in the rounds' order
             for r in range(most):
                 for j in range(k):
-                    if wave[W_BLOCKS, j] > r:
-                        log_block(a, block, wave[W_TPC, j])
+                    if tpcs[T_WAVE_BLOCKS, j] > r:
+                        log_block(a, block, tpcs[T_WAVE_TPC, j])
                         block += 1
 
     def sort_dirty(n):
@@ -490,27 +488,27 @@ def _run(st, until, stop_on_completion):
         if n == 1:  # the usual case once blocks end at scattered instants
             tpc = tpcs[T_DIRTY_LIST, 0]
             while True:
-                wave[W_CAND, 0] = candidate(tpc)
-                if wave[W_CAND, 0] < 0:
+                tpcs[T_CAND, 0] = candidate(tpc)
+                if tpcs[T_CAND, 0] < 0:
                     tpcs[T_DIRTY, tpc] = 0
                     return
-                start_wave(wave[W_CAND, 0], 1)
+                start_wave(tpcs[T_CAND, 0], 1)
         sort_dirty(n)
         for i in range(n):
-            wave[W_CAND, i] = _STALE
+            tpcs[T_CAND, i] = _STALE
         while True:
             kept = 0
             best = -1
             for i in range(n):  # compaction keeps the dirty TPCs ascending
                 tpc = tpcs[T_DIRTY_LIST, i]
-                q = wave[W_CAND, i]
+                q = tpcs[T_CAND, i]
                 if q == _STALE:
                     q = candidate(tpc)
                 if q < 0:  # nothing fits it until a block ends or a launch
                     tpcs[T_DIRTY, tpc] = 0
                     continue
                 tpcs[T_DIRTY_LIST, kept] = tpc
-                wave[W_CAND, kept] = q
+                tpcs[T_CAND, kept] = q
                 kept += 1
                 if best < 0 or precedes(q, best):
                     best = q
@@ -520,9 +518,9 @@ def _run(st, until, stop_on_completion):
             start_wave(best, n)
             ctx = fifos[Q_CTX, best]
             for i in range(n):
-                q = wave[W_CAND, i]
+                q = tpcs[T_CAND, i]
                 if q == best or (sc[S_BY_LAUNCH] == 0 and fifos[Q_CTX, q] == ctx):
-                    wave[W_CAND, i] = _STALE
+                    tpcs[T_CAND, i] = _STALE
 
     def dispatch():
         """One dispatch pass, then fix the new blocks' ends."""
