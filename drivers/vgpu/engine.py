@@ -1,11 +1,12 @@
 """The vGPU engine: block dispatch, timing, clocks and power, compiled with numba (`drivers/vgpu`).
 
-This is the hot path of the virtual GPU.  It implements exactly the rules
-written out in `reference.py` (dispatch order, integer timing fixed at block
-start, clock switch latency, piecewise-constant power); the tests hold the
-two to identical results.  `Engine` is the Python face: it subclasses
-`api.VirtualGpu`, which validates every request, and keeps the device state
-in numpy tables that the `@njit(cache=True)` functions below update in place.
+This is the hot path of the virtual GPU.  In its default *block* mode it
+implements exactly the rules written out in `reference.py` (dispatch order,
+integer timing fixed at block start, clock switch latency, piecewise-constant
+power); the tests hold the two to identical results.  `Engine` is the Python
+face: it subclasses `api.VirtualGpu`, which validates every request, and
+keeps the device state in numpy tables that the `@njit(cache=True)`
+functions below update in place.
 
 Principles
 ----------
@@ -14,19 +15,45 @@ Principles
   compiled function takes a handful of tables, not dozens of arrays.
 * The event loop (`_run`) is one page: take the next instant, apply clock
   changes, end the blocks ending then, start blocks.  No Python objects.
-* Running blocks sit in a binary min-heap keyed by end time.
+* Running blocks sit in a 4-ary min-heap keyed by end time, by groups: the
+  blocks of one atom started at one instant end together.
 * Queued atoms sit in FIFOs, one per (context, priority, block size, mask),
   linked through the atom table.  All atoms of a FIFO fit the same TPCs, so
-  only its head can be dispatched.  The non-empty FIFOs are kept in priority
-  order, so choosing an atom for a TPC looks at FIFO heads of the top
-  priority level with work for that TPC, and no further.
+  only its head can be dispatched.  The FIFOs are indexed by TPC: each TPC
+  lists the non-empty FIFOs whose mask includes it, by priority (and in
+  launch order by their heads' order), so choosing work for a TPC looks
+  only at those, however many other masks are queued, and stops at the
+  first that fits (launch order) or after the first priority level that has
+  work for it (round robin).
 * A TPC is examined only when something may have changed for it: a block on
   it ended, or an atom that includes it was launched.  A TPC that could take
   nothing stays unable to until one of those happens (dispatch removes or
   reorders candidates, never adds one), so this is exact, not a heuristic.
 * Growth (more atoms, FIFOs, contexts, clock requests, log space) happens in
-  Python between compiled calls; the loop stops and asks before the block
-  log could overflow.
+  Python between compiled calls (`Engine.ensure_capacity` for compiled
+  callers); the loop stops and asks before the block log could overflow.
+
+Wave mode
+---------
+``Engine(spec, mode="wave")`` (``sc[S_WAVE] = 1``; the same compiled `_run`)
+deals work a wave at a time instead of a block at a time.  At an instant,
+the first FIFO in dispatch order whose head fits on a TPC to examine starts
+in one step every block of its head that its TPCs have room for: one group,
+one heap entry and one slot per TPC, however many blocks.  Its blocks are
+spread as block-exact rounds would spread them if it were alone.  Then the
+next FIFO, until nothing fits.  Priorities hold per TPC as in block mode
+(the step's FIFO is the first for every TPC it fills); running blocks are
+never preempted; timing, `A_BUSY_NS` and energy follow the same formulas.
+
+What changes is the order among equal-priority atoms waiting at one
+instant: round robin (or launch order) picks a whole wave per turn, where
+block mode deals one block per context per turn, and so blocks may land on
+other slots.  The two modes give identical results whenever no TPC is
+wanted by two queued atoms at once (e.g. one atom queued at a time, or atoms
+on disjoint masks), and identical completion times when every queued block
+starts at once (whole waves that fit); `tests/vgpu/test_wave_mode.py` checks
+both, and bounds the move of completion-time percentiles on mixed workloads.
+The block log works in both modes: one record per block.
 """
 
 from __future__ import annotations
@@ -37,6 +64,7 @@ import numpy as np
 from numba import njit
 
 from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
+from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.work import MAX_BLOCKS_PER_TPC, UNITS_PER_TPC, BlockCost
 
@@ -57,13 +85,14 @@ S_LOG_ON = 12
 S_LOG_N = 13
 S_NDONE = 14  # atoms completed during the current run
 S_COMPLETED = 15  # blocks completed so far
-S_NQ = 16  # non-empty FIFOs, in the Q_ORDER row
+S_NQ = 16  # non-empty FIFOs
 S_NTPC = 17
 S_FREE_SLOT = 18  # head of the free list of block slots
 S_PASS = 19  # dispatch passes so far
 S_NPASS = 20  # atoms that started blocks in the current pass
 S_BY_LAUNCH = 21  # 1: equal priorities go in launch order, not round robin
-N_SCALARS = 22
+S_WAVE = 22  # 1: wave mode (a FIFO head starts a whole wave per step), 0: block-exact
+N_SCALARS = 23
 
 # Float scalars, in `fs`.
 F_ENERGY = 0  # J
@@ -91,15 +120,14 @@ A_BUSY_NS = 14  # summed run time of its blocks so far
 A_ORDER = 15  # its place in the launch dispatch order (then its id)
 N_ATOM_ROWS = 16
 
-# Rows of the FIFO table, indexed by FIFO id (Q_ORDER by position).
+# Rows of the FIFO table, indexed by FIFO id.
 Q_PRIO = 0
 Q_CTX = 1
-Q_KEY = 2  # (-priority << 32) + context: the FIFO's place in the dispatch order
-Q_UNITS = 3
-Q_HEAD = 4
-Q_TAIL = 5
-Q_ORDER = 6  # the non-empty FIFOs, sorted by Q_KEY
-N_FIFO_ROWS = 7
+Q_UNITS = 2
+Q_HEAD = 3
+Q_TAIL = 4
+Q_NTPCS = 5  # TPCs in its mask: the first entries of its `fifo_tpcs` row
+N_FIFO_ROWS = 6
 
 # Rows of the TPC table.
 T_FREE = 0  # free capacity units
@@ -108,14 +136,20 @@ T_DIRTY = 2  # 1 while listed in T_DIRTY_LIST
 T_DIRTY_LIST = 3  # TPCs to examine (first S_NDIRTY entries)
 # A lower bound on the smallest block of the queued atoms that may use the
 # TPC.  A TPC with less free capacity can take nothing and is not scanned.
-# Launches lower it at once; a scan that finds nothing sets it exactly;
-# atoms running out only leave it (safely) low.
+# Launches lower it at once; a scan sets it exactly; atoms running out only
+# leave it (safely) low.
 T_MIN_UNITS = 4
-N_TPC_ROWS = 5
+T_NFIFOS = 5  # non-empty FIFOs whose mask includes the TPC: its `tpc_fifos` row
+# Wave mode's working rows, by place, not by TPC (as T_DIRTY_LIST).
+T_CAND = 6  # by place in T_DIRTY_LIST: that TPC's candidate FIFO, or _STALE
+T_WAVE_TPC = 7  # a wave step's TPCs, ascending
+T_WAVE_BLOCKS = 8  # their room in blocks, then the blocks they take
+N_TPC_ROWS = 9
 
 # Rows of the block slots, the heap, the clock requests and the block log.
 SL_ITEM = 0  # atom << 8 | tpc
 SL_NEXT = 1  # next slot of the same group, or of the free list; -1 ends
+SL_COUNT = 2  # blocks of the atom on the TPC that the slot stands for
 H_END = 0
 H_SLOT = 1  # first slot of the group
 K_TIME = 0
@@ -127,7 +161,13 @@ RUN_REACHED = 0  # reached `until`, or nothing left to happen
 RUN_COMPLETIONS = 1  # atoms completed (stop-on-completion mode)
 RUN_LOG_FULL = 2  # the block log needs more room before the next dispatch
 
+_STALE = -2  # a T_CAND entry to look up again
+
+#: The dispatch modes, by their value of S_WAVE.
+MODES = ("block", "wave")
+
 _TPC_BITS = 8  # at most 256 TPCs
+_SWEEP_SORT = 16  # more dirty TPCs than this are sorted by a sweep, not by insertion
 
 
 class EngineState(NamedTuple):
@@ -138,10 +178,14 @@ class EngineState(NamedTuple):
     atoms: np.ndarray  # int64 [N_ATOM_ROWS, atom capacity]
     fifos: np.ndarray  # int64 [N_FIFO_ROWS, FIFO capacity]
     fifo_mask: np.ndarray  # uint64 [FIFO capacity, mask words]
+    fifo_tpcs: np.ndarray  # int64 [FIFO capacity, n_tpcs]: the TPCs of its mask, ascending
+    # The FIFO index by TPC: row t lists (first T_NFIFOS entries) the
+    # non-empty FIFOs whose mask includes TPC t, in the order of `_goes_after`.
+    tpc_fifos: np.ndarray  # int64 [n_tpcs, FIFO capacity]
     ctx_last: np.ndarray  # int64 per context: dispatch seq when last served, -1 never
     tpcs: np.ndarray  # int64 [N_TPC_ROWS, n_tpcs]
     pending: np.ndarray  # uint64 mask words: TPCs of atoms launched since the last run
-    slots: np.ndarray  # int64 [2, n_tpcs * 16]: one per block that can run at once
+    slots: np.ndarray  # int64 [3, n_tpcs * 16]: one per (atom, TPC) started in a pass
     heap: np.ndarray  # int64 [2, n_tpcs * 16]: groups of running blocks, min-heap on H_END
     pass_atoms: np.ndarray  # int64: atoms that started blocks in the current pass
     clocks: np.ndarray  # int64 [2, capacity]: requested clocks, in effect order
@@ -161,7 +205,7 @@ def _run(st, until, stop_on_completion):
     inlines; passing the tables as arguments would cost a reference-count
     update per table per call in the innermost loop.
     """
-    sc, fs, atoms, fifos, fifo_mask = st.sc, st.fs, st.atoms, st.fifos, st.fifo_mask
+    sc, fs, atoms, fifos, tpc_fifos = st.sc, st.fs, st.atoms, st.fifos, st.tpc_fifos
     ctx_last, tpcs, slots, heap, log = st.ctx_last, st.tpcs, st.slots, st.heap, st.log
     clocks, pass_atoms = st.clocks, st.pass_atoms
 
@@ -220,124 +264,273 @@ def _run(st, until, stop_on_completion):
         fs[F_ENERGY] += power * (t - sc[S_NOW]) * 1e-9
         sc[S_NOW] = t
 
+    def precedes(q, r):
+        """Whether the head of FIFO `q` comes before the head of FIFO `r` in
+        dispatch order: higher priority; then the least recently served
+        context, the lower context id and the earlier launch; or, in launch
+        order, the earlier order.  The key is total: atoms are distinct."""
+        if fifos[Q_PRIO, q] != fifos[Q_PRIO, r]:
+            return fifos[Q_PRIO, q] > fifos[Q_PRIO, r]
+        aq, ar = fifos[Q_HEAD, q], fifos[Q_HEAD, r]
+        if sc[S_BY_LAUNCH] != 0:
+            # A context's orders never decrease, so a FIFO's head has its least.
+            if atoms[A_ORDER, aq] != atoms[A_ORDER, ar]:
+                return atoms[A_ORDER, aq] < atoms[A_ORDER, ar]
+            return aq < ar
+        cq, cr = fifos[Q_CTX, q], fifos[Q_CTX, r]
+        if ctx_last[cq] != ctx_last[cr]:
+            return ctx_last[cq] < ctx_last[cr]
+        if cq != cr:
+            return cq < cr
+        return aq < ar
+
     def choose_fifo(tpc, free):
-        """Position in Q_ORDER of the FIFO whose head `tpc` takes next, or -1."""
-        word = tpc >> 6
-        bit = np.uint64(1) << np.uint64(tpc & 63)
-        best_i = -1
+        """The FIFO whose head `tpc` takes next, or -1.  Only the TPC's index
+        row is looked at, in its order: in launch order the first FIFO that
+        fits is the one; in round robin, the first priority level that fits."""
+        best = -1
         best_prio = 0
         best_last = 0
         best_ctx = 0
         best_atom = 0
         smallest = UNITS_PER_TPC + 1  # smallest block of the FIFOs that may use `tpc`
-        for i in range(sc[S_NQ]):
-            q = fifos[Q_ORDER, i]
+        by_launch = sc[S_BY_LAUNCH] != 0
+        for i in range(tpcs[T_NFIFOS, tpc]):
+            q = tpc_fifos[tpc, i]
             prio = fifos[Q_PRIO, q]
-            if best_i >= 0 and prio < best_prio:
-                break  # FIFOs are in priority order: nothing later can win
-            if (fifo_mask[q, word] & bit) == 0:
-                continue
+            if best >= 0 and prio < best_prio:
+                return best
             units = fifos[Q_UNITS, q]
             smallest = min(smallest, units)
             if units > free:
                 continue
-            # Equal priority: the least recently served context, then the lower
-            # context id, then the earlier launch; or only the earlier launch.
+            if by_launch:
+                return q
+            # Equal priority: the least recently served context, then the
+            # lower context id, then the earlier launch (as `precedes`).
             ctx = fifos[Q_CTX, q]
             last = ctx_last[ctx]
             atom = fifos[Q_HEAD, q]
-            if sc[S_BY_LAUNCH] != 0:
-                # A context's orders never decrease, so a FIFO's head has its least.
-                order = atoms[A_ORDER, atom]
-                if best_i < 0 or order < best_last or (order == best_last and atom < best_atom):
-                    best_i, best_prio, best_last, best_atom = i, prio, order, atom
-            elif (
-                best_i < 0
+            if (
+                best < 0
                 or last < best_last
                 or (
                     last == best_last and (ctx < best_ctx or (ctx == best_ctx and atom < best_atom))
                 )
             ):
-                best_i, best_prio, best_last, best_ctx, best_atom = i, prio, last, ctx, atom
-        if best_i < 0:  # every FIFO was scanned: the bound is now exact
+                best, best_prio, best_last, best_ctx, best_atom = q, prio, last, ctx, atom
+        if best < 0:  # the whole row was looked at: the bound is now exact
             tpcs[T_MIN_UNITS, tpc] = smallest
-        return best_i
+        return best
 
-    def start_block(order_i, tpc):
-        """Start the next block of the head of FIFO Q_ORDER[order_i] on `tpc`."""
-        q = fifos[Q_ORDER, order_i]
+    def take_blocks(q, count):
+        """The head of FIFO `q` hands out its next `count` blocks, which join
+        its group for this pass (see `occupy`); returns the first."""
         a = fifos[Q_HEAD, q]
         block = atoms[A_NEXT, a]
-        atoms[A_NEXT, a] = block + 1
-        if block + 1 == atoms[A_END, a]:  # no blocks left: off its FIFO
+        atoms[A_NEXT, a] = block + count
+        if block + count == atoms[A_END, a]:  # no blocks left: off its FIFO
             nxt = atoms[A_LINK, a]
-            fifos[Q_HEAD, q] = nxt
-            if nxt < 0:  # the FIFO is empty: out of the dispatch order
+            if nxt < 0:  # the FIFO is empty: out of the index
+                _unlist_fifo(st, q)
+                fifos[Q_HEAD, q] = -1
                 fifos[Q_TAIL, q] = -1
-                n = sc[S_NQ] - 1
-                for j in range(order_i, n):
-                    fifos[Q_ORDER, j] = fifos[Q_ORDER, j + 1]
-                sc[S_NQ] = n
-        seq = sc[S_SEQ]
-        sc[S_SEQ] = seq + 1
-        ctx_last[atoms[A_CTX, a]] = seq
-        if tpcs[T_BLOCKS, tpc] == 0:
-            sc[S_BUSY] += 1
-        tpcs[T_BLOCKS, tpc] += 1
-        tpcs[T_FREE, tpc] -= atoms[A_UNITS, a]
-        sc[S_DEMAND] += atoms[A_DEMAND, a]
-        sc[S_RUNNING] += 1
-        atoms[A_RUNNING, a] += 1
-        # The block joins its atom's group for this pass: blocks of one atom
-        # started at one instant end together.
-        slot = sc[S_FREE_SLOT]
-        sc[S_FREE_SLOT] = slots[SL_NEXT, slot]
-        slots[SL_ITEM, slot] = (a << _TPC_BITS) | tpc
+            elif sc[S_BY_LAUNCH] != 0:  # its place in the rows follows its head
+                fifos[Q_HEAD, q] = nxt
+                _relist_fifo(st, q)
+            else:
+                fifos[Q_HEAD, q] = nxt
+        seq = sc[S_SEQ] + count
+        sc[S_SEQ] = seq
+        ctx_last[atoms[A_CTX, a]] = seq - 1
+        sc[S_DEMAND] += count * atoms[A_DEMAND, a]
+        sc[S_RUNNING] += count
+        atoms[A_RUNNING, a] += count
         if atoms[A_PASS, a] != sc[S_PASS]:
             atoms[A_PASS, a] = sc[S_PASS]
             atoms[A_GROUP, a] = -1
             atoms[A_PASS_BLOCKS, a] = 0
             pass_atoms[sc[S_NPASS]] = a
             sc[S_NPASS] += 1
-        atoms[A_PASS_BLOCKS, a] += 1
+        atoms[A_PASS_BLOCKS, a] += count
+        return block
+
+    def occupy(a, tpc, count):
+        """`count` blocks of atom `a`, taken in this pass, start on `tpc`.
+        They join the atom's group for the pass: blocks of one atom started
+        at one instant end together."""
+        if tpcs[T_BLOCKS, tpc] == 0:
+            sc[S_BUSY] += 1
+        tpcs[T_BLOCKS, tpc] += count
+        tpcs[T_FREE, tpc] -= count * atoms[A_UNITS, a]
+        slot = sc[S_FREE_SLOT]
+        sc[S_FREE_SLOT] = slots[SL_NEXT, slot]
+        slots[SL_ITEM, slot] = (a << _TPC_BITS) | tpc
+        slots[SL_COUNT, slot] = count
         slots[SL_NEXT, slot] = atoms[A_GROUP, a]
         atoms[A_GROUP, a] = slot
-        if sc[S_LOG_ON] != 0:
-            n = sc[S_LOG_N]
-            log[L_ATOM, n] = a
-            log[L_BLOCK, n] = block
-            log[L_TPC, n] = tpc
-            log[L_START, n] = sc[S_NOW]
-            sc[S_LOG_N] = n + 1
 
-    def dispatch():
-        """One dispatch pass (see reference.py), then fix the new blocks' ends."""
-        sc[S_PASS] += 1
-        sc[S_NPASS] = 0
-        log_begin = sc[S_LOG_N]
-        n = sc[S_NDIRTY]
-        for i in range(1, n):  # insertion sort: usually one or two entries
+    def log_block(a, block, tpc):
+        n = sc[S_LOG_N]
+        log[L_ATOM, n] = a
+        log[L_BLOCK, n] = block
+        log[L_TPC, n] = tpc
+        log[L_START, n] = sc[S_NOW]
+        sc[S_LOG_N] = n + 1
+
+    def start_block(q, tpc):
+        """Start the next block of the head of FIFO `q` on `tpc`."""
+        a = fifos[Q_HEAD, q]
+        block = take_blocks(q, 1)
+        occupy(a, tpc, 1)
+        if sc[S_LOG_ON] != 0:
+            log_block(a, block, tpc)
+
+    def start_wave(q, n):
+        """The head of FIFO `q`, the first in dispatch order for the dirty
+        TPCs whose candidate it is (``tpcs[T_CAND, :n]``), starts as many
+        blocks as they have room for, spread as block-exact rounds would
+        spread them if it were alone: R full rounds of one block per TPC
+        with room, then one more on the first (ascending) with room left.
+        Every TPC with room for it is among them: one that is not dirty had
+        room for no queued FIFO including it, and still has none."""
+        a = fifos[Q_HEAD, q]
+        units = atoms[A_UNITS, a]
+        k = 0
+        room = 0
+        for i in range(n):
+            if tpcs[T_CAND, i] == q:
+                tpc = tpcs[T_DIRTY_LIST, i]
+                tpcs[T_WAVE_TPC, k] = tpc
+                tpcs[T_WAVE_BLOCKS, k] = tpcs[T_FREE, tpc] // units
+                room += tpcs[T_WAVE_BLOCKS, k]
+                k += 1
+        left = atoms[A_END, a] - atoms[A_NEXT, a]
+        rounds, extra = MAX_BLOCKS_PER_TPC, 0
+        if room > left:
+            rounds, extra = _full_rounds(tpcs[T_WAVE_BLOCKS], k, left)
+        count = 0
+        most = 0
+        for j in range(k):
+            got = min(tpcs[T_WAVE_BLOCKS, j], rounds)
+            if extra > 0 and tpcs[T_WAVE_BLOCKS, j] > rounds:
+                got += 1
+                extra -= 1
+            tpcs[T_WAVE_BLOCKS, j] = got
+            count += got
+            most = max(most, got)
+        block = take_blocks(q, count)  # first: it opens the atom's group for the pass
+        for j in range(k):
+            if tpcs[T_WAVE_BLOCKS, j] > 0:
+                occupy(a, tpcs[T_WAVE_TPC, j], tpcs[T_WAVE_BLOCKS, j])
+        if sc[S_LOG_ON] != 0:  # one record per block, in the rounds' order
+            for r in range(most):
+                for j in range(k):
+                    if tpcs[T_WAVE_BLOCKS, j] > r:
+                        log_block(a, block, tpcs[T_WAVE_TPC, j])
+                        block += 1
+
+    def sort_dirty(n):
+        """Sort the dirty TPCs ascending: usually one or two, by insertion;
+        many (a wave ended, listed in reverse), by a sweep of the flags."""
+        if n > _SWEEP_SORT:
+            k = 0
+            for t in range(sc[S_NTPC]):
+                if tpcs[T_DIRTY, t] != 0:
+                    tpcs[T_DIRTY_LIST, k] = t
+                    k += 1
+            return
+        for i in range(1, n):
             t = tpcs[T_DIRTY_LIST, i]
             j = i - 1
             while j >= 0 and tpcs[T_DIRTY_LIST, j] > t:
                 tpcs[T_DIRTY_LIST, j + 1] = tpcs[T_DIRTY_LIST, j]
                 j -= 1
             tpcs[T_DIRTY_LIST, j + 1] = t
-        while n > 0:  # rounds: each dirty TPC, ascending, takes at most one block
+
+    def candidate(tpc):
+        """The FIFO `tpc` would take from now, or -1."""
+        free = tpcs[T_FREE, tpc]
+        if free < tpcs[T_MIN_UNITS, tpc]:
+            return -1
+        return choose_fifo(tpc, free)
+
+    def dispatch_blocks():
+        """Block-exact rounds (see reference.py): each dirty TPC, ascending,
+        takes at most one block per round."""
+        n = sc[S_NDIRTY]
+        sort_dirty(n)
+        while n > 0:
             kept = 0
             for i in range(n):
                 tpc = tpcs[T_DIRTY_LIST, i]
-                free = tpcs[T_FREE, tpc]
-                order_i = -1
-                if free >= tpcs[T_MIN_UNITS, tpc]:
-                    order_i = choose_fifo(tpc, free)
-                if order_i >= 0:
-                    start_block(order_i, tpc)
+                q = candidate(tpc)
+                if q >= 0:
+                    start_block(q, tpc)
                     tpcs[T_DIRTY_LIST, kept] = tpc
                     kept += 1
                 else:
                     tpcs[T_DIRTY, tpc] = 0
             n = kept
+
+    def dispatch_waves():
+        """Wave steps: the first FIFO in dispatch order whose head fits on a
+        dirty TPC starts a wave, until none fits.  That FIFO is also the
+        first for every TPC it places blocks on, so priorities hold per TPC
+        as in block mode; round robin turns per wave, not per block.
+
+        Each dirty TPC keeps its candidate FIFO between steps.  A step
+        changes only the TPCs it fills (their candidate was the step's
+        FIFO), that FIFO's head, and in round robin its context's rank, which
+        only drops; so only candidates that were the step's FIFO, or in
+        round robin of its context, are looked up again."""
+        n = sc[S_NDIRTY]
+        if n == 1:  # the usual case once blocks end at scattered instants
+            tpc = tpcs[T_DIRTY_LIST, 0]
+            while True:
+                tpcs[T_CAND, 0] = candidate(tpc)
+                if tpcs[T_CAND, 0] < 0:
+                    tpcs[T_DIRTY, tpc] = 0
+                    return
+                start_wave(tpcs[T_CAND, 0], 1)
+        sort_dirty(n)
+        for i in range(n):
+            tpcs[T_CAND, i] = _STALE
+        while True:
+            kept = 0
+            best = -1
+            for i in range(n):  # compaction keeps the dirty TPCs ascending
+                tpc = tpcs[T_DIRTY_LIST, i]
+                q = tpcs[T_CAND, i]
+                if q == _STALE:
+                    q = candidate(tpc)
+                if q < 0:  # nothing fits it until a block ends or a launch
+                    tpcs[T_DIRTY, tpc] = 0
+                    continue
+                tpcs[T_DIRTY_LIST, kept] = tpc
+                tpcs[T_CAND, kept] = q
+                kept += 1
+                if best < 0 or precedes(q, best):
+                    best = q
+            n = kept
+            if best < 0:
+                return
+            start_wave(best, n)
+            ctx = fifos[Q_CTX, best]
+            for i in range(n):
+                q = tpcs[T_CAND, i]
+                if q == best or (sc[S_BY_LAUNCH] == 0 and fifos[Q_CTX, q] == ctx):
+                    tpcs[T_CAND, i] = _STALE
+
+    def dispatch():
+        """One dispatch pass, then fix the new blocks' ends."""
+        sc[S_PASS] += 1
+        sc[S_NPASS] = 0
+        log_begin = sc[S_LOG_N]
+        if sc[S_WAVE] != 0:
+            dispatch_waves()
+        else:
+            dispatch_blocks()
         sc[S_NDIRTY] = 0
 
         # Timing, fixed now that the pass is over and the contention known:
@@ -363,21 +556,22 @@ def _run(st, until, stop_on_completion):
         """The blocks of a group end at `t`: free their TPCs and slots."""
         while slot >= 0:
             item = slots[SL_ITEM, slot]
+            count = slots[SL_COUNT, slot]
             nxt = slots[SL_NEXT, slot]
             slots[SL_NEXT, slot] = sc[S_FREE_SLOT]
             sc[S_FREE_SLOT] = slot
             slot = nxt
             a = item >> _TPC_BITS
             tpc = item & ((1 << _TPC_BITS) - 1)
-            tpcs[T_FREE, tpc] += atoms[A_UNITS, a]
-            tpcs[T_BLOCKS, tpc] -= 1
+            tpcs[T_FREE, tpc] += count * atoms[A_UNITS, a]
+            tpcs[T_BLOCKS, tpc] -= count
             if tpcs[T_BLOCKS, tpc] == 0:
                 sc[S_BUSY] -= 1
-            sc[S_DEMAND] -= atoms[A_DEMAND, a]
-            sc[S_RUNNING] -= 1
-            sc[S_COMPLETED] += 1
+            sc[S_DEMAND] -= count * atoms[A_DEMAND, a]
+            sc[S_RUNNING] -= count
+            sc[S_COMPLETED] += count
             mark_dirty(tpc)
-            atoms[A_RUNNING, a] -= 1
+            atoms[A_RUNNING, a] -= count
             if atoms[A_RUNNING, a] == 0 and atoms[A_NEXT, a] == atoms[A_END, a]:
                 atoms[A_DONE_NS, a] = t
                 st.done[sc[S_NDONE]] = a
@@ -425,25 +619,122 @@ def _run(st, until, stop_on_completion):
 
 
 @njit(cache=True)
+def _full_rounds(room, k, blocks):
+    """Spread `blocks` over TPCs with ``room[:k]`` free slots (more in all)
+    as rounds of one block per TPC with room would: the most full rounds R
+    that fit, and how many TPCs (the first with room above R) take one more."""
+    rounds = 0
+    placed = 0
+    while True:
+        above = 0  # TPCs with room for a block in round `rounds`
+        for j in range(k):
+            if room[j] > rounds:
+                above += 1
+        if placed + above > blocks:
+            return rounds, blocks - placed
+        placed += above
+        rounds += 1
+
+
+@njit(cache=True)
+def _goes_after(fifos, atoms, by_launch, r, q):
+    """Whether FIFO `r` goes after FIFO `q` in an index row: lower priority;
+    in launch order, also a later head (its order, then its id), so that the
+    first FIFO of a row that fits is the one to dispatch from."""
+    if fifos[Q_PRIO, r] != fifos[Q_PRIO, q] or not by_launch:
+        return fifos[Q_PRIO, r] < fifos[Q_PRIO, q]
+    ar, aq = fifos[Q_HEAD, r], fifos[Q_HEAD, q]
+    if atoms[A_ORDER, ar] != atoms[A_ORDER, aq]:
+        return atoms[A_ORDER, ar] > atoms[A_ORDER, aq]
+    return ar > aq
+
+
+@njit(cache=True)
+def _sift_forward(fifos, atoms, by_launch, row, i, q):
+    """Put FIFO `q` at place `i` of the index row `row` (free to overwrite),
+    or further forward, before the FIFOs that go after it."""
+    while i > 0 and _goes_after(fifos, atoms, by_launch, row[i - 1], q):
+        row[i] = row[i - 1]
+        i -= 1
+    row[i] = q
+
+
+@njit(cache=True)
+def _list_fifo(st, q):
+    """Put the non-empty FIFO `q` in the index rows of its TPCs, after its
+    equals (a new launch usually goes last: a short move)."""
+    fifos, atoms, tpcs, tpc_fifos = st.fifos, st.atoms, st.tpcs, st.tpc_fifos
+    by_launch = st.sc[S_BY_LAUNCH] != 0
+    st.sc[S_NQ] += 1
+    for k in range(fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        n = tpcs[T_NFIFOS, t]
+        tpcs[T_NFIFOS, t] = n + 1
+        _sift_forward(fifos, atoms, by_launch, tpc_fifos[t], n, q)
+
+
+@njit(cache=True)
+def _relist_fifo(st, q):
+    """FIFO `q` has a new head (launch order): move it to its new place in
+    its rows, usually further back (a context's orders do not decrease)."""
+    fifos, atoms, tpcs, tpc_fifos = st.fifos, st.atoms, st.tpcs, st.tpc_fifos
+    for k in range(fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        row = tpc_fifos[t]
+        n = tpcs[T_NFIFOS, t]
+        i = 0
+        while row[i] != q:
+            i += 1
+        while i + 1 < n and not _goes_after(fifos, atoms, True, row[i + 1], q):
+            row[i] = row[i + 1]
+            i += 1
+        _sift_forward(fifos, atoms, True, row, i, q)
+
+
+@njit(cache=True)
+def _unlist_fifo(st, q):
+    """Take FIFO `q` out of the index rows of its TPCs, keeping their order."""
+    tpcs, tpc_fifos = st.tpcs, st.tpc_fifos
+    st.sc[S_NQ] -= 1
+    for k in range(st.fifos[Q_NTPCS, q]):
+        t = st.fifo_tpcs[q, k]
+        n = tpcs[T_NFIFOS, t] - 1
+        i = 0
+        while tpc_fifos[t, i] != q:
+            i += 1
+        for j in range(i, n):
+            tpc_fifos[t, j] = tpc_fifos[t, j + 1]
+        tpcs[T_NFIFOS, t] = n
+
+
+@njit(cache=True)
 def _add_fifo(st, q, ctx, priority, units, mask_words):
     """Set up FIFO `q` (within the FIFO tables' capacity) for atoms of this
     context, priority, block size and mask (`mask_words`: 64 TPCs a word)."""
     fifos = st.fifos
     fifos[Q_PRIO, q] = priority
     fifos[Q_CTX, q] = ctx
-    fifos[Q_KEY, q] = (-priority << 32) + ctx
     fifos[Q_UNITS, q] = units
     fifos[Q_HEAD, q] = -1
     fifos[Q_TAIL, q] = -1
+    k = 0
     for w in range(mask_words.shape[0]):
-        st.fifo_mask[q, w] = mask_words[w]
+        bits = np.uint64(mask_words[w])
+        st.fifo_mask[q, w] = bits
+        while bits:
+            low = bits & (~bits + np.uint64(1))
+            bits ^= low
+            st.fifo_tpcs[q, k] = w * 64 + _bit_index(low)
+            k += 1
+    fifos[Q_NTPCS, q] = k
 
 
 @njit(cache=True)
 def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, ctx, order):
-    """Append atom `atom` (within the atom tables' capacity) to FIFO `q`; the
-    FIFO joins the dispatch order if it was empty."""
-    sc, atoms, fifos, fifo_mask, tpcs = st.sc, st.atoms, st.fifos, st.fifo_mask, st.tpcs
+    """Append atom `atom` (within the atom tables' capacity) to FIFO `q`; a
+    FIFO that was empty joins the index rows of its TPCs.  As `launch`
+    checks, a context's `order`s must not decrease."""
+    atoms, fifos, fifo_mask, tpcs = st.atoms, st.fifos, st.fifo_mask, st.tpcs
     for r in range(N_ATOM_ROWS):
         atoms[r, atom] = -1
     atoms[A_UNITS, atom] = units
@@ -458,30 +749,18 @@ def _push_atom(st, atom, q, units, compute_ns, mem_ns, demand_mbps, begin, end, 
     atoms[A_BUSY_NS, atom] = 0
     atoms[A_ORDER, atom] = order
     for w in range(st.pending.shape[0]):
-        bits = fifo_mask[q, w]
-        st.pending[w] |= bits
-        while bits:  # lower the TPCs' smallest-block bound
-            low = bits & (~bits + np.uint64(1))
-            t = w * 64 + _bit_index(low)
-            if tpcs[T_MIN_UNITS, t] > units:
-                tpcs[T_MIN_UNITS, t] = units
-            bits ^= low
+        st.pending[w] |= fifo_mask[q, w]
+    for k in range(fifos[Q_NTPCS, q]):  # lower the TPCs' smallest-block bound
+        t = st.fifo_tpcs[q, k]
+        if tpcs[T_MIN_UNITS, t] > units:
+            tpcs[T_MIN_UNITS, t] = units
     tail = fifos[Q_TAIL, q]
-    if tail >= 0:
-        atoms[A_LINK, tail] = atom
-    else:  # the FIFO was empty: it joins the dispatch order, after equal keys
+    was_empty = tail < 0
+    if was_empty:
         fifos[Q_HEAD, q] = atom
-        n = sc[S_NQ]
-        key = fifos[Q_KEY, q]
-        at = n
-        for i in range(n):
-            if fifos[Q_KEY, fifos[Q_ORDER, i]] > key:
-                at = i
-                break
-        for j in range(n, at, -1):
-            fifos[Q_ORDER, j] = fifos[Q_ORDER, j - 1]
-        fifos[Q_ORDER, at] = q
-        sc[S_NQ] = n + 1
+        _list_fifo(st, q)
+    else:
+        atoms[A_LINK, tail] = atom
     fifos[Q_TAIL, q] = atom
 
 
@@ -537,8 +816,12 @@ class Engine(VirtualGpu):
         record_blocks: bool = False,
         dispatch_order: str = "context",
         atom_capacity: int = 256,
+        mode: str = "block",
     ) -> None:
+        if mode not in MODES:
+            raise InvalidArgument(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         super().__init__(spec, record_blocks=record_blocks, dispatch_order=dispatch_order)
+        self.mode = mode
         spec = self.spec
         n = spec.n_tpcs
         self._words = (n + 63) // 64
@@ -549,6 +832,7 @@ class Engine(VirtualGpu):
         sc[S_LOG_ON] = int(self.record_blocks)
         sc[S_NTPC] = n
         sc[S_BY_LAUNCH] = int(self.dispatch_order == "launch")
+        sc[S_WAVE] = MODES.index(mode)
         fs = np.zeros(N_FLOATS, np.float64)
         fs[F_IDLE_W] = spec.idle_power_w
         fs[F_DYN_W] = spec.dynamic_power_per_tpc_w(spec.max_clock_mhz)
@@ -558,7 +842,7 @@ class Engine(VirtualGpu):
         tpcs[T_MIN_UNITS] = UNITS_PER_TPC + 1
         cap = max(1, atom_capacity)
         n_slots = n * MAX_BLOCKS_PER_TPC  # the most blocks that can run at once
-        slots = np.zeros((2, n_slots), i64)
+        slots = np.zeros((3, n_slots), i64)
         slots[SL_NEXT] = np.arange(1, n_slots + 1)
         slots[SL_NEXT, -1] = -1
         log_cap = 4 * n * MAX_BLOCKS_PER_TPC if self.record_blocks else 0
@@ -568,6 +852,8 @@ class Engine(VirtualGpu):
             atoms=np.zeros((N_ATOM_ROWS, cap), i64),
             fifos=np.zeros((N_FIFO_ROWS, 8), i64),
             fifo_mask=np.zeros((8, self._words), np.uint64),
+            fifo_tpcs=np.zeros((8, n), i64),
+            tpc_fifos=np.zeros((n, 8), i64),
             ctx_last=np.full(8, -1, i64),
             tpcs=tpcs,
             pending=np.zeros(self._words, np.uint64),
@@ -591,6 +877,22 @@ class Engine(VirtualGpu):
         if ctx >= self._st.ctx_last.shape[0]:
             self._grow("ctx_last", 2 * (ctx + 1), fill=-1)
 
+    def ensure_capacity(self, atoms: int, fifos: int) -> None:
+        """Make the tables hold atom ids below `atoms` and FIFO ids below
+        `fifos`.  Compiled callers of `_push_atom` and `_add_fifo` stop and
+        ask for this before going past the capacity they were given."""
+        st = self._st
+        if atoms > st.atoms.shape[1]:
+            size = max(atoms, 2 * st.atoms.shape[1])
+            self._grow("atoms", size)
+            self._grow("done", size)
+        if fifos > st.fifos.shape[1]:
+            size = max(fifos, 2 * st.fifos.shape[1])
+            self._grow("fifos", size)
+            self._grow("fifo_mask", size, axis=0)
+            self._grow("fifo_tpcs", size, axis=0)
+            self._grow("tpc_fifos", size)
+
     def _fifo(self, ctx: int, priority: int, units: int, mask: int) -> int:
         """The FIFO for atoms of this context, priority, block size and mask."""
         key = (ctx, priority, units, mask)
@@ -598,9 +900,7 @@ class Engine(VirtualGpu):
         if q is None:
             q = len(self._fifo_of)
             self._fifo_of[key] = q
-            if q >= self._st.fifos.shape[1]:
-                self._grow("fifos", 2 * (q + 1))
-                self._grow("fifo_mask", 2 * (q + 1), axis=0)
+            self.ensure_capacity(0, q + 1)
             words = np.array(_mask_words(mask, self._words), dtype=np.uint64)
             _add_fifo(self._st, q, ctx, priority, units, words)
         return q
@@ -616,9 +916,7 @@ class Engine(VirtualGpu):
         cost: BlockCost,
         order: int,
     ) -> None:
-        if atom_id >= self._st.atoms.shape[1]:
-            self._grow("atoms", 2 * (atom_id + 1))
-            self._grow("done", 2 * (atom_id + 1))
+        self.ensure_capacity(atom_id + 1, 0)
         q = self._fifo(ctx, priority, cost.units, mask)
         _push_atom(
             self._st, atom_id, q, cost.units, cost.compute_ns, cost.mem_ns, cost.demand_mbps,
