@@ -78,6 +78,7 @@ def colocation_jobs(
                     duration,
                     warmup,
                     args.gpu,
+                    args.engine,
                     weight=0.3 + 0.2 * i,
                 )  # fmt: skip
             )
@@ -93,6 +94,7 @@ def colocation_jobs(
                     duration,
                     warmup,
                     args.gpu,
+                    args.engine,
                     trace_window_ns=window if first else None,
                     sample_ns=SAMPLE_NS if first else None,
                     weight=POLICY_WEIGHT.get(policy, 1.0),
@@ -136,6 +138,7 @@ def colocation_results(
         "experiment": name,
         "config": {
             "gpu": args.gpu,
+            "engine": args.engine,
             "trace_dir": args.trace_dir,
             "arrivals": args.arrivals or f"poisson {DEFAULT_RATE_PER_S}/s",
             "arrival_speedup": args.arrival_speedup,

@@ -79,6 +79,12 @@ def sharing_parser(
     )
     p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
     p.add_argument(
+        "--engine",
+        default="block",
+        choices=("block", "wave"),
+        help="the vGPU engine's mode: block-exact (default) or waves (faster, see the README)",
+    )
+    p.add_argument(
         "--min-requests",
         type=positive_int,
         default=None,

@@ -35,6 +35,8 @@ class RunJob:
     duration_ns: int
     warmup_ns: int
     gpu: str = "a100"
+    #: The engine's mode: "block" (block-exact) or "wave" (drivers/vgpu/engine.py).
+    engine: str = "block"
     trace_window_ns: tuple[int, int] | None = None
     sample_ns: int | None = None
     #: Expected cost, to start the longest jobs first.
@@ -55,6 +57,7 @@ def run_job(job: RunJob) -> RunResult:
             warmup_ns=job.warmup_ns,
             trace_window_ns=job.trace_window_ns,
             sample_ns=job.sample_ns,
+            engine_mode=job.engine,
         )
         follow_advisors(sim, kernel.mlaas)
         return sim.run()

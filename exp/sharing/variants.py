@@ -51,6 +51,7 @@ def variant_jobs(
                         duration,
                         warmup,
                         args.gpu,
+                        args.engine,
                         weight=len(workload.kernels) / 100,
                     )  # fmt: skip
                 )
@@ -101,7 +102,7 @@ def run_variants(
     figs = variant_figures(jobs, results)
     data = {
         "experiment": name,
-        "config": {"gpu": args.gpu, "trace_dir": args.trace_dir,
+        "config": {"gpu": args.gpu, "engine": args.engine, "trace_dir": args.trace_dir,
                    "seeds": sorted({j.seed for j in jobs}),
                    "duration_s": jobs[0].duration_ns / 1e9, "warmup_s": jobs[0].warmup_ns / 1e9,
                    "slip": SLIP, "models": models},

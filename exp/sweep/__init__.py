@@ -136,6 +136,7 @@ def _main(argv: list[str] | None) -> int:
     data["pareto"] = pareto(points, results, pareto_load, hp) if mechanisms else []
     data["config"] = {
         "title": scenario.title, "scenario": scenario.path, "gpu": args.gpu,
+        "engine": args.engine,
         "trace_dir": args.trace_dir or profiles_named(scenario), "arrivals": args.arrivals, "duration_s": duration / 1e9,
         "warmup_s": warmup_ns(duration) / 1e9, "policies": policies, "mechanisms": mechanisms,
         "points": len(points), **{name: list(values) for name, values in axes.items()},

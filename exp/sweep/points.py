@@ -47,6 +47,7 @@ def setup_digest(scenario: Scenario, args: argparse.Namespace, duration: int) ->
         "roles": [attrs.asdict(r) for r in scenario.roles],
         "duration_ns": duration,
         "gpu": args.gpu,
+        "engine": args.engine,
         "trace_dir": args.trace_dir,
         "arrivals": args.arrivals,
         "arrival_speedup": args.arrival_speedup,
@@ -67,7 +68,7 @@ def sweep_points(
     for load in axes["load"]:
         for seed in axes["seed"]:
             tenants = build_tenants(scenario.roles, args, seed, duration, load)
-            run = _Runs(tenants, seed, duration, args.gpu)
+            run = _Runs(tenants, seed, duration, args.gpu, args.engine)
             for tenant in tenants:
                 label = f"isolated {tenant.name}"
                 job = run.job(label, "mps", {}, (tenant,), 0.3)
@@ -94,8 +95,9 @@ class _Runs:
     seed: int
     duration_ns: int
     gpu: str
+    engine: str
 
     def job(self, label: str, policy: str, params: dict, tenants: tuple, weight: float) -> RunJob:
         warmup = warmup_ns(self.duration_ns)
         return RunJob(label, policy, params, tenants, self.seed, self.duration_ns, warmup,
-                      self.gpu, weight=weight)  # fmt: skip
+                      self.gpu, self.engine, weight=weight)  # fmt: skip

@@ -125,12 +125,17 @@ class SharedDevice(Generic[S]):
         record_blocks: bool = False,
         trace_window_ns: tuple[int, int] | None = None,
         engine: Engine | None = None,
+        engine_mode: str = "block",
     ) -> None:
         """`record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
-        `engine`: drive this engine (it must dispatch in launch order)."""
+        `engine`: drive this engine (it must dispatch in launch order);
+        `engine_mode`: else a new engine's, "block" (block-exact, the
+        reference model's twin) or "wave" (engine.py)."""
         self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
-        self.gpu = engine or Engine(self.spec, dispatch_order="launch", record_blocks=record_blocks)
+        self.gpu = engine or Engine(
+            self.spec, dispatch_order="launch", record_blocks=record_blocks, mode=engine_mode
+        )
         self.n_tpcs = self.spec.n_tpcs
         self.full_mask = self.spec.all_tpcs_mask
         self.streams: list[S] = []

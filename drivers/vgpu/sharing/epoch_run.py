@@ -238,15 +238,8 @@ class CompiledRun:
     # -- tables ---------------------------------------------------------------
 
     def _grow_engine(self, atoms: int, fifos: int) -> None:
-        gpu = self.sim.gpu
-        st = gpu._st
-        if st.atoms.shape[1] < atoms:
-            gpu._grow("atoms", atoms)
-            gpu._grow("done", atoms)
-        if gpu._st.fifos.shape[1] < fifos:
-            gpu._grow("fifos", fifos)
-            gpu._grow("fifo_mask", fifos, axis=0)
-        self.dev = self.dev._replace(eng=gpu._st)
+        self.sim.gpu.ensure_capacity(atoms, fifos)
+        self.dev = self.dev._replace(eng=self.sim.gpu._st)
 
     def _sized(self, pol: Pol) -> Pol:
         """`pol` with its per-atom table as wide as the atom table."""
@@ -394,16 +387,29 @@ class CompiledRun:
         if window is None:
             return ()
         d = self.dev
+        n = int(d.sc[D_NATOMS])
+        launch = d.atoms[AT_LAUNCH, :n]
+        done = d.eng.atoms[A_DONE_NS, :n]
+        chosen = np.nonzero((done >= 0) & (launch >= window[0]) & (launch < window[1]))[0]
+        chosen = chosen[np.lexsort((chosen, done[chosen]))]  # by completion, then atom id
         streams = self.sim.streams
+        rows = d.atoms[:, chosen].T.tolist()
         out = []
-        for atom, (s, launch, done, *_, mask, prio, _order) in enumerate(self.atom_log()):
-            if done >= 0 and window[0] <= launch < window[1]:
-                pos = int(d.atoms[AT_POS, atom])
-                name = streams[s].kernels[pos].name
-                stolen = bool(d.atoms[AT_STOLEN, atom])
-                out.append((done, atom, TraceAtom(s, name, launch, done, mask, prio, stolen)))
-        out.sort(key=lambda x: (x[0], x[1]))
-        return tuple(x[2] for x in out)
+        for row, finished in zip(rows, done[chosen].tolist(), strict=True):
+            s = row[AT_STREAM]
+            name = streams[s].kernels[row[AT_POS]].name
+            out.append(
+                TraceAtom(
+                    s,
+                    name,
+                    row[AT_LAUNCH],
+                    finished,
+                    row[AT_MASK],
+                    row[AT_PRIO],
+                    bool(row[AT_STOLEN]),
+                )  # fmt: skip
+            )
+        return tuple(out)
 
     def hand_back(self) -> None:
         """Write the run's state into the simulation's Python objects (and the

@@ -187,9 +187,11 @@ class Simulation(SharedDevice[Stream]):
         sample_ns: int | None = None,
         record_blocks: bool = False,
         compiled: bool = True,
+        engine_mode: str = "block",
     ) -> None:
         """`compiled`: run in the compiled epoch loop when the policy has a
         compiled form (epoch.py), else in Python; the results are the same.
+        `engine_mode`: "block" (block-exact) or "wave" (see engine.py).
         `record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
         `sample_ns`: sample each tenant's TPCs in use this often (within the
@@ -204,7 +206,10 @@ class Simulation(SharedDevice[Stream]):
             raise InvalidArgument(
                 f"warm-up {warmup_ns} ns must be within the duration {duration_ns} ns"
             )
-        super().__init__(spec, policy, record_blocks=record_blocks, trace_window_ns=trace_window_ns)
+        super().__init__(
+            spec, policy, record_blocks=record_blocks, trace_window_ns=trace_window_ns,
+            engine_mode=engine_mode,
+        )  # fmt: skip
         self.streams = [
             Stream(i, t, self.gpu.create_context(), self.spec) for i, t in enumerate(tenants)
         ]
