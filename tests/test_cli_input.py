@@ -55,6 +55,8 @@ def one_line(err: str) -> bool:
         (["exp", "stacking", "--arrival-speedup", "0"], "must be a positive finite number"),
         (["exp", "stacking", "--arrival-speedup", "-2.5"], "must be a positive finite number"),
         (["exp", "hybrid", "--duration", "inf"], "must be a positive finite number"),
+        (["exp", "hybrid", "--duration", "1e9"], "more than a run can hold"),
+        (["exp", "sweep", "--duration", "500"], "more than a run can hold"),
         (["exp", "dvfs", "--seeds", "0"], "argument --seeds: must be a positive integer"),
         (["exp", "rightsizing", "--jobs", "-1"], "argument --jobs: must be a positive integer"),
         (["exp", "crossover", "--seed", "x"], "argument --seed: must be an integer"),

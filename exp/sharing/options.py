@@ -118,12 +118,21 @@ def parse_policies(text: str, only: str | None = None) -> list[str]:
     return names
 
 
+#: The longest run, in simulated seconds (a run's memory grows with it).
+MAX_DURATION_S = 120
+
+
 def duration_ns(args: argparse.Namespace) -> int:
     seconds = args.duration
     if seconds is None:
         seconds = args.default_duration_s / (5 if args.quick else 1)
     if not seconds > 0:
         raise InvalidArgument(f"--duration must be positive, got {seconds}")
+    if seconds > MAX_DURATION_S:
+        raise InvalidArgument(
+            f"--duration {seconds:g} s is more than a run can hold: a run keeps every atom, "
+            f"about 30 MB per simulated second, so at most {MAX_DURATION_S} s (use more --seeds)"
+        )
     return int(seconds * 1e9)
 
 
