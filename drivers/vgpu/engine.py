@@ -795,7 +795,8 @@ def _widened(table: np.ndarray, size: int, fill, axis: int) -> np.ndarray:
     """`table` grown to `size` along `axis`, new entries set to `fill`."""
     shape = list(table.shape)
     shape[axis] = size
-    out = np.full(shape, fill, dtype=table.dtype)
+    # Zeros come from the allocator untouched, so only the copied part costs.
+    out = np.zeros(shape, table.dtype) if fill == 0 else np.full(shape, fill, table.dtype)
     index = [slice(None)] * table.ndim
     index[axis] = slice(0, table.shape[axis])
     out[tuple(index)] = table

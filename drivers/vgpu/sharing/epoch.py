@@ -49,6 +49,7 @@ from drivers.vgpu.policies.compiled import (
     FH_CTX,
     FH_MASK,
     FH_PRIO,
+    FH_Q,
     FH_UNITS,
     K_BPT,
     K_GRID,
@@ -435,8 +436,11 @@ def inflight_masks(d, out):
 
 
 @njit(cache=True, _nrt=False)
-def rehash_one(d, row):
-    """Put one FIFO hash entry (its N_FH_ROWS fields) into the current table."""
-    h = fifo_slot(d.fifo_hash, row[FH_CTX], row[FH_PRIO], row[FH_UNITS], row[FH_MASK])
-    for r in range(row.shape[0]):
-        d.fifo_hash[r, h] = row[r]
+def rehash(d, old):
+    """Put the entries of the FIFO hash `old` into the current, larger one."""
+    fh = d.fifo_hash
+    for h in range(old.shape[1]):
+        if old[FH_Q, h] >= 0:
+            slot = fifo_slot(fh, old[FH_CTX, h], old[FH_PRIO, h], old[FH_UNITS, h], old[FH_MASK, h])
+            for r in range(old.shape[0]):
+                fh[r, slot] = old[r, h]

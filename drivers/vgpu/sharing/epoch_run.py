@@ -289,8 +289,7 @@ class CompiledRun:
         new = np.zeros((N_FH_ROWS, size), np.int64)
         new[FH_Q] = -1
         self.dev = self.dev._replace(fifo_hash=new)
-        for h in np.nonzero(old[FH_Q] >= 0)[0]:
-            epoch.rehash_one(self.dev, old[:, h].copy())
+        epoch.rehash(self.dev, old)
 
     # -- timers -----------------------------------------------------------------
 
