@@ -63,6 +63,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from drivers.vgpu import numba_cache  # noqa: F401  (before any @njit here: see its doc)
 from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.presets import GpuSpec

@@ -499,3 +499,10 @@ def set_clock(d, mhz):
     d.clock_log[1, n] = mhz
     sc[D_NCLOCKS] = n + 1
     return effective
+
+
+@njit(cache=True, _nrt=False)
+def list_append(values, at, x):
+    """Append `x` to the list kept in `values` at `at` (its length, then its items)."""
+    values[at + 1 + values[at]] = x
+    values[at] += 1

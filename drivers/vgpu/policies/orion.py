@@ -39,6 +39,7 @@ from drivers.vgpu.policies.compiled import (
     kernel_index,
     kernel_pending,
     launch_whole,
+    list_append,
 )
 
 #: The duration cap where no high-priority request profile is known.
@@ -189,9 +190,7 @@ def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_HIGH, host_order(d, s))
     else:
-        h = _held(d)
-        p.i[h + 1 + p.i[h]] = s
-        p.i[h] += 1
+        list_append(p.i, _held(d), s)
     _admit(d, p)
 
 

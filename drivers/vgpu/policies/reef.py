@@ -38,6 +38,7 @@ from drivers.vgpu.policies.compiled import (
     kernel_index,
     kernel_pending,
     launch_whole,
+    list_append,
 )
 
 
@@ -168,9 +169,7 @@ def compiled_kernel_ready(d, p, s):
         p.i[R_PER_STREAM + s] -= 1
         _launch(d, s, -1)
         return
-    h = _held(d)
-    p.i[h + 1 + p.i[h]] = s
-    p.i[h] += 1
+    list_append(p.i, _held(d), s)
     _pad(d, p)
 
 
