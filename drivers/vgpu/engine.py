@@ -456,48 +456,24 @@ def _run(st, until, stop_on_completion):
             return -1
         return choose_fifo(tpc, free)
 
-    def dispatch_blocks():
-        """Block-exact rounds (see reference.py): each dirty TPC, ascending,
-        takes at most one block per round."""
-        n = sc[S_NDIRTY]
-        sort_dirty(n)
-        while n > 0:
-            kept = 0
-            for i in range(n):
-                tpc = tpcs[T_DIRTY_LIST, i]
-                q = candidate(tpc)
-                if q >= 0:
-                    start_block(q, tpc)
-                    tpcs[T_DIRTY_LIST, kept] = tpc
-                    kept += 1
-                else:
-                    tpcs[T_DIRTY, tpc] = 0
-            n = kept
+    def dispatch_rounds():
+        """Rounds over the dirty TPCs, ascending, until one places nothing.
 
-    def dispatch_waves():
-        """Wave steps: the first FIFO in dispatch order whose head fits on a
-        dirty TPC starts a wave, until none fits.  That FIFO is also the
-        first for every TPC it places blocks on, so priorities hold per TPC
-        as in block mode; round robin turns per wave, not per block.
-
-        Each dirty TPC keeps its candidate FIFO between steps.  A step
-        changes only the TPCs it fills (their candidate was the step's
-        FIFO), that FIFO's head, and in round robin its context's rank, which
-        only drops; so only candidates that were the step's FIFO, or in
-        round robin of its context, are looked up again."""
+        Block mode (see reference.py): each TPC takes at most one block per
+        round.  Wave mode: each round finds the first FIFO in dispatch order
+        whose head fits on a dirty TPC, which starts a wave; that FIFO is
+        also the first for every TPC it fills, so priorities hold per TPC as
+        in block mode, and round robin turns per wave, not per block.  A
+        dirty TPC keeps its candidate FIFO between rounds: a wave changes
+        only the TPCs it fills (their candidate was its FIFO), that FIFO's
+        head and, in round robin, its context's rank, which only drops; so
+        only those candidates are looked up again."""
+        wave_mode = sc[S_WAVE] != 0
         n = sc[S_NDIRTY]
-        if n == 1:  # the usual case once blocks end at scattered instants
-            tpc = tpcs[T_DIRTY_LIST, 0]
-            while True:
-                tpcs[T_CAND, 0] = candidate(tpc)
-                if tpcs[T_CAND, 0] < 0:
-                    tpcs[T_DIRTY, tpc] = 0
-                    return
-                start_wave(tpcs[T_CAND, 0], 1)
         sort_dirty(n)
         for i in range(n):
             tpcs[T_CAND, i] = _STALE
-        while True:
+        while n > 0:
             kept = 0
             best = -1
             for i in range(n):  # compaction keeps the dirty TPCs ascending
@@ -509,29 +485,28 @@ def _run(st, until, stop_on_completion):
                     tpcs[T_DIRTY, tpc] = 0
                     continue
                 tpcs[T_DIRTY_LIST, kept] = tpc
-                tpcs[T_CAND, kept] = q
                 kept += 1
+                if not wave_mode:
+                    start_block(q, tpc)
+                    continue
+                tpcs[T_CAND, kept - 1] = q
                 if best < 0 or precedes(q, best):
                     best = q
             n = kept
-            if best < 0:
-                return
-            start_wave(best, n)
-            ctx = fifos[Q_CTX, best]
-            for i in range(n):
-                q = tpcs[T_CAND, i]
-                if q == best or (sc[S_BY_LAUNCH] == 0 and fifos[Q_CTX, q] == ctx):
-                    tpcs[T_CAND, i] = _STALE
+            if best >= 0:
+                start_wave(best, n)
+                ctx = fifos[Q_CTX, best]
+                for i in range(n):
+                    q = tpcs[T_CAND, i]
+                    if q == best or (sc[S_BY_LAUNCH] == 0 and fifos[Q_CTX, q] == ctx):
+                        tpcs[T_CAND, i] = _STALE
 
     def dispatch():
         """One dispatch pass, then fix the new blocks' ends."""
         sc[S_PASS] += 1
         sc[S_NPASS] = 0
         log_begin = sc[S_LOG_N]
-        if sc[S_WAVE] != 0:
-            dispatch_waves()
-        else:
-            dispatch_blocks()
+        dispatch_rounds()
         sc[S_NDIRTY] = 0
 
         # Timing, fixed now that the pass is over and the contention known:
