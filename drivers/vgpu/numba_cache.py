@@ -60,7 +60,7 @@ def _unit_locator(base: type) -> type:
 
 def register() -> None:
     """Put the unit's locators first (once)."""
-    classes = caching.CacheImpl._locator_classes
+    classes: list[type] = caching.CacheImpl._locator_classes  # type: ignore[assignment]
     if any(getattr(c, "_malvos_unit", False) for c in classes):
         return
     unit = []

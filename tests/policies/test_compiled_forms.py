@@ -72,6 +72,16 @@ def test_compiled_form_launches_exactly_what_the_python_form_does(name, seed, ro
     assert_same(python, compiled)
 
 
+@pytest.mark.parametrize("name", ["mps", "priority", "lithos"])
+def test_compiled_form_matches_python_on_the_wave_engine_too(name):
+    tenants = tenants_of(STACKING, 0)
+    python = run(tenants, make_policy(name), compiled=False, engine_mode="wave")
+    compiled = run(tenants, make_policy(name), compiled=True, engine_mode="wave")
+    assert compiled[0].gpu.mode == "wave"
+    assert compiled[0].compiled is not None
+    assert_same(python, compiled)
+
+
 LITHOS_VARIANTS = {
     "rightsizing": {"rightsizing": True},
     "trim": {"rightsizing": True, "rightsizing_fit": False},

@@ -26,7 +26,8 @@ policy lays its own rows out in its file; ``i[P_ID]`` names the policy.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -153,6 +154,17 @@ N_FH_ROWS = 5
 
 P_ID = 0  # in `Pol.i`: which policy
 
+
+def compiled_fn(fn: Callable | None = None, *, inline: bool = False) -> Any:
+    """``@njit`` as the compiled forms use it: cached, without reference
+    counting, and inlined where `inline` (see the module doc)."""
+    options: dict[str, Any] = {"cache": True, "_nrt": False}
+    if inline:
+        options["inline"] = "always"
+    wrap = njit(**options)
+    return wrap if fn is None else wrap(fn)
+
+
 #: Where `Dev.scratch` keeps a list of streams.
 SCRATCH_STREAMS = 8
 
@@ -212,7 +224,7 @@ def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1,
 # -- what a compiled policy asks of the device --------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def popcount(x):
     """The bits set in `x`, a non-negative int64 (SWAR, in unsigned
     arithmetic, whose overflow is defined: constant time)."""
@@ -223,7 +235,7 @@ def popcount(x):
     return np.int64((u * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def call_at(d, t_ns, kind, arg, owner):
     """Run timer `kind` with `arg` at `t_ns` (not before now); see SharedDevice.call_at."""
     sc, tm = d.sc, d.timers
@@ -250,13 +262,13 @@ def call_at(d, t_ns, kind, arg, owner):
     tm[TM_ARG, i] = arg
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_call_at(d, t_ns, kind, arg):
     """A timer of the policy in charge (dropped if it is switched out)."""
     call_at(d, t_ns, kind, arg, d.sc[D_GEN])
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def pop_timer(d, out):
     """Remove the first timer into `out` (its N_TM_ROWS fields)."""
     sc, tm = d.sc, d.timers
@@ -286,7 +298,7 @@ def pop_timer(d, out):
         tm[r, i] = tm[r, n]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def fifo_slot(fh, ctx, prio, units, mask):
     """The FIFO hash slot of this key: its entry, or the empty slot it goes in."""
     cap = fh.shape[1]
@@ -312,7 +324,7 @@ def fifo_slot(fh, ctx, prio, units, mask):
     return h
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _fifo(d, ctx, prio, units, mask):
     """The engine FIFO for this key, set up on first use (as `Engine._fifo`)."""
     fh = d.fifo_hash
@@ -336,7 +348,7 @@ def _fifo(d, ctx, prio, units, mask):
     return q
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def launch(d, s, blocks, mask, prio, stolen, order):
     """Launch the next `blocks` blocks of stream `s`'s kernel on `mask`; return the atom id.
 
@@ -381,35 +393,35 @@ def launch(d, s, blocks, mask, prio, stolen, order):
 # -- what a compiled policy knows of a stream (the `Stream` protocol) ---------
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def host_order(d, s):
     return min(d.st[ST_HOST_NS, s], d.sc[D_NOW])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def kernel_pending(d, s):
     st = d.st
     return st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def remaining(d, s):
     return d.st[ST_GRID, s] - d.st[ST_LAUNCHED, s]
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def kernel_index(d, s):
     """The current kernel's column in the kernel table."""
     return d.st[ST_KOFF, s] + d.st[ST_POS, s]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def launch_whole(d, s, mask, prio, order):
     """Launch the rest of `s`'s current kernel as one atom (`SharingPolicy.launch_whole`)."""
     return launch(d, s, remaining(d, s), mask, prio, 0, order)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def atom_done_ns(d, atom):
     return d.eng.atoms[A_DONE_NS, atom]
 
@@ -439,14 +451,14 @@ def static_pol(pid: int, masks: list[int], priorities: list[int], extra: int = 0
     return pol
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def static_launch(d, p, s, order):
     """`launch_whole(s, order)` on the stream's fixed mask, at its fixed priority."""
     n = d.sc[D_NSTREAMS]
     return launch_whole(d, s, p.i[STATIC_MASKS + s], p.i[STATIC_MASKS + n + s], order)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def static_kernel_ready(d, p, s):
     static_launch(d, p, s, host_order(d, s))
 
@@ -454,7 +466,7 @@ def static_kernel_ready(d, p, s):
 # -- what the admission policies share ------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def hp_running(d):
     """The high-priority streams whose kernel is on the device (a scratch
     list, good until the next call), and their count."""
@@ -471,13 +483,13 @@ def hp_running(d):
 # -- the clock ------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def clock_mhz(d):
     """The clock in effect now."""
     return d.eng.sc[S_CLOCK]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def set_clock(d, mhz):
     """Ask for a clock (a valid one); returns when it takes effect (`SharedDevice.set_clock`)."""
     eng, sc = d.eng, d.sc
@@ -501,7 +513,7 @@ def set_clock(d, mhz):
     return effective
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def list_append(values, at, x):
     """Append `x` to the list kept in `values` at `at` (its length, then its items)."""
     values[at + 1 + values[at]] = x

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from drivers.vgpu.lithos.tpcs import TpcScheduler
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN
@@ -38,6 +37,7 @@ from drivers.vgpu.policies.compiled import (
     ST_POS,
     Pol,
     clock_mhz,
+    compiled_fn,
     empty_pol,
     kernel_index,
     kernel_pending,
@@ -190,12 +190,12 @@ def report(policy, pol: Pol, n_streams: int) -> dict:
 # -- the per-stream and per-TPC values ----------------------------------------
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _at(d, field, s):
     return L_PER_STREAM + field * d.sc[D_NSTREAMS] + s
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _tpc(d, field, t):
     return L_PER_STREAM + N_PER_STREAM * d.sc[D_NSTREAMS] + field * d.sc[D_NTPCS] + t
 
@@ -203,7 +203,7 @@ def _tpc(d, field, t):
 # -- TpcScheduler --------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def claim(d, p, mask, until_ns):
     i = p.i
     m = mask
@@ -219,7 +219,7 @@ def claim(d, p, mask, until_ns):
         i[L_IDLE_UNTIL] = until_ns
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def stealable(d, p, s, now):
     i = p.i
     if i[_at(d, STOLEN_OUT, s)] >= i[L_MAX_STOLEN]:
@@ -238,7 +238,7 @@ def stealable(d, p, s, now):
     return i[L_IDLE] & i[_at(d, NOT_OWNED, s)]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def first_tpcs(mask, count):
     out = 0
     while mask and count > 0:
@@ -253,7 +253,7 @@ def first_tpcs(mask, count):
     return out
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _bit(low):
     """The index of the one bit set in `low` (a positive int64)."""
     n = 0
@@ -280,7 +280,7 @@ def _bit(low):
 # -- Atomizer and LatencyPredictor ----------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def atom_blocks(p, remaining, n_tpcs, blocks_per_tpc, wave_ns):
     max_ns = p.i[L_ATOM_MAX_NS]
     wave_blocks = n_tpcs * blocks_per_tpc
@@ -294,7 +294,7 @@ def atom_blocks(p, remaining, n_tpcs, blocks_per_tpc, wave_ns):
     return min(remaining, per_atom * wave_blocks)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def observe(p, s, pos, waves, actual_ns, predicted_ns):
     if predicted_ns >= 0:
         p.i[L_PREDICTIONS] += 1
@@ -310,14 +310,14 @@ def observe(p, s, pos, waves, actual_ns, predicted_ns):
 # -- the callbacks --------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_setup(d, p):
     p.i[L_REQUESTED_MHZ] = clock_mhz(d)
     if p.i[L_DVFS]:
         policy_call_at(d, d.sc[D_NOW] + p.i[L_DVFS_PERIOD_NS], DVFS_TICK, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     i = p.i
     i[_at(d, KERNEL_START, s)] = d.sc[D_NOW]
@@ -332,7 +332,7 @@ def compiled_kernel_ready(d, p, s):
     pump(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     now = d.sc[D_NOW]
     t = p.t
@@ -370,7 +370,7 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
                     pump(d, p, j)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == DVFS_TICK:
         target = decide(d, p, d.sc[D_NOW], p.i[L_REQUESTED_MHZ])
@@ -386,7 +386,7 @@ def compiled_timer(d, p, kind, arg):
                 pump(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_detach(d, p):
     p.i[L_WAITING] = 0
     # The clock DVFS chose is this policy's: the next one starts at f_max.
@@ -394,7 +394,7 @@ def compiled_detach(d, p):
         set_clock(d, d.sc[D_FMAX])
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def pump(d, p, s):
     st = d.st
     while st[ST_LAUNCHED, s] < st[ST_GRID, s] and st[ST_INFLIGHT, s] < p.i[L_MAX_INFLIGHT]:
@@ -415,7 +415,7 @@ def pump(d, p, s):
             return
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def step(d, p, s):
     """Launch the next atom of `s` (own part, stolen part or both); False if no TPC."""
     i, st = p.i, d.st
@@ -489,12 +489,12 @@ def step(d, p, s):
 # -- RightSizer -------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def knee(grid, blocks_per_tpc, waves):
     return max(1, math.ceil(grid / (waves * blocks_per_tpc)))
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def smallest_knee_at_least(grid, blocks_per_tpc, x):
     if x <= 1:
         return 1
@@ -506,7 +506,7 @@ def smallest_knee_at_least(grid, blocks_per_tpc, x):
     return t
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def choose(p, s, pos, grid, bpt, t_all):
     """`RightSizer.choose`: TPCs (1..t_all) for the next run of kernel (s, pos)."""
     w_all = math.ceil(grid / (t_all * bpt))
@@ -518,7 +518,7 @@ def choose(p, s, pos, grid, bpt, t_all):
     return t
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _choose(p, s, pos, grid, bpt, w_all, t_first):
     ki, kf = p.ki, p.kf
     n = ki[KI_FIT_N, s, pos]
@@ -545,7 +545,7 @@ def _choose(p, s, pos, grid, bpt, w_all, t_first):
     return min(t_first, smallest_knee_at_least(grid, bpt, x))
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def sizer_observe(p, s, pos, tpcs, latency_ns):
     """`RightSizer.observe` (`_Fit.add`)."""
     ki, kf = p.ki, p.kf
@@ -562,12 +562,12 @@ def sizer_observe(p, s, pos, tpcs, latency_ns):
 # -- DvfsGovernor -------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _window(d):
     return L_PER_STREAM + N_PER_STREAM * d.sc[D_NSTREAMS] + 2 * d.sc[D_NTPCS]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def governor_observe(d, p, s, pos, latency_ns, clock):
     """`DvfsGovernor.observe`: kernel (s, pos) ran in `latency_ns` at `clock`."""
     kf, ki = p.kf, p.ki
@@ -588,7 +588,7 @@ def governor_observe(d, p, s, pos, latency_ns, clock):
     ki[KI_WINDOW_NS, s, pos] += latency_ns
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def target_mhz(d, p):
     """`DvfsGovernor.target_mhz`: the clock for the window's mix; -1: nothing ran."""
     ki, kf = p.ki, p.kf
@@ -622,7 +622,7 @@ def target_mhz(d, p):
     return max(f_min, min(f_max, f_min + steps * step))
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def decide(d, p, now_ns, clock):
     """`DvfsGovernor.decide`: a clock to switch to now, or -1."""
     target = target_mhz(d, p)

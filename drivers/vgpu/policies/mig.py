@@ -17,8 +17,6 @@ other slices, the booted driver's streams changing) costs the same.
 
 from __future__ import annotations
 
-from numba import njit
-
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.lithos.tpcs import largest_remainder
 from drivers.vgpu.policies.base import SharingPolicy, number_list
@@ -30,6 +28,7 @@ from drivers.vgpu.policies.compiled import (
     ST_INFLIGHT,
     STATIC_MASKS,
     Pol,
+    compiled_fn,
     kernel_pending,
     policy_call_at,
     static_kernel_ready,
@@ -170,19 +169,19 @@ MIG_HELD = 4
 MIG_RESUME = POLICY_TIMERS
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _mig_base(d):
     return STATIC_MASKS + 2 * d.sc[D_NSTREAMS]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_setup(d, p):
     if p.i[_mig_base(d) + MIG_TAKE_OVER]:
         p.i[_mig_base(d) + MIG_STATE] = 1
         _check_drained(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     b = _mig_base(d)
     if p.i[b + MIG_STATE] == 0:
@@ -192,13 +191,13 @@ def compiled_kernel_ready(d, p, s):
         p.i[b + MIG_NHELD] += 1
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if p.i[_mig_base(d) + MIG_STATE] == 1:
         _check_drained(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _check_drained(d, p):
     for s in range(d.sc[D_NSTREAMS]):
         if d.st[ST_INFLIGHT, s] != 0:
@@ -208,7 +207,7 @@ def _check_drained(d, p):
     policy_call_at(d, d.sc[D_NOW] + p.i[MIG_RECONFIGURE_NS], MIG_RESUME, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == MIG_RESUME:
         b = _mig_base(d)

@@ -21,8 +21,6 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
-from numba import njit
-
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
@@ -33,6 +31,7 @@ from drivers.vgpu.policies.compiled import (
     P_ORION,
     ST_HP,
     Pol,
+    compiled_fn,
     empty_pol,
     host_order,
     hp_running,
@@ -175,17 +174,17 @@ O_IDLE = 6
 O_PER_STREAM = 7
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _held(d):
     return O_PER_STREAM + 2 * d.sc[D_NSTREAMS]
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _priority(d, s):
     return PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_HIGH, host_order(d, s))
@@ -194,7 +193,7 @@ def compiled_kernel_ready(d, p, s):
     _admit(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if kernel_done and not d.st[ST_HP, s]:
         n = d.sc[D_NSTREAMS]
@@ -204,13 +203,13 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
         p.i[O_PER_STREAM + n + s] = 0
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_stream_idle(d, p, s):
     if d.st[ST_HP, s]:
         _admit(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _admissible(d, p, s, running, n_running):
     k = kernel_index(d, s)
     sms, iso, profile = d.kern[K_SMS, k], d.kern[K_ISO, k], d.kern[K_PROFILE, k]
@@ -225,7 +224,7 @@ def _admissible(d, p, s, running, n_running):
     return True
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _admit(d, p):
     h = _held(d)
     if p.i[h] == 0:

@@ -19,8 +19,6 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
-from numba import njit
-
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
@@ -32,6 +30,7 @@ from drivers.vgpu.policies.compiled import (
     ST_HP,
     ST_READY_NS,
     Pol,
+    compiled_fn,
     empty_pol,
     host_order,
     hp_running,
@@ -146,18 +145,18 @@ R_BATCHED = 4
 R_PER_STREAM = 5
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _held(d):
     return R_PER_STREAM + d.sc[D_NSTREAMS]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _launch(d, s, order):
     prio = PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
     launch_whole(d, s, d.sc[D_FULL_MASK], prio, order)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         if p.i[R_RESET]:
@@ -173,13 +172,13 @@ def compiled_kernel_ready(d, p, s):
     _pad(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_stream_idle(d, p, s):
     if d.st[ST_HP, s]:
         _pad(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _fits(d, s, running, n_running):
     """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
     now = d.sc[D_NOW]
@@ -193,7 +192,7 @@ def _fits(d, s, running, n_running):
     return True
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _pad(d, p):
     h = _held(d)
     if p.i[h] == 0:

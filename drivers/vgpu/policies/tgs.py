@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from numba import njit
 
 from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, converted, microseconds
 from drivers.vgpu.policies.compiled import (
@@ -36,6 +35,7 @@ from drivers.vgpu.policies.compiled import (
     POLICY_TIMERS,
     ST_HP,
     Pol,
+    compiled_fn,
     empty_pol,
     host_order,
     kernel_index,
@@ -224,17 +224,17 @@ CONTROL = POLICY_TIMERS
 WAKE = POLICY_TIMERS + 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _at(d, field, s):
     return G_PER_STREAM + field * d.sc[D_NSTREAMS] + s
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_setup(d, p):
     policy_call_at(d, d.sc[D_NOW] + p.i[G_PERIOD_NS], CONTROL, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         if p.i[_at(d, SINCE, s)] < 0:
@@ -247,7 +247,7 @@ def compiled_kernel_ready(d, p, s):
     _release(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _refill(d, p):
     now = d.sc[D_NOW]
     f = p.f
@@ -257,7 +257,7 @@ def _refill(d, p):
     p.i[G_TOKEN_NS] = now
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _release(d, p):
     _refill(d, p)
     n = d.sc[D_NSTREAMS]
@@ -273,13 +273,13 @@ def _release(d, p):
         policy_call_at(d, d.sc[D_NOW] + wait_ns, WAKE, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if d.st[ST_HP, s] and kernel_done:
         p.i[_at(d, WORK, s)] += d.kern[K_ISO, kernel_index(d, s)]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_stream_idle(d, p, s):
     since = p.i[_at(d, SINCE, s)]
     if d.st[ST_HP, s] and since >= 0:
@@ -287,7 +287,7 @@ def compiled_stream_idle(d, p, s):
         p.i[_at(d, SINCE, s)] = -1
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == WAKE:
         p.i[G_WAKING] = 0
@@ -296,12 +296,12 @@ def compiled_timer(d, p, kind, arg):
         _control(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_detach(d, p):
     p.i[G_HELD_LEN] = 0
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _control(d, p):
     now = d.sc[D_NOW]
     i, f = p.i, p.f

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from numba import njit
-
 from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, Stream, microseconds
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
@@ -30,6 +28,7 @@ from drivers.vgpu.policies.compiled import (
     ST_INFLIGHT,
     ST_POS,
     Pol,
+    compiled_fn,
     empty_pol,
     host_order,
     kernel_index,
@@ -170,7 +169,7 @@ TS_PER_STREAM = 8
 SLICE_OVER = POLICY_TIMERS
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _wait(d, p, s):
     """`waiting.append(s)` unless it is there."""
     if p.i[TS_WAITING] >> s & 1:
@@ -182,7 +181,7 @@ def _wait(d, p, s):
     p.i[TS_WAITING] |= 1 << s
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _popleft(d, p):
     n = d.sc[D_NSTREAMS]
     s = p.i[TS_PER_STREAM + n + p.i[TS_WAIT_HEAD]]
@@ -192,7 +191,7 @@ def _popleft(d, p):
     return s
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_kernel_ready(d, p, s):
     owner = p.i[TS_OWNER]
     if owner < 0:
@@ -203,7 +202,7 @@ def compiled_kernel_ready(d, p, s):
         _wait(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if (
         s == p.i[TS_OWNER]
@@ -214,26 +213,26 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
         _continue(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_stream_idle(d, p, s):
     if s == p.i[TS_OWNER]:
         _next(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == SLICE_OVER and arg == p.i[TS_EPOCH]:
         _next(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def compiled_detach(d, p):
     p.i[TS_WAIT_LEN] = 0
     p.i[TS_WAITING] = 0
     p.i[TS_OWNER] = -1
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _continue(d, p, s):
     if d.sc[D_NOW] >= p.i[TS_SLICE_END]:
         _wait(d, p, s)
@@ -242,21 +241,21 @@ def _continue(d, p, s):
     _launch_wave(d, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _launch_wave(d, s):
     wave = d.sc[D_NTPCS] * d.kern[K_BPT, kernel_index(d, s)]
     blocks = min(wave, remaining(d, s))
     launch(d, s, blocks, d.sc[D_FULL_MASK], PRIO_NORMAL, 0, host_order(d, s))
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _new_slice(d, p, s):
     p.i[TS_EPOCH] += 1
     p.i[TS_SLICE_END] = d.sc[D_NOW] + p.i[TS_PER_STREAM + s]
     policy_call_at(d, p.i[TS_SLICE_END], SLICE_OVER, p.i[TS_EPOCH])
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _give(d, p, s):
     p.i[TS_OWNER] = s
     p.i[TS_SWITCHES] += 1
@@ -265,12 +264,12 @@ def _give(d, p, s):
         _launch_wave(d, s)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@compiled_fn(inline=True)
 def _busy(d, s):
     return kernel_pending(d, s) or d.st[ST_INFLIGHT, s] > 0
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def _next(d, p):
     s = p.i[TS_OWNER]
     while p.i[TS_WAIT_LEN]:

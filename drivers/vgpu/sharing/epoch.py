@@ -17,8 +17,6 @@ sim.py or device.py.
 
 from __future__ import annotations
 
-from numba import njit
-
 from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_CLK_TAIL, S_NDONE, _run
 from drivers.vgpu.policies import lithos_compiled as lithos_policy
 from drivers.vgpu.policies import mig as mig_policy
@@ -98,6 +96,7 @@ from drivers.vgpu.policies.compiled import (
     TM_OWNER,
     TM_T,
     call_at,
+    compiled_fn,
     fifo_slot,
     pop_timer,
     static_kernel_ready,
@@ -117,7 +116,7 @@ KIND_OPEN = 0
 # -- the policy in charge -----------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_kernel_ready(d, p, s):
     pid = p.i[P_ID]
     if pid == P_STATIC:
@@ -136,7 +135,7 @@ def policy_kernel_ready(d, p, s):
         tgs_policy.compiled_kernel_ready(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_atom_done(d, p, s, atom, kernel_done):
     pid = p.i[P_ID]
     if pid == P_MIG:
@@ -151,7 +150,7 @@ def policy_atom_done(d, p, s, atom, kernel_done):
         tgs_policy.compiled_atom_done(d, p, s, atom, kernel_done)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_stream_idle(d, p, s):
     pid = p.i[P_ID]
     if pid == P_TIMESLICE:
@@ -164,7 +163,7 @@ def policy_stream_idle(d, p, s):
         tgs_policy.compiled_stream_idle(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_timer(d, p, kind, arg):
     pid = p.i[P_ID]
     if pid == P_MIG:
@@ -177,7 +176,7 @@ def policy_timer(d, p, kind, arg):
         tgs_policy.compiled_timer(d, p, kind, arg)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_setup(d, p):
     """What a policy's setup does on the running device (timers, a drain)."""
     pid = p.i[P_ID]
@@ -189,14 +188,14 @@ def policy_setup(d, p):
         lithos_policy.compiled_setup(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def policy_detach(d, p):
     pid = p.i[P_ID]
     if pid == P_LITHOS:
         lithos_policy.compiled_detach(d, p)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def switch_policy(d, old, new):
     """`SharedDevice.set_policy` once the new policy is set up: the old one
     detaches, and the new one is offered every kernel with blocks left."""
@@ -210,7 +209,7 @@ def switch_policy(d, old, new):
 # -- requests (sim.py) --------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def schedule_arrival(d, s):
     st = d.st
     n = st[ST_NEXT_ARRIVAL, s]
@@ -220,7 +219,7 @@ def schedule_arrival(d, s):
             call_at(d, t, TK_ARRIVE, s, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def arrive(d, p, s):
     st = d.st
     t = d.arrivals[st[ST_AOFF, s] + st[ST_NEXT_ARRIVAL, s]]
@@ -236,14 +235,14 @@ def arrive(d, p, s):
         start_request(d, p, s, t)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def start_request(d, p, s, request_ns):
     d.st[ST_REQUEST_NS, s] = request_ns
     d.st[ST_POS, s] = 0
     ready(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def ready(d, p, s):
     st = d.st
     now = d.sc[D_NOW]
@@ -262,7 +261,7 @@ def ready(d, p, s):
         enqueued(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def enqueued(d, p, s):
     """The host's launch of `s`'s current kernel reached the GPU (`enqueue`)."""
     st = d.st
@@ -275,7 +274,7 @@ def enqueued(d, p, s):
     policy_kernel_ready(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def complete(d, p, s, atom, kernel_done):
     st = d.st
     now = d.sc[D_NOW]
@@ -291,7 +290,7 @@ def complete(d, p, s, atom, kernel_done):
         kernel_finished(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def kernel_finished(d, p, s):
     st = d.st
     now = d.sc[D_NOW]
@@ -333,7 +332,7 @@ def kernel_finished(d, p, s):
         policy_stream_idle(d, p, s)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def fire(d, p, kind, arg):
     if kind == TK_ARRIVE:
         arrive(d, p, arg)
@@ -346,7 +345,7 @@ def fire(d, p, kind, arg):
 # -- the loop (device.py's `advance` and `run_timers`) --------------------------
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos, room_clocks):
     """Run to `end_ns`, or to the next Python timer, or until a table needs room."""
     sc, tm, eng = d.sc, d.timers, d.eng
@@ -405,7 +404,7 @@ def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos, room_
         sc[D_IN_TIMERS] = 1
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def start(d, p):
     """`Simulation.run`'s start, once the policy is set up."""
     policy_setup(d, p)
@@ -417,12 +416,12 @@ def start(d, p):
             start_request(d, p, s, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def push_python_timer(d, t_ns, handle):
     call_at(d, t_ns, TK_PYTHON, handle, 0)
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def inflight_masks(d, out):
     """The union of the masks of each stream's atoms in flight, into `out`."""
     out[:] = 0
@@ -435,7 +434,7 @@ def inflight_masks(d, out):
             out[d.atoms[AT_STREAM, a]] |= d.atoms[AT_MASK, a]
 
 
-@njit(cache=True, _nrt=False)
+@compiled_fn
 def rehash(d, old):
     """Put the entries of the FIFO hash `old` into the current, larger one."""
     fh = d.fifo_hash

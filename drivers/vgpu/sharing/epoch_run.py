@@ -202,8 +202,8 @@ class CompiledRun:
         sc[D_SWITCH_NS] = spec.switch_latency_ns
         clock_w = [spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz]
         clock_log = np.zeros((2, 64 + len(sim.clock_log)), np.int64)
-        for k, (effective, mhz) in enumerate(sim.clock_log):
-            clock_log[:, k] = effective, mhz
+        for j, (effective, mhz) in enumerate(sim.clock_log):
+            clock_log[:, j] = effective, mhz
         sc[D_NCLOCKS] = len(sim.clock_log)
         fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
         fifo_hash[FH_Q] = -1
