@@ -344,21 +344,48 @@ def fire(d, p, kind, arg):
 
 # -- the loop (device.py's `advance` and `run_timers`) --------------------------
 
+# What `needs_room` finds short: a table that one more event could overflow.
+ROOM_ATOMS = 1
+ROOM_TIMERS = 2
+ROOM_LATENCIES = 4
+ROOM_FIFOS = 8
+ROOM_CLOCK_LOG = 16
+ROOM_ENGINE_CLOCKS = 32
+#: Entries each table keeps free: more than one event can use.
+SPARE_ATOMS = 4096
+SPARE_FIFOS = 512
+SPARE_CLOCKS = 16
+
 
 @compiled_fn
-def run_epoch(d, p, end_ns, room_atoms, room_timers, room_lat, room_fifos, room_clocks):
+def needs_room(d):
+    """The tables (ROOM_* bits) with less room than their spare; 0: none."""
+    sc, eng = d.sc, d.eng
+    short = 0
+    if sc[D_NATOMS] + SPARE_ATOMS > min(d.atoms.shape[1], eng.atoms.shape[1]):
+        short |= ROOM_ATOMS
+    if sc[D_NTIMERS] + SPARE_ATOMS > d.timers.shape[1]:
+        short |= ROOM_TIMERS
+    if sc[D_NLAT] + SPARE_ATOMS > d.lat.shape[1]:
+        short |= ROOM_LATENCIES
+    fifos = sc[D_NFIFOS] + SPARE_FIFOS
+    if fifos > eng.fifos.shape[1] or 2 * fifos > d.fifo_hash.shape[1]:
+        short |= ROOM_FIFOS
+    if sc[D_NCLOCKS] + SPARE_CLOCKS > d.clock_log.shape[1]:
+        short |= ROOM_CLOCK_LOG
+    if eng.sc[S_CLK_TAIL] + SPARE_CLOCKS > eng.clocks.shape[1]:
+        short |= ROOM_ENGINE_CLOCKS
+    return short
+
+
+@compiled_fn
+def run_epoch(d, p, end_ns):
     """Run to `end_ns`, or to the next Python timer, or until a table needs room."""
     sc, tm, eng = d.sc, d.timers, d.eng
     popped = d.scratch[:N_TM_ROWS]
     done = eng.done
     while True:
-        if (
-            sc[D_NATOMS] + 4096 > room_atoms
-            or sc[D_NTIMERS] + 4096 > room_timers
-            or sc[D_NLAT] + 4096 > room_lat
-            or sc[D_NFIFOS] + 512 > room_fifos
-            or max(sc[D_NCLOCKS], eng.sc[S_CLK_TAIL]) + 16 > room_clocks
-        ):
+        if needs_room(d):
             return EPOCH_GROW
         if sc[D_IN_TIMERS]:  # run the timers due now
             while sc[D_NTIMERS] > 0 and tm[TM_T, 0] <= sc[D_NOW]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from drivers.vgpu.engine import A_DONE_NS, S_CLK_TAIL
+from drivers.vgpu.engine import A_DONE_NS
 from drivers.vgpu.policies.compiled import (
     AT_BEGIN,
     AT_END,
@@ -135,6 +135,13 @@ def _nothing() -> None:
     pass
 
 
+def _doubled(table: np.ndarray) -> np.ndarray:
+    """`table` with twice the columns, the new ones zero."""
+    grown = np.zeros((table.shape[0], 2 * table.shape[1]), table.dtype)
+    grown[:, : table.shape[1]] = table
+    return grown
+
+
 class CompiledRun:
     """The epoch loop's tables for one simulation, and the Python timers between epochs."""
 
@@ -251,38 +258,30 @@ class CompiledRun:
         return pol
 
     def _grow(self) -> None:
+        """Give every table that `epoch.needs_room` finds short twice its room."""
+        short = epoch.needs_room(self.dev)
         d = self.dev
-        sc = d.sc
-        atoms = d.atoms.shape[1]
-        if sc[D_NATOMS] + 4096 > atoms:
-            atoms *= 2
-            grown = np.zeros((N_AT_ROWS, atoms), np.int64)
-            grown[:, : d.atoms.shape[1]] = d.atoms
-            d = d._replace(atoms=grown)
-        if sc[D_NTIMERS] + 4096 > d.timers.shape[1]:
-            grown = np.zeros((N_TM_ROWS, 2 * d.timers.shape[1]), np.int64)
-            grown[:, : d.timers.shape[1]] = d.timers
-            d = d._replace(timers=grown)
-        if sc[D_NLAT] + 4096 > d.lat.shape[1]:
-            grown = np.zeros((2, 2 * d.lat.shape[1]), np.int64)
-            grown[:, : d.lat.shape[1]] = d.lat
-            d = d._replace(lat=grown)
-        if sc[D_NCLOCKS] + 16 > d.clock_log.shape[1]:
-            grown = np.zeros((2, 2 * d.clock_log.shape[1]), np.int64)
-            grown[:, : d.clock_log.shape[1]] = d.clock_log
-            d = d._replace(clock_log=grown)
+        if short & epoch.ROOM_ATOMS:
+            d = d._replace(atoms=_doubled(d.atoms))
+        if short & epoch.ROOM_TIMERS:
+            d = d._replace(timers=_doubled(d.timers))
+        if short & epoch.ROOM_LATENCIES:
+            d = d._replace(lat=_doubled(d.lat))
+        if short & epoch.ROOM_CLOCK_LOG:
+            d = d._replace(clock_log=_doubled(d.clock_log))
         self.dev = d
         gpu = self.sim.gpu
-        if gpu._st.sc[S_CLK_TAIL] + 16 > gpu._st.clocks.shape[1]:
-            gpu._grow("clocks", 2 * gpu._st.clocks.shape[1] + 16)
-            gpu._grow("clock_dyn_w", 2 * gpu._st.clock_dyn_w.shape[0] + 16)
-            self.dev = self.dev._replace(eng=gpu._st)
-        fifos = self.sim.gpu._st.fifos.shape[1]
-        if 2 * (sc[D_NFIFOS] + 512) > d.fifo_hash.shape[1] or sc[D_NFIFOS] + 512 > fifos:
-            fifos *= 2
-            self._rehash(4 * fifos)
-        self._grow_engine(atoms, fifos)
+        if short & epoch.ROOM_ENGINE_CLOCKS:
+            gpu._grow("clocks", 2 * gpu._st.clocks.shape[1] + epoch.SPARE_CLOCKS)
+            gpu._grow("clock_dyn_w", gpu._st.clocks.shape[1])
+        fifos = gpu._st.fifos.shape[1]
+        if short & epoch.ROOM_FIFOS:
+            fifos = 2 * (int(d.sc[D_NFIFOS]) + epoch.SPARE_FIFOS)
+            self._rehash(1 << (4 * fifos - 1).bit_length())  # a power of two, as it probes
+        self._grow_engine(d.atoms.shape[1], fifos)
         self.pol = self._sized(self.pol)
+        if epoch.needs_room(self.dev):  # never loop: growing must make room
+            raise RuntimeError(f"the compiled run's tables did not grow ({short:#x})")
 
     def _rehash(self, size: int) -> None:
         old = self.dev.fifo_hash
@@ -327,12 +326,7 @@ class CompiledRun:
         sim = self.sim
         while True:
             d = self.dev
-            room_fifos = min(d.eng.fifos.shape[1], d.fifo_hash.shape[1] // 2)
-            room_clocks = min(d.eng.clocks.shape[1], d.clock_log.shape[1])
-            status = epoch.run_epoch(
-                d, self.pol, end_ns, d.atoms.shape[1], d.timers.shape[1], d.lat.shape[1],
-                room_fifos, room_clocks,
-            )  # fmt: skip
+            status = epoch.run_epoch(d, self.pol, end_ns)
             sim.now_ns = int(d.sc[D_NOW])
             if status == epoch.EPOCH_GROW:
                 self._grow()
