@@ -1,6 +1,6 @@
 """GPU sharing policies on the virtual GPU (`drivers/vgpu/policies`).
 
-Eight ways for tenants to share one GPU, each a `SharingPolicy` (base.py)
+Nine ways for tenants to share one GPU, each a `SharingPolicy` (base.py)
 in charge of a device: the experiments' `Simulation`, or the booted vGPU
 driver (`drivers/vgpu/scheduler.py`).  This folder holds the policies only;
 the harness that runs one (`drivers/vgpu/sharing`) imports them, never the
@@ -17,6 +17,11 @@ other way round.
 | `reef`      | reef.py       | best-effort kernels padded around high-priority ones      |
 | `orion`     | orion.py      | best-effort admission by SMs, profile and duration        |
 | `lithos`    | lithos.py     | TPC quotas, stealing, atoms, right-sizing, DVFS           |
+
+Each policy also has a compiled form beside its class (`compiled.py`
+says what one sees of the device; LithOS's is `lithos_compiled.py`), which
+the simulation's compiled epoch loop runs; the tests hold the two forms
+to identical atom logs.
 
 `make_policy("lithos", rightsizing=True)` builds one by name; an unknown
 name is an `UnknownPolicy` error that lists the known ones.
