@@ -33,7 +33,6 @@ import numpy as np
 from numba import njit
 
 from drivers.vgpu.engine import (
-    A_DONE_NS,
     K_MHZ,
     K_TIME,
     S_CLK_HEAD,
@@ -62,14 +61,13 @@ D_FULL_MASK = 10
 D_NLAT = 11
 D_IN_TIMERS = 12  # 1 while the due timers are being run
 D_HANDLE = 13  # the Python timer the loop stopped for
-D_RUNNING = 14
-D_OPEN_ATOM = 15  # every atom below it is complete
-D_FMAX = 16
-D_FMIN = 17
-D_FSTEP = 18
-D_SWITCH_NS = 19  # a clock change takes effect this long after it is asked
-D_NCLOCKS = 20  # entries in the clock log
-N_DEV_SCALARS = 21
+D_OPEN_ATOM = 14  # every atom below it is complete
+D_FMAX = 15
+D_FMIN = 16
+D_FSTEP = 17
+D_SWITCH_NS = 18  # a clock change takes effect this long after it is asked
+D_NCLOCKS = 19  # entries in the clock log
+N_DEV_SCALARS = 20
 
 # Rows of the stream table `Dev.st`, one column per stream.
 ST_KIND = 0  # 0 open, 1 closed, 2 best effort
@@ -101,8 +99,7 @@ ST_BLOCKS_DONE = 25
 ST_KERNELS_DONE = 26
 ST_COMPLETED = 27
 ST_ALLOC_TPC_NS = 28
-ST_REQUEST_ISO_NS = 29
-N_ST_ROWS = 30
+N_ST_ROWS = 29
 
 # Rows of the kernel table `Dev.kern`, one column per kernel of every stream's request.
 K_GRID = 0
@@ -419,11 +416,6 @@ def kernel_index(d, s):
 def launch_whole(d, s, mask, prio, order):
     """Launch the rest of `s`'s current kernel as one atom (`SharingPolicy.launch_whole`)."""
     return launch(d, s, remaining(d, s), mask, prio, 0, order)
-
-
-@compiled_fn(inline=True)
-def atom_done_ns(d, atom):
-    return d.eng.atoms[A_DONE_NS, atom]
 
 
 # -- the base policy's compiled form: whole kernels on a fixed mask ------------

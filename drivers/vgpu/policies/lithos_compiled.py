@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from drivers.vgpu.engine import _bit_index
 from drivers.vgpu.lithos.tpcs import TpcScheduler
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN
 from drivers.vgpu.policies.compiled import (
@@ -209,7 +210,7 @@ def claim(d, p, mask, until_ns):
     m = mask
     while m:
         low = m & -m
-        t = _bit(low)
+        t = _bit_index(np.uint64(low))
         k = _tpc(d, BUSY_UNTIL, t)
         if i[k] < until_ns:
             i[k] = until_ns
@@ -251,30 +252,6 @@ def first_tpcs(mask, count):
         mask ^= run
         count -= n
     return out
-
-
-@compiled_fn
-def _bit(low):
-    """The index of the one bit set in `low` (a positive int64)."""
-    n = 0
-    if low >> 32:
-        n += 32
-        low >>= 32
-    if low >> 16:
-        n += 16
-        low >>= 16
-    if low >> 8:
-        n += 8
-        low >>= 8
-    if low >> 4:
-        n += 4
-        low >>= 4
-    if low >> 2:
-        n += 2
-        low >>= 2
-    if low >> 1:
-        n += 1
-    return n
 
 
 # -- Atomizer and LatencyPredictor ----------------------------------------------

@@ -297,11 +297,6 @@ def compiled_timer(d, p, kind, arg):
 
 
 @compiled_fn
-def compiled_detach(d, p):
-    p.i[G_HELD_LEN] = 0
-
-
-@compiled_fn
 def _control(d, p):
     now = d.sc[D_NOW]
     i, f = p.i, p.f

@@ -226,13 +226,6 @@ def compiled_timer(d, p, kind, arg):
 
 
 @compiled_fn
-def compiled_detach(d, p):
-    p.i[TS_WAIT_LEN] = 0
-    p.i[TS_WAITING] = 0
-    p.i[TS_OWNER] = -1
-
-
-@compiled_fn
 def _continue(d, p, s):
     if d.sc[D_NOW] >= p.i[TS_SLICE_END]:
         _wait(d, p, s)

@@ -40,7 +40,6 @@ from drivers.vgpu.policies.compiled import (
     D_NSTREAMS,
     D_NTIMERS,
     D_NTPCS,
-    D_RUNNING,
     D_SEQ,
     D_SWITCH_NS,
     D_WARMUP_NS,
@@ -90,7 +89,6 @@ from drivers.vgpu.policies.compiled import (
     ST_POFF,
     ST_POS,
     ST_READY_NS,
-    ST_REQUEST_ISO_NS,
     ST_REQUEST_NS,
     ST_RUN_AHEAD,
     Dev,
@@ -187,7 +185,6 @@ class CompiledRun:
             st[ST_DOFF, i] = doff
             st[ST_DCAP, i] = max(1, s.run_ahead)
             st[ST_CTX, i] = s.ctx
-            st[ST_REQUEST_ISO_NS, i] = s.request_iso_ns
             arrivals.extend(t.arrivals_ns)
             koff += s.n_kernels
             poff += len(t.arrivals_ns) + 1
@@ -202,7 +199,6 @@ class CompiledRun:
         sc[D_NSTREAMS] = n
         sc[D_NTPCS] = sim.n_tpcs
         sc[D_FULL_MASK] = sim.full_mask
-        sc[D_RUNNING] = 1
         sc[D_FMAX] = spec.max_clock_mhz
         sc[D_FMIN] = spec.min_clock_mhz
         sc[D_FSTEP] = spec.clock_step_mhz
