@@ -5,7 +5,10 @@ Any project that installs malvos gets these fixtures:
 * `malv_kernel` — a booted headless kernel (seed 0), shut down after the test;
 * `malv_boot` — a factory, ``malv_boot(seed=3, cpus=4)`` or
   ``malv_boot(KernelConfig(...))``, for tests that need several kernels or
-  other settings; every kernel it made is shut down.
+  other settings; every kernel it made is shut down;
+* `malv_snapshot_key` — used by every test, unasked: the path of the host
+  key that VM snapshots are sealed with during the session, in a temporary
+  directory, so that no test makes or reads the user's own key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,17 @@ from typing import Any
 import pytest
 
 from kernel import Kernel, KernelConfig, boot
+
+
+@pytest.fixture(scope="session", autouse=True)
+def malv_snapshot_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # (imported here: the plugin's other fixtures need no hypervisor)
+    from kernel.hypervisor.seal import KEY_ENV
+
+    path = str(tmp_path_factory.mktemp("malvos-state") / "snapshot.key")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, path)
+        yield path
 
 
 @pytest.fixture

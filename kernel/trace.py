@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from kernel.errors import InvalidArgument
+from kernel.errors import InvalidArgument, NotSupported
 from kernel.syscall import TRAP_TABLE
 
 if TYPE_CHECKING:
@@ -192,12 +192,19 @@ def control(k: Kernel, op: str, arg: Any = None) -> Any:
         tracer.stop()
         return len(tracer.events)
     if op == "add":
+        if not isinstance(arg, (list, tuple)):  # an endless iterator would never end list()
+            raise InvalidArgument(f"trace add takes a list of events, got {type(arg).__name__}")
         try:
             tracer.add(list(arg))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(str(exc)) from None
         return len(tracer.events)
     if op == "save":
+        if k.hypercall is not None:
+            # A guest names no host file: its programs may be hostile, and a
+            # replayed journal (snapshot.py) must never open a path.  The
+            # host's own trace shows its guests.
+            raise NotSupported("trace save: a guest has no host files (save from the host)")
         return _save(tracer, arg)
     raise InvalidArgument(f"unknown trace operation {op!r}: start, stop, add, save or status")
 

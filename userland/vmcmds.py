@@ -12,7 +12,8 @@ from userland.lib import UsageError, println
 
 VM_USAGE = (
     "usage: vm list | vm create NAME [cpus=N] [weight=W] [cap=C] [gpu=PERCENT] | "
-    "vm start|stop|destroy|pause|resume NAME | vm snapshot NAME FILE | vm restore FILE | "
+    "vm start|stop|destroy|pause|resume NAME | vm snapshot NAME FILE | "
+    "vm restore FILE [--key KEYFILE] | "
     "vm console NAME [CMD...]"
 )
 
@@ -49,8 +50,9 @@ def cmd_vm(sh, args):
     elif op == "snapshot" and len(rest) == 2:
         answer = yield VmControl("snapshot", tuple(rest))
         yield from println(sh.proc, f"vm: {answer}")
-    elif op == "restore" and len(rest) == 1:
-        answer = yield VmControl("restore", tuple(rest))
+    elif op == "restore" and (len(rest) == 1 or (len(rest) == 3 and rest[1] == "--key")):
+        # --key: another host's snapshot key, to restore its snapshot on purpose
+        answer = yield VmControl("restore", (rest[0], *rest[2:]))
         yield from println(sh.proc, f"vm: {answer}")
     elif op in ("start", "stop", "destroy", "pause", "resume") and len(rest) == 1:
         answer = yield VmControl("stop" if op == "destroy" else op, (rest[0],))

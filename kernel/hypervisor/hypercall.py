@@ -2,10 +2,15 @@
 is the guest-to-host surface, as kernel/syscall.py is the task-to-kernel one.
 
 A hypercall is a number and a few plain arguments (ints and strs).  The
-dispatcher `hypercall(vm, number, *args)` checks the number, the argument
-count, each argument's type and range, and only then runs the handler.  It
-always returns `(status, value)`: `Status.OK` and a value, or an error status
-and a message.  Nothing a guest passes makes the host raise.
+dispatcher first reads the call (`read_call`): the number, the argument
+count, and each argument converted to its declared type and checked against
+its range, so that what a handler sees and what the journal keeps are plain
+values (an int subclass becomes an int; a bool, a float, a container or any
+other object is refused, and nothing of it is called).  Only then does it run
+the handler (`dispatch`).  It always returns `(status, value)`: `Status.OK`
+and a value, or an error status and a message of one bounded line.  Nothing
+a guest passes makes the host raise, and nothing it passes reaches the
+journal unconverted: a refused call is journaled as its refusal.
 
 The dispatcher sees a VM only through `VmContext`, the few things a VM offers
 it (name, memory, console, queues, module choice, balloon), so it is tested
@@ -15,7 +20,6 @@ with fakes and any VM class that offers them can use it.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -23,11 +27,14 @@ import attrs
 
 from kernel.errors import SyscallError
 from kernel.hypervisor.virtqueue import Memory
+from kernel.mlaas.loader import NAME_RE
 
 MAX_CONSOLE_BYTES = 4096  # one CONSOLE_WRITE
 MAX_BALLOON_PAGES = 1 << 20  # one BALLOON step
 MAX_MODULE_NAME = 64
-_MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+MAX_MESSAGE_CHARS = 256  # an error message a guest gets
+NOT_A_NUMBER = -1  # the journaled number of a call whose number is not a 64-bit int
+_I64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class Hc(enum.IntEnum):
@@ -144,21 +151,44 @@ class Param:
     low: int = 0
     high: int = (1 << 64) - 1
 
-    def check(self, value: Any) -> None:
+    def convert(self, value: Any) -> int | str:
+        """`value` as a plain int or str within bounds; HypercallError(EINVAL) if it is not one.
+
+        Only the value's type is looked at, never its methods: an int or str
+        subclass is copied by int's and str's own code, so a hostile
+        `__index__`, `__str__`, `__len__` or `__eq__` never runs."""
         got = type(value)
-        if got is not self.kind:  # exact: a bool is not an int argument
+        plain: int | str
+        if self.kind is int and got is not bool and issubclass(got, int):
+            plain = int.__index__(value)
+        elif self.kind is str and issubclass(got, str):
+            plain = str.__str__(value)
+        else:  # a bool is not an int argument
+            want = "an int" if self.kind is int else "a str"
+            raise HypercallError(
+                Status.EINVAL, f"{self.name} must be {want}, got {_type_name(value)}"
+            )
+        size = len(plain) if isinstance(plain, str) else plain
+        if not self.low <= size <= self.high:
+            what = "length" if isinstance(plain, str) else "value"
             raise HypercallError(
                 Status.EINVAL,
-                f"{self.name} must be {'an int' if self.kind is int else 'a str'}, "
-                f"got {got.__name__}",
+                f"{self.name} {what} {_shown(size)} is outside {self.low}..{self.high}",
             )
-        is_str = self.kind is str
-        size: int = len(value) if is_str else value
-        if not self.low <= size <= self.high:
-            what = "length" if is_str else "value"
-            raise HypercallError(
-                Status.EINVAL, f"{self.name} {what} {size} is outside {self.low}..{self.high}"
-            )
+        return plain
+
+
+_PLAIN_TYPES = (bool, int, float, str, bytes, list, tuple, dict, type(None))
+
+
+def _type_name(value: Any) -> str:
+    """The name of a built-in type; any other is "object" (its own name is never read)."""
+    got = type(value)
+    return next((t.__name__ for t in _PLAIN_TYPES if got is t), "object")
+
+
+def _shown(number: int) -> str:
+    return str(number) if number.bit_length() <= 128 else f"of {number.bit_length()} bits"
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -200,7 +230,7 @@ def hc_kick(vm: VmContext, queue: int) -> int:
 def hc_policy_choose(vm: VmContext, name: str) -> Any:
     """Ask for the MLaaS module named `name`: the host answers with the path of
     a module it allows this guest, which the guest then loads."""
-    if not _MODULE_NAME.match(name):
+    if not NAME_RE.fullmatch(name):
         raise HypercallError(Status.EINVAL, f"{name!r} is not a module name")
     try:
         return vm.choose_module(name)
@@ -255,27 +285,62 @@ HYPERCALL_TABLE: dict[Hc, Hypercall] = {
 }
 
 
-def hypercall(vm: VmContext, number: Any, *args: Any) -> Result:
-    """Run hypercall `number` for `vm`.  Always a `Result`, never a host exception."""
+class Call(NamedTuple):
+    """A hypercall as the dispatcher read it, in plain values: what the journal keeps."""
+
+    number: int  # its number, or NOT_A_NUMBER
+    args: tuple[int | str, ...]  # converted to their declared types; () when refused
+    refusal: Result | None  # why it was refused before any handler ran
+
+
+def read_call(number: Any, args: Any) -> Call:
+    """Read a guest's hypercall: its number and arguments converted to plain
+    values of their declared types and ranges, or the refusal.  Never raises."""
+    plain = NOT_A_NUMBER
     try:
-        if type(number) is not int and not isinstance(number, Hc):
+        got = type(number)
+        if got is bool or not issubclass(got, int):
             raise HypercallError(
-                Status.EINVAL, f"a hypercall number is an int, got {type(number).__name__}"
+                Status.EINVAL, f"a hypercall number is an int, got {_type_name(number)}"
             )
-        call = HYPERCALL_TABLE.get(number)  # type: ignore[call-overload]
+        value = int.__index__(number)
+        plain = value if _I64[0] <= value <= _I64[1] else NOT_A_NUMBER
+        call = HYPERCALL_TABLE.get(value)  # type: ignore[call-overload]
         if call is None:
-            raise HypercallError(Status.ENOSYS, f"no hypercall {number}")
+            raise HypercallError(Status.ENOSYS, f"no hypercall {_shown(value)}")
+        if type(args) is not tuple:
+            raise HypercallError(Status.EINVAL, "a hypercall's arguments are a tuple")
         if len(args) != len(call.params):
             raise HypercallError(
                 Status.EINVAL,
                 f"{call.number.name} takes {len(call.params)} argument(s), got {len(args)}",
             )
-        for param, value in zip(call.params, args, strict=True):
-            param.check(value)
-        return Result(Status.OK, call.handler(vm, *args))
+        converted = tuple(p.convert(v) for p, v in zip(call.params, args, strict=True))
     except HypercallError as exc:
-        return Result(exc.status, str(exc))
+        return Call(plain, (), Result(exc.status, _message(str(exc))))
+    return Call(plain, converted, None)
+
+
+def dispatch(vm: VmContext, call: Call) -> Result:
+    """Run a call that `read_call` read for `vm`.  Always a `Result`, never a host exception."""
+    if call.refusal is not None:
+        return call.refusal
+    try:
+        return Result(Status.OK, HYPERCALL_TABLE[Hc(call.number)].handler(vm, *call.args))
+    except HypercallError as exc:
+        return Result(exc.status, _message(str(exc)))
     except SyscallError as exc:  # a kernel error from the VM's side: same errno, as a status
-        return Result(Status.__members__.get(exc.errno, Status.EIO), str(exc))
+        return Result(Status.__members__.get(exc.errno, Status.EIO), _message(str(exc)))
     except Exception as exc:  # the VM's callable failed: the guest's call fails, the host goes on
-        return Result(Status.EIO, f"{type(exc).__name__}: {exc}")
+        return Result(Status.EIO, _message(f"{type(exc).__name__}: {exc}"))
+
+
+def hypercall(vm: VmContext, number: Any, *args: Any) -> Result:
+    """Run hypercall `number` for `vm`.  Always a `Result`, never a host exception."""
+    return dispatch(vm, read_call(number, args))
+
+
+def _message(text: str) -> str:
+    """A message for the guest: one line, at most MAX_MESSAGE_CHARS."""
+    line = text.replace("\n", " ")
+    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 3] + "..."

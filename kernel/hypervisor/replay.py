@@ -10,7 +10,11 @@ own, and gets, at the same places in its run, the inputs the journal holds
   so they land between the same two of the guest's own events;
 * grants given inside one of the guest's calls to its CPU provider are given
   inside the same call (`ReplayCpus` counts them);
-* hypercalls are answered from the journal, and the host is not asked.
+* hypercalls are answered from the journal, and the host is not asked; a
+  call is read as the live dispatcher reads it (`read_call`), and compared
+  with the journal in those plain values.  (A policy answer names the file
+  the *restoring* host found for the module: snapshot.restore rewrites it
+  before the replay, so no path from a file is ever loaded.)
 
 Every delivery first checks the guest's state digest against the journaled
 one, and the end of the replay checks the full state hash of the snapshot:
@@ -28,6 +32,7 @@ from typing import Any
 from kernel.clock import EventLoop
 from kernel.config import KernelConfig
 from kernel.cpu import Cpu
+from kernel.hypervisor.hypercall import read_call
 from kernel.hypervisor.journal import Digests, Entry
 from kernel.hypervisor.port import WINDOW_BYTES
 from kernel.hypervisor.virtqueue import GuestMemory
@@ -56,18 +61,24 @@ class _ReplayLoop(EventLoop):
 
 class ReplayCpus:
     """The replayed guest's CPU provider: it grants only what the journal says,
-    inside the same call as in the journaled run."""
+    inside the same call as in the journaled run.  It keeps the vCPUs that
+    asked and were not granted yet, in the order they asked: where the guest
+    stands in its host's queue (what a snapshot's `domain.waiting` must say)."""
 
     def __init__(self, replay: Replay) -> None:
         self.replay = replay
         self.calls = 0
+        self.asking: list[int] = []
 
     def request(self, vcpu: Cpu) -> None:
         self.calls += 1
+        self.asking.append(vcpu.id)
         self.replay.deliver_inside(self.calls)
 
     def release(self, vcpu: Cpu) -> None:
         self.calls += 1
+        if vcpu.id in self.asking:
+            self.asking.remove(vcpu.id)
         self.replay.deliver_inside(self.calls)
 
 
@@ -107,6 +118,7 @@ class Replay:
         self._marker_at = -1
         self._last_marker: tuple[int, int, int] | None = None
         self.digests = Digests()
+        self._discarded = False
 
     # -- running --------------------------------------------------------------------------
 
@@ -144,6 +156,12 @@ class Replay:
                 f"the snapshot was taken at tick {ticks}, call {calls}"
             )
         return k
+
+    def discard(self) -> None:
+        """Drop a replay that failed: its kernel shuts down (an isolated
+        module's child with it), and delivers no more inputs meanwhile."""
+        self._discarded = True
+        self.machine.shutdown()
 
     def _finished(self) -> bool:
         return (
@@ -222,7 +240,7 @@ class Replay:
     # -- grants inside the guest's own calls -------------------------------------------------
 
     def deliver_inside(self, calls: int) -> None:
-        while self._next_inside < len(self._inside):
+        while not self._discarded and self._next_inside < len(self._inside):
             index = self._inside[self._next_inside]
             entry = self.entries[index]
             if entry.calls != calls:
@@ -246,9 +264,10 @@ class Replay:
         entry = self.entries[index]
         self._check(index, entry)
         journaled_number, journaled_args, answer = entry.data
-        if (journaled_number, list(journaled_args)) != (number, list(args)):
+        call = read_call(number, args)
+        if (journaled_number, list(journaled_args)) != (call.number, list(call.args)):
             raise ReplayDiverged(
-                f"journal entry {index}: the guest called hypercall {number}{tuple(args)!r}, "
+                f"journal entry {index}: the guest called hypercall {call.number}{call.args!r}, "
                 f"the journal has {journaled_number}{tuple(journaled_args)!r}"
             )
         self._next_hc += 1
@@ -276,6 +295,8 @@ class Replay:
         journal, k.journal = k.journal, None  # the kernel would journal it again
         try:
             if kind == "grant":
+                if data[0] in self.cpus.asking:
+                    self.cpus.asking.remove(data[0])
                 k.cpu_granted(k.cpus[data[0]], data[1])
             elif kind == "line":
                 k.tty._feed(data[0])

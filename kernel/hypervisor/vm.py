@@ -19,6 +19,7 @@ hook.  The kernel never imports this package.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ from kernel.errors import SyscallError
 from kernel.hypervisor import port as ports
 from kernel.hypervisor import snapshot as snapshots
 from kernel.hypervisor.credit import DEFAULT_WEIGHT, CreditScheduler, Domain, check_weight_cap
-from kernel.hypervisor.hypercall import Balloon, Hc, hypercall
+from kernel.hypervisor.hypercall import Balloon, Hc, dispatch, read_call
 from kernel.hypervisor.journal import Journal, VcpuPort
 from kernel.hypervisor.virtqueue import Device, GuestMemory
 from kernel.ipc import Notification
@@ -57,6 +58,19 @@ class VmState(enum.Enum):
     CRASHED = "crashed"  # its init died or it panicked
     HALTED = "halted"  # powered off from inside
     DESTROYED = "destroyed"
+
+
+@attrs.frozen
+class VmSettings:
+    """What a host gives a VM when it makes it, and remembers after it is
+    destroyed: a snapshot of the VM restores only within these."""
+
+    config: KernelConfig
+    weight: int
+    cap: int
+    allowed_modules: tuple[str, ...]
+    isolated_modules: bool
+    gpu_share: int
 
 
 @attrs.frozen
@@ -110,16 +124,20 @@ class Vm:
         self._console.append(text)
 
     def choose_module(self, name: str) -> str:
+        """The absolute path of the module `name`, if the host allows it this VM
+        (absolute: what the guest logs of it must not depend on the working directory)."""
         try:
-            return self.hv.host.mlaas.offer(name, self.allowed_modules)
+            return os.path.abspath(self.hv.host.mlaas.offer(name, self.allowed_modules))
         except ModuleError as exc:
             raise PermissionError(exc.args[0]) from None
 
     def hypercall(self, number: int, args: tuple[Any, ...]) -> tuple[int, Any]:
-        """The guest kernel's `hypercall` hook: dispatch, and journal the answer."""
-        status, value = hypercall(self, number, *args)
+        """The guest kernel's `hypercall` hook: read the call, dispatch it, and
+        journal it as read (plain values, or its refusal) with the answer."""
+        call = read_call(number, args)
+        status, value = dispatch(self, call)
         answer = (int(status), value)
-        self.journal.note("hc", number, args, answer)
+        self.journal.note("hc", call.number, call.args, answer)
         return answer
 
     @property
@@ -345,6 +363,9 @@ class Hypervisor:
         self.machine = host.machine
         self.scheduler = CreditScheduler(self.machine, cpus or host.config.cpus, **scheduler)
         self.vms: dict[str, Vm] = {}
+        #: What this host gave each VM it made (or restored), by name, kept
+        #: after the VM is destroyed: the bounds of a restore (snapshot.py).
+        self.settings: dict[str, VmSettings] = {}
         self._seeds = 0
         host.vm_control = self.control
         host.halt_hooks.append(self._host_halted)
@@ -391,6 +412,9 @@ class Hypervisor:
         self._wire(vm, isolated_modules is True)
         vm.domain = self.scheduler.add(guest, name, weight, cap)
         self.vms[name] = vm
+        self.settings[name] = VmSettings(
+            config, weight, cap, allowed, isolated_modules is True, gpu_share
+        )
         self.host.log.info(
             "hypervisor", "vm created", vm=name, vcpus=config.cpus, weight=weight, cap=cap
         )
@@ -412,7 +436,8 @@ class Hypervisor:
         if not isinstance(allowed_modules, (list, tuple)):
             raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
         allowed = tuple(allowed_modules)
-        if not all(type(m) is str and m for m in allowed):
+        if not all(type(m) is str and loader.NAME_RE.fullmatch(m) for m in allowed):
+            # names only: a path would let a guest load a file by naming it
             raise VmError(f"allowed_modules must be module names, got {allowed_modules!r}")
         for module in allowed:
             try:
@@ -444,10 +469,11 @@ class Hypervisor:
 
     # -- snapshots (snapshot.py) -----------------------------------------------------------------
 
-    def restore(self, path: str) -> Vm:
+    def restore(self, path: str, key_file: str | None = None) -> Vm:
         """Bring back the VM saved in the snapshot at `path` (from outside the
-        event loop); it continues exactly where it was taken."""
-        vm = snapshots.restore(self, snapshots.read(path), path)
+        event loop); it continues exactly where it was taken.  `key_file`
+        names another host's snapshot key: its snapshots restore here too."""
+        vm = snapshots.restore(self, snapshots.read(path, key_file), path)
         vm.kernel.log.echo_level = 30
         self.host.log.info("hypervisor", "vm restored", vm=vm.name, path=path)
         return vm
@@ -546,10 +572,10 @@ class Hypervisor:
         self.get(args[0]).snapshot_then(args[1], written)
 
     def _op_restore(self, args: tuple[Any, ...], reply: Reply) -> None:
-        if len(args) != 1 or type(args[0]) is not str or not args[0]:
-            raise VmError("restore takes a snapshot file")
+        if not 1 <= len(args) <= 2 or not all(type(a) is str and a for a in args):
+            raise VmError("restore takes a snapshot file, and another host's key file")
         try:
-            vm = self.restore(args[0])
+            vm = self.restore(args[0], args[1] if len(args) == 2 else None)
         except snapshots.SnapshotError as exc:
             raise VmError(str(exc)) from None
         reply(f"{vm.name}: restored from {args[0]} ({vm.state.value})")
@@ -570,12 +596,15 @@ def wire_guest(guest: Kernel, window: GuestMemory, gpu: bool, isolated_modules: 
     guest.mlaas.require_isolation = isolated_modules
 
 
-def adopt(hv: Hypervisor, image: dict[str, Any], replay: Any, entries: list[Any]) -> Vm:
-    """Make a VM of a replayed guest kernel (snapshot.restore): move it onto
-    the host's machine, and give back what the host held for it."""
+def adopt(
+    hv: Hypervisor, image: dict[str, Any], replay: Any, entries: list[Any], given: VmSettings
+) -> Vm:
+    """Make a VM of a replayed guest kernel (snapshot.restore), with the
+    settings this host `given` it: move it onto the host's machine, and give
+    back what the host held for it (checked by snapshot.restore)."""
     meta = image["vm"]
     guest: Kernel = replay.kernel
-    vm = Vm(hv, meta["name"], tuple(meta["allowed_modules"]), replay.console, meta["gpu_share"])
+    vm = Vm(hv, meta["name"], given.allowed_modules, replay.console, given.gpu_share)
     vm.kernel, vm.window = guest, replay.window
     hv.machine.adopt(guest, [seq for _time, seq in image["pending"]])
     vm.vcpus = VcpuPort(hv.scheduler)
@@ -585,11 +614,11 @@ def adopt(hv: Hypervisor, image: dict[str, Any], replay: Any, entries: list[Any]
     vm.journal.entries = list(entries)
     queues = image["queues"]
     idx = queues.get(str(ports.GPU_QUEUE), {}).get("idx", 0)
-    hv._wire(vm, meta["isolated_modules"] is True, idx)
+    hv._wire(vm, given.isolated_modules, idx)
     for number, queue in vm.queues.items():
         queue.state = dict(queues[str(number)]["state"])
     vm.balloon.given_pages = image["balloon_given"]
-    domain = hv.scheduler.add(guest, vm.name, meta["weight"], meta["cap"])
+    domain = hv.scheduler.add(guest, vm.name, given.weight, given.cap)
     plain = image["domain"]
     domain.credit_ns, domain.used_ns, domain.active = (
         plain["credit_ns"], plain["used_ns"], plain["active"] is True,
@@ -600,6 +629,7 @@ def adopt(hv: Hypervisor, image: dict[str, Any], replay: Any, entries: list[Any]
     vm.domain = domain
     vm.state = VmState.PAUSED
     hv.vms[vm.name] = vm
+    hv.settings[vm.name] = given
     vm._start_backend()
     if meta["was_running"]:
         vm.resume()

@@ -1,4 +1,8 @@
-"""Fixtures for the hypervisor tests: a booted host with a hypervisor."""
+"""Fixtures for the hypervisor tests: a booted host with a hypervisor.
+
+Snapshots are sealed with the key at $MALV_SNAPSHOT_KEY_FILE, which the
+malvos pytest plugin (`malv_snapshot_key`) points at a temporary directory
+for the whole session: no test makes or reads the user's own key."""
 
 from __future__ import annotations
 
