@@ -47,6 +47,7 @@ import struct
 import sys
 import threading
 import types
+from collections import deque
 from collections.abc import Iterable, Mapping
 from itertools import islice
 from time import thread_time_ns
@@ -216,6 +217,8 @@ class Channel:
         self.request_fd = request_fd
         self.reply_fd = reply_fd
         self.reader = FrameReader(check=False)
+        #: Questions that came while a query waited for its reply (see `query`).
+        self.pending: deque[Any] = deque()
         self.logs: list[list[Any]] = []
         self.dropped_logs = 0
         self.owner = threading.get_ident()  # the thread that runs callbacks
@@ -231,6 +234,9 @@ class Channel:
 
     def receive(self) -> Any:
         """The next request, or None when the kernel closed its end."""
+        return self.pending.popleft() if self.pending else self._read()
+
+    def _read(self) -> Any:
         while True:
             message = self.reader.next()
             if message is not None:
@@ -244,7 +250,12 @@ class Channel:
         if not self.in_callback or threading.get_ident() != self.owner:
             raise RuntimeError(f"ctx.{view} can only be read in a callback, on its own thread")
         self.send(["query", view, method, list(args)])
-        reply = self.receive()
+        reply = self._read()
+        # A question the kernel answered by default (the callback slept past its
+        # deadline) is followed by the next; it waits its turn behind this one.
+        while reply is not None and reply[0] == "ask":
+            self.pending.append(reply)
+            reply = self._read()
         if reply is None:
             os._exit(0)
         if reply[0] == "reply":
@@ -633,6 +644,6 @@ if __name__ == "__main__":
     from kernel.mlaas.child import main as _main
 
     code = _main(sys.argv[1:])
-    # Threads a module left running must not keep the process alive.
+    # No interpreter shutdown: a module's atexit handlers and __del__ have nothing to say.
     sys.stdout.flush()
     os._exit(code)

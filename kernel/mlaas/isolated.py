@@ -16,31 +16,54 @@ it as any advisor.  Each method raises `IsolatedFault` when the child
 misbehaves, and the core ejects the module with that fault's reason.
 
 **Calls.**  A *question* (a callback with an answer: `select_victim`,
-`select_next`, `on_load`, ...) is one round trip; the kernel waits at most
-`Limits.hang_s` for the answer, then SIGKILLs the child (``overrun``).  A
-*notice* (a callback without one: `on_access`, `on_spawn`, ...) is queued here
-and sent, in one message, ahead of the next question, or when
-`NOTICE_BATCH` are queued, or on `flush`; a notice that raised in the child
-is reported at that call.  During a question the child may read the
-kernel's views (``ctx.memory``, ``ctx.sched``) through `IsolatedHost.query`.
+`select_next`, `on_load`, ...) is one round trip.  A *notice* (a callback
+without one: `on_access`, `on_spawn`, ...) is queued here and sent, in one
+message, ahead of the next question, or when `NOTICE_BATCH` are queued, or on
+`flush`; a notice that raised in the child is reported at that call.  During
+a question the child may read the kernel's views (``ctx.memory``,
+``ctx.sched``) through `IsolatedHost.query`.
 
-**Limits** (`Limits`; each is proven by a hostile module in the tests):
+**Deadlines: a module cannot stall the kernel by sleeping.** The budget is CPU
+time, which a sleeping child does not use, so a module that sleeps in every
+callback would hold the kernel for as long as it likes under the hang limit.
+Each callback question therefore has a wall-clock *deadline*
+(`IsolatedModule.deadline_s`: `Limits.deadline_s`, or ten times the module's
+CPU budget if that is more, the factor of the in-process hard limit). From the
+deadline on, the kernel looks at the child every `LOOK_PERIOD_S` (5 ms): if it
+is in an interruptible sleep (``S`` in ``/proc/PID/stat``; the sandbox lets it
+have no thread but its first) and nothing it wrote is waiting in the pipe, the
+child is idle by its own choice, and the question is a *miss*: the kernel
+takes its default decision (the answer None), and the child's answer, when it
+comes, is read and dropped, the protocol staying in step (the child answers in
+order, so the next `_late` answers are the dropped ones). `MISS_STRIKES`
+misses in a row eject the module (``overrun``). So a module that sleeps costs
+the kernel at most its deadline and a look period per question (25 ms for a
+budget of 2 ms or less), and `MISS_STRIKES` of them in all if it sleeps in
+every question. A child that is never asleep at a look is running, or waiting
+for a CPU: one that spends CPU is judged by its budget when it answers (ten
+times over ejects at once, on every answer, a late one included), and the hang
+limit ends the question; one that sleeps between looks cannot know when they
+come, so to dodge them all it must be awake, spending CPU, nearly all the
+time; and a CPU the host withholds is the host's doing, not a miss. (A child
+that sleeps while the kernel's message does not fit into the pipe is ejected
+at once: a half-written message cannot be taken back.)
 
-==============  ==================================================  =============
-limit           what it guarantees                                  default
-==============  ==================================================  =============
-memory_bytes    the child's address space (RLIMIT_AS): past it an   1 GiB
-                allocation fails (fault ``memory``)
-cpu_s           the child's total CPU time (RLIMIT_CPU): past it    60 s
-                the child is killed (fault ``crashed``)
-hang_s          wall-clock time of one question: past it the child  2 s
-                is SIGKILLed, even inside a C call (``overrun``)
-startup_s       wall-clock time to start and load the module        20 s
-==============  ==================================================  =============
+Why the state and not the clock: the determinism contract (``faults.py``)
+says a seeded run gives the same results on an idle and a busy host.  A
+healthy child on a loaded host is *runnable* (``R``), waiting for a CPU, or
+in the kernel's I/O (``D``), or stopped (``T``, as ``malv busy`` stops
+processes), however late it is; only a child that sleeps, waits on a timer or
+a lock of its own, is ``S`` in the middle of a question with nothing written.
+So a miss never falls on a healthy module, and its answers, all of them, are
+used on any host.  The one wall-clock limit left is `Limits.hang_s`, the hang
+guard for a child that is neither asleep nor answering (a spin inside a C
+call, a stop that never ends); past it the child is SIGKILLed (``overrun``).
+Lifecycle questions (`on_load`, `export_state`, ...) have no deadline: only
+the hang limit, and the core's loading guard.
 
-and, always: no new process, no socket, no signal to another process, files
-read-only and only beneath the module's directory and Python's import path,
-no capability (`sandbox.py` has the whole list).  Whatever the child does,
+**Limits**: `Limits`, and the sandbox's own (`sandbox.py`); `limits_table`
+renders them as the README's table, and a test holds the two equal.  Each is
+proven by a hostile module in the tests.  Whatever the child does,
 the kernel's process, its threads and its modules are untouched: a child
 that dies is ``crashed``, one that writes bytes that are not the protocol is
 ``invalid``, and `IsolatedModule.close` leaves no process or thread behind.
@@ -60,7 +83,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import types
 import weakref
@@ -70,7 +92,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from kernel.mlaas import loader
+from kernel.mlaas import loader, sandbox
 from kernel.mlaas.advisors import BASES, CALLBACKS, LIFECYCLE, MAX_BUDGET_US, SUPPORTED_API_VERSIONS
 from kernel.mlaas.child import (
     MAX_LOG_LINES,
@@ -82,12 +104,19 @@ from kernel.mlaas.child import (
     plain,
     short_repr,
 )
-from kernel.mlaas.faults import ModuleError
+from kernel.mlaas.faults import HARD_FACTOR, MIN_HARD_LIMIT_NS, ModuleError
 
 #: Notices queued before they are sent without waiting for a question.
 NOTICE_BATCH = 256
 #: How long a child that closed its pipe has to exit before it is killed.
 EXIT_GRACE_S = 0.5
+#: Questions in a row missed (the child asleep at its deadline) that eject a module.
+MISS_STRIKES = 3
+#: After a question's deadline, how often the kernel looks whether the child sleeps
+#: (a look is one pread of /proc/PID/stat, a few microseconds of the kernel's CPU).
+LOOK_PERIOD_S = 0.005
+#: What is kept of the child's stderr for a refusal's last words.
+STDERR_TAIL_BYTES = 2000
 #: The environment a child gets: these, if set, and nothing else of the kernel's.
 PASSED_ENV = (
     "PYTHONPATH", "PYTHONHASHSEED", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH",
@@ -129,12 +158,63 @@ def _positive(instance: Any, attribute: Any, value: Any) -> None:
 
 @attrs.frozen
 class Limits:
-    """What an isolated module's process may use (see the module docstring)."""
+    """What an isolated module's process may use (see the module docstring).
 
+    The defaults are what `insmod --isolated` gives; `limits_table` shows them."""
+
+    #: The child's address space (RLIMIT_AS).
     memory_bytes: int = attrs.field(default=1 << 30, validator=_positive)
-    cpu_s: int = attrs.field(default=60, validator=_positive)
-    hang_s: float = attrs.field(default=2.0, validator=_positive)
+    #: The child's CPU time over its whole life (RLIMIT_CPU).  Generous: each
+    #: callback has its own budget; this ends a module that runs for hours.
+    cpu_s: int = attrs.field(default=3600, validator=_positive)
+    #: Wall-clock time of one question, whatever the child's state.  Below the
+    #: in-process watchdog's (`faults.HANG_LIMIT_NS`), which stays behind it.
+    hang_s: float = attrs.field(default=1.0, validator=_positive)
+    #: The least wall-clock deadline of a callback question (see "Deadlines").
+    deadline_s: float = attrs.field(default=MIN_HARD_LIMIT_NS / 1e9, validator=_positive)
+    #: Wall-clock time to start the child and load the module.
     startup_s: float = attrs.field(default=20.0, validator=_positive)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:g} s" if s >= 1 else f"{s * 1e3:g} ms"
+
+
+def limits_table() -> str:
+    """The README's table of an isolated module's limits, from the code's own values."""
+    d = Limits()
+    rows = [
+        ("`memory_bytes`", "address space of the child (`RLIMIT_AS`); an allocation past it "
+         "fails, and the fault is `memory`", _size(d.memory_bytes)),
+        ("`cpu_s`", "CPU time of the child over its whole life (`RLIMIT_CPU`); past it the "
+         "child is killed, and the fault is `crashed` (SIGXCPU). Each callback has its own "
+         "budget besides", _seconds(d.cpu_s)),
+        ("`deadline_s`", "wall-clock deadline of one callback question (ten times the "
+         "module's budget if that is more): a child found asleep at it is a *miss*, the "
+         f"default policy decides, and {MISS_STRIKES} misses in a row are `overrun`",
+         _seconds(d.deadline_s)),
+        ("`hang_s`", "wall-clock time of one question, whatever the child does; past it the "
+         "child is SIGKILLed, even inside a C call, and the fault is `overrun`",
+         _seconds(d.hang_s)),
+        ("`startup_s`", "wall-clock time to start the child and load the module",
+         _seconds(d.startup_s)),
+        ("open files", "descriptors the child may hold (`RLIMIT_NOFILE`); no setting",
+         str(sandbox.MAX_OPEN_FILES)),
+        ("new processes", "processes or threads the child may start (`RLIMIT_NPROC`, and "
+         "seccomp denies `clone`); no setting", str(sandbox.MAX_PROCESSES)),
+        ("file size", "what a regular file may grow to (`RLIMIT_FSIZE`; stderr is a pipe); "
+         "no setting", _size(sandbox.MAX_FILE_BYTES)),
+    ]  # fmt: skip
+    lines = ["| limit | what it guarantees | default |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {what} | {value} |" for name, what, value in rows]
+    return "\n".join(lines) + "\n"
 
 
 class IsolatedHost(Protocol):
@@ -158,6 +238,10 @@ class _Timeout(Exception):
 
 class _Closed(Exception):
     """The child closed its end of the reply pipe (it died, most likely)."""
+
+
+class _Asleep(Exception):
+    """At a deadline, the child was asleep with nothing written: a miss."""
 
 
 # ======================================================================
@@ -220,6 +304,13 @@ class IsolatedModule:
         self.digest = digest
         self.limits = limits
         self.last_cpu_ns = 0
+        #: A callback question's deadline (set from the module's budget once it loaded).
+        self.deadline_s = limits.deadline_s
+        self.hard_cpu_ns = MIN_HARD_LIMIT_NS  # ... and its CPU limit for one callback
+        self.misses = 0  # questions the kernel answered by default: the child slept
+        self._missed = 0  # ... in a row
+        self._late = 0  # answers still to come to missed questions: dropped when read
+        self._look_at = math.inf  # when the current wait looks whether the child sleeps
         self._host = host
         self._notices: list[tuple[Any, ...]] = []  # (now_ns, method, *args)
         self._now = host.now_ns
@@ -228,37 +319,44 @@ class IsolatedModule:
         module_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
-        stderr = tempfile.TemporaryFile(prefix="mlaas-isolated-")
+        # stderr is a pipe (RLIMIT_FSIZE 0 forbids a file) that the child writes
+        # without ever blocking: when it is full, its writes fail (EAGAIN).
+        self._stderr, stderr_write = os.pipe()
+        os.set_blocking(stderr_write, False)
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-P", "-B", _CHILD_SCRIPT, str(request_read), str(reply_write)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=stderr,
+                stderr=stderr_write,
                 pass_fds=(request_read, reply_write),
                 env={**env, **CHILD_ENV},
                 cwd=module_dir,
                 start_new_session=True,  # the console's ^C is for the kernel, not for modules
             )
         except OSError as exc:
-            os.close(self._request)
-            os.close(self._reply)
-            stderr.close()
+            for fd in (self._request, self._reply, self._stderr):
+                os.close(fd)
             raise ModuleError(f"cannot start the module's process: {exc}") from None
         finally:
-            os.close(request_read)  # the child's ends
-            os.close(reply_write)
+            for fd in (request_read, reply_write, stderr_write):  # the child's ends
+                os.close(fd)
         self.pid = self._process.pid
-        self._stderr = stderr
+        try:  # where /proc is missing, no look finds the child asleep: the hang limit rules
+            self._stat: int | None = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY)
+        except OSError:
+            self._stat = None
         os.set_blocking(self._request, False)
         os.set_blocking(self._reply, False)
+        os.set_blocking(self._stderr, False)
         self._poll_in = select.poll()
         self._poll_in.register(self._reply, select.POLLIN)
         self._poll_out = select.poll()
         self._poll_out.register(self._request, select.POLLOUT)
+        fds = (self._request, self._reply, self._stderr)
         self._stop = weakref.finalize(
-            self, _stop, self._process, (self._request, self._reply), stderr
+            self, _stop, self._process, fds if self._stat is None else (*fds, self._stat)
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -279,12 +377,14 @@ class IsolatedModule:
         return self._fault
 
     def flush(self) -> None:
-        """Send the queued notices now and wait for the child to have run them."""
+        """Send the queued notices now and wait for the child to have run them
+        (or, if it sleeps past its deadline, for that: a miss)."""
         if self._notices or self._fault is not None:
             self._ask(None, ())
 
     def _load(self, config: dict[str, Any]) -> None:
         deadline = time.monotonic() + self.limits.startup_s
+        self._look_at = math.inf  # the module's imports may wait on the disk
         try:
             self._send(["load", config], deadline)
             message = self._receive(deadline)
@@ -336,6 +436,8 @@ class IsolatedModule:
         self.name, self.kind = name, kind
         self.doc = info["doc"][:4000]
         self.budget_us = budget
+        self.deadline_s = max(self.limits.deadline_s, HARD_FACTOR * budget / 1e6)
+        self.hard_cpu_ns = max(int(HARD_FACTOR * budget * 1000), MIN_HARD_LIMIT_NS)
         self.defaults, self.params = info["defaults"], info["params"]
         self.sharing_policy = sharing
         self.api_version = info["api_version"]
@@ -355,7 +457,9 @@ class IsolatedModule:
             self._raise_fault()
         notices, self._notices = self._notices, []
         what = method or "the notices"
-        deadline = time.monotonic() + self.limits.hang_s
+        now = time.monotonic()
+        deadline = now + self.limits.hang_s
+        self._look_at = math.inf if method in LIFECYCLE else now + self.deadline_s
         try:
             self._send(["ask", notices, self._now(), method, args], deadline)
             while True:
@@ -367,6 +471,13 @@ class IsolatedModule:
                             "invalid", f"{what}: the child's CPU time is {cpu_ns!r}"
                         )
                     self._forward(logs)
+                    late = self._late > 0  # the answer to a missed question: the default stood
+                    if method not in LIFECYCLE or late:
+                        self._check_cpu(cpu_ns, "a missed question" if late else what)
+                    if late:
+                        self._late -= 1
+                        continue
+                    self._missed = 0
                     self.last_cpu_ns = cpu_ns
                     return answer
                 if _shaped(message, "query", 4):
@@ -385,6 +496,9 @@ class IsolatedModule:
         except IsolatedFault as fault:
             self._fail(fault)
             raise
+        except _Asleep:
+            self._miss(what)
+            return None
         except _Timeout:
             failure = IsolatedFault(
                 "overrun",
@@ -398,6 +512,32 @@ class IsolatedModule:
             # Interrupted here (the host watchdog, ^C): the pipes are mid-message.
             self._fail(IsolatedFault("overrun", f"{what} was interrupted in the kernel"))
             raise
+        self._fail(failure)
+        raise failure
+
+    def _check_cpu(self, cpu_ns: int, what: str) -> None:
+        """The in-process hard limit (`faults.HARD_FACTOR`), on every answer: the
+        core's budget check times one call in 64 once a module has settled, and
+        a late answer's CPU time reaches it not at all."""
+        if cpu_ns > self.hard_cpu_ns:
+            raise IsolatedFault(
+                "overrun",
+                f"{what} used {cpu_ns / 1e6:.0f} ms of CPU, more than ten times its "
+                f"{self.budget_us:g} us budget",
+            )
+
+    def _miss(self, what: str) -> None:
+        """The child sleeps at the question's deadline: the default decides."""
+        self.misses += 1
+        self._missed += 1
+        self._late += 1
+        if self._missed < MISS_STRIKES:
+            return
+        failure = IsolatedFault(
+            "overrun",
+            f"{what}: the module's process was asleep at its {self.deadline_s * 1e3:g} ms "
+            f"deadline {MISS_STRIKES} questions in a row, and was killed",
+        )
         self._fail(failure)
         raise failure
 
@@ -442,7 +582,7 @@ class IsolatedModule:
                 or line[0] not in ("info", "warning")
                 or type(line[1]) is not str
                 or type(line[2]) is not dict
-                or not all(type(k) is str and k.isidentifier() and k != "module" for k in line[2])
+                or not all(type(k) is str for k in line[2])  # KernelLog.module judges the rest
             ):
                 raise IsolatedFault("invalid", "the module's process sent a malformed log line")
         for level, event, fields in logs:
@@ -459,7 +599,14 @@ class IsolatedModule:
             try:
                 view = view[os.write(self._request, view) :]
             except BlockingIOError:
-                self._wait(self._poll_out, deadline)
+                try:
+                    self._wait(self._poll_out, deadline)
+                except _Asleep:
+                    raise IsolatedFault(
+                        "overrun",
+                        "the module's process slept with the kernel's message "
+                        "half-written into its full pipe",
+                    ) from None
             except (BrokenPipeError, ConnectionResetError):
                 raise _Closed from None
 
@@ -479,12 +626,21 @@ class IsolatedModule:
                 raise _Closed
             reader.feed(data)
 
-    @staticmethod
-    def _wait(poll: Any, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        poll.poll(math.ceil(remaining * 1000))
+    def _wait(self, poll: Any, deadline: float) -> None:
+        """Until `poll` has an event: `_Timeout` at `deadline`, `_Asleep` if at a
+        look (`_look_at`) the child sleeps with nothing written (a miss)."""
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise _Timeout
+            if poll.poll(math.ceil((min(deadline, self._look_at) - now) * 1000)):
+                return
+            if time.monotonic() >= self._look_at:
+                # The state first, the pipe second: a child that wrote and then
+                # blocked (on a query's reply, on a full pipe) is seen by the pipe.
+                if _sleeping(self._stat) and not poll.poll(0):
+                    raise _Asleep
+                self._look_at = time.monotonic() + LOOK_PERIOD_S
 
     def _death(self) -> tuple[str, str]:
         """The fault of a child that closed its reply pipe (the caller stops it)."""
@@ -504,12 +660,16 @@ class IsolatedModule:
 
     def _last_words(self) -> str:
         """The last line the child wrote to stderr, for a refusal."""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            self._stderr.seek(max(0, self._stderr.tell() - 2000))
-            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-        except (OSError, ValueError):
-            return ""
+        tail = b""
+        for _ in range(4):  # the pipe holds 64 KiB; a child still writing is not waited for
+            try:
+                data = os.read(self._stderr, 1 << 16)
+            except OSError:  # BlockingIOError: nothing more now
+                break
+            if not data:
+                break
+            tail = (tail + data)[-STDERR_TAIL_BYTES:]
+        lines = tail.decode(errors="replace").strip().splitlines()
         return f": {lines[-1][:300]}" if lines else ""
 
     def __repr__(self) -> str:
@@ -518,9 +678,9 @@ class IsolatedModule:
         return f"<IsolatedModule {name} pid {self.pid} {state}>"
 
 
-def _stop(process: subprocess.Popen[bytes], fds: tuple[int, ...], stderr: Any) -> None:
-    """SIGKILL and reap the child, close the pipes.  The child cannot fork, so no
-    process of it outlives this; its threads die with it."""
+def _stop(process: subprocess.Popen[bytes], fds: tuple[int, ...]) -> None:
+    """SIGKILL and reap the child, close the pipes.  The child can start no
+    process or thread, so nothing of it outlives this."""
     if process.returncode is None:
         try:
             process.kill()
@@ -529,7 +689,22 @@ def _stop(process: subprocess.Popen[bytes], fds: tuple[int, ...], stderr: Any) -
         process.wait()
     for fd in fds:
         os.close(fd)
-    stderr.close()
+
+
+def _sleeping(stat_fd: int | None) -> bool:
+    """Is the process whose /proc/PID/stat is open as `stat_fd` in an
+    interruptible sleep (``S``), waiting by its own choice, with no thread but
+    its first?  Not when it runs or waits for a CPU (``R``), is in the kernel's
+    I/O (``D``), is stopped (``T``) or gone, or has a second thread (the
+    sandbox allows none; another could be working while the first waits)."""
+    if stat_fd is None:
+        return False
+    try:
+        stat = os.pread(stat_fd, 1024, 0)
+        fields = stat[stat.rindex(b")") + 2 :].split()  # the name may hold anything
+        return fields[0] == b"S" and fields[17] == b"1"  # the state, the thread count
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _shaped(message: Any, tag: str, length: int) -> bool:

@@ -22,7 +22,15 @@ from kernel.mlaas import loader
 from kernel.mlaas.child import TASK_FIELDS, FrameReader, ProtocolError, check_plain, encode
 from kernel.mlaas.context import TaskView
 from kernel.mlaas.faults import ModuleError, describe
-from kernel.mlaas.isolated import CHILD_ENV, NOTICE_BATCH, PASSED_ENV, IsolatedFault, Limits, start
+from kernel.mlaas.isolated import (
+    CHILD_ENV,
+    MISS_STRIKES,
+    NOTICE_BATCH,
+    PASSED_ENV,
+    IsolatedFault,
+    Limits,
+    start,
+)
 
 HERE = os.path.dirname(__file__)
 MODULES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "mlaas_modules")
@@ -231,8 +239,10 @@ def test_the_context_offers_params_time_rng_log_and_views_but_not_inference(isol
 def test_a_module_refused_in_its_process_is_a_module_error(isolate, tmp_path, source, reason):
     path = tmp_path / "mod.py"
     path.write_text(source)
+    # Only the module that sleeps at its top level is meant to meet the start-up limit.
+    startup_s = 1 if "did not load" in reason else Limits().startup_s
     with pytest.raises(ModuleError, match=reason):
-        isolate(str(path), startup_s=1)
+        isolate(str(path), startup_s=startup_s)
 
 
 def test_refusals_are_those_of_in_process_loading(isolate):
@@ -285,13 +295,27 @@ def test_a_child_that_dies_is_crashed_and_the_kernel_goes_on(isolate, name, how)
     assert set(threading.enumerate()) == threads
 
 
-@pytest.mark.parametrize("name", ["sleeps", "unkillable"])
-def test_a_child_that_hangs_is_killed_after_the_hang_limit(isolate, name):
+@pytest.mark.parametrize("name", ["stops", "cpu_hog"])
+def test_a_child_that_hangs_awake_is_killed_after_the_hang_limit(isolate, name):
+    # Stopped or spinning, the child is never asleep at a look: no miss, the hang limit.
     m = isolate(hostile(name), hang_s=0.5)
     t0 = time.monotonic()
     _faults(lambda: m.advisor.select_victim([1]), "overrun", "did not answer within 0.5 s")
-    assert time.monotonic() - t0 < 5  # killed, not waited for
-    assert not _exists(m.pid)
+    assert 0.5 <= time.monotonic() - t0 < 5  # killed, not waited for
+    assert not _exists(m.pid) and m.misses == 0
+
+
+@pytest.mark.parametrize("name", ["sleeps", "unkillable"])
+def test_a_child_that_sleeps_misses_its_deadlines_and_is_killed_after_three(isolate, name):
+    m = isolate(hostile(name), hang_s=30)
+    assert m.deadline_s == 0.02  # the floor: the module's budget is the default 1 ms
+    for _ in range(MISS_STRIKES - 1):
+        t0 = time.monotonic()
+        assert m.advisor.select_victim([1]) is None  # the default decides
+        assert time.monotonic() - t0 < 1
+    _faults(lambda: m.advisor.select_victim([1]), "overrun",
+            "asleep at its 20 ms deadline 3 questions in a row")  # fmt: skip
+    assert not _exists(m.pid) and m.misses == MISS_STRIKES
 
 
 def test_the_cpu_limit_kills_a_spinning_child(isolate):
@@ -353,16 +377,15 @@ def test_the_child_cannot_signal_others_or_lift_its_limits(isolate):
     }
 
 
-def test_leaked_threads_die_with_the_child(isolate):
+def test_no_thread_can_be_started_and_close_leaves_nothing(isolate):
     threads = set(threading.enumerate())
     m = isolate(hostile("threads"))
-    m.advisor.on_load()
-    assert m.advisor.select_victim([1]) == 4  # its main thread and three it left running
+    _faults(m.advisor.on_load, "raised", "on_load raised RuntimeError: can't start new thread")
+    assert not _exists(m.pid)  # the fault stopped it
     m.close()
     m.close()  # idempotent
-    assert not _exists(m.pid)
     assert set(threading.enumerate()) == threads
-    _faults(lambda: m.advisor.select_victim([1]), "crashed", "stopped")
+    _faults(lambda: m.advisor.select_victim([1]), "raised", "can't start new thread")
 
 
 def test_monkey_patching_its_copy_of_malvos_changes_nothing_here(isolate):

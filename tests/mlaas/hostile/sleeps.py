@@ -1,4 +1,5 @@
-"""Hostile: hangs inside a C call (time.sleep), where no Python-level interrupt reaches."""
+"""Hostile: sleeps for an hour inside a C call (time.sleep), where no Python-level
+interrupt reaches: asleep, it misses its deadlines."""
 
 import time
 

@@ -1,4 +1,5 @@
-"""Hostile: leaves threads running (not daemons: they would keep a process alive)."""
+"""Hostile: tries to leave threads running (not daemons: they would keep a process
+alive).  The sandbox denies every new thread, so `on_load` raises."""
 
 import threading
 import time
