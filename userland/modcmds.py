@@ -8,6 +8,7 @@ the kernel's module registry only through the module traps (`ModLoad`,
 
 from __future__ import annotations
 
+from kernel.text import plain_value
 from kernel.traps import ModInfo, ModList, ModLoad, ModReload, ModUnload
 from userland.lib import UsageError, println
 
@@ -39,7 +40,7 @@ def cmd_insmod(sh, args):
     info = yield ModLoad(
         args[0], _split_params(args[1:]), isolated="--isolated" in flags, override="-f" in flags
     )
-    params = " ".join(f"{k}={v}" for k, v in info["params"].items())
+    params = " ".join(f"{k}={plain_value(v)}" for k, v in info["params"].items())
     mode = ", isolated" if info["mode"] == "isolated" else ""
     yield from println(
         sh.proc,

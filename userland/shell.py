@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 
 from kernel.errors import SyscallError
+from kernel.text import printable
 from kernel.traps import (
     Call,
     Dmesg,
@@ -70,8 +71,8 @@ def run_command(sh: Shell, command: str):
         yield from fn(sh, argv[1:])
     except UsageError as exc:
         yield from println(sh.proc, f"{argv[0]}: {exc}")
-    except SyscallError as exc:
-        yield from println(sh.proc, f"{argv[0]}: {exc}")
+    except SyscallError as exc:  # may quote a module (insmod, reload): printed escaped
+        yield from println(sh.proc, f"{argv[0]}: {printable(str(exc), None)}")
 
 
 # -- commands -------------------------------------------------------------------

@@ -185,7 +185,12 @@ class SchedView:
 
 
 class ModuleLog:
-    """A module's dmesg logger: lines carry subsystem ``mlaas`` and the module's name."""
+    """A module's dmesg logger: lines carry subsystem ``mlaas`` and the module's name.
+
+    What it is given goes to `KernelLog.module` as it is (no ``str(event)``:
+    that would run the module's ``__str__`` in the kernel's code), and is
+    converted there to plain, bounded, printable values under the module's
+    quota.  `event` is positional-only, so a field named ``event`` is a field."""
 
     __slots__ = ("_key", "_module")
 
@@ -193,11 +198,11 @@ class ModuleLog:
         self._key = key
         self._module = module
 
-    def info(self, event: str, **fields: Any) -> None:
-        _source(self._key).kernel.log.info("mlaas", str(event), module=self._module, **fields)
+    def info(self, event: str, /, **fields: Any) -> None:
+        _source(self._key).kernel.log.module(self._module, "info", event, fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
-        _source(self._key).kernel.log.warning("mlaas", str(event), module=self._module, **fields)
+    def warning(self, event: str, /, **fields: Any) -> None:
+        _source(self._key).kernel.log.module(self._module, "warning", event, fields)
 
 
 class AdvisorContext:

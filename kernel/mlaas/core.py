@@ -56,6 +56,7 @@ from kernel.mlaas.faults import (
     guard,
     settle,
 )
+from kernel.text import MAX_KEY_CHARS, plain_value, printable, printable_block
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -66,8 +67,8 @@ if TYPE_CHECKING:
 #: default is 30 s; this kernel's slices are 5 ms, so 5 s is a thousand slices.
 DEFAULT_STARVE_TIMEOUT_NS = 5_000_000_000
 
-#: The CPU time an isolated module's process may use over its life.
-ISOLATED_CPU_S = 3600
+#: A module's description in `modinfo` (its docstring), in characters.
+MAX_DESCRIPTION_CHARS = 4096
 
 _load_ids = itertools.count(1)  # each loading call its own id, for the watchdog
 
@@ -291,8 +292,8 @@ class Mlaas:
         rec.report = ExitReport("fault", reason, message, self.kernel.loop.now_ns)
         self.history[rec.name] = rec.report
         self.kernel.log.error(
-            "mlaas", "module ejected", module=rec.name, kind=rec.kind, reason=reason,
-            message=message,
+            "mlaas", "module ejected", module=rec.name, kind=rec.kind, reason=rec.report.reason,
+            message=rec.report.message,
         )  # fmt: skip
         self._release(rec)
 
@@ -427,7 +428,7 @@ class Mlaas:
             "reload-failed", "reload-failed", _reason(reason), self.kernel.loop.now_ns
         )
         self.kernel.log.error(
-            "mlaas", "reload failed", module=old.name, reason=_reason(reason),
+            "mlaas", "reload failed", module=old.name, reason=old.report.message,
             kept="old version" if old.state == ModuleState.LIVE else "nothing (it was ejected)",
         )  # fmt: skip
 
@@ -535,11 +536,9 @@ class Mlaas:
         from kernel.mlaas import isolated
 
         host = _IsolatedHost(self)
-        # The child's own hang limit ends a question first; the watchdog's wall-clock
-        # limit stays behind it as the last resort.  CPU time over the child's life
-        # is bounded generously: questions are bounded one by one.
-        limits = isolated.Limits(hang_s=faults.HANG_LIMIT_NS / 2e9, cpu_s=ISOLATED_CPU_S)
-        handle = isolated.start(path, params, seed=self.kernel.seed, host=host, limits=limits)
+        # `Limits()` is what the README's table shows.  Its hang limit ends a
+        # question before the watchdog's wall-clock limit, which stays behind it.
+        handle = isolated.start(path, params, seed=self.kernel.seed, host=host)
         rec = ModuleRecord(
             name=handle.name, kind=handle.kind, path=path, origin=loader.origin(path),
             digest=handle.digest, doc=handle.doc, params=dict(handle.params),
@@ -659,10 +658,15 @@ class Mlaas:
     # Reports
     # ===================================================================
 
+    # What a module wrote (its file's path, docstring and parameter defaults)
+    # reaches a person through these two: plain, bounded text, control
+    # characters escaped (`kernel.text.printable`).  Exit reports are already.
+
     def lsmod(self) -> list[dict[str, Any]]:
         return [
             {"name": r.name, "kind": r.kind, "state": str(r.state), "calls": r.calls,
-             "time_ms": r.cpu_ns / 1e6, "faults": r.faults, "mode": r.mode, "origin": r.origin}
+             "time_ms": r.cpu_ns / 1e6, "faults": r.faults, "mode": r.mode,
+             "origin": printable(r.origin, None)}
             for r in self.modules.values()
         ]  # fmt: skip
 
@@ -671,11 +675,13 @@ class Mlaas:
         if rec is None:
             if name in self.history:
                 return {"name": name, "state": "not loaded", "last_exit": self.history[name]}
-            raise ModuleError(f"no module named {name!r} is loaded")
+            raise ModuleError(f"no module named {printable(name)!r} is loaded")
         return {
-            "name": rec.name, "kind": rec.kind, "state": str(rec.state), "path": rec.path,
-            "origin": rec.origin, "mode": rec.mode, "version": rec.digest,
-            "description": rec.doc, "params": dict(rec.params), "defaults": dict(rec.defaults),
+            "name": rec.name, "kind": rec.kind, "state": str(rec.state),
+            "path": printable(rec.path, None), "origin": printable(rec.origin, None),
+            "mode": rec.mode, "version": rec.digest,
+            "description": printable_block(rec.doc, MAX_DESCRIPTION_CHARS),
+            "params": _plain_params(rec.params), "defaults": _plain_params(rec.defaults),
             "api_version": rec.api_version, "budget_us": rec.budget_us,
             "calls": rec.calls, "time_ms": rec.cpu_ns / 1e6, "faults": rec.faults,
             "inference_rows": rec.infer_rows, "inference_ns": dict(rec.infer_ns),
@@ -822,8 +828,7 @@ class _IsolatedHost:
 
     def log(self, level: str, event: str, fields: dict[str, Any]) -> None:
         name = self.record.name if self.record is not None else "isolated"
-        emit = self.core.kernel.log.warning if level == "warning" else self.core.kernel.log.info
-        emit("mlaas", str(event), module=name, **{str(k): v for k, v in fields.items()})
+        self.core.kernel.log.module(name, level, event, fields)  # the in-process modules' door
 
     def query(self, view: str, method: str, args: tuple[Any, ...]) -> Any:
         rec = self.record
@@ -845,8 +850,18 @@ class _IsolatedHost:
         return tuple(result) if isinstance(result, TaskView) else result
 
 
+def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {printable(k, MAX_KEY_CHARS): plain_value(v) for k, v in params.items()}
+
+
 def _short(path: str) -> str:
-    return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    """How a log line names a module file: a shipped module as
+    ``mlaas_modules/NAME``, any other by its absolute path.  Never relative to
+    the working directory: a guest's log enters its snapshot's state hash,
+    and a snapshot restores from any directory."""
+    if loader.origin(path) == "shipped":
+        return os.path.join("mlaas_modules", os.path.basename(path.rstrip(os.sep)))
+    return os.path.abspath(path)
 
 
 def _reason(exc: Exception | str) -> str:

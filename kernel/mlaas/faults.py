@@ -74,6 +74,7 @@ from typing import Any
 import attrs
 
 from kernel.errors import SyscallError
+from kernel.text import printable, value_text
 
 #: Consecutive over-budget calls (of those timed) that eject a module.
 OVERRUN_STRIKES = 3
@@ -122,13 +123,25 @@ class HostInterrupt(KeyboardInterrupt):
     passes through the guard; a KeyboardInterrupt a module raises ejects it."""
 
 
+#: An exit report's message, in characters: it may quote what a module said.
+MAX_REPORT_CHARS = 512
+
+
+def _report_text(text: str) -> str:
+    return printable(text, MAX_REPORT_CHARS)
+
+
 @attrs.frozen
 class ExitReport:
-    """Why a module stopped advising (or, for reload-failed, why its update did not take)."""
+    """Why a module stopped advising (or, for reload-failed, why its update did not take).
+
+    Its reason and message are plain, bounded text with control characters
+    escaped (`kernel.text.printable`): a person reads them in `modinfo` and dmesg."""
 
     kind: str  # "fault", "unload", "reload", "reload-failed", "shutdown"
-    reason: str  # see the table above; "rmmod", "reload", "shutdown" for clean exits
-    message: str
+    # the table above; "rmmod", "reload", "shutdown" for clean exits
+    reason: str = attrs.field(converter=_report_text)
+    message: str = attrs.field(converter=_report_text)
     t_ns: int
 
     def line(self) -> str:
@@ -142,8 +155,9 @@ _PLAIN = (int, float, bool, str, type(None))
 
 
 def type_name(value: Any) -> str:
-    """The name of `value`'s type, read from the type object itself."""
-    return str(_qualname(type(value)))
+    """The name of `value`'s type, read from the type object itself (a name set
+    to a str subclass is read through `str`), printable and at most 64 characters."""
+    return printable(_qualname(type(value)), 64)
 
 
 def callable_name(fn: Any, qualified: bool = False) -> str:
@@ -159,8 +173,7 @@ def describe_value(value: Any) -> str:
     """An answer as a short phrase for an exit report: plain values by their
     repr, anything else by its type alone."""
     if type(value) in _PLAIN:
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+        return value_text(value, 60)  # a 10**100000 by its size: str() of it raises
     if type(value) in (list, tuple, dict, set, frozenset):
         return f"a {type_name(value)} of {len(value)} items"
     return f"a {type_name(value)} object"
@@ -175,9 +188,13 @@ def describe(exc: BaseException) -> str:
     name = type_name(exc)
     args = BaseException.__dict__["args"].__get__(exc)
     if _builtin_str(type(exc)) and type(args) is tuple and len(args) == 1:
-        if type(args[0]) in _PLAIN:
-            text = str(exc)  # a built-in __str__ of a plain value: no module code runs
-            return f"{name}: {text[:200]}" if text else name
+        arg = args[0]
+        if type(arg) in _PLAIN:
+            # A built-in __str__ of a plain value runs no module code; an int
+            # too long for str() is described by its size instead.
+            huge = type(arg) is int and arg.bit_length() > 792
+            text = value_text(arg, 200) if huge else printable(str(exc), 200)
+            return f"{name}: {text}" if text else name
     return name
 
 

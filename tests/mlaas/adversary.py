@@ -134,6 +134,16 @@ _INT_DUNDERS = (
 
 #: An int all of whose dunders raise: its real value is still a plain int.
 RaisingInt = type("RaisingInt", (int,), {n: _raising(n) for n in _INT_DUNDERS})
+#: A float, and a str, whose dunders and string methods raise: only `float` and
+#: `str` themselves can read them.
+RaisingFloat = type("RaisingFloat", (float,), {n: _raising(n) for n in _INT_DUNDERS})
+_STR_METHODS = (
+    "__len__", "__iter__", "__getitem__", "__contains__", "__mod__", "isprintable", "isascii",
+    "isidentifier", "split", "replace", "encode", "startswith", "partition", "join",
+)  # fmt: skip
+RaisingStr = type(
+    "RaisingStr", (str,), {n: _raising(n) for n in _INT_DUNDERS + _STR_METHODS if n != "__and__"}
+)
 
 
 class LyingFloat(float):
