@@ -36,6 +36,8 @@ DEFAULT_FRAMES = 2048  # 8 MiB of physical memory
 MAX_CPUS = 64
 MIN_FRAMES = 4  # the memory manager needs a few frames to evict between
 MAX_FRAMES = 1 << 20  # 4 GiB of 4 KiB frames
+DEFAULT_TASK_PAGES = 1 << 18  # 1 GiB that one task may map, its page tables included
+MAX_TASK_PAGES = 1 << 32
 MAX_SLICE_NS = 10_000_000_000
 MAX_TRAP_COST_NS = 1_000_000
 
@@ -176,6 +178,9 @@ class KernelConfig:
     seed: int = attrs.field(default=0, validator=_int)
     cpus: int = attrs.field(default=2, validator=_int_in(1, MAX_CPUS))
     frames: int = attrs.field(default=DEFAULT_FRAMES, validator=_int_in(MIN_FRAMES, MAX_FRAMES))
+    #: The most pages one task may hold mapped, the page tables that map them
+    #: included (kernel/memory.py).  Frames plus swap bound all tasks together.
+    task_pages: int = attrs.field(default=DEFAULT_TASK_PAGES, validator=_int_in(1, MAX_TASK_PAGES))
     slice_ns: int = attrs.field(default=DEFAULT_SLICE_NS, validator=_int_in(1_000, MAX_SLICE_NS))
     trap_cost_ns: int = attrs.field(default=TRAP_COST_NS, validator=_int_in(1, MAX_TRAP_COST_NS))
     gpu: str | None = attrs.field(default="a100", validator=_check_gpu)

@@ -1,10 +1,19 @@
 """Physical memory, address spaces and demand paging.
 
 Physical memory is a cffi-allocated arena of 4 KiB frames, so page contents
-are real bytes.  Each task has an `AddressSpace` whose page table maps virtual
-page numbers to a frame (present) or a swap slot (swapped out).  A page gets
-a frame on first touch; when frames run out the pager evicts a victim to the
-swap area and faults it back in later.
+are real bytes.  Each task has an `AddressSpace`: the regions it mapped, and a
+page table that maps virtual page numbers to a frame (present) or a swap slot
+(swapped out).  A page gets its page-table entry and a frame on first touch;
+when frames run out the pager evicts a victim to the swap area and faults it
+back in later.
+
+The kernel accounts for its own memory.  A mapping is refused with ENOMEM,
+before anything is allocated for it, when frames and swap together could not
+back it beside every mapping already made (strict commit: a touch never finds
+the machine out of memory).  A task's mappings and the page tables they need
+count against its limit (`KernelConfig.task_pages`).  The kernel's per-page
+structures therefore grow with the pages a task touches, never with the pages
+it asks for.
 
 Which frame to evict and which pages to prefetch are policy: they are asked
 of `MemoryManager.policy` (default: CLOCK, no prefetch).  A memory advisor
@@ -15,6 +24,7 @@ faults or evictions sets the matching `*_hook` (None costs nothing).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +38,9 @@ MINOR_FAULT_NS = 1_000  # zero-fill a fresh frame
 SWAP_IO_NS = 80_000  # one page to or from the swap device (an SSD-class latency)
 BALLOON_KEEP_FRAMES = 4  # frames a balloon never takes: the pager needs some to work with
 MAX_PREFETCH_PAGES = 32  # pages one fault may prefetch
+PTES_PER_TABLE = 512  # entries in one page-table page (a 4 KiB page of 8-byte entries, as x86-64)
+MAX_ACCESS_BYTES = 1 << 20  # one MemRead or MemWrite: the kernel copies at most this much per trap
+FIRST_VPN = 16  # pages below stay unmapped, so a null address faults
 
 _ffi = cffi.FFI()
 
@@ -43,21 +56,82 @@ class Pte:
         self.dirty = False
 
 
+def page_count(pages: Any) -> int:
+    """A mapping's size as the caller gave it, checked: a positive int (not a bool)."""
+    if type(pages) is not int or pages <= 0:
+        raise InvalidArgument(f"MemMap needs a positive page count, got {pages!r}")
+    return pages
+
+
 class AddressSpace:
-    def __init__(self, pid: int) -> None:
+    """A task's virtual memory: the regions it mapped, and a page table of the
+    pages it touched.
+
+    A region costs two list items however large it is; an entry is made in
+    `table` only when its page is first touched (`entry`).  `limit_pages`
+    bounds what the task holds: its mapped pages plus the page-table pages
+    needed to map them (None: no limit of its own).
+    """
+
+    def __init__(self, pid: int, limit_pages: int | None = None) -> None:
         self.pid = pid
-        self.table: dict[int, Pte] = {}  # vpn -> Pte, only for mapped pages
-        self.next_vpn = 16  # page 0.. stay unmapped so a null address faults
+        self.limit_pages = limit_pages
+        self.table: dict[int, Pte] = {}  # vpn -> Pte, only for pages touched
+        self.starts: list[int] = []  # first vpn of each region, ascending
+        self.ends: list[int] = []  # one past the last vpn of each region
+        self.next_vpn = FIRST_VPN
+        self.mapped = 0  # pages in all regions
+        self.table_pages = 0  # page-table pages the regions need
         self.resident = 0
 
+    @property
+    def charged(self) -> int:
+        """Pages counted against `limit_pages`: mapped pages and their page tables."""
+        return self.mapped + self.table_pages
+
     def map(self, pages: int) -> int:
-        if not isinstance(pages, int) or pages <= 0:
-            raise InvalidArgument(f"MemMap needs a positive page count, got {pages!r}")
+        """Reserve a region of `pages` pages after the last one; returns its address.
+        Nothing per page is made here.  ENOMEM if the task's limit would be passed."""
+        pages = page_count(pages)
         base = self.next_vpn
-        for vpn in range(base, base + pages):
-            self.table[vpn] = Pte()
+        tables = self._new_tables(base, pages)
+        if self.limit_pages is not None and self.charged + pages + tables > self.limit_pages:
+            raise OutOfMemory(
+                f"the task may hold {self.limit_pages} pages, page tables included; it holds "
+                f"{self.charged} and {pages} more need {pages + tables}"
+            )
+        self.starts.append(base)
+        self.ends.append(base + pages)
         self.next_vpn = base + pages + 1  # a guard page between regions
+        self.mapped += pages
+        self.table_pages += tables
         return base * PAGE_SIZE
+
+    def _new_tables(self, base: int, pages: int) -> int:
+        """Page-table pages that mapping `pages` pages at `base` adds: each covers
+        PTES_PER_TABLE pages, and the first may be shared with the region before."""
+        first, last = base // PTES_PER_TABLE, (base + pages - 1) // PTES_PER_TABLE
+        shared = bool(self.ends) and (self.ends[-1] - 1) // PTES_PER_TABLE == first
+        return last - first + 1 - shared
+
+    def covers(self, first_vpn: int, last_vpn: int) -> bool:
+        """Whether every page from `first_vpn` to `last_vpn` is mapped.  Regions
+        are apart by guard pages, so a mapped run lies within one region."""
+        i = bisect_right(self.starts, first_vpn) - 1
+        return i >= 0 and last_vpn < self.ends[i]
+
+    def entry(self, vpn: int) -> Pte | None:
+        """The page-table entry of `vpn`, made on first touch; None if unmapped."""
+        pte = self.table.get(vpn)
+        if pte is None and self.covers(vpn, vpn):
+            pte = self.table[vpn] = Pte()
+        return pte
+
+    def clear(self) -> None:
+        self.table.clear()
+        self.starts.clear()
+        self.ends.clear()
+        self.mapped = self.table_pages = self.resident = 0
 
 
 class ClockPolicy:
@@ -114,6 +188,28 @@ class MemoryManager:
         self.swap_outs = 0
         #: Frames a guest gave back to its host (its balloon): out of use until taken again.
         self.ballooned: list[int] = []
+        self.committed = 0  # pages mapped by every address space: what frames and swap must back
+
+    # -- mapping ------------------------------------------------------------------
+
+    def room_pages(self) -> int:
+        """Pages a new mapping may still have: frames in use or free (not in the
+        balloon) plus swap slots, less what is mapped already."""
+        return self.nframes - len(self.ballooned) + self.swap.slots - self.committed
+
+    def map(self, aspace: AddressSpace, pages: int) -> int:
+        """Map `pages` pages into `aspace`; returns the region's address.  The
+        kernel's one way to map: ENOMEM, with nothing allocated, when frames and
+        swap could not back the mapping or the task's limit would be passed."""
+        pages = page_count(pages)
+        room = self.room_pages()
+        if pages > room:
+            raise OutOfMemory(
+                f"cannot map {pages} pages: frames and swap can back {max(room, 0)} more"
+            )
+        base = aspace.map(pages)
+        self.committed += pages
+        return base
 
     # -- access -------------------------------------------------------------------
 
@@ -124,18 +220,21 @@ class MemoryManager:
 
         Returns (bytes read or None, I/O time in ns the caller must wait).
         """
-        if not isinstance(addr, int) or addr < 0 or size < 0:
+        if type(addr) is not int or type(size) is not int or addr < 0 or size < 0:
             raise InvalidArgument(f"bad address range {addr!r}+{size!r}")
+        if size > MAX_ACCESS_BYTES:
+            raise InvalidArgument(f"one access moves at most {MAX_ACCESS_BYTES} bytes, not {size}")
+        # The whole range is checked before any page is touched: a fault changes nothing.
+        if size and not aspace.covers(addr // PAGE_SIZE, (addr + size - 1) // PAGE_SIZE):
+            raise SegmentationFault(f"{addr:#x}+{size} is not all mapped")
         out = bytearray() if data is None else None
         io_ns = 0
         pos = 0
         while pos < size:
-            vaddr = addr + pos
-            vpn, off = divmod(vaddr, PAGE_SIZE)
+            vpn, off = divmod(addr + pos, PAGE_SIZE)
             chunk = min(PAGE_SIZE - off, size - pos)
-            pte = aspace.table.get(vpn)
-            if pte is None:
-                raise SegmentationFault(f"address {vaddr:#x} is not mapped")
+            pte = aspace.entry(vpn)
+            assert pte is not None  # the range is mapped
             if pte.frame < 0:
                 io_ns += self._fault(aspace, vpn, pte)
             frame = pte.frame
@@ -187,13 +286,22 @@ class MemoryManager:
 
     def _load(self, aspace: AddressSpace, vpn: int, pte: Pte, protect: int = -1) -> int:
         io_ns = 0
-        if not self.free_frames:
+        swapped = b""
+        if pte.slot >= 0:
+            # Read the page before a victim is evicted: the victim then takes its
+            # slot, so a swap-in needs no free slot and a full swap area never
+            # refuses a mapped page (strict commit holds at every touch).
+            swapped = self.swap.read(pte.slot)
+            if self.free_frames:
+                self.swap.free(pte.slot)
+            else:
+                io_ns += self._evict(protect, pte.slot)
+        elif not self.free_frames:
             io_ns += self._evict(protect)
         frame = self.free_frames.pop()
         base = frame * PAGE_SIZE
         if pte.slot >= 0:
-            self.buf[base : base + PAGE_SIZE] = self.swap.read(pte.slot)
-            self.swap.free(pte.slot)
+            self.buf[base : base + PAGE_SIZE] = swapped
             pte.slot = -1
             self.swap_ins += 1
             io_ns += SWAP_IO_NS
@@ -207,7 +315,8 @@ class MemoryManager:
         aspace.resident += 1
         return io_ns
 
-    def _evict(self, protect: int = -1) -> int:
+    def _evict(self, protect: int = -1, slot: int = -1) -> int:
+        """Write a victim frame to swap, into `slot` (one being loaded from) or a new one."""
         candidates = [f for f in range(self.nframes) if self.owner[f] is not None and f != protect]
         if not candidates:
             raise OutOfMemory("no frame can be evicted")
@@ -230,7 +339,8 @@ class MemoryManager:
         if self.evict_hook is not None:
             self.evict_hook(aspace, vpn, victim)
         pte = aspace.table[vpn]
-        slot = self.swap.alloc()
+        if slot < 0:
+            slot = self.swap.alloc()
         base = victim * PAGE_SIZE
         self.swap.write(slot, self.buf[base : base + PAGE_SIZE])
         self.swap_outs += 1
@@ -271,6 +381,10 @@ class MemoryManager:
         left = self.nframes - len(self.ballooned) - BALLOON_KEEP_FRAMES
         if pages > left:
             raise OutOfMemory(f"only {max(left, 0)} more frames can go into the balloon")
+        if pages > self.room_pages():  # what is mapped must stay backed
+            raise OutOfMemory(
+                f"mapped pages need all but {max(self.room_pages(), 0)} pages of frames and swap"
+            )
         io_ns = 0
         for _ in range(pages):
             if not self.free_frames:
@@ -290,7 +404,7 @@ class MemoryManager:
     # -- lifecycle ------------------------------------------------------------------
 
     def release(self, aspace: AddressSpace) -> None:
-        """Free every frame and swap slot of an address space (task exit)."""
+        """Free every frame, swap slot and mapped page of an address space (task exit)."""
         for pte in aspace.table.values():
             if pte.frame >= 0:
                 self.owner[pte.frame] = None
@@ -298,8 +412,8 @@ class MemoryManager:
                 self.free_frames.append(pte.frame)
             if pte.slot >= 0:
                 self.swap.free(pte.slot)
-        aspace.table.clear()
-        aspace.resident = 0
+        self.committed -= aspace.mapped
+        aspace.clear()
 
     def info(self) -> dict[str, int]:
         used = self.nframes - len(self.free_frames)
@@ -315,6 +429,7 @@ class MemoryManager:
             "swap_outs": self.swap_outs,
             "prefetched": self.prefetched,
             "balloon_kib": len(self.ballooned) * PAGE_SIZE // 1024,
+            "committed_kib": self.committed * PAGE_SIZE // 1024,
         }
 
     def close(self) -> None:

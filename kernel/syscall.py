@@ -20,13 +20,15 @@ from kernel.errors import (
     InvalidArgument,
     NoSuchTask,
     NotSupported,
+    OutOfMemory,
     PeerDied,
     SyscallError,
     WouldBlock,
 )
 from kernel.ipc import Endpoint, Notification, ReplyObject
-from kernel.memory import AddressSpace
+from kernel.memory import MAX_ACCESS_BYTES, AddressSpace
 from kernel.task import State, Task
+from kernel.text import KERNEL_FIELDS, MAX_FIELDS, value_text
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -38,6 +40,19 @@ BLOCK = object()  # a handler's answer meaning "the task is now blocked"
 REUSABLE = 1
 
 Handler = Callable[["Kernel", Task, Any], Any]
+
+# What one task can make the kernel hold.  No trap allocates without bound:
+# memory is bounded by frames, swap and KernelConfig.task_pages (memory.py);
+# these bound the rest.  Each refusal is a SyscallError with the limit in it.
+MAX_TASKS = 1024  # live tasks a Spawn trap may bring the kernel to
+MAX_CAPS = 1024  # caps in one task's cspace (kernel-made reply caps, one per caller, aside)
+MAX_ALARMS = 64  # Alarm traps of one task not yet fired
+MAX_ARGS = 256  # arguments of a Spawn
+MAX_TEXT = 4096  # characters of one argument, task or log name, or log value
+MAX_LOG_FIELDS = MAX_FIELDS  # fields of one Log trap: a module's record's limit
+MAX_DURATION_US = (1 << 62) // 1000  # one Compute, Sleep or Alarm: about 146 years
+# Fields the kernel sets on every log record; a task cannot set them.
+RESERVED_LOG_FIELDS = KERNEL_FIELDS
 
 
 # -- IPC helpers -----------------------------------------------------------------------
@@ -54,7 +69,17 @@ def _sender_caps(task: Task, cap: Capability, msg: T.Message) -> list[Capability
         return []
     if not cap.rights & Rights.GRANT:
         raise InvalidArgument("the endpoint cap has no grant right: cannot transfer caps")
+    if len(msg.caps) > T.MAX_MSG_CAPS:
+        raise InvalidArgument(
+            f"a message transfers at most {T.MAX_MSG_CAPS} caps, not {len(msg.caps)}"
+        )
     return [task.cspace.lookup(slot) for slot in msg.caps]
+
+
+def _check_room(task: Task) -> None:
+    """A trap that gives the task a new cap checks first that it has room for it."""
+    if len(task.cspace.slots) >= MAX_CAPS:
+        raise OutOfMemory(f"a task holds at most {MAX_CAPS} caps; delete some first")
 
 
 def _deliver(
@@ -67,12 +92,15 @@ def _deliver(
     reply: int | None = None,
 ) -> T.Received:
     """Build what the receiver's Recv returns: transferred caps land in its
-    cspace, and a caller is bound to the reply object `reply` (or a new one)."""
-    new_slots = (
-        tuple(receiver.cspace.insert(c.derive()) for c in caps if c.cspace is not None)
-        if caps
-        else ()
-    )
+    cspace, and a caller is bound to the reply object `reply` (or a new one).
+    Caps that do not fit under MAX_CAPS are not transferred (as seL4 does with
+    extra caps): the receiver sees fewer slots in `caps`."""
+    new_slots: tuple[int, ...] = ()
+    if caps:
+        cspace = receiver.cspace
+        room = MAX_CAPS - len(cspace.slots)
+        live = [c for c in caps if c.cspace is not None][: max(room, 0)]
+        new_slots = tuple(cspace.insert(c.derive()) for c in live)
     if caller is None:
         return T.Received(msg, badge, None, new_slots)
     if reply is None:
@@ -264,14 +292,17 @@ def trap_bindnotification(k: Kernel, task: Task, trap: T.BindNotification) -> An
 
 
 def trap_newendpoint(k: Kernel, task: Task, trap: T.NewEndpoint) -> Any:
+    _check_room(task)
     return task.cspace.insert(Capability(Endpoint(), Rights.ALL))
 
 
 def trap_newnotification(k: Kernel, task: Task, trap: T.NewNotification) -> Any:
+    _check_room(task)
     return task.cspace.insert(Capability(Notification(), Rights.ALL))
 
 
 def trap_newreply(k: Kernel, task: Task, trap: T.NewReply) -> Any:
+    _check_room(task)
     return task.cspace.insert(
         Capability(ReplyObject(None), Rights.WRITE | Rights.GRANT, badge=REUSABLE)
     )
@@ -290,12 +321,14 @@ def trap_mint(k: Kernel, task: Task, trap: T.Mint) -> Any:
         raise InvalidArgument(f"a badge is a 64-bit word, got {trap.badge!r}")
     if cap.badge:
         raise InvalidArgument("a badged cap cannot be re-badged; copy it instead")
+    _check_room(task)  # before derive() links a child into the tree
     return task.cspace.insert(cap.derive(rights, trap.badge))
 
 
 def trap_copy(k: Kernel, task: Task, trap: T.Copy) -> Any:
     cap = task.cspace.lookup(trap.cap)
     rights = None if trap.rights is None else _check_rights(trap.rights)
+    _check_room(task)  # before derive() links a child into the tree
     return task.cspace.insert(cap.derive(rights))
 
 
@@ -318,14 +351,10 @@ def trap_delete(k: Kernel, task: Task, trap: T.Delete) -> Any:
 
 
 def _duration_ns(us: Any, what: str) -> int:
-    if (
-        isinstance(us, bool)
-        or not isinstance(us, (int, float))
-        or not us >= 0
-        or us == float("inf")
-    ):
+    # Compared before it is scaled: a float near its maximum would scale to infinity.
+    if isinstance(us, bool) or not isinstance(us, (int, float)) or not 0 <= us <= MAX_DURATION_US:
         raise InvalidArgument(
-            f"{what} needs a finite, non-negative number of microseconds, got {us!r}"
+            f"{what} needs a number of microseconds from 0 to {MAX_DURATION_US}, got {us!r}"
         )
     return int(us * 1000)
 
@@ -347,16 +376,39 @@ def trap_gettime(k: Kernel, task: Task, trap: T.GetTime) -> Any:
 def trap_alarm(k: Kernel, task: Task, trap: T.Alarm) -> Any:
     cap = task.cspace.lookup(trap.ntfn, Rights.WRITE, Notification)
     delay_ns = _duration_ns(trap.us, "Alarm")
-    k.loop.call_later(delay_ns, k.alarm_fired, (cap.obj, cap.badge or 1), owner=k)
+    if task.alarms >= MAX_ALARMS:  # each is an event on the heap until it fires
+        raise WouldBlock(f"a task has at most {MAX_ALARMS} alarms pending; wait for one")
+    task.alarms += 1
+    k.loop.call_later(delay_ns, _alarm_due, (k, task, cap.obj, cap.badge or 1), owner=k)
     return None
+
+
+def _alarm_due(arg: tuple[Kernel, Task, Notification, int]) -> None:
+    k, task, ntfn, badge = arg
+    task.alarms -= 1
+    k.alarm_fired((ntfn, badge))
 
 
 # -- tasks ---------------------------------------------------------------------------------------
 
 
 def trap_spawn(k: Kernel, task: Task, trap: T.Spawn) -> Any:
+    if len(k.tasks) >= MAX_TASKS:
+        raise WouldBlock(f"the kernel runs at most {MAX_TASKS} tasks; wait for one to exit")
+    if len(trap.args) > MAX_ARGS or not all(_is_text(a) for a in trap.args):
+        raise InvalidArgument(
+            f"Spawn takes at most {MAX_ARGS} arguments, each a string of at most {MAX_TEXT} characters"
+        )
+    if not (trap.name is None or _is_text(trap.name)):
+        raise InvalidArgument(f"a task name is a string of at most {MAX_TEXT} characters")
+    if len(trap.caps) > MAX_CAPS or not all(_is_text(name) for name, _ in trap.caps):
+        raise InvalidArgument(f"Spawn hands at most {MAX_CAPS} caps, each named by a string")
     caps = {name: task.cspace.lookup(slot) for name, slot in trap.caps}
     return k.spawn(trap.program, trap.args, caps=caps, name=trap.name, parent=task.pid)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT
 
 
 def trap_waitpid(k: Kernel, task: Task, trap: T.WaitPid) -> Any:
@@ -400,14 +452,14 @@ def trap_poweroff(k: Kernel, task: Task, trap: T.Poweroff) -> Any:
 # -- memory ----------------------------------------------------------------------------------------
 
 
-def _aspace(task: Task) -> AddressSpace:
+def _aspace(k: Kernel, task: Task) -> AddressSpace:
     if task.aspace is None:
-        task.aspace = AddressSpace(task.pid)
+        task.aspace = AddressSpace(task.pid, k.config.task_pages)
     return task.aspace
 
 
 def trap_memmap(k: Kernel, task: Task, trap: T.MemMap) -> Any:
-    return _aspace(task).map(trap.pages)
+    return k.mm.map(_aspace(k, task), trap.pages)
 
 
 def _after_io(k: Kernel, task: Task, result: Any, io_ns: int) -> Any:
@@ -420,14 +472,17 @@ def _after_io(k: Kernel, task: Task, result: Any, io_ns: int) -> Any:
 def trap_memwrite(k: Kernel, task: Task, trap: T.MemWrite) -> Any:
     if not isinstance(trap.data, (bytes, bytearray, memoryview)):
         raise InvalidArgument("MemWrite data must be bytes")
-    _, io_ns = k.mm.access(_aspace(task), trap.addr, len(trap.data), bytes(trap.data))
+    size = memoryview(trap.data).nbytes
+    if size > MAX_ACCESS_BYTES:  # before the kernel copies it
+        raise InvalidArgument(f"one MemWrite moves at most {MAX_ACCESS_BYTES} bytes, not {size}")
+    _, io_ns = k.mm.access(_aspace(k, task), trap.addr, size, bytes(trap.data))
     return _after_io(k, task, None, io_ns)
 
 
 def trap_memread(k: Kernel, task: Task, trap: T.MemRead) -> Any:
-    if not isinstance(trap.size, int):
+    if type(trap.size) is not int:
         raise InvalidArgument("MemRead size must be an int")
-    data, io_ns = k.mm.access(_aspace(task), trap.addr, trap.size)
+    data, io_ns = k.mm.access(_aspace(k, task), trap.addr, trap.size)
     return _after_io(k, task, data, io_ns)
 
 
@@ -475,10 +530,32 @@ def trap_memballoon(k: Kernel, task: Task, trap: T.MemBalloon) -> Any:
 
 
 def trap_log(k: Kernel, task: Task, trap: T.Log) -> Any:
-    if not isinstance(trap.event, str):
-        raise InvalidArgument("Log event must be a string")
-    k.log.info("user", trap.event, task=task.name, pid=task.pid, **dict(trap.fields))
+    # The ring keeps a record long after the task is gone: only small plain values go in.
+    if not _is_text(trap.event):
+        raise InvalidArgument(f"Log event must be a string of at most {MAX_TEXT} characters")
+    if len(trap.fields) > MAX_LOG_FIELDS:
+        raise InvalidArgument(f"a Log has at most {MAX_LOG_FIELDS} fields, not {len(trap.fields)}")
+    fields = dict(trap.fields)
+    for key, value in fields.items():
+        if type(key) is not str or not key.isidentifier() or key in RESERVED_LOG_FIELDS:
+            raise InvalidArgument(
+                f"a Log field is a name the kernel does not set, not {value_text(key, 64)}"
+            )
+        if not _is_plain_log_value(value):
+            raise InvalidArgument(
+                f"Log field {key} is None, a bool, a 64-bit int, a float or a string "
+                f"of at most {MAX_TEXT} characters"
+            )
+    k.log.info("user", trap.event, task=task.name, pid=task.pid, **fields)
     return None
+
+
+def _is_plain_log_value(value: Any) -> bool:
+    if value is None or type(value) in (bool, float):
+        return True
+    if type(value) is int:
+        return -(1 << 63) <= value < 1 << 63
+    return _is_text(value)
 
 
 # -- MLaaS modules -------------------------------------------------------------------------------------

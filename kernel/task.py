@@ -58,7 +58,7 @@ class Task:
         "pid", "name", "gen", "state", "cspace", "aspace", "proc", "parent",
         "created_ns", "cpu_ns", "vtime", "compute_left_ns", "slice_ns",
         "resume_value", "resume_exc", "blocked_on", "blocked_reply", "timer", "exit_waiters",
-        "bound_ntfn", "traps", "cpu", "kernel", "alive",
+        "bound_ntfn", "traps", "cpu", "kernel", "alive", "alarms",
     )  # fmt: skip
 
     def __init__(self, kernel: Any, pid: int, name: str, gen: Generator, parent: int, now_ns: int):
@@ -86,6 +86,7 @@ class Task:
         self.traps = 0
         self.alive = True  # False once dead (kept beside `state` for the fast path)
         self.cpu = -1  # the CPU it last ran on
+        self.alarms = 0  # its Alarm traps not yet fired (bounded: syscall.MAX_ALARMS)
 
     def __repr__(self) -> str:
         return f"<Task {self.pid} {self.name} {self.state.name}>"

@@ -20,6 +20,7 @@ from kernel.caps import Rights
 # -- messages ---------------------------------------------------------------
 
 MAX_PAYLOAD_ITEMS = 64
+MAX_MSG_CAPS = 4  # caps one message transfers (seL4 allows 3 extra caps); checked at Send
 
 
 def _check_payload(_inst: Any, _attr: Any, value: Any) -> None:
@@ -33,7 +34,9 @@ def _check_payload(_inst: Any, _attr: Any, value: Any) -> None:
 
 @attrs.frozen
 class Message:
-    """An IPC message: a label, a small immutable payload, and cap slots to transfer."""
+    """An IPC message: a label, a small immutable payload, and cap slots to transfer.
+
+    The kernel never copies a payload: it hands the receiver the sender's object."""
 
     label: str = attrs.field(validator=attrs.validators.instance_of(str))
     payload: Any = attrs.field(default=None, validator=_check_payload)

@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel import BootPlan, ConfigError, Kernel, KernelConfig, ServerSpec, boot
-from kernel.config import DEVICES, GPU_PRESETS, MAX_CPUS, MAX_FRAMES, MAX_SLICE_NS, MAX_TRAP_COST_NS
+from kernel.config import (
+    DEVICES,
+    GPU_PRESETS,
+    MAX_CPUS,
+    MAX_FRAMES,
+    MAX_SLICE_NS,
+    MAX_TASK_PAGES,
+    MAX_TRAP_COST_NS,
+)
 from kernel.log import FORMATS
 from kernel.programs import ProgramTable
 from kernel.traps import Call, Message, Poweroff, Recv, Reply
@@ -28,6 +36,7 @@ BAD_VALUES = {
     "seed": not_int,
     "cpus": outside(1, MAX_CPUS),
     "frames": outside(4, MAX_FRAMES),
+    "task_pages": outside(1, MAX_TASK_PAGES),
     "slice_ns": outside(1_000, MAX_SLICE_NS),
     "trap_cost_ns": outside(1, MAX_TRAP_COST_NS),
     "gpu": st.one_of(st.text(max_size=6).filter(lambda s: s not in GPU_PRESETS), not_str),
