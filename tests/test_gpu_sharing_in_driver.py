@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.scheduler import StreamScheduler
@@ -254,3 +256,112 @@ def test_gpu_shows_the_policy_in_charge_and_its_figures(malv_kernel: Kernel):
     assert re.search(r"^\| sharing lithos quota_tpcs=27,27 ", view, re.M)
     assert re.search(r"stolen_atoms=\d+", view)
     assert all(len(line) == 68 for line in view.splitlines() if line.startswith(("|", "+")))
+
+
+# -- a kernel that arrives behind another context's long kernel ---------------
+
+#: Context B's long kernel: 40 waves of the a100 (4,320 blocks).
+LONG_GRID = 40 * WAVE
+#: Block lengths, in us: shorter than, as long as and longer than A's 600 us slice.
+BLOCK_US = [100, 600, 2_000, 5_000]
+#: Shares of contexts A and B, and B's time slice under them (a stream's
+#: share of two 500 us slices): 60/40 as two VMs', or none (equal).
+SHARES = {"60-40": ((0.6, 0.4), 400_000), "equal": ((None, None), 500_000)}
+
+
+def first_block_wait_ns(policy: str, block_us: int, shares, arrival_ns: int) -> int | None:
+    """Context B launches LONG_GRID blocks of `block_us`; at `arrival_ns`,
+    context A, idle until then, launches one wave of such blocks.  How long
+    A's first block waited (None: it had not started after 10 blocks)."""
+    engine = Engine("a100", dispatch_order="launch", record_blocks=True)
+    scheduler = StreamScheduler(engine, lambda ctx: None)
+    scheduler.select(policy)
+    a, b = engine.create_context(), engine.create_context()
+    for ctx, share in zip((a, b), shares, strict=True):
+        scheduler.set_share(ctx, share)
+    block_ns = block_us * 1000
+    for ctx, name, grid in ((b, "long", LONG_GRID), (a, "short", WAVE)):
+        if ctx == a:
+            scheduler.catch_up(arrival_ns)
+        desc = KernelDesc(name=name, grid_blocks=grid, blocks_per_tpc=2, block_duration_ns=block_ns)
+        spec = LaunchSpec(name, grid_blocks=grid, block_us=float(block_us))
+        scheduler.submit(ctx, 0, engine.add_kernel(desc), desc, spec)
+    scheduler.catch_up(arrival_ns + 10 * block_ns)
+    starts = [r.start_ns for r in engine.block_log() if scheduler.atom_owner[r.atom_id].ctx == a]
+    return min(starts) - arrival_ns if starts else None
+
+
+@pytest.mark.parametrize("shares", SHARES)
+@pytest.mark.parametrize("block_us", BLOCK_US)
+@given(arrival_us=st.integers(0, 12_000))
+@example(arrival_us=11_000)  # the 60% context once waited 69 ms here (2 ms blocks)
+@settings(max_examples=12, deadline=None)
+def test_timeslice_switches_to_a_newly_arrived_kernel_at_the_next_block_boundary(
+    block_us: int, shares: str, arrival_us: int
+):
+    split, b_slice_ns = SHARES[shares]
+    wait = first_block_wait_ns("timeslice", block_us, split, arrival_us * 1000)
+    # A's turn comes when B's slice ends, and B's blocks then running end
+    # within one block: the device switches at thread-block boundaries.
+    assert wait is not None and wait <= b_slice_ns + block_us * 1000
+
+
+@pytest.mark.parametrize("shares", SHARES)
+@pytest.mark.parametrize("block_us", BLOCK_US)
+@given(arrival_us=st.integers(0, 12_000))
+@example(arrival_us=1_400)
+@settings(max_examples=12, deadline=None)
+def test_lithos_gives_a_newly_arrived_kernel_its_tpcs_within_one_block(
+    block_us: int, shares: str, arrival_us: int
+):
+    split, _ = SHARES[shares]
+    wait = first_block_wait_ns("lithos", block_us, split, arrival_us * 1000)
+    # A's TPCs are its own from its arrival: B's atoms launched on them
+    # before (when they were unowned, or B's) give them up at the end of
+    # the blocks running there, however many of B's blocks queue behind.
+    assert wait is not None and wait <= block_us * 1000
+
+
+def borrowers_latency_ns(block_us: int, gap_ns: int) -> int | None:
+    """Contexts A (60%) and B (40%), idle; A launches 216 blocks of 200 us,
+    and B, `gap_ns` later, LONG_GRID blocks of `block_us`.  How long A's
+    kernel took (None: not done after 10 of B's blocks)."""
+    engine = Engine("a100", dispatch_order="launch")
+    scheduler = StreamScheduler(engine, lambda ctx: None)
+    scheduler.select("lithos")
+    a, b = engine.create_context(), engine.create_context()
+    for ctx, share in ((a, 0.6), (b, 0.4)):
+        scheduler.set_share(ctx, share)
+    tiny = KernelDesc(name="tiny", grid_blocks=1, blocks_per_tpc=2, block_duration_ns=1_000)
+    for ctx in (a, b):  # each context's stream exists, and is idle
+        scheduler.submit(ctx, 0, engine.add_kernel(tiny), tiny, LaunchSpec("tiny", 1, 1.0))
+    start_ns = 1_000_000
+    scheduler.catch_up(start_ns)
+    ids = {}
+    for ctx, name, grid, us in ((a, "small", 216, 200), (b, "long", LONG_GRID, block_us)):
+        if ctx == b:
+            scheduler.catch_up(start_ns + gap_ns)
+        desc = KernelDesc(
+            name=name, grid_blocks=grid, blocks_per_tpc=2, block_duration_ns=us * 1000
+        )
+        ids[ctx] = engine.add_kernel(desc)
+        scheduler.submit(ctx, 0, ids[ctx], desc, LaunchSpec(name, grid, float(us)))
+    scheduler.catch_up(start_ns + gap_ns + 10 * block_us * 1000)
+    done_ns = engine.kernel_done_ns(ids[a])
+    return None if done_ns is None else done_ns - start_ns
+
+
+@pytest.mark.parametrize("block_us", BLOCK_US)
+@given(gap_us=st.integers(0, 400))
+@example(gap_us=2)  # A waited for the whole of B's kernel here (196.6 ms, 2 ms blocks)
+@settings(max_examples=10, deadline=None)
+def test_lithos_starts_a_borrowers_stolen_blocks_after_one_atom_of_the_owner(
+    block_us: int, gap_us: int
+):
+    # A's kernel runs on its 32 TPCs and, stolen, on B's 22 idle ones: two
+    # waves, 400 us, alone.  B's kernel comes back to its TPCs: its first
+    # atom goes before A's stolen blocks that have not started, and they go
+    # before the rest of B's kernel.  An atom of B's is 250-500 us of work,
+    # or one block where a block is longer.
+    latency_ns = borrowers_latency_ns(block_us, gap_us * 1000)
+    assert latency_ns is not None and latency_ns <= 400_000 + max(block_us * 1000, 500_000)

@@ -15,7 +15,15 @@ from kernel.hypervisor import Hypervisor
 from kernel.hypervisor.hypercall import Hc
 from kernel.hypervisor.virtqueue import Driver
 from kernel.programs import ProgramTable
-from kernel.traps import BindNotification, GetTime, Hypercall, MapDevice, NewEndpoint, Recv
+from kernel.traps import (
+    BindNotification,
+    GetTime,
+    Hypercall,
+    MapDevice,
+    NewEndpoint,
+    Recv,
+    Sleep,
+)
 from userland.gpulib import GpuRequestFailed, LaunchSpec, gpu_request, open_context
 
 #: A small GEMM-like kernel: 216 blocks of 200 µs, 2 per TPC (two waves on an A100).
@@ -60,6 +68,21 @@ def gpu_work(results: list[dict[str, Any]], kernels: int, spec: LaunchSpec = SMA
         done = yield from ctx.sync()
         yield from ctx.destroy()
         results.append({"start": start, "done": done, "kernels": ids, "handle": handle})
+
+    return program
+
+
+def late_kernel(latencies: list[int], spec: LaunchSpec, after_us: int):
+    """A guest program: open a context, sleep `after_us`, launch one kernel
+    of `spec`, and note how long it took from launch to completion."""
+
+    def program(proc):
+        ctx = yield from open_context(proc)
+        yield Sleep(after_us)
+        start = yield GetTime()
+        done = yield from ctx.sync((yield from ctx.launch(spec)))
+        latencies.append(done - start)
+        yield from ctx.destroy()
 
     return program
 

@@ -5,9 +5,11 @@ the scheduler keeps a *busy-until* time: when the work placed on it is
 predicted to end.  A TPC may be *stolen* by another tenant when its
 busy-until time has passed: its owner left it idle (no request, or a
 kernel that needs fewer TPCs).  Stolen atoms run at a lower priority than
-owners' atoms, and every atom is short, so an owner that wants its TPC back
-waits at most for the one atom running on it; the borrower's next atoms
-leave the TPC alone because the owner's own atom set its busy-until time.
+the owner's atom that takes its TPCs back, and every atom is short, so an
+owner that wants its TPC back waits at most for the one atom running on it;
+the borrower's next atoms leave the TPC alone because the owner's own atom
+set its busy-until time (`policies/lithos.py` says which of the owner's
+atoms outrank stolen blocks).
 A tenant may have at most `max_stolen` stolen atoms outstanding.
 """
 

@@ -54,6 +54,9 @@ class Stream(Protocol):
     grid: int
     launched: int
     inflight: int
+    #: Atom id -> TPC mask, and -> priority, for each of its atoms in flight.
+    inflight_masks: dict[int, int]
+    inflight_priorities: dict[int, int]
     ready_ns: int
     kernel_iso_ns: int
     kernel_sms: int

@@ -4,16 +4,29 @@ After Coppock et al., "LithOS: An Operating System for Efficient Machine
 Learning on GPUs" (SOSP 2025).  The mechanisms live in `drivers/vgpu/lithos`;
 this policy puts them together:
 
-* every tenant owns a TPC quota (`TpcScheduler`), and its atoms run on it
-  at normal priority;
+* every tenant owns a TPC quota (`TpcScheduler`), and its atoms run on it,
+  at the normal priority unless said below;
 * a kernel is cut into atoms of 250-500 us (`Atomizer`), sized with the
   online `LatencyPredictor`, and a stream keeps at most `max_inflight`
   atoms launched, so the next atom can take new TPCs;
 * TPCs of other tenants whose busy-until timers have run out are stolen:
   the next atom gets a second part on them, at the lowest priority, if it
   is predicted to end within `atom_max_ns`; at most `max_stolen` stolen
-  atoms per tenant are outstanding.  An owner's atom outranks stolen
-  blocks, so it waits at most for the one atom running on each TPC;
+  atoms per tenant are outstanding.  An owner's atom that can start at
+  once outranks stolen blocks, so the owner has its TPCs back at the next
+  block boundary.  Its atoms queued behind its own go in launch order with
+  the stolen blocks, at their priority: blocks stolen before the owner
+  came back start at the end of its first atom, so a borrower waits for
+  one of the owner's atoms, never for the owner's whole kernel;
+* atoms launched before the policy took over (the driver re-divides the
+  TPCs when a stream comes or goes, or another policy was in charge) stay
+  on the masks and at the priorities they were launched with.  Those at
+  the normal priority or above, on TPCs that are now another tenant's,
+  hold them as stolen work does: while any is in flight, the owner's atoms
+  on those TPCs go one priority above them, so a newly arrived kernel
+  waits for the blocks running on its TPCs, not for the atoms (or whole
+  kernel) queued behind them.  Nor are their TPCs stolen meanwhile: the
+  busy-until timers know nothing of them;
 * right-sizing (`RightSizer`, off by default) gives each kernel only the
   TPCs it needs within slip 1.1, from the owner's quota first;
 * DVFS (`DvfsGovernor`, off by default) sets the clock from the runtime
@@ -30,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 
+from drivers.vgpu.api import PRIORITY_LIMIT
 from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
 from drivers.vgpu.policies import lithos_compiled
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
@@ -114,6 +128,13 @@ class Lithos(SharingPolicy):
         self.atoms: dict[int, tuple[Hashable, int, int | None, bool, bool]] = {}
         self.own_done_ns = [0] * n  # when the tenant's last own atom completed
         self.waiting: set[int] = set()
+        # Atom id -> (stream, mask, priority) of the atoms in flight when the
+        # policy took over, until each is done.
+        self.inherited: dict[int, tuple[int, int, int]] = {
+            atom: (s.index, mask, s.inflight_priorities[atom])
+            for s in streams
+            for atom, mask in s.inflight_masks.items()
+        }
         self.stolen_atoms = 0
         self.own_atoms = 0
 
@@ -136,7 +157,8 @@ class Lithos(SharingPolicy):
         now = sim.now_ns
         i = s.index
         info = self.atoms.pop(atom, None)
-        if info is None:  # launched by the policy before a switch
+        if info is None:  # launched before the policy took over
+            self.inherited.pop(atom, None)
             if not kernel_done:
                 self._pump(s)
             return
@@ -203,7 +225,7 @@ class Lithos(SharingPolicy):
         wave_ns = learned_ns if learned_ns is not None else s.desc.block_duration_ns
         stolen = 0
         if self.stealing and (want is None or want > n_own):
-            stolen = tpcs.stealable(i, now)
+            stolen = tpcs.stealable(i, now) & ~self._inherited_tpcs()
             if stolen and want is not None:
                 stolen = tpcs.first_tpcs(stolen, want - n_own)
         remaining = s.grid - s.launched
@@ -231,7 +253,7 @@ class Lithos(SharingPolicy):
             start = max(now, self.own_until[i])
             self.own_until[i] = start + duration
             tpcs.claim(own, self.own_until[i])
-            atom = sim.launch(s, own_blocks, own, PRIO_NORMAL)
+            atom = sim.launch(s, own_blocks, own, self._own_priority(i, own, start > now))
             own_waves = math.ceil(own_blocks / (n_own * bpt))
             own_predicted = round(own_waves * wave_ns) if known else None
             self.atoms[atom] = (key, own_waves, own_predicted, False, start > now)
@@ -246,6 +268,33 @@ class Lithos(SharingPolicy):
             used += stolen.bit_count()
         self.kernel_used[i] = max(self.kernel_used[i], used)
         return True
+
+    def _inherited_tpcs(self) -> int:
+        """The TPCs of the atoms in flight since before the policy took over.
+
+        Its busy-until timers know nothing of them: a part stolen there would
+        wait, at the lowest priority, behind work that is not idle."""
+        mask = 0
+        for _, held, _ in self.inherited.values():
+            mask |= held
+        return mask
+
+    def _own_priority(self, i: int, own: int, queued: bool) -> int:
+        """The priority of stream `i`'s atom on its TPCs `own`.
+
+        One that starts at once outranks stolen blocks (PRIO_NORMAL): the
+        owner has its TPCs back at the next block boundary.  One queued
+        behind the owner's own goes with stolen blocks, in launch order
+        (PRIO_STOLEN): blocks stolen before it start before it, so a
+        borrower waits for one of the owner's atoms, not for all of them.
+        Either goes one above the atoms, at PRIO_NORMAL or above, that other
+        streams launched on `own` before the policy took over and that are
+        still in flight."""
+        priority = PRIO_STOLEN if queued else PRIO_NORMAL
+        for j, mask, inherited in self.inherited.values():
+            if j != i and mask & own and inherited >= PRIO_NORMAL:
+                priority = max(priority, min(inherited + 1, PRIORITY_LIMIT - 1))
+        return priority
 
     # -- DVFS ----------------------------------------------------------------
 

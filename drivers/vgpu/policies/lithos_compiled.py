@@ -15,19 +15,24 @@ import math
 
 import numpy as np
 
-from drivers.vgpu.engine import _bit_index
+from drivers.vgpu.api import PRIORITY_LIMIT
+from drivers.vgpu.engine import A_DONE_NS, _bit_index
 from drivers.vgpu.lithos.tpcs import TpcScheduler
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN
 from drivers.vgpu.policies.compiled import (
     AT_LAUNCH_NS,
+    AT_MASK,
     AT_POS,
+    AT_PRIO,
     AT_STREAM,
     D_FMAX,
     D_FMIN,
     D_FSTEP,
+    D_NATOMS,
     D_NOW,
     D_NSTREAMS,
     D_NTPCS,
+    D_OPEN_ATOM,
     K_BLOCK_NS,
     K_BPT,
     P_LITHOS,
@@ -77,7 +82,12 @@ L_CHANGES = 23
 L_DVFS_PERIOD_NS = 24
 L_DVFS_MIN_INTERVAL_NS = 25
 L_WINDOW_N = 26  # kernels in the DVFS window, listed after the per-TPC values
-L_PER_STREAM = 27
+# The atoms in flight when the policy took over (LA_INHERITED): how many
+# are still in flight, and the range of atom ids they are within.
+L_INHERITED = 27
+L_INHERITED_FIRST = 28
+L_INHERITED_END = 29
+L_PER_STREAM = 30
 # Then n values each (n streams): own mask, not owned, stolen out, own
 # until, kernel start, own done, the TPCs right-sizing gave the kernel (-1:
 # no choice), the most it ran on, the clock it started at; then one per
@@ -108,7 +118,8 @@ LA_WAVES = 1
 LA_PREDICTED = 2  # -1: none
 LA_STOLEN = 3
 LA_QUEUED = 4
-N_LA_ROWS = 5
+LA_INHERITED = 5  # 1: in flight when the policy took over, and not done yet
+N_LA_ROWS = 6
 
 RETRY = POLICY_TIMERS
 DVFS_TICK = POLICY_TIMERS + 1
@@ -290,6 +301,13 @@ def observe(p, s, pos, waves, actual_ns, predicted_ns):
 @compiled_fn
 def compiled_setup(d, p):
     p.i[L_REQUESTED_MHZ] = clock_mhz(d)
+    first = d.sc[D_OPEN_ATOM]
+    p.i[L_INHERITED_FIRST] = first
+    p.i[L_INHERITED_END] = d.sc[D_NATOMS]
+    for a in range(first, d.sc[D_NATOMS]):
+        if d.eng.atoms[A_DONE_NS, a] < 0:
+            p.t[LA_INHERITED, a] = 1
+            p.i[L_INHERITED] += 1
     if p.i[L_DVFS]:
         policy_call_at(d, d.sc[D_NOW] + p.i[L_DVFS_PERIOD_NS], DVFS_TICK, 0)
 
@@ -313,7 +331,10 @@ def compiled_kernel_ready(d, p, s):
 def compiled_atom_done(d, p, s, atom, kernel_done):
     now = d.sc[D_NOW]
     t = p.t
-    if atom >= t.shape[1] or t[LA_PRESENT, atom] == 0:  # launched before a switch
+    if atom >= t.shape[1] or t[LA_PRESENT, atom] == 0:  # launched before the policy took over
+        if atom < t.shape[1] and t[LA_INHERITED, atom]:
+            t[LA_INHERITED, atom] = 0
+            p.i[L_INHERITED] -= 1
         if not kernel_done:
             pump(d, p, s)
         return
@@ -411,6 +432,8 @@ def step(d, p, s):
     stolen = 0
     if i[L_STEALING] and (want < 0 or want > n_own):
         stolen = stealable(d, p, s, now)
+        if i[L_INHERITED]:
+            stolen &= ~inherited_tpcs(d, p)
         if stolen and want >= 0:
             stolen = first_tpcs(stolen, want - n_own)
     remaining = st[ST_GRID, s] - st[ST_LAUNCHED, s]
@@ -438,13 +461,14 @@ def step(d, p, s):
         start = max(now, i[_at(d, OWN_UNTIL, s)])
         i[_at(d, OWN_UNTIL, s)] = start + duration
         claim(d, p, own, start + duration)
-        atom = launch(d, s, own_blocks, own, PRIO_NORMAL, 0, -1)
+        queued = start > now
+        atom = launch(d, s, own_blocks, own, own_priority(d, p, s, own, queued), 0, -1)
         own_waves = math.ceil(own_blocks / (n_own * bpt))
         t[LA_PRESENT, atom] = 1
         t[LA_WAVES, atom] = own_waves
         t[LA_PREDICTED, atom] = round(own_waves * wave_ns) if known else -1
         t[LA_STOLEN, atom] = 0
-        t[LA_QUEUED, atom] = start > now
+        t[LA_QUEUED, atom] = queued
         i[L_OWN_ATOMS] += 1
         used += n_own
     if stolen_blocks:
@@ -461,6 +485,35 @@ def step(d, p, s):
     k_used = _at(d, KERNEL_USED, s)
     i[k_used] = max(i[k_used], used)
     return True
+
+
+@compiled_fn
+def inherited_tpcs(d, p):
+    """`Lithos._inherited_tpcs`: the TPCs of the atoms still in flight since
+    before the policy took over."""
+    mask = 0
+    t, at = p.t, d.atoms
+    for a in range(p.i[L_INHERITED_FIRST], p.i[L_INHERITED_END]):
+        if t[LA_INHERITED, a]:
+            mask |= at[AT_MASK, a]
+    return mask
+
+
+@compiled_fn
+def own_priority(d, p, s, own, queued):
+    """`Lithos._own_priority`: PRIO_STOLEN for an atom queued behind the
+    owner's own, else PRIO_NORMAL; or one above the atoms, at PRIO_NORMAL or
+    above, that other streams launched on `own` before the policy took over."""
+    priority = PRIO_STOLEN if queued else PRIO_NORMAL
+    if p.i[L_INHERITED] == 0:
+        return priority
+    t, at = p.t, d.atoms
+    for a in range(p.i[L_INHERITED_FIRST], p.i[L_INHERITED_END]):
+        if t[LA_INHERITED, a] and at[AT_STREAM, a] != s and at[AT_MASK, a] & own:
+            inherited = at[AT_PRIO, a]
+            if inherited >= PRIO_NORMAL:
+                priority = max(priority, min(inherited + 1, PRIORITY_LIMIT - 1))
+    return priority
 
 
 # -- RightSizer -------------------------------------------------------------------

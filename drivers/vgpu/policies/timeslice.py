@@ -10,6 +10,15 @@ The device switches contexts at thread-block boundaries: the outgoing
 context's resident blocks finish, and no new block of it starts.  So a
 kernel is launched one wave at a time (a wave: the blocks the device holds
 at once), and the next wave only while its context still holds the GPU.
+
+Waves reach the device in the order of the turns: a wave is ordered by
+the instant it is launched, not by when its kernel was enqueued.  A wave
+launched at the start of a turn may still wait for the blocks the
+previous holder left running (a block can be longer than a slice); the
+previous holder's next wave, though its kernel is older, goes after it.
+So a kernel that arrives while one other context holds the GPU waits at
+most for the rest of that context's slice and one of its blocks (the model
+charges no time for the switch itself).
 """
 
 from __future__ import annotations
@@ -30,7 +39,6 @@ from drivers.vgpu.policies.compiled import (
     Pol,
     compiled_fn,
     empty_pol,
-    host_order,
     kernel_index,
     kernel_pending,
     launch,
@@ -83,10 +91,7 @@ class Timeslice(SharingPolicy):
 
     def _launch_wave(self, s) -> None:
         wave = self.sim.n_tpcs * s.desc.blocks_per_tpc
-        now = self.sim.now_ns
-        self.sim.launch(
-            s, min(wave, s.remaining), self.sim.full_mask, PRIO_NORMAL, order=s.host_order(now)
-        )
+        self.sim.launch(s, min(wave, s.remaining), self.sim.full_mask, PRIO_NORMAL)
 
     def _give(self, s) -> None:
         """Start a slice for `s`."""
@@ -238,7 +243,7 @@ def _continue(d, p, s):
 def _launch_wave(d, s):
     wave = d.sc[D_NTPCS] * d.kern[K_BPT, kernel_index(d, s)]
     blocks = min(wave, remaining(d, s))
-    launch(d, s, blocks, d.sc[D_FULL_MASK], PRIO_NORMAL, 0, host_order(d, s))
+    launch(d, s, blocks, d.sc[D_FULL_MASK], PRIO_NORMAL, 0, -1)
 
 
 @compiled_fn

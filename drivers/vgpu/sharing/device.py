@@ -65,6 +65,7 @@ class DeviceStream:
         self.ready_ns = 0  # when the current kernel became ready
         self.host_ns = 0  # when the host enqueued the current kernel
         self.inflight_masks: dict[int, int] = {}  # atom id -> mask, for every atom in flight
+        self.inflight_priorities: dict[int, int] = {}  # atom id -> priority, the same atoms
         # The profile a policy may know of the current kernel (REEF and Orion
         # schedule on it): its isolated time, Orion's SM_usage and profile.
         self.kernel_iso_ns = 0
@@ -200,6 +201,7 @@ class SharedDevice(Generic[S]):
         s.launched = end
         s.inflight += 1
         s.inflight_masks[atom] = mask
+        s.inflight_priorities[atom] = priority
         owners = self.atom_owner
         while len(owners) < atom:  # atoms launched beside the policy (kernel-space inference)
             owners.append(None)
@@ -281,6 +283,7 @@ class SharedDevice(Generic[S]):
         now = self.now_ns
         s.inflight -= 1
         mask = s.inflight_masks.pop(atom)
+        del s.inflight_priorities[atom]
         self.atom_completed(s, atom)
         if self._atom_priority:
             priority = self._atom_priority.pop(atom, None)

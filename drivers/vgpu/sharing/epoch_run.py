@@ -434,6 +434,7 @@ class CompiledRun:
             s.launched = int(st[ST_LAUNCHED])
             s.ready_ns = int(st[ST_READY_NS])
             s.inflight_masks = {}
+            s.inflight_priorities = {}
             gpu._open_atoms[s.ctx] = 0
             sim._ctx_order[s.ctx] = gpu._ctx_order[s.ctx] = int(d.ctx_order[s.ctx])
             s.desc = None
@@ -449,6 +450,7 @@ class CompiledRun:
                 continue
             s = streams[i]
             s.inflight_masks[atom] = mask
+            s.inflight_priorities[atom] = prio
             gpu._atom_kernel[atom] = s.kernel_id
             gpu._open_atoms[s.ctx] += 1
             gpu._launched_begins[s.kernel_id].append(begin)
