@@ -21,3 +21,14 @@ def host():
     yield k
     k.hv.shutdown()
     k.machine.shutdown()
+
+
+@pytest.fixture
+def saved(host, tmp_path):
+    """A snapshot of a guest 1 ms old, with that guest destroyed: ``(host, path)``."""
+    vm = host.hv.create("g").start()
+    host.machine.run(until=host.machine.now_ns + 1_000_000)
+    path = tmp_path / "g.snap"
+    vm.snapshot(str(path))
+    host.hv.destroy("g")
+    return host, path

@@ -132,16 +132,6 @@ def test_the_host_shell_snapshots_stops_and_restores_a_guest(host, tmp_path):
 # -- files that are not good snapshots ---------------------------------------------------------
 
 
-@pytest.fixture
-def saved(host, tmp_path):
-    vm = host.hv.create("g").start()
-    host.machine.run(until=host.machine.now_ns + 1_000_000)
-    path = tmp_path / "g.snap"
-    vm.snapshot(str(path))
-    host.hv.destroy("g")
-    return host, path
-
-
 def refused(host, path) -> str:
     with pytest.raises(SnapshotError) as err:
         host.hv.restore(str(path))

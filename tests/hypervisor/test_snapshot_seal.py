@@ -22,16 +22,6 @@ HEADER = struct.Struct("<8sHQ")  # magic, version, body length; then the MAC, th
 
 
 @pytest.fixture
-def saved(host, tmp_path):
-    vm = host.hv.create("g").start()
-    host.machine.run(until=host.machine.now_ns + 1_000_000)
-    path = tmp_path / "g.snap"
-    vm.snapshot(str(path))
-    host.hv.destroy("g")
-    return host, path
-
-
-@pytest.fixture
 def decoding(monkeypatch):
     """Records every decompression and decoding of a snapshot body."""
     calls: list[str] = []
