@@ -46,7 +46,7 @@ Handler = Callable[["Kernel", Task, Any], Any]
 # these bound the rest.  Each refusal is a SyscallError with the limit in it.
 MAX_TASKS = 1024  # live tasks a Spawn trap may bring the kernel to
 MAX_CAPS = 1024  # caps in one task's cspace (kernel-made reply caps, one per caller, aside)
-MAX_ALARMS = 64  # Alarm traps of one task not yet fired
+MAX_ALARMS = 1024  # Alarm traps of one task not yet fired (a driver re-arms sooner ones)
 MAX_ARGS = 256  # arguments of a Spawn
 MAX_TEXT = 4096  # characters of one argument, task or log name, or log value
 MAX_LOG_FIELDS = MAX_FIELDS  # fields of one Log trap: a module's record's limit

@@ -152,10 +152,10 @@ def test_a_task_has_a_bounded_number_of_alarms_pending(k):
         ntfn = yield NewNotification()
         answers = []
         for _ in range(MAX_ALARMS + 1):
-            answers.append((yield from outcome_of(Alarm(ntfn, 100))))
+            answers.append((yield from outcome_of(Alarm(ntfn, 100_000))))
         seen.append(answers.count(None))
         seen.append(answers[-1])
-        yield Sleep(200)  # they fire
+        yield Sleep(200_000)  # they fire
         seen.append((yield from outcome_of(Alarm(ntfn, 100))))
 
     assert run_program(k, body) == [MAX_ALARMS, "EAGAIN", None]
@@ -235,7 +235,7 @@ def test_the_readme_states_the_limits_the_code_has():
         f"{MAX_ARGS} arguments, each a string of at most {MAX_TEXT:,} characters",
         f"{MAX_CAPS:,} caps in a task's cspace",
         f"{MAX_MSG_CAPS} a message",
-        f"{MAX_ALARMS} not yet fired",
+        f"{MAX_ALARMS:,} not yet fired",
         f"{MAX_LOG_FIELDS} fields",
         f"default {DEFAULT_TASK_PAGES:,}",
         f"one per {PTES_PER_TABLE} pages",
