@@ -61,6 +61,11 @@ import msgpack
 
 #: The longest message either side accepts.
 MAX_MESSAGE_BYTES = 16 << 20
+#: The lists and maps one message may decode to.  One byte of msgpack is an
+#: empty list, about 56 bytes of Python: a long message of them would cost the
+#: reader about 1 GiB.  A message shorter than this many bytes cannot hold
+#: more, so only longer ones pay for the count.
+MAX_CONTAINERS = 1 << 20
 #: The longest int that travels (as extension type 1), in bytes.
 MAX_BIGINT_BYTES = 1024
 EXT_BIGINT = 1
@@ -128,10 +133,26 @@ def check_plain(value: Any) -> None:
             raise ProtocolError(f"a {t.__name__} is not a plain value")
 
 
+def _container_counter() -> Any:
+    left = [MAX_CONTAINERS]
+
+    def counted(container: Any) -> Any:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ProtocolError(f"a message of more than {MAX_CONTAINERS} lists and maps")
+        return container
+
+    return counted
+
+
 def decode(payload: bytes, *, check: bool = True) -> Any:
+    hooks: dict[str, Any] = {}
+    if len(payload) > MAX_CONTAINERS:
+        counted = _container_counter()
+        hooks = {"list_hook": counted, "object_hook": counted}
     try:
         value = msgpack.unpackb(
-            payload, raw=False, strict_map_key=False, ext_hook=_unpack_ext, use_list=True
+            payload, raw=False, strict_map_key=False, ext_hook=_unpack_ext, use_list=True, **hooks
         )
     except ProtocolError:
         raise

@@ -19,7 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel.mlaas import loader
-from kernel.mlaas.child import TASK_FIELDS, FrameReader, ProtocolError, check_plain, encode
+from kernel.mlaas.child import (
+    MAX_CONTAINERS,
+    TASK_FIELDS,
+    FrameReader,
+    ProtocolError,
+    check_plain,
+    decode,
+    encode,
+)
 from kernel.mlaas.context import TaskView
 from kernel.mlaas.faults import ModuleError, describe
 from kernel.mlaas.isolated import (
@@ -445,3 +453,16 @@ def test_plain_values_cross_the_wire_unchanged(value):
     reader = FrameReader()
     reader.feed(encode(value))
     assert reader.next() == value
+
+
+@pytest.mark.parametrize("empty", [b"\x90", b"\x80"], ids=["lists", "maps"])
+def test_a_message_of_millions_of_empty_containers_is_refused_not_decoded(empty):
+    """16 MiB of empty lists would be about 1 GiB of Python objects: the count
+    stops it after MAX_CONTAINERS, and a message of that many still decodes."""
+    n = 16_000_000
+    bomb = b"\xdd" + n.to_bytes(4, "big") + empty * n
+    with pytest.raises(ProtocolError, match=f"more than {MAX_CONTAINERS} lists and maps"):
+        decode(bomb)
+    n = MAX_CONTAINERS - 1  # the outer array is one of them
+    fits = b"\xdd" + n.to_bytes(4, "big") + empty * n
+    assert len(decode(fits)) == n
