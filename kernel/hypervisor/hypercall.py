@@ -28,6 +28,7 @@ import attrs
 from kernel.errors import SyscallError
 from kernel.hypervisor.virtqueue import Memory
 from kernel.mlaas.loader import NAME_RE
+from kernel.text import printable
 
 MAX_CONSOLE_BYTES = 4096  # one CONSOLE_WRITE
 MAX_BALLOON_PAGES = 1 << 20  # one BALLOON step
@@ -341,6 +342,5 @@ def hypercall(vm: VmContext, number: Any, *args: Any) -> Result:
 
 
 def _message(text: str) -> str:
-    """A message for the guest: one line, at most MAX_MESSAGE_CHARS."""
-    line = text.replace("\n", " ")
-    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 3] + "..."
+    """A message for the guest: one printable line, at most MAX_MESSAGE_CHARS."""
+    return printable(text, MAX_MESSAGE_CHARS)

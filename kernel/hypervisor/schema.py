@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kernel.text import printable
+
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -130,7 +132,7 @@ class Str(Node):
         if not self.min_len <= len(value) <= self.max_len:
             raise Invalid(f"a str of {len(value)} characters; {self.min_len}..{self.max_len}")
         if self.pattern is not None and not self.pattern.fullmatch(value):
-            raise Invalid(f"{value!r} is not of the form {self.pattern.pattern}")
+            raise Invalid(f"{printable(value, 64)!r} is not of the form {self.pattern.pattern}")
         return value
 
 
