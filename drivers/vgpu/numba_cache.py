@@ -24,6 +24,8 @@ VGPU = Path(__file__).resolve().parent
 UNIT = (
     VGPU / "engine.py",
     VGPU / "sharing" / "epoch.py",
+    VGPU / "sharing" / "dispatch.py",
+    VGPU / "sharing" / "python_policy.py",
     *sorted((VGPU / "policies").glob("*.py")),
 )
 _UNIT_NAMES = frozenset(str(p) for p in UNIT)

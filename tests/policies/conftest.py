@@ -27,19 +27,39 @@ def workload(name: str, kernels: list[KernelDesc]) -> Workload:
     return Workload(name, tuple(kernels), total, (0,) * len(kernels), "test")
 
 
+def python_form(policy):
+    """`policy` run by its Python class, as a researcher's own Python policy
+    runs: in the loop, interpreted, its compiled callbacks unused."""
+    policy.compiled_setup = lambda sim: None
+    return policy
+
+
 def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, object]:
     """Run the policy's Python form: these tests read its state afterwards
     (test_compiled_forms.py holds the compiled forms to it)."""
     if isinstance(policy, str):
         policy = make_policy(policy)
-    kw.setdefault("compiled", False)
+    python_form(policy)
     sim = Simulation(tenants, policy, spec=kw.pop("spec", SPEC), duration_ns=duration_ns, **kw)
     return sim, sim.run()
 
 
+def kernel_runs(sim: Simulation) -> list[int]:
+    """Per atom id: which run of a kernel it belongs to (a stream runs one
+    kernel at a time, and a kernel's first atom starts at block 0)."""
+    runs: list[int] = []
+    current: dict[int, int] = {}
+    for stream, _launch, _done, begin, *_ in sim.atom_log():
+        if begin == 0:
+            current[stream] = len(runs)  # the atom id of its first atom
+        runs.append(current[stream])
+    return runs
+
+
 def blocks_of(sim: Simulation, stream: int) -> list:
     """The block log entries of one tenant's atoms."""
-    return [b for b in sim.gpu.block_log() if sim.atom_owner[b.atom_id].index == stream]
+    stream_of = [row[0] for row in sim.atom_log()]
+    return [b for b in sim.gpu.block_log() if stream_of[b.atom_id] == stream]
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""The compiled forms of the sharing policies against their Python definitions.
+"""The compiled forms of the sharing policies against their Python classes.
 
-A policy's compiled form runs in the compiled epoch loop
-(`drivers/vgpu/sharing/epoch.py`); the readable Python class is its
-definition.  Both must launch the same atoms at the same instants, on the
-same masks, at the same priorities and dispatch orders, and so give the
+A policy's compiled form runs in the one loop (`drivers/vgpu/sharing/epoch.py`);
+its Python class (still the booted driver's, until the driver runs the loop)
+runs in the same loop as a researcher's Python policy does, interpreted
+(`python_form`).  Both must launch the same atoms at the same instants, on
+the same masks, at the same priorities and dispatch orders, and so give the
 same completion times, latencies and policy figures.
 """
 
@@ -19,7 +20,7 @@ from drivers.vgpu.sharing import Simulation
 from exp.hybrid import TRAINING
 from exp.sharing import Role, build_tenants, duration_ns, sharing_parser
 from exp.stacking import ROLES as STACKING
-from tests.policies.conftest import SPEC
+from tests.policies.conftest import SPEC, python_form
 
 #: The hybrid experiment's tenants: a service beside a training job.
 HYBRID = (Role("HP A", "resnet50", "open", sized=True), Role("BE", TRAINING["resnet50"], "be"))
@@ -35,10 +36,15 @@ def tenants_of(roles, seed: int):
 
 
 def run(tenants, policy, compiled: bool, *, spec="a100", switch=None, **kw):
-    """One run; `switch`: (instant, policy) to switch to while running."""
+    """One run, of the compiled forms or (not `compiled`) the Python classes;
+    `switch`: (instant, policy) to switch to while running."""
+    if not compiled:
+        python_form(policy)
+        if switch is not None:
+            python_form(switch[1])
     sim = Simulation(
         tenants, policy, spec=spec, duration_ns=int(DURATION_S * 1e9),
-        warmup_ns=10_000_000, compiled=compiled, trace_window_ns=(0, 40_000_000), **kw,
+        warmup_ns=10_000_000, trace_window_ns=(0, 40_000_000), **kw,
     )  # fmt: skip
     sim.record_launches = True
     if switch is not None:
@@ -67,7 +73,7 @@ def test_compiled_form_launches_exactly_what_the_python_form_does(name, seed, ro
     tenants = tenants_of(roles, seed)
     python = run(tenants, make_policy(name), compiled=False)
     compiled = run(tenants, make_policy(name), compiled=True)
-    assert python[0].compiled is None
+    assert python[0].compiled is None, "a Python policy runs interpreted"
     assert compiled[0].compiled is not None, f"{name} did not run compiled"
     assert_same(python, compiled)
 
@@ -169,13 +175,13 @@ def test_lithos_compiled_matches_python_across_its_parameters(
         )  # fmt: skip
 
     def go(compiled):
-        sim = Simulation(
-            small_tenants, policy(), spec=SPEC, duration_ns=12_000_000, compiled=compiled
-        )
+        made = policy() if compiled else python_form(policy())
+        sim = Simulation(small_tenants, made, spec=SPEC, duration_ns=12_000_000)
         sim.record_launches = True
         return sim, sim.run()
 
     python, compiled = go(False), go(True)
+    assert python[0].compiled is None
     assert compiled[0].compiled is not None
     assert compiled[0].atom_log() == python[0].atom_log()
     assert compiled[1].streams == python[1].streams

@@ -9,6 +9,7 @@ tests.policies.golden --write``) and names the figures it changed.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -29,6 +30,23 @@ def test_seeded_run_reproduces_its_golden_fingerprint(name):
     want = CORPUS[name]
     differing = sorted(k for k in want if got.get(k) != want[k])
     assert not differing, f"{name}: {differing} changed (atoms {want['atoms']} -> {got['atoms']})"
+
+
+#: Cases run again interpreted: the same source, step by step, must give the same bytes.
+INTERPRETED = [
+    "timeslice/stacking/0", "mig/hybrid/0", "tgs/stacking/1", "reef/hybrid/1", "orion/stacking/0",
+    "lithos-both/hybrid/0", "mps->lithos/stacking/0", "priority/hybrid/0",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INTERPRETED)
+def test_the_loop_interpreted_reproduces_the_golden_fingerprint(name, monkeypatch):
+    monkeypatch.setattr(golden, "simulate", functools.partial(golden.simulate, compiled=False))
+    sim, result = golden.cases()[name]()
+    assert sim.compiled is None, "the run should have been interpreted"
+    got = golden.fingerprint(sim, result)
+    differing = sorted(k for k in CORPUS[name] if got.get(k) != CORPUS[name][k])
+    assert not differing, f"{name} interpreted: {differing} changed"
 
 
 def _first_difference(want, got, path="results"):

@@ -47,9 +47,9 @@ def test_stolen_atoms_are_bounded_and_outranked(small_tenants):
     assert policy.stolen_atoms > 0
     for i in range(3):
         spans = sorted(
-            (sim.atom_launch_ns[a], sim.gpu.atom_done_ns(a))
-            for a in range(len(sim.atom_owner))
-            if sim.atom_owner[a].index == i and sim.atom_stolen[a] and sim.gpu.atom_done_ns(a)
+            (launch, done)
+            for a, (stream, launch, done, *_) in enumerate(sim.atom_log())
+            if stream == i and sim.atom_stolen[a] and done > 0
         )
         # A new stolen atom is launched only once the last one is back.
         assert all(b[0] >= a[1] for a, b in pairwise(spans))
@@ -60,9 +60,9 @@ def test_atoms_of_a_long_kernel_last_250_to_500_us():
     t = Tenant("t", workload("t", [kernel("k", 28 * 40, 50_000)]), "closed", quota=1.0)
     sim, _ = simulate(policy, (t,), 6_000_000)
     durations = [
-        sim.gpu.atom_done_ns(a) - sim.atom_launch_ns[a]
-        for a in range(len(sim.atom_owner))
-        if sim.gpu.atom_done_ns(a) is not None and not sim.atom_stolen[a]
+        done - launch
+        for a, (_, launch, done, *_) in enumerate(sim.atom_log())
+        if done >= 0 and not sim.atom_stolen[a]
     ]
     # A 2 ms kernel becomes four 500 us atoms (the second one of each pair waits
     # for the first, so its span counts from its launch with the first).

@@ -10,7 +10,7 @@ from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, UnknownPolicy, make_policy
 from drivers.vgpu.sharing import Simulation, Tenant
 from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
-from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
+from tests.policies.conftest import SPEC, blocks_of, kernel, kernel_runs, simulate, workload
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -19,14 +19,14 @@ def test_every_policy_runs_each_kernel_once_in_stream_order(name, small_tenants)
     log = sim.gpu.block_log()
     runs = [(b.atom_id, b.block) for b in log]
     assert len(runs) == len(set(runs)), "no block runs twice"
+    kernel_of = kernel_runs(sim)
+    stream_of = [row[0] for row in sim.atom_log()]
     for i, s in enumerate(sim.streams):
-        kernels = sorted(
-            {sim.gpu.kernel_of(b.atom_id) for b in log if sim.atom_owner[b.atom_id].index == i}
-        )
+        kernels = sorted({kernel_of[b.atom_id] for b in log if stream_of[b.atom_id] == i})
         # A stream's kernels never overlap: each starts after the previous ended.
         spans = []
         for k in kernels:
-            blocks = [b for b in log if sim.gpu.kernel_of(b.atom_id) == k]
+            blocks = [b for b in log if kernel_of[b.atom_id] == k]
             spans.append((min(b.start_ns for b in blocks), max(b.end_ns for b in blocks)))
         assert all(b[0] >= a[1] for a, b in pairwise(spans)), (name, s.name)
     hp = result.streams[0]

@@ -6,7 +6,7 @@ from drivers.vgpu.policies import make_policy
 from drivers.vgpu.policies.mig import MIG_SLICES
 from drivers.vgpu.sharing import Simulation, Tenant
 from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
-from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
+from tests.policies.conftest import SPEC, blocks_of, kernel, python_form, simulate, workload
 
 FILL = 2 * SPEC.n_tpcs  # blocks of two per TPC that fill the device
 
@@ -52,11 +52,11 @@ def assert_down_then_partitioned(sim, mig, at_ns: int, down_ns: int) -> None:
     drained = max(b.end_ns for b in log if b.start_ns <= at_ns)
     assert not [b for b in log if drained < b.start_ns < drained + down_ns]
     after = [b for b in log if b.start_ns >= drained + down_ns]
-    assert after and all(mig.masks[sim.atom_owner[b.atom_id].index] >> b.tpc & 1 for b in after)
+    assert after and all(mig.masks[sim.atom_log()[b.atom_id][0]] >> b.tpc & 1 for b in after)
 
 
 def test_mig_reconfiguration_drains_then_is_down_before_the_new_layout():
-    policy = make_policy("mig", reconfigure_ns=1_000_000)
+    policy = python_form(make_policy("mig", reconfigure_ns=1_000_000))
     sim = Simulation(two_busy_tenants(), policy, spec=SPEC, duration_ns=5_000_000,
                      record_blocks=True)  # fmt: skip
     sim.call_at(1_000_000, policy.reconfigure, (1, 6))
@@ -99,7 +99,7 @@ def test_timeslice_gives_the_gpu_to_one_context_per_slice():
     )
     for blk in sim.gpu.block_log():
         owner = (blk.start_ns // slice_ns) % 2
-        assert sim.atom_owner[blk.atom_id].index == owner, blk
+        assert sim.atom_log()[blk.atom_id][0] == owner, blk
     assert sim.policy.switches >= 2_000_000 // slice_ns - 1
     assert all(r.completed > 0 for r in result.streams)
 

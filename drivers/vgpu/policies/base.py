@@ -169,6 +169,9 @@ class SharingPolicy:
     summary: ClassVar[str] = ""
     #: The module's parameters, by name, in the order the module lists them.
     PARAMETERS: ClassVar[Mapping[str, Parameter]] = {}
+    #: The module of its compiled callbacks (`drivers/vgpu/sharing/registry.py`),
+    #: if not its own.
+    compiled_module: ClassVar[str | None] = None
     sim: Device
 
     @classmethod

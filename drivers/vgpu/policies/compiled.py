@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
+from numba.extending import overload, register_jitable
 
 from drivers.vgpu.engine import (
     K_MHZ,
@@ -40,6 +41,7 @@ from drivers.vgpu.engine import (
     S_CLOCK,
     EngineState,
     _add_fifo,
+    _bit_index,
     _push_atom,
 )
 
@@ -152,14 +154,20 @@ N_FH_ROWS = 5
 P_ID = 0  # in `Pol.i`: which policy
 
 
-def compiled_fn(fn: Callable | None = None, *, inline: bool = False) -> Any:
-    """``@njit`` as the compiled forms use it: cached, without reference
-    counting, and inlined where `inline` (see the module doc)."""
-    options: dict[str, Any] = {"cache": True, "_nrt": False}
-    if inline:
-        options["inline"] = "always"
-    wrap = njit(**options)
+def compiled_fn(fn: Callable | None = None) -> Any:
+    """A function of the sharing layer: it stays a plain Python function,
+    which numba compiles into the compiled loop wherever the loop calls it
+    (`register_jitable`), without reference counting.  The same source thus
+    runs compiled (the loop's entry points, `sharing/epoch.py`'s `COMPILED`)
+    or interpreted, step by step (`INTERPRETED`: a researcher's Python
+    policy, a device wider than 63 TPCs, a debugger)."""
+    wrap = register_jitable(_nrt=False)
     return wrap if fn is None else wrap(fn)
+
+
+def compiled_entry(fn: Callable) -> Any:
+    """The compiled, cached form of a layer function that Python calls."""
+    return njit(cache=True, _nrt=False)(fn)
 
 
 #: Where `Dev.scratch` keeps a list of streams.
@@ -206,12 +214,14 @@ class Pol(NamedTuple):
 
 def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1, 1)) -> Pol:
     """A policy state of the given sizes, with ``i[P_ID] = pid``."""
-    i = np.zeros(max(1, n_i), np.int64)
+    # Python ints, which hold the masks of any device; the loop converts
+    # them to int64 when it runs compiled (`epoch_run.LoopRun`).
+    i = np.zeros(max(1, n_i), object)
     i[P_ID] = pid
     return Pol(
         i=i,
         f=np.zeros(max(1, n_f), np.float64),
-        t=np.zeros((max(1, t_rows), 1), np.int64),
+        t=np.zeros((max(1, t_rows), 1), object),
         w=np.zeros(w_shape, np.float64),
         ki=np.zeros((1, 1, 1), np.int64),
         kf=np.zeros((1, 1, 1), np.float64),
@@ -221,15 +231,55 @@ def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1,
 # -- what a compiled policy asks of the device --------------------------------
 
 
-@compiled_fn
 def popcount(x):
-    """The bits set in `x`, a non-negative int64 (SWAR, in unsigned
-    arithmetic, whose overflow is defined: constant time)."""
-    u = np.uint64(x)
-    u = u - ((u >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    u = (u & np.uint64(0x3333333333333333)) + ((u >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    u = (u + (u >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((u * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    """The TPCs in mask `x` (any width, interpreted)."""
+    return int(x).bit_count()
+
+
+@overload(popcount, jit_options={"_nrt": False})
+def _popcount_compiled(x):
+    def popcount_swar(x):
+        # SWAR, in unsigned arithmetic, whose overflow is defined: constant time.
+        u = np.uint64(x)
+        u = u - ((u >> np.uint64(1)) & np.uint64(0x5555555555555555))
+        u = (u & np.uint64(0x3333333333333333)) + (
+            (u >> np.uint64(2)) & np.uint64(0x3333333333333333)
+        )
+        u = (u + (u >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+        return np.int64((u * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+    return popcount_swar
+
+
+def lowest_tpc(x):
+    """The index of the lowest bit set in mask `x`, non-zero (any width, interpreted)."""
+    x = int(x)
+    return (x & -x).bit_length() - 1
+
+
+@overload(lowest_tpc, jit_options={"_nrt": False})
+def _lowest_tpc_compiled(x):
+    def lowest_tpc_int64(x):
+        return _bit_index(np.uint64(x & -x))
+
+    return lowest_tpc_int64
+
+
+def mask_words(words, mask):
+    """`mask` as the engine's FIFO mask words (any width, interpreted)."""
+    mask = int(mask)
+    for w in range(words.shape[0]):
+        words[w] = np.uint64(mask & 0xFFFFFFFFFFFFFFFF)
+        mask >>= 64
+
+
+@overload(mask_words, jit_options={"_nrt": False})
+def _mask_words_compiled(words, mask):
+    def mask_words_int64(words, mask):
+        words[:] = 0
+        words[0] = np.uint64(mask)
+
+    return mask_words_int64
 
 
 @compiled_fn
@@ -338,10 +388,8 @@ def _fifo(d, ctx, prio, units, mask):
     fh[FH_PRIO, h] = prio
     fh[FH_UNITS, h] = units
     fh[FH_MASK, h] = mask
-    words = d.words
-    words[:] = 0
-    words[0] = np.uint64(mask)
-    _add_fifo(d.eng, q, ctx, prio, units, words)
+    mask_words(d.words, mask)
+    _add_fifo(d.eng, q, ctx, prio, units, d.words)
     return q
 
 
@@ -390,23 +438,23 @@ def launch(d, s, blocks, mask, prio, stolen, order):
 # -- what a compiled policy knows of a stream (the `Stream` protocol) ---------
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def host_order(d, s):
     return min(d.st[ST_HOST_NS, s], d.sc[D_NOW])
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def kernel_pending(d, s):
     st = d.st
     return st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def remaining(d, s):
     return d.st[ST_GRID, s] - d.st[ST_LAUNCHED, s]
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def kernel_index(d, s):
     """The current kernel's column in the kernel table."""
     return d.st[ST_KOFF, s] + d.st[ST_POS, s]
@@ -475,7 +523,7 @@ def hp_running(d):
 # -- the clock ------------------------------------------------------------------
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def clock_mhz(d):
     """The clock in effect now."""
     return d.eng.sc[S_CLOCK]

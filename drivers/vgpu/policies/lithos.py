@@ -51,6 +51,7 @@ from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, 
 
 class Lithos(SharingPolicy):
     name = "lithos"
+    compiled_module = "drivers.vgpu.policies.lithos_compiled"
     summary = (
         "LithOS: TPC quotas, stealing, 250-500 us atoms, and optionally right-sizing "
         "(slip 1.1) and DVFS."

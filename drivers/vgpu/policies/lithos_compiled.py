@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from drivers.vgpu.api import PRIORITY_LIMIT
-from drivers.vgpu.engine import A_DONE_NS, _bit_index
+from drivers.vgpu.engine import A_DONE_NS
 from drivers.vgpu.lithos.tpcs import TpcScheduler
 from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN
 from drivers.vgpu.policies.compiled import (
@@ -48,6 +48,7 @@ from drivers.vgpu.policies.compiled import (
     kernel_index,
     kernel_pending,
     launch,
+    lowest_tpc,
     policy_call_at,
     popcount,
     set_clock,
@@ -202,12 +203,12 @@ def report(policy, pol: Pol, n_streams: int) -> dict:
 # -- the per-stream and per-TPC values ----------------------------------------
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _at(d, field, s):
     return L_PER_STREAM + field * d.sc[D_NSTREAMS] + s
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _tpc(d, field, t):
     return L_PER_STREAM + N_PER_STREAM * d.sc[D_NSTREAMS] + field * d.sc[D_NTPCS] + t
 
@@ -221,7 +222,7 @@ def claim(d, p, mask, until_ns):
     m = mask
     while m:
         low = m & -m
-        t = _bit_index(np.uint64(low))
+        t = lowest_tpc(low)
         k = _tpc(d, BUSY_UNTIL, t)
         if i[k] < until_ns:
             i[k] = until_ns
@@ -592,7 +593,7 @@ def sizer_observe(p, s, pos, tpcs, latency_ns):
 # -- DvfsGovernor -------------------------------------------------------------------
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _window(d):
     return L_PER_STREAM + N_PER_STREAM * d.sc[D_NSTREAMS] + 2 * d.sc[D_NTPCS]
 

@@ -169,7 +169,7 @@ MIG_HELD = 4
 MIG_RESUME = POLICY_TIMERS
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _mig_base(d):
     return STATIC_MASKS + 2 * d.sc[D_NSTREAMS]
 

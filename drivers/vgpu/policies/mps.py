@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from drivers.vgpu.policies.base import SharingPolicy, number_list, range_mask
+from drivers.vgpu.policies.compiled import static_kernel_ready
 
 
 class Mps(SharingPolicy):
@@ -61,3 +62,7 @@ class MpsLimit(SharingPolicy):
 
     def report(self) -> dict:
         return {"tpcs": [m.bit_count() for m in self.masks]}
+
+
+# The compiled form: whole kernels on each stream's fixed mask, at its fixed priority.
+compiled_kernel_ready = static_kernel_ready

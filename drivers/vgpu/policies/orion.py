@@ -174,12 +174,12 @@ O_IDLE = 6
 O_PER_STREAM = 7
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _held(d):
     return O_PER_STREAM + 2 * d.sc[D_NSTREAMS]
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _priority(d, s):
     return PRIO_HIGH if d.st[ST_HP, s] else PRIO_LOW
 

@@ -15,6 +15,7 @@ class Priority(SharingPolicy):
     name = "priority"
     summary = "Stream priorities: high-priority blocks first among pending ones, no eviction."
     compiled_setup = SharingPolicy.static_compiled_setup
+    compiled_module = "drivers.vgpu.policies.mps"
 
     def priority(self, s) -> int:
         return PRIO_HIGH if s.hp else PRIO_LOW

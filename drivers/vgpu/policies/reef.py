@@ -145,7 +145,7 @@ R_BATCHED = 4
 R_PER_STREAM = 5
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _held(d):
     return R_PER_STREAM + d.sc[D_NSTREAMS]
 

@@ -224,7 +224,7 @@ CONTROL = POLICY_TIMERS
 WAKE = POLICY_TIMERS + 1
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _at(d, field, s):
     return G_PER_STREAM + field * d.sc[D_NSTREAMS] + s
 

@@ -17,13 +17,9 @@ sim.py or device.py.
 
 from __future__ import annotations
 
-from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, S_CLK_TAIL, S_NDONE, _run
-from drivers.vgpu.policies import lithos_compiled as lithos_policy
-from drivers.vgpu.policies import mig as mig_policy
-from drivers.vgpu.policies import orion as orion_policy
-from drivers.vgpu.policies import reef as reef_policy
-from drivers.vgpu.policies import tgs as tgs_policy
-from drivers.vgpu.policies import timeslice as timeslice_policy
+from typing import Any, NamedTuple
+
+from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, RUN_LOG_FULL, S_CLK_TAIL, S_NDONE, _run
 from drivers.vgpu.policies.compiled import (
     AT_BEGIN,
     AT_END,
@@ -52,14 +48,6 @@ from drivers.vgpu.policies.compiled import (
     K_BPT,
     K_GRID,
     N_TM_ROWS,
-    P_ID,
-    P_LITHOS,
-    P_MIG,
-    P_ORION,
-    P_REEF,
-    P_STATIC,
-    P_TGS,
-    P_TIMESLICE,
     POLICY_TIMERS,
     ST_ACOUNT,
     ST_ALLOC_TPC_NS,
@@ -96,11 +84,14 @@ from drivers.vgpu.policies.compiled import (
     TM_OWNER,
     TM_T,
     call_at,
+    compiled_entry,
     compiled_fn,
     fifo_slot,
+    launch,
     pop_timer,
-    static_kernel_ready,
+    set_clock,
 )
+from drivers.vgpu.sharing import dispatch
 
 #: Host time to enqueue one kernel launch (sim.py's HOST_LAUNCH_NS).
 HOST_LAUNCH_NS = 5_000
@@ -109,101 +100,23 @@ HOST_LAUNCH_NS = 5_000
 EPOCH_REACHED = 0  # the end
 EPOCH_PYTHON = 1  # a Python timer is due: its handle is in sc[D_HANDLE]
 EPOCH_GROW = 2  # a table is close to full
+EPOCH_BLOCK_LOG = 3  # the engine's block log (`record_blocks`) needs room
 
 KIND_OPEN = 0
 
 
-# -- the policy in charge -----------------------------------------------------
-
-
-@compiled_fn
-def policy_kernel_ready(d, p, s):
-    pid = p.i[P_ID]
-    if pid == P_STATIC:
-        static_kernel_ready(d, p, s)
-    elif pid == P_MIG:
-        mig_policy.compiled_kernel_ready(d, p, s)
-    elif pid == P_LITHOS:
-        lithos_policy.compiled_kernel_ready(d, p, s)
-    elif pid == P_TIMESLICE:
-        timeslice_policy.compiled_kernel_ready(d, p, s)
-    elif pid == P_ORION:
-        orion_policy.compiled_kernel_ready(d, p, s)
-    elif pid == P_REEF:
-        reef_policy.compiled_kernel_ready(d, p, s)
-    elif pid == P_TGS:
-        tgs_policy.compiled_kernel_ready(d, p, s)
-
-
-@compiled_fn
-def policy_atom_done(d, p, s, atom, kernel_done):
-    pid = p.i[P_ID]
-    if pid == P_MIG:
-        mig_policy.compiled_atom_done(d, p, s, atom, kernel_done)
-    elif pid == P_LITHOS:
-        lithos_policy.compiled_atom_done(d, p, s, atom, kernel_done)
-    elif pid == P_TIMESLICE:
-        timeslice_policy.compiled_atom_done(d, p, s, atom, kernel_done)
-    elif pid == P_ORION:
-        orion_policy.compiled_atom_done(d, p, s, atom, kernel_done)
-    elif pid == P_TGS:
-        tgs_policy.compiled_atom_done(d, p, s, atom, kernel_done)
-
-
-@compiled_fn
-def policy_stream_idle(d, p, s):
-    pid = p.i[P_ID]
-    if pid == P_TIMESLICE:
-        timeslice_policy.compiled_stream_idle(d, p, s)
-    elif pid == P_ORION:
-        orion_policy.compiled_stream_idle(d, p, s)
-    elif pid == P_REEF:
-        reef_policy.compiled_stream_idle(d, p, s)
-    elif pid == P_TGS:
-        tgs_policy.compiled_stream_idle(d, p, s)
-
-
-@compiled_fn
-def policy_timer(d, p, kind, arg):
-    pid = p.i[P_ID]
-    if pid == P_MIG:
-        mig_policy.compiled_timer(d, p, kind, arg)
-    elif pid == P_LITHOS:
-        lithos_policy.compiled_timer(d, p, kind, arg)
-    elif pid == P_TIMESLICE:
-        timeslice_policy.compiled_timer(d, p, kind, arg)
-    elif pid == P_TGS:
-        tgs_policy.compiled_timer(d, p, kind, arg)
-
-
-@compiled_fn
-def policy_setup(d, p):
-    """What a policy's setup does on the running device (timers, a drain)."""
-    pid = p.i[P_ID]
-    if pid == P_MIG:
-        mig_policy.compiled_setup(d, p)
-    elif pid == P_TGS:
-        tgs_policy.compiled_setup(d, p)
-    elif pid == P_LITHOS:
-        lithos_policy.compiled_setup(d, p)
-
-
-@compiled_fn
-def policy_detach(d, p):
-    pid = p.i[P_ID]
-    if pid == P_LITHOS:
-        lithos_policy.compiled_detach(d, p)
+# -- the policy in charge: dispatch.py, generated from registry.py -------------
 
 
 @compiled_fn
 def switch_policy(d, old, new):
     """`SharedDevice.set_policy` once the new policy is set up: the old one
     detaches, and the new one is offered every kernel with blocks left."""
-    policy_detach(d, old)
+    dispatch.detach(d, old)
     st = d.st
     for s in range(d.sc[D_NSTREAMS]):
         if st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]:
-            policy_kernel_ready(d, new, s)
+            dispatch.kernel_ready(d, new, s)
 
 
 # -- requests (sim.py) --------------------------------------------------------
@@ -271,7 +184,7 @@ def enqueued(d, p, s):
     st[ST_LAUNCHED, s] = 0
     st[ST_BLOCKS_DONE, s] = 0
     st[ST_READY_NS, s] = d.sc[D_NOW]
-    policy_kernel_ready(d, p, s)
+    dispatch.kernel_ready(d, p, s)
 
 
 @compiled_fn
@@ -285,7 +198,7 @@ def complete(d, p, s, atom, kernel_done):
         d.busy[s] += d.eng.atoms[A_BUSY_NS, atom] / d.kern[K_BPT, k]
         launched = d.atoms[AT_LAUNCH_NS, atom]
         st[ST_ALLOC_TPC_NS, s] += d.atoms[AT_TPCS, atom] * (now - max(launched, warmup))
-    policy_atom_done(d, p, s, atom, kernel_done)
+    dispatch.atom_done(d, p, s, atom, kernel_done)
     if kernel_done:
         kernel_finished(d, p, s)
 
@@ -329,7 +242,7 @@ def kernel_finished(d, p, s):
         st[ST_PLEN, s] -= 1
         start_request(d, p, s, t)
     else:
-        policy_stream_idle(d, p, s)
+        dispatch.stream_idle(d, p, s)
 
 
 @compiled_fn
@@ -339,7 +252,7 @@ def fire(d, p, kind, arg):
     elif kind == TK_ENQUEUED:
         enqueued(d, p, arg)
     elif kind >= POLICY_TIMERS:
-        policy_timer(d, p, kind, arg)
+        dispatch.timer(d, p, kind, arg)
 
 
 # -- the loop (device.py's `advance` and `run_timers`) --------------------------
@@ -400,7 +313,8 @@ def run_epoch(d, p, end_ns):
         t_next = end_ns
         if sc[D_NTIMERS] > 0 and tm[TM_T, 0] < end_ns:
             t_next = tm[TM_T, 0]
-        _run(eng, t_next, True)
+        if _run(eng, t_next, True) == RUN_LOG_FULL:
+            return EPOCH_BLOCK_LOG
         n = eng.sc[S_NDONE]
         if n > 0:
             # Completions, by atom id (`Engine._backend_run` sorts them).
@@ -434,7 +348,7 @@ def run_epoch(d, p, end_ns):
 @compiled_fn
 def start(d, p):
     """`Simulation.run`'s start, once the policy is set up."""
-    policy_setup(d, p)
+    dispatch.setup(d, p)
     st = d.st
     for s in range(d.sc[D_NSTREAMS]):
         if st[ST_KIND, s] == KIND_OPEN:
@@ -470,3 +384,44 @@ def rehash(d, old):
             slot = fifo_slot(fh, old[FH_CTX, h], old[FH_PRIO, h], old[FH_UNITS, h], old[FH_MASK, h])
             for r in range(old.shape[0]):
                 fh[r, slot] = old[r, h]
+
+
+@compiled_fn
+def setup_policy(d, p):
+    """What a policy's setup does on the running device (timers, a drain)."""
+    dispatch.setup(d, p)
+
+
+@compiled_fn
+def detach_policy(d, p):
+    dispatch.detach(d, p)
+
+
+# -- the entry points: the loop compiled, or the same functions interpreted -------
+
+
+class Entries(NamedTuple):
+    """What Python calls of the loop (epoch_run.py)."""
+
+    run_epoch: Any
+    start: Any
+    needs_room: Any
+    push_python_timer: Any
+    setup_policy: Any
+    detach_policy: Any
+    switch_policy: Any
+    inflight_masks: Any
+    rehash: Any
+    set_clock: Any
+
+
+#: The functions above as they are: plain Python, step by step.
+INTERPRETED = Entries(
+    run_epoch, start, needs_room, push_python_timer, setup_policy, detach_policy, switch_policy,
+    inflight_masks, rehash, set_clock,
+)  # fmt: skip
+#: The same functions compiled by numba, each with everything it calls (cached).
+COMPILED = Entries(*(compiled_entry(fn) for fn in INTERPRETED))
+
+#: `launch` as a Python policy calls it.
+INTERPRETED_LAUNCH = launch

@@ -1,16 +1,17 @@
-"""A `Simulation` run in compiled epochs (`drivers/vgpu/sharing`).
+"""A `Simulation` run in the one loop (`drivers/vgpu/sharing`).
 
-`CompiledRun` lays a simulation's tenants, kernels and arrivals out as the
-tables of the compiled epoch loop (epoch.py), runs it between Python
-timers, grows its tables when they fill, and reads the results back.  At a
-policy switch to a policy with no compiled form, `hand_back` writes the
-state back into the simulation's Python objects, and the run goes on in
-Python from that instant.
+`LoopRun` lays a simulation's tenants, kernels and arrivals out as the
+tables of the loop (epoch.py), runs it between Python timers, grows its
+tables when they fill, and reads the results back.  The loop runs compiled
+(`epoch.COMPILED`) or, the same functions, interpreted (`epoch.INTERPRETED`):
+interpreted while a researcher's Python policy is in charge
+(python_policy.py) or on a device wider than 63 TPCs, whose masks do not
+fit an int64 (the tables then hold Python ints).  A policy switch may move
+the run from one to the other at its instant; the tables are the same.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,8 @@ from drivers.vgpu.policies.compiled import (
     D_NCLOCKS,
     D_NFIFOS,
     D_NLAT,
-    D_NOW,
     D_NSTREAMS,
-    D_NTIMERS,
     D_NTPCS,
-    D_SEQ,
     D_SWITCH_NS,
     D_WARMUP_NS,
     FH_Q,
@@ -61,26 +59,19 @@ from drivers.vgpu.policies.compiled import (
     N_K_ROWS,
     N_ST_ROWS,
     N_TM_ROWS,
+    P_ID,
     SCRATCH_STREAMS,
     ST_ACOUNT,
     ST_ALLOC_TPC_NS,
     ST_AOFF,
-    ST_BLOCKS_DONE,
     ST_COMPLETED,
     ST_CTX,
     ST_DCAP,
-    ST_DHEAD,
-    ST_DLEN,
     ST_DOFF,
-    ST_GRID,
-    ST_HAS_KERNEL,
-    ST_HOST_NS,
     ST_HP,
-    ST_INFLIGHT,
     ST_KERNELS_DONE,
     ST_KIND,
     ST_KOFF,
-    ST_LAUNCHED,
     ST_NEXT_ARRIVAL,
     ST_NKERN,
     ST_PCAP,
@@ -88,12 +79,11 @@ from drivers.vgpu.policies.compiled import (
     ST_PLEN,
     ST_POFF,
     ST_POS,
-    ST_READY_NS,
     ST_REQUEST_NS,
     ST_RUN_AHEAD,
     Dev,
     Pol,
-    set_clock,
+    empty_pol,
 )
 from drivers.vgpu.policies.compiled import (
     AT_LAUNCH_NS as AT_LAUNCH,
@@ -101,12 +91,21 @@ from drivers.vgpu.policies.compiled import (
 from drivers.vgpu.policies.compiled import (
     AT_ORDER as AT_ORD,
 )
-from drivers.vgpu.sharing import epoch
+from drivers.vgpu.sharing import dispatch, epoch, python_policy, registry
 from drivers.vgpu.sharing.device import TraceAtom
 from drivers.vgpu.work import BlockCost
 
 if TYPE_CHECKING:
     from drivers.vgpu.sharing.sim import Simulation
+
+#: A policy with no compiled callbacks (a researcher's own, in Python).
+PYTHON_POLICY = registry.PYTHON_POLICY
+
+#: The loop's integer tables (their integers are Python ints while interpreted).
+_INT_TABLES = (
+    "sc", "st", "kern", "arrivals", "pend", "done", "timers", "atoms", "fifo_hash", "ctx_order",
+    "lat", "clock_log", "scratch",
+)  # fmt: skip
 
 KINDS = {"open": 0, "closed": 1, "be": 2}
 _START_ATOMS = 1 << 14
@@ -115,22 +114,18 @@ _START_LAT = 1 << 13
 _START_FIFOS = 1 << 10
 
 
-def compilable(sim: Simulation) -> bool:
-    """Whether `sim` can run compiled at all (whatever its policy)."""
-    return (
-        sim.n_tpcs <= MAX_COMPILED_TPCS
-        and not sim.gpu.record_blocks
-        and not sim.gpu._fifo_of  # a fresh device
-        and sim.gpu.dispatch_order == "launch"
-    )
+def compiled_fits(sim: Simulation) -> bool:
+    """Whether `sim`'s device fits the compiled loop (masks in an int64)."""
+    return sim.n_tpcs <= MAX_COMPILED_TPCS
 
 
-#: The owner of a compiled policy's timers once handed back: never in charge.
-_SWITCHED_OUT = object()
-
-
-def _nothing() -> None:
-    pass
+def compiled_module(policy: Any) -> str:
+    """The module of `policy`'s compiled callbacks: that of the class that defines its
+    `compiled_setup`, or the one it names (`SharingPolicy.compiled_module`)."""
+    for cls in type(policy).__mro__:
+        if "compiled_setup" in vars(cls):
+            return vars(cls).get("compiled_module") or cls.__module__
+    raise TypeError(f"{type(policy).__name__} has no compiled form")
 
 
 def _doubled(table: np.ndarray) -> np.ndarray:
@@ -140,12 +135,20 @@ def _doubled(table: np.ndarray) -> np.ndarray:
     return grown
 
 
-class CompiledRun:
-    """The epoch loop's tables for one simulation, and the Python timers between epochs."""
+def _ints(table: np.ndarray, interpreted: bool) -> np.ndarray:
+    """An integer table as the mode holds it: int64 compiled, Python ints interpreted."""
+    if table.dtype.kind not in "iO":
+        return table
+    return table.astype(object if interpreted else np.int64)
 
-    def __init__(self, sim: Simulation, pol: Pol) -> None:
+
+class LoopRun:
+    """The loop's tables for one simulation, and the Python timers between epochs."""
+
+    _handles = 0  # Python policies' handles in `python_policy.RUNS`
+
+    def __init__(self, sim: Simulation, policy: Any) -> None:
         self.sim = sim
-        self.pol = pol
         streams = sim.streams
         n = len(streams)
         spec = sim.spec
@@ -189,11 +192,8 @@ class CompiledRun:
             koff += s.n_kernels
             poff += len(t.arrivals_ns) + 1
             doff += max(1, s.run_ahead)
-        sc = np.zeros(N_DEV_SCALARS, np.int64)
-        sc[D_NOW] = sim.now_ns
-        sc[D_SEQ] = sim._seq
+        sc = np.zeros(N_DEV_SCALARS, object)  # the full mask may not fit an int64
         sc[D_GEN] = 1
-        sc[D_NATOMS] = len(sim.atom_owner)
         sc[D_WARMUP_NS] = sim.warmup_ns
         sc[D_DURATION_NS] = sim.duration_ns
         sc[D_NSTREAMS] = n
@@ -204,10 +204,10 @@ class CompiledRun:
         sc[D_FSTEP] = spec.clock_step_mhz
         sc[D_SWITCH_NS] = spec.switch_latency_ns
         clock_w = [spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz]
-        clock_log = np.zeros((2, 64 + len(sim.clock_log)), np.int64)
-        for j, (effective, mhz) in enumerate(sim.clock_log):
+        clock_log = np.zeros((2, 64 + len(sim.early_clocks)), np.int64)
+        for j, (effective, mhz) in enumerate(sim.early_clocks):
             clock_log[:, j] = effective, mhz
-        sc[D_NCLOCKS] = len(sim.clock_log)
+        sc[D_NCLOCKS] = len(sim.early_clocks)
         fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
         fifo_hash[FH_Q] = -1
         self.dev = Dev(
@@ -230,13 +230,60 @@ class CompiledRun:
             words=np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
         )
         self._grow_engine(_START_ATOMS, _START_FIFOS)
-        self.pol = self._sized(pol)
+        # Interpreted until the policy in charge is known (its setup may set timers).
+        self.interpreted = True
+        self.fns = epoch.INTERPRETED
+        sim.loop = self  # a Python policy's setup may look at the streams
+        for s in streams:
+            s.loop = self
         # Python timers: handle -> (fn, args, owner).
         self._python: dict[int, tuple[Callable, tuple, Any]] = {}
-        self._handles = 0
-        for t_ns, seq, owner, fn, args in sorted(sim._timers):
-            self._push_python(t_ns, seq, fn, args, owner)
-        sim._timers.clear()
+        self._timer_handles = 0
+        pol = self._state(policy)
+        self._set_mode(self._interpreted_for(pol))
+        self.pol = self._held(pol)
+
+    # -- the mode ---------------------------------------------------------------
+
+    def _interpreted_for(self, pol: Pol) -> bool:
+        """Whether the loop runs interpreted with the policy of state `pol` in charge."""
+        sim = self.sim
+        return not (sim.use_compiled and compiled_fits(sim)) or pol.i[P_ID] == PYTHON_POLICY
+
+    def _set_mode(self, interpreted: bool) -> None:
+        """Run compiled or interpreted from now on: the tables' integers as the mode holds them."""
+        d = self.dev
+        self.dev = d._replace(**{f: _ints(getattr(d, f), interpreted) for f in _INT_TABLES})
+        self.interpreted = interpreted
+        if hasattr(self, "pol"):
+            self.pol = self._held(self.pol)
+        self.fns = epoch.INTERPRETED if interpreted else epoch.COMPILED
+
+    def _held(self, pol: Pol) -> Pol:
+        """`pol` as the mode holds it, as wide as the atom table."""
+        return self._sized(Pol(*(_ints(a, self.interpreted) for a in pol)))
+
+    def _state(self, policy: Any) -> Pol:
+        """`policy`'s loop state, set up on this run (its integers Python ints)."""
+        pol = policy.compiled_setup(self.sim)
+        if pol is None:  # a Python policy: it sets itself up, and runs interpreted
+            LoopRun._handles += 1
+            python_policy.RUNS[LoopRun._handles] = (self.sim, policy)
+            policy.attach(self.sim)
+            pol = empty_pol(PYTHON_POLICY, python_policy.P_HANDLE + 1)
+            pol.i[python_policy.P_HANDLE] = LoopRun._handles
+        else:
+            pol.i[P_ID] = dispatch.POLICY_IDS[compiled_module(policy)]
+        return Pol(*(_ints(a, True) for a in pol))
+
+    def _release(self, pol: Pol) -> None:
+        """Forget a Python policy's handle once it is out of charge."""
+        if pol.i[P_ID] == PYTHON_POLICY:
+            python_policy.RUNS.pop(int(pol.i[python_policy.P_HANDLE]), None)
+
+    def finish(self) -> None:
+        """The run is over."""
+        self._release(self.pol)
 
     # -- tables ---------------------------------------------------------------
 
@@ -248,14 +295,14 @@ class CompiledRun:
         """`pol` with its per-atom table as wide as the atom table."""
         width = self.dev.atoms.shape[1]
         if pol.t.shape[1] < width:
-            t = np.zeros((pol.t.shape[0], width), np.int64)
+            t = np.zeros((pol.t.shape[0], width), pol.t.dtype)
             t[:, : pol.t.shape[1]] = pol.t
             pol = pol._replace(t=t)
         return pol
 
     def _grow(self) -> None:
         """Give every table that `epoch.needs_room` finds short twice its room."""
-        short = epoch.needs_room(self.dev)
+        short = self.fns.needs_room(self.dev)
         d = self.dev
         if short & epoch.ROOM_ATOMS:
             d = d._replace(atoms=_doubled(d.atoms))
@@ -276,37 +323,30 @@ class CompiledRun:
             self._rehash(1 << (4 * fifos - 1).bit_length())  # a power of two, as it probes
         self._grow_engine(d.atoms.shape[1], fifos)
         self.pol = self._sized(self.pol)
-        if epoch.needs_room(self.dev):  # never loop: growing must make room
+        if self.fns.needs_room(self.dev):  # never loop: growing must make room
             raise RuntimeError(f"the compiled run's tables did not grow ({short:#x})")
 
     def _rehash(self, size: int) -> None:
         old = self.dev.fifo_hash
-        new = np.zeros((N_FH_ROWS, size), np.int64)
+        new = _ints(np.zeros((N_FH_ROWS, size), np.int64), self.interpreted)
         new[FH_Q] = -1
         self.dev = self.dev._replace(fifo_hash=new)
-        epoch.rehash(self.dev, old)
+        self.fns.rehash(self.dev, old)
 
     # -- timers -----------------------------------------------------------------
 
-    def _push_python(self, t_ns: int, seq: int | None, fn: Callable, args: tuple, owner) -> None:
-        self._handles += 1
-        self._python[self._handles] = (fn, args, owner)
-        sc = self.dev.sc
-        if seq is not None:  # a timer set before the run keeps its place
-            saved = int(sc[D_SEQ])
-            sc[D_SEQ] = seq - 1
-            epoch.push_python_timer(self.dev, t_ns, self._handles)
-            sc[D_SEQ] = saved
-        else:
-            epoch.push_python_timer(self.dev, t_ns, self._handles)
+    def _push_python(self, t_ns: int, fn: Callable, args: tuple, owner) -> None:
+        self._timer_handles += 1
+        self._python[self._timer_handles] = (fn, args, owner)
+        self.fns.push_python_timer(self.dev, t_ns, self._timer_handles)
 
     def call_at(self, t_ns: int, fn: Callable, args: tuple, owner: Any) -> None:
-        self._push_python(t_ns, None, fn, args, owner)
+        self._push_python(t_ns, fn, args, owner)
 
     def set_clock(self, clock_mhz: int) -> int:
         """A clock request from Python (a power advisor), in the one clock log."""
         self.sim.spec.check_clock(clock_mhz)
-        return int(set_clock(self.dev, clock_mhz))
+        return int(self.fns.set_clock(self.dev, clock_mhz))
 
     def clock_log(self) -> list[tuple[int, int]]:
         n = int(self.dev.sc[D_NCLOCKS])
@@ -316,42 +356,53 @@ class CompiledRun:
     # -- the run ----------------------------------------------------------------
 
     def start(self) -> None:
-        epoch.start(self.dev, self.pol)
+        self.fns.start(self.dev, self.pol)
 
     def advance(self, end_ns: int) -> None:
         sim = self.sim
         while True:
             d = self.dev
-            status = epoch.run_epoch(d, self.pol, end_ns)
-            sim.now_ns = int(d.sc[D_NOW])
+            status = self.fns.run_epoch(d, self.pol, end_ns)
             if status == epoch.EPOCH_GROW:
                 self._grow()
+            elif status == epoch.EPOCH_BLOCK_LOG:
+                gpu = self.sim.gpu
+                gpu._grow("log", 2 * gpu._st.log.shape[1] + 1)
+                self.dev = self.dev._replace(eng=gpu._st)
             elif status == epoch.EPOCH_PYTHON:
                 fn, args, owner = self._python.pop(int(d.sc[D_HANDLE]))
                 if owner is None or owner is sim.policy:
                     fn(*args)
-                if sim.compiled is not self:  # handed back to the Python form
-                    sim.run_timers()  # the rest of the timers due now, then the loop
-                    sim.advance(end_ns)
-                    return
             else:
                 return
 
-    def switch(self, policy, pol: Pol) -> None:
-        """Put `policy` in charge, its compiled state `pol` (set up already)."""
+    def switch(self, policy: Any) -> None:
+        """Put `policy` in charge while running: it is set up, the old one
+        detaches, and the new one is offered every kernel with blocks left.
+
+        A Python policy is in charge only while the loop runs interpreted, so
+        a switch from or to one runs interpreted; the run then goes on in the
+        new policy's mode.  If the new policy's setup raises, the old one
+        stays in charge."""
+        new = self._state(policy)
+        interpreted = self._interpreted_for(new)
+        if interpreted and not self.interpreted:
+            self._set_mode(True)
+        new = self._held(new)
         d = self.dev
-        old = self.pol
         d.sc[D_GEN] += 1
-        new = self._sized(pol)
-        epoch.policy_setup(d, new)
-        epoch.switch_policy(d, old, new)
+        self.fns.setup_policy(d, new)
+        self.fns.switch_policy(d, self.pol, new)
+        self._release(self.pol)
         self.pol = new
+        if interpreted != self.interpreted:
+            self._set_mode(interpreted)
 
     # -- reading back -----------------------------------------------------------
 
     def inflight_masks(self) -> list[int]:
-        out = np.zeros(len(self.sim.streams), np.int64)
-        epoch.inflight_masks(self.dev, out)
+        out = _ints(np.zeros(len(self.sim.streams), np.int64), self.interpreted)
+        self.fns.inflight_masks(self.dev, out)
         return [int(m) for m in out]
 
     def atom_log(self) -> list[tuple[int, ...]]:
@@ -365,9 +416,11 @@ class CompiledRun:
             a[AT_END].tolist(), a[AT_MASK].tolist(), a[AT_PRIO].tolist(), a[AT_ORD].tolist(),
             strict=True,
         )  # fmt: skip
-        return [tuple(r) for r in rows]
+        return [tuple(int(x) for x in r) for r in rows]
 
     def report(self) -> dict[str, Any]:
+        if self.pol.i[P_ID] == PYTHON_POLICY:
+            return self.sim.policy.report()
         return self.sim.policy.compiled_report(self.pol)
 
     def trace_atoms(self) -> tuple[TraceAtom, ...]:
@@ -382,7 +435,7 @@ class CompiledRun:
         chosen = np.nonzero((done >= 0) & (launch >= window[0]) & (launch < window[1]))[0]
         chosen = chosen[np.lexsort((chosen, done[chosen]))]  # by completion, then atom id
         streams = self.sim.streams
-        rows = d.atoms[:, chosen].T.tolist()
+        rows = [[int(x) for x in row] for row in d.atoms[:, chosen].T.tolist()]
         out = []
         for row, finished in zip(rows, done[chosen].tolist(), strict=True):
             s = row[AT_STREAM]
@@ -400,92 +453,6 @@ class CompiledRun:
             )
         return tuple(out)
 
-    def hand_back(self) -> None:
-        """Write the run's state into the simulation's Python objects (and the
-        engine's bookkeeping), so that the Python loop goes on from now.
-
-        The compiled policy is being switched out: it detaches, its state
-        is dropped, and its timers run nothing, as a Python policy's would."""
-        sim, d, gpu = self.sim, self.dev, self.sim.gpu
-        epoch.policy_detach(d, self.pol)
-        self.write_back_counters()
-        log = self.atom_log()
-        n = len(log)
-        streams = sim.streams
-        # The harness's per-atom lists, and the engine's.
-        sim.atom_owner = [streams[row[0]] for row in log]
-        sim.atom_launch_ns = [row[1] for row in log]
-        sim.atom_tpcs = [row[5].bit_count() for row in log]
-        sim.atom_stolen = [bool(x) for x in d.atoms[AT_STOLEN, :n].tolist()]
-        if sim.record_launches:
-            sim.launch_log = [(r[0], r[1], *r[3:]) for r in log]
-        window = sim.trace_window_ns
-        sim.trace_atoms = list(self.trace_atoms())
-        gpu._atom_kernel = [-1] * n
-        gpu._atom_ctx = [streams[row[0]].ctx for row in log]
-        gpu._atom_blocks = [row[4] - row[3] for row in log]
-        gpu._atom_done_ns = [None if row[2] < 0 else row[2] for row in log]
-        for s in streams:
-            st = d.st[:, s.index]
-            s.done_ns.clear()
-            cap, head, off = int(st[ST_DCAP]), int(st[ST_DHEAD]), int(st[ST_DOFF])
-            s.done_ns.extend(int(d.done[off + (head + k) % cap]) for k in range(int(st[ST_DLEN])))
-            s.grid = int(st[ST_GRID])
-            s.launched = int(st[ST_LAUNCHED])
-            s.ready_ns = int(st[ST_READY_NS])
-            s.inflight_masks = {}
-            s.inflight_priorities = {}
-            gpu._open_atoms[s.ctx] = 0
-            sim._ctx_order[s.ctx] = gpu._ctx_order[s.ctx] = int(d.ctx_order[s.ctx])
-            s.desc = None
-            if st[ST_HAS_KERNEL]:  # its kernel, as the engine's bookkeeping knows one
-                pos = s.pos
-                s.desc = s.kernels[pos]
-                s.kernel_iso_ns, s.kernel_sms = s.iso_ns[pos], s.sms[pos]
-                s.kernel_profile, s.kernel_key = s.profiles[pos], (s.index, pos)
-                s.kernel_id = gpu.add_kernel(s.desc)
-                gpu._kernel_blocks_done[s.kernel_id] = int(st[ST_BLOCKS_DONE])
-        for atom, (i, launch, done, begin, end, mask, prio, _order) in enumerate(log):
-            if done >= 0:
-                continue
-            s = streams[i]
-            s.inflight_masks[atom] = mask
-            s.inflight_priorities[atom] = prio
-            gpu._atom_kernel[atom] = s.kernel_id
-            gpu._open_atoms[s.ctx] += 1
-            gpu._launched_begins[s.kernel_id].append(begin)
-            gpu._launched_ends[s.kernel_id].append(end)
-            if window is not None and window[0] <= launch < window[1]:
-                sim._atom_priority[atom] = prio
-        for s in streams:
-            if s.desc is not None:
-                order = sorted(zip(gpu._launched_begins[s.kernel_id],
-                                   gpu._launched_ends[s.kernel_id], strict=True))  # fmt: skip
-                gpu._launched_begins[s.kernel_id] = [b for b, _ in order]
-                gpu._launched_ends[s.kernel_id] = [e for _, e in order]
-        fh = d.fifo_hash
-        for h in np.nonzero(fh[FH_Q] >= 0)[0]:
-            key = tuple(int(x) for x in fh[1:, h])
-            gpu._fifo_of[key] = int(fh[FH_Q, h])  # type: ignore[index]
-        # The timers: the harness's, the Python ones, and the policy's as
-        # stops that run nothing (as a switched-out policy's timers are).
-        sim._seq = int(d.sc[D_SEQ])
-        sim._timers.clear()
-        tm = d.timers[:, : int(d.sc[D_NTIMERS])]
-        for t_ns, seq, _owner, kind, arg in tm.T.tolist():
-            if kind == epoch.TK_PYTHON:
-                fn, args, who = self._python[arg]
-                sim._timers.append((t_ns, seq, who, fn, args))
-            elif kind == epoch.TK_ARRIVE:
-                sim._timers.append((t_ns, seq, None, sim._arrive, (streams[arg],)))
-            elif kind == epoch.TK_ENQUEUED:
-                sim._timers.append((t_ns, seq, None, sim._enqueued, (streams[arg],)))
-            else:  # a compiled policy's: it never runs, but the loop still stops there
-                sim._timers.append((t_ns, seq, _SWITCHED_OUT, _nothing, ()))
-        heapq.heapify(sim._timers)
-        sim.now_ns = int(d.sc[D_NOW])
-        sim.clock_log = self.clock_log()
-
     def write_back_counters(self) -> None:
         """Each stream's counters and queues, into its Python object."""
         d = self.dev
@@ -494,17 +461,36 @@ class CompiledRun:
         for s in self.sim.streams:
             i = s.index
             st = d.st[:, i]
-            s.latencies_ns = lat[1, lat[0] == i].tolist()
+            s.latencies_ns = [int(x) for x in lat[1, lat[0] == i].tolist()]
             s.completed = int(st[ST_COMPLETED])
             s.kernels_done = int(st[ST_KERNELS_DONE])
             s.busy_tpc_ns = float(d.busy[i])
             s.alloc_tpc_ns = int(st[ST_ALLOC_TPC_NS])
-            s.pos = int(st[ST_POS])
             s.request_ns = int(st[ST_REQUEST_NS])
-            s.host_ns = int(st[ST_HOST_NS])
-            s.inflight = int(st[ST_INFLIGHT])
             s.next_arrival = int(st[ST_NEXT_ARRIVAL])
             cap, head = int(st[ST_PCAP]), int(st[ST_PHEAD])
             off = int(st[ST_POFF])
             s.pending.clear()
             s.pending.extend(int(d.pend[off + (head + k) % cap]) for k in range(int(st[ST_PLEN])))
+
+    # -- what a Python policy asks of the device (the `Device` protocol) --------
+
+    def launch(self, s: int, blocks: int, mask: int, priority: int, stolen: bool, order) -> int:
+        """`Device.launch` on stream `s`, from a Python policy (interpreted)."""
+        order = -1 if order is None else order
+        return int(
+            epoch.INTERPRETED_LAUNCH(self.dev, s, blocks, mask, priority, int(stolen), order)
+        )
+
+    def stream_row(self, s: int, row: int) -> int:
+        return int(self.dev.st[row, s])
+
+    def inflight_of(self, s: int) -> dict[int, tuple[int, int]]:
+        """Stream `s`'s atoms in flight: atom id -> (mask, priority)."""
+        d = self.dev
+        n = int(d.sc[D_NATOMS])
+        done = d.eng.atoms[A_DONE_NS, :n]
+        out = {}
+        for a in np.nonzero((done < 0) & (d.atoms[AT_STREAM, :n] == s))[0].tolist():
+            out[a] = (int(d.atoms[AT_MASK, a]), int(d.atoms[AT_PRIO, a]))
+        return out

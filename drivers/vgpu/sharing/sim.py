@@ -45,24 +45,32 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, cast
 
 import attrs
 import numpy as np
 
+from drivers.vgpu.engine import Engine
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.presets import GpuSpec
-from drivers.vgpu.sharing.device import (
-    DeviceStream,
-    SharedDevice,
-    TraceAtom,
-    kernel_profile,
-    kernel_sms,
+from drivers.vgpu.policies.compiled import (
+    AT_LAUNCH_NS,
+    AT_STOLEN,
+    D_NOW,
+    ST_GRID,
+    ST_HAS_KERNEL,
+    ST_HOST_NS,
+    ST_INFLIGHT,
+    ST_LAUNCHED,
+    ST_POS,
+    ST_READY_NS,
 )
-from drivers.vgpu.sharing.epoch_run import CompiledRun, compilable
+from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.sharing.device import TraceAtom, kernel_profile, kernel_sms
+from drivers.vgpu.sharing.epoch_run import LoopRun
 from drivers.vgpu.traces import Workload
+from drivers.vgpu.work import KernelDesc
 
 TENANT_KINDS = ("open", "closed", "be")
 #: Host time to enqueue one kernel launch (PyTorch eager mode: a few us).
@@ -107,32 +115,131 @@ class Tenant:
         return self.kind != "be"
 
 
-class Stream(DeviceStream):
-    """A tenant's stream at run time: its current request and kernel, and its counters."""
+class Stream:
+    """A tenant's stream: its workload, its counters, and, while the run
+    goes, what a policy sees of it (the `Stream` protocol of
+    `drivers/vgpu/policies/base.py`), read from the loop's tables."""
 
     def __init__(self, index: int, tenant: Tenant, ctx: int, spec: GpuSpec) -> None:
-        super().__init__(index, tenant.name, ctx, hp=tenant.hp, quota=tenant.quota)
+        self.index = index  # place in the simulation's `streams`
+        self.name = tenant.name
+        self.ctx = ctx
         self.tenant = tenant
+        #: High priority (latency-critical) rather than best effort.
+        self.hp = tenant.hp
+        #: Share of the device's TPCs: MIG slices, the MPS thread percentage,
+        #: the LithOS TPC quota (0: none set).
+        self.quota = tenant.quota
         self.kernels = tenant.workload.kernels
         self.n_kernels = len(self.kernels)
         n = spec.n_tpcs
         self.iso_ns = [k.isolated_duration_ns(n) for k in self.kernels]
         self.sms = [kernel_sms(k, spec) for k in self.kernels]
         self.profiles = [kernel_profile(k) for k in self.kernels]
+        #: Isolated time of one whole request on the full GPU.
         self.request_iso_ns = sum(self.iso_ns)
-        self.request_ns = 0  # arrival (open) or issue time of the current request
         self.run_ahead = tenant.run_ahead
-        # Completion times of the last `run_ahead` kernels: the host may enqueue
-        # kernel g once kernel g - run_ahead is done.
-        self.done_ns: deque[int] = deque(maxlen=max(1, tenant.run_ahead))
-        self.pending: deque[int] = deque()  # arrival times of queued requests
-        self.next_arrival = 0  # index into tenant.arrivals_ns
-        # Counters over the measured window.
+        self.loop: LoopRun | None = None  # the run's tables, once it starts
+        # Counters over the measured window, written back at the end of the run.
         self.latencies_ns: list[int] = []
         self.completed = 0
         self.kernels_done = 0
         self.busy_tpc_ns = 0.0
         self.alloc_tpc_ns = 0
+        self.request_ns = 0  # arrival (open) or issue time of the current request
+        self.pending: deque[int] = deque()  # arrival times of queued requests
+        self.next_arrival = 0  # index into tenant.arrivals_ns
+
+    def _row(self, row: int) -> int:
+        assert self.loop is not None, "the stream's run has not started"
+        return self.loop.stream_row(self.index, row)
+
+    # -- the `Stream` protocol ------------------------------------------------
+
+    @property
+    def pos(self) -> int:
+        """The current kernel's place in the request, -1 between requests."""
+        return self._row(ST_POS) if self.loop is not None else -1
+
+    @property
+    def grid(self) -> int:
+        return self._row(ST_GRID)
+
+    @property
+    def launched(self) -> int:
+        """Blocks of the current kernel launched so far."""
+        return self._row(ST_LAUNCHED)
+
+    @property
+    def inflight(self) -> int:
+        """Atoms of the current kernel not yet complete."""
+        return self._row(ST_INFLIGHT)
+
+    @property
+    def ready_ns(self) -> int:
+        """When the current kernel became ready."""
+        return self._row(ST_READY_NS)
+
+    @property
+    def host_ns(self) -> int:
+        """When the host enqueued the current kernel."""
+        return self._row(ST_HOST_NS)
+
+    @property
+    def desc(self) -> KernelDesc | None:
+        """The current kernel, None while it is not on the device."""
+        return self.kernels[self.pos] if self._row(ST_HAS_KERNEL) else None
+
+    @property
+    def kernel_iso_ns(self) -> int:
+        return self.iso_ns[self.pos]
+
+    @property
+    def kernel_sms(self) -> int:
+        return self.sms[self.pos]
+
+    @property
+    def kernel_profile(self) -> int:
+        return self.profiles[self.pos]
+
+    @property
+    def kernel_key(self) -> Hashable:
+        return (self.index, self.pos)
+
+    @property
+    def inflight_masks(self) -> dict[int, int]:
+        """Atom id -> TPC mask, for each of its atoms in flight."""
+        assert self.loop is not None
+        return {a: m for a, (m, _) in self.loop.inflight_of(self.index).items()}
+
+    @property
+    def inflight_priorities(self) -> dict[int, int]:
+        assert self.loop is not None
+        return {a: p for a, (_, p) in self.loop.inflight_of(self.index).items()}
+
+    def host_order(self, now_ns: int) -> int:
+        """When the host enqueued the current kernel (not after now)."""
+        return min(self.host_ns, now_ns)
+
+    @property
+    def active(self) -> bool:
+        """The stream has a request in progress."""
+        return self.pos >= 0
+
+    @property
+    def has_kernel(self) -> bool:
+        """The GPU has the stream's current kernel: its host launch has arrived."""
+        return bool(self._row(ST_HAS_KERNEL))
+
+    @property
+    def remaining(self) -> int:
+        """Blocks of the current kernel not launched yet."""
+        return self.grid - self.launched
+
+    @property
+    def kernel_pending(self) -> bool:
+        """The current kernel has blocks the policy has not launched."""
+        return self.pos >= 0 and self.launched < self.grid
 
 
 @attrs.frozen
@@ -172,8 +279,12 @@ class RunResult:
         return self.window_ns / 1e9 / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-class Simulation(SharedDevice[Stream]):
-    """Tenants on one virtual GPU under a sharing policy, in virtual time."""
+class Simulation:
+    """Tenants on one virtual GPU under a sharing policy, in virtual time.
+
+    It runs in the one loop (epoch.py, through `LoopRun`), compiled or
+    interpreted; to a policy written in Python it is the `Device` it is in
+    charge of (`drivers/vgpu/policies/base.py`)."""
 
     def __init__(
         self,
@@ -189,8 +300,9 @@ class Simulation(SharedDevice[Stream]):
         compiled: bool = True,
         engine_mode: str = "block",
     ) -> None:
-        """`compiled`: run in the compiled epoch loop when the policy has a
-        compiled form (epoch.py), else in Python; the results are the same.
+        """`compiled`: run the loop compiled (else interpreted, step by step;
+        the results are the same).  A researcher's Python policy, and a
+        device wider than 63 TPCs, run interpreted.
         `engine_mode`: "block" (block-exact) or "wave" (see engine.py).
         `record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
@@ -206,21 +318,40 @@ class Simulation(SharedDevice[Stream]):
             raise InvalidArgument(
                 f"warm-up {warmup_ns} ns must be within the duration {duration_ns} ns"
             )
-        super().__init__(
-            spec, policy, record_blocks=record_blocks, trace_window_ns=trace_window_ns,
-            engine_mode=engine_mode,
-        )  # fmt: skip
+        self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
+        self.gpu = Engine(
+            self.spec, dispatch_order="launch", record_blocks=record_blocks, mode=engine_mode
+        )
+        self.n_tpcs = self.spec.n_tpcs
+        self.full_mask = self.spec.all_tpcs_mask
+        #: The policy in charge: None only until a run or `follow_advisors` sets one.
+        self.policy = cast(SharingPolicy, policy)
         self.streams = [
             Stream(i, t, self.gpu.create_context(), self.spec) for i, t in enumerate(tenants)
         ]
         self.duration_ns = duration_ns
         self.warmup_ns = warmup_ns
+        self.trace_window_ns = trace_window_ns
         self.sample_ns = sample_ns
         self._energy_at_warmup = 0.0
         self.allocation: list[tuple[int, tuple[int, ...]]] = []
         self.use_compiled = compiled
-        #: The compiled run while the run is in the epoch loop, else None.
-        self.compiled: CompiledRun | None = None
+        self.running = False
+        #: The run's tables, from its start.
+        self.loop: LoopRun | None = None
+        self._early: list[tuple[int, Callable, tuple, Any]] = []  # timers set before the run
+        #: Clock requests before the run: (effective time, MHz).
+        self.early_clocks: list[tuple[int, int]] = []
+
+    @property
+    def now_ns(self) -> int:
+        """Virtual time."""
+        return 0 if self.loop is None else int(self.loop.dev.sc[D_NOW])
+
+    @property
+    def compiled(self) -> LoopRun | None:
+        """The run, if its loop runs compiled now (None: interpreted, or not started)."""
+        return self.loop if self.loop is not None and not self.loop.interpreted else None
 
     # -- the run -------------------------------------------------------------
 
@@ -229,88 +360,95 @@ class Simulation(SharedDevice[Stream]):
             raise InvalidArgument("a simulation needs a policy to run")
         wall0 = time.perf_counter()
         self.running = True
-        pol = None
-        if self.use_compiled and compilable(self):
-            pol = self.policy.compiled_setup(self)
-        if pol is not None:
-            self.compiled = CompiledRun(self, pol)
-            self.compiled.start()
-        else:
-            self.policy.attach(self)
-            for s in self.streams:
-                if s.tenant.kind == "open":
-                    self._schedule_arrival(s)
-                else:
-                    self._start_request(s, 0)
+        loop = LoopRun(self, self.policy)  # it becomes `self.loop`
+        for t_ns, fn, args, owner in self._early:
+            loop.call_at(t_ns, fn, args, owner)
+        self._early.clear()
+        loop.start()
         if self.warmup_ns > 0:
             self.call_at(self.warmup_ns, self._mark_warmup)
         if self.sample_ns:
             window = self.trace_window_ns
             self.call_at(window[0] if window else 0, self._sample)
-        if self.compiled is not None:
-            self.compiled.advance(self.duration_ns)
-        else:
-            self.advance(self.duration_ns)
+        loop.advance(self.duration_ns)
         self.running = False
-        if self.compiled is not None:
-            self.compiled.write_back_counters()
-        return self._result(time.perf_counter() - wall0)
+        loop.write_back_counters()
+        result = self._result(time.perf_counter() - wall0)
+        loop.finish()
+        return result
 
-    # -- the compiled form -----------------------------------------------------
+    # -- the `Device` a Python policy is in charge of ---------------------------
 
-    def call_at(self, t_ns: int, fn, *args, owner=None) -> None:
-        if self.compiled is not None:
-            self.compiled.call_at(t_ns, fn, args, owner)
+    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
+        """Run ``fn(*args)`` at virtual time `t_ns` (not before now).
+
+        Timers whose `owner` is a policy no longer in charge are dropped."""
+        if self.loop is None:
+            self._early.append((t_ns, fn, args, owner))
         else:
-            super().call_at(t_ns, fn, *args, owner=owner)
+            self.loop.call_at(t_ns, fn, args, owner)
+
+    def launch(
+        self,
+        s: Stream,
+        blocks: int,
+        mask: int,
+        priority: int,
+        *,
+        stolen: bool = False,
+        order: int | None = None,
+    ) -> int:
+        """Launch the next `blocks` blocks of `s`'s current kernel on `mask`; return the atom id.
+
+        `order` is the atom's place among equal priorities (default: now).
+        A context's work queue is first in, first out."""
+        assert self.loop is not None, "launch while the simulation runs"
+        return self.loop.launch(s.index, blocks, mask, priority, stolen, order)
+
+    @property
+    def atom_launch_ns(self) -> Any:
+        """Per atom id: when it was launched."""
+        assert self.loop is not None
+        return self.loop.dev.atoms[AT_LAUNCH_NS]
+
+    @property
+    def atom_stolen(self) -> Any:
+        """Per atom id: whether it ran on stolen TPCs."""
+        assert self.loop is not None
+        return self.loop.dev.atoms[AT_STOLEN]
+
+    @property
+    def atom_owner(self) -> list[Stream]:
+        """Per atom id launched so far: its stream."""
+        return [self.streams[row[0]] for row in self.atom_log()]
 
     def set_policy(self, policy: SharingPolicy) -> None:
-        if self.compiled is not None:
-            pol = policy.compiled_setup(self)
-            if pol is not None:
-                self.compiled.switch(policy, pol)
-                self.policy = policy
-                return
-            # No compiled form: the run goes on in Python from now.  The
-            # compiled policy detaches in the hand-back; its Python object
-            # was never set up, so it is not asked to.
-            self.compiled.hand_back()
-            self.compiled = None
-            policy.attach(self)
-            self.policy = policy
-            for s in self.streams:
-                if s.kernel_pending:
-                    policy.kernel_ready(s)
-            return
-        super().set_policy(policy)
+        """Switch policies while running: held kernels are offered to the new one.
+
+        If the new policy's setup raises, the old one stays in charge."""
+        assert self.loop is not None, "set_policy while the simulation runs"
+        self.loop.switch(policy)
+        self.policy = policy
 
     def set_clock(self, clock_mhz: int) -> int:
-        if self.compiled is not None:
-            return self.compiled.set_clock(clock_mhz)
-        return super().set_clock(clock_mhz)
+        """Request a clock; returns when it takes effect."""
+        if self.loop is None:  # before the run: the engine takes it, the run logs it
+            effective = self.gpu.set_clock(clock_mhz)
+            self.early_clocks.append((effective, clock_mhz))
+            return effective
+        return self.loop.set_clock(clock_mhz)
 
     def atom_log(self) -> list[tuple[int, ...]]:
         """Every atom launched: stream, launch, done (-1: not yet), first
         block, end block, mask, priority and dispatch order (for tests)."""
-        if self.compiled is not None:
-            return self.compiled.atom_log()
-        return [
-            (s, t, -1 if (done := self.gpu.atom_done_ns(a)) is None else done, *rest)
-            for a, (s, t, *rest) in enumerate(self.launch_log)
-        ]
+        return [] if self.loop is None else self.loop.atom_log()
 
     def _mark_warmup(self) -> None:
         self._energy_at_warmup = self.gpu.energy_j
 
     def _sample(self) -> None:
-        counts = []
-        if self.compiled is not None:
-            counts = [m.bit_count() for m in self.compiled.inflight_masks()]
-        for s in self.streams if self.compiled is None else ():
-            union = 0
-            for mask in s.inflight_masks.values():
-                union |= mask
-            counts.append(union.bit_count())
+        assert self.loop is not None
+        counts = [int(m).bit_count() for m in self.loop.inflight_masks()]
         now = self.now_ns
         self.allocation.append((now, tuple(counts)))
         window = self.trace_window_ns
@@ -319,91 +457,10 @@ class Simulation(SharedDevice[Stream]):
         if window is None or now + sample_ns < window[1]:
             self.call_at(now + sample_ns, self._sample)
 
-    # -- requests ------------------------------------------------------------
-
-    def _schedule_arrival(self, s: Stream) -> None:
-        arrivals = s.tenant.arrivals_ns
-        if s.next_arrival < len(arrivals) and arrivals[s.next_arrival] < self.duration_ns:
-            self.call_at(arrivals[s.next_arrival], self._arrive, s)
-
-    def _arrive(self, s: Stream) -> None:
-        t = s.tenant.arrivals_ns[s.next_arrival]
-        s.next_arrival += 1
-        self._schedule_arrival(s)
-        if s.active:
-            s.pending.append(t)
-        else:
-            self._start_request(s, t)
-
-    def _start_request(self, s: Stream, request_ns: int) -> None:
-        s.request_ns = request_ns
-        s.pos = 0
-        self._ready(s)
-
-    def _ready(self, s: Stream) -> None:
-        # The host enqueues each kernel HOST_LAUNCH_NS after the previous one,
-        # and starts no earlier than its barrier: the request's start for a
-        # host that waits for results, the completion `run_ahead` kernels back
-        # otherwise.  The GPU cannot see a kernel before its host launched it,
-        # so a stream of kernels shorter than the launch time is host-bound.
-        start = s.host_ns
-        if s.run_ahead == 0:
-            if s.pos == 0:
-                start = max(start, self.now_ns)
-        elif len(s.done_ns) == s.run_ahead:
-            start = max(start, s.done_ns[0])
-        host = s.host_ns = start + HOST_LAUNCH_NS
-        s.desc = None  # between kernels until the launch arrives
-        if host > self.now_ns:
-            self.call_at(host, self._enqueued, s)
-        else:
-            self._enqueued(s)
-
-    def _enqueued(self, s: Stream) -> None:
-        """The host's launch of `s`'s current kernel reached the GPU."""
-        pos = s.pos
-        s.kernel_iso_ns = s.iso_ns[pos]
-        s.kernel_sms = s.sms[pos]
-        s.kernel_profile = s.profiles[pos]
-        s.kernel_key = (s.index, pos)
-        self.enqueue(s, s.kernels[pos])
-
-    def atom_completed(self, s: Stream, atom: int) -> None:
-        now = self.now_ns
-        if now >= self.warmup_ns:
-            launch_ns = self.atom_launch_ns[atom]
-            assert s.desc is not None  # its kernel is on the device until its last atom
-            s.busy_tpc_ns += self.gpu.atom_busy_ns(atom) / s.desc.blocks_per_tpc
-            s.alloc_tpc_ns += self.atom_tpcs[atom] * (now - max(launch_ns, self.warmup_ns))
-
-    def kernel_finished(self, s: Stream) -> None:
-        now = self.now_ns
-        if now >= self.warmup_ns:
-            s.kernels_done += 1
-        if s.run_ahead:
-            s.done_ns.append(now)
-        s.pos += 1
-        if s.pos < s.n_kernels:
-            self._ready(s)
-            return
-        # The request is done.
-        if s.request_ns >= self.warmup_ns:
-            s.latencies_ns.append(now - s.request_ns)
-        if now >= self.warmup_ns:
-            s.completed += 1
-        s.pos = -1
-        s.desc = None
-        s.grid = s.launched = 0
-        if s.tenant.kind != "open":
-            self._start_request(s, now)
-        elif s.pending:
-            self._start_request(s, s.pending.popleft())
-        else:
-            self.policy.stream_idle(s)
-
     # -- results -------------------------------------------------------------
 
     def _result(self, wall_s: float) -> RunResult:
+        assert self.loop is not None
         end = self.duration_ns
         streams = []
         for s in self.streams:
@@ -435,9 +492,9 @@ class Simulation(SharedDevice[Stream]):
             energy_j=self.gpu.energy_j - self._energy_at_warmup,
             wall_s=wall_s,
             streams=tuple(streams),
-            extra=self.policy.report() if self.compiled is None else self.compiled.report(),
-            atoms=tuple(self.trace_atoms) if self.compiled is None else self.compiled.trace_atoms(),
-            clocks=tuple(self.clock_log if self.compiled is None else self.compiled.clock_log()),
+            extra=self.loop.report(),
+            atoms=self.loop.trace_atoms(),
+            clocks=tuple(self.loop.clock_log()),
             allocation=tuple(self.allocation),
         )
 
