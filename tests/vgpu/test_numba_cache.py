@@ -1,14 +1,14 @@
 """The compiled simulation's numba cache is stamped as one unit (drivers/vgpu/numba_cache.py).
 
-numba stamps a cached function with its own file only; the epoch loop is
-compiled with the engine and every policy's compiled form inside it, so
-its cache entry must go stale when any of those files changes."""
+numba stamps a cached function with its own file only; the loop's compiled
+entry points are compiled with the engine, the generated dispatch and every
+policy's callbacks inside them, so their cache entries must go stale when
+any of those files changes."""
 
 from __future__ import annotations
 
 from drivers.vgpu import numba_cache
 from drivers.vgpu.engine import _run
-from drivers.vgpu.policies import lithos_compiled
 from drivers.vgpu.sharing import epoch
 
 
@@ -18,10 +18,13 @@ def _locator(dispatcher):
 
 def test_the_epoch_loop_engine_and_policies_are_stamped_with_every_file_of_the_unit():
     names = {p.name for p in numba_cache.UNIT}
-    assert {"engine.py", "epoch.py", "compiled.py", "lithos_compiled.py", "tgs.py"} <= names
+    assert {
+        "engine.py", "epoch.py", "dispatch.py", "python_policy.py", "compiled.py",
+        "lithos_compiled.py", "tgs.py",
+    } <= names  # fmt: skip
     stamp = numba_cache.unit_stamp()
     assert [name for name, _, _ in stamp] == [p.name for p in numba_cache.UNIT]
-    for fn in (epoch.run_epoch, _run, lithos_compiled.step):
+    for fn in (*epoch.COMPILED, _run):
         locator = _locator(fn)
         assert type(locator).__name__.startswith("Unit")
         assert locator.get_source_stamp()[1] == stamp
