@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
 from exp.loadgen.cli import add_serve_command
-from exp.output import OneLineParser, integer, nonnegative_int
+from exp.output import OneLineParser, integer, nonnegative_int, positive_float
 from kernel import Kernel, KernelConfig
 from kernel.log import FORMATS
 
-BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm")
+BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm", "serve-memory")
 #: Experiments, each a module exp/NAME.py with main(argv); add yours here.
 EXPERIMENTS = (
     "memory",
@@ -160,11 +161,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    for name in names:
-        module = importlib.import_module(f"bench.{name}")
+    modules = [importlib.import_module(f"bench.{name.replace('-', '_')}") for name in names]
+    timed = {"seconds": args.duration} if args.duration is not None else {}
+    for name, module in zip(names, modules, strict=True):
+        if timed and "seconds" not in inspect.signature(module.run).parameters:
+            print(f"malv bench: {name} runs for no set time (--duration)", file=sys.stderr)
+            return 2
+    for name, module in zip(names, modules, strict=True):
         if not args.json:
             print(f"== {name}")
-        for figure in module.run(quick=args.quick):
+        for figure in module.run(quick=args.quick, **timed):
             print(figure.json() if args.json else figure.line(), flush=True)
     return 0
 
@@ -236,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", help=f"one of {', '.join(BENCHMARKS)} (default: all)")
     bench.add_argument("--json", action="store_true", help="one JSON object per figure")
     bench.add_argument("--quick", action="store_true", help="shorter runs, noisier figures")
+    bench.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="SECONDS",
+        help="how long a benchmark that runs for a set time runs (sim: simulated seconds "
+        "per run; serve-memory: seconds of serving, default 600, --quick 20)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     exp = sub.add_parser(

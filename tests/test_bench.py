@@ -51,3 +51,24 @@ def test_vm_bench_reports_a_guest_s_boot_beside_a_bare_kernel_s():
     # guest's rate is below bare metal's (the ring and the host's back end cost
     # time) but of the same order.
     assert 0.5 < layer.ratio < 1.0
+
+
+def test_serve_memory_bench_reports_the_resident_set_and_its_growth_against_the_target():
+    from bench import serve_memory
+
+    figures = {f.name: f for f in serve_memory.run(seconds=3)}
+    first = figures["serve_memory.rss_after_first_third"]
+    end = figures["serve_memory.rss_at_end"]
+    growth = figures["serve_memory.growth_after_first_third"]
+    assert first.unit == end.unit == growth.unit == "MB" and first.value > 0 and end.value > 0
+    assert growth.value == end.value - first.value and growth.target == "<= 30"
+    assert figures["serve_memory.duration"].value >= 3
+    issued, served = figures["serve_memory.issued_per_s"], figures["serve_memory.served_per_s"]
+    assert issued.value >= served.value > 0
+
+
+def test_only_a_benchmark_that_runs_for_a_set_time_takes_a_duration(capsys):
+    from image import cli
+
+    assert cli.main(["bench", "boot", "--duration", "1"]) == 2
+    assert "boot runs for no set time" in capsys.readouterr().err

@@ -285,9 +285,11 @@ def first_block_wait_ns(policy: str, block_us: int, shares, arrival_ns: int) -> 
             scheduler.catch_up(arrival_ns)
         desc = KernelDesc(name=name, grid_blocks=grid, blocks_per_tpc=2, block_duration_ns=block_ns)
         spec = LaunchSpec(name, grid_blocks=grid, block_us=float(block_us))
-        scheduler.submit(ctx, 0, engine.add_kernel(desc), desc, spec)
+        kernel = engine.add_kernel(desc)
+        scheduler.submit(ctx, 0, kernel, desc, spec)
     scheduler.catch_up(arrival_ns + 10 * block_ns)
-    starts = [r.start_ns for r in engine.block_log() if scheduler.atom_owner[r.atom_id].ctx == a]
+    # The engine keeps every atom (no `keep_history=False`): A's are its last kernel's.
+    starts = [r.start_ns for r in engine.block_log() if engine.kernel_of(r.atom_id) == kernel]
     return min(starts) - arrival_ns if starts else None
 
 

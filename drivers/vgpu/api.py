@@ -24,13 +24,36 @@ The driver loop a policy runs on top of it::
 `advance` stops at the first instant where an atom completes, *before*
 handing the freed TPCs out again, so atoms launched at that instant compete
 for them on equal terms with those already queued.
+
+Ids and memory
+--------------
+By default a device keeps every atom's and kernel's bookkeeping, and never
+reuses an id: experiments and tests read any atom or kernel after the run.
+A long-lived driver creates it with ``keep_history=False`` (the booted vGPU
+driver does), and then what it holds is bounded by the work in flight:
+
+* an atom's bookkeeping lives from its launch until its owner, having seen
+  its completion, calls `release_atoms`; its id then names a new atom;
+* a kernel's lives until its owner calls `release_kernel` (after reading
+  its completion time or result), or its context is destroyed;
+* a released id is reused lowest first, so runs stay deterministic.  The
+  engine breaks dispatch ties by atom id, so an id is reused only where
+  the new atom still compares after every queued atom it could tie with
+  (`_new_atom_id`); completions at one instant come back in launch order.
+  Results are exactly those of a device that never reuses an id.
+
+A method given an atom or kernel id that is not live (never handed out, or
+released) raises; an id released and handed out again names the new atom or
+kernel, so an owner must not ask about what it has released.
 """
 
 from __future__ import annotations
 
 import abc
 import bisect
-from typing import Any, NamedTuple
+import heapq
+from collections.abc import Iterable
+from typing import Any, NamedTuple, cast
 
 import attrs
 import numpy as np
@@ -93,6 +116,14 @@ class GpuStats:
     memory_used_bytes: int
 
 
+def set_by_id(table: list, index: int, value: Any) -> None:
+    """Set `table[index]`; an index one past the end appends (ids are handed out densely)."""
+    if index < len(table):
+        table[index] = value
+    else:
+        table.append(value)
+
+
 def _check_int(what: str, value: object) -> int:
     """`value` as a Python int; numpy integers are accepted, bools and floats are not."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
@@ -109,6 +140,7 @@ class VirtualGpu(abc.ABC):
         *,
         record_blocks: bool = False,
         dispatch_order: str = "context",
+        keep_history: bool = True,
     ) -> None:
         self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
         self.record_blocks = bool(record_blocks)
@@ -118,27 +150,43 @@ class VirtualGpu(abc.ABC):
                 f"got {dispatch_order!r}"
             )
         self.dispatch_order = dispatch_order
+        #: Keep every atom's and kernel's bookkeeping and never reuse an id;
+        #: False: bounded by the work in flight (see "Ids and memory").
+        self.keep_history = bool(keep_history)
         self.memory = DeviceMemory(self.spec.memory_bytes)
         self._live_contexts: set[int] = set()
         self._next_ctx = 0
-        # Kernels, by id.
-        self._kernels: list[KernelDesc] = []
-        self._costs: list[BlockCost] = []
+        # Kernels, by id; a released kernel's slots hold None until its id is reused.
+        self._kernels: list[KernelDesc | None] = []
+        self._costs: list[BlockCost | None] = []
         self._launched_begins: list[list[int]] = []
         self._launched_ends: list[list[int]] = []
         self._kernel_blocks_done: list[int] = []
         self._kernel_done_ns: list[int | None] = []
+        self._kernel_ctx: list[int] = []  # the context of its first atom (-1: none yet)
         self._results: dict[int, Any] = {}
-        # Atoms, by id.
+        self._free_kernels: list[int] = []  # a heap of released kernel ids
+        # Atoms, by id; a released atom's kernel is -1 until its id is reused.
         self._atom_kernel: list[int] = []
         self._atom_ctx: list[int] = []
         self._atom_blocks: list[int] = []
         self._atom_done_ns: list[int | None] = []
+        # Without history: each atom's launch number (completions at one
+        # instant come back in launch order) and tie class, the atoms in
+        # flight of each tie class with their FIFO, and the released ids.
+        self._atom_seq: list[int] = []
+        self._atom_tie: list[tuple[int, int]] = []
+        self._ties: dict[tuple[int, int], dict[int, tuple[int, int, int, int]]] = {}
+        self._free_atoms: list[int] = []  # ascending
+        self._atoms_launched = 0
+        self._atoms_completed = 0
         self._open_atoms: dict[int, int] = {}
         self._ctx_order: dict[int, int] = {}  # per context, the order of its last launch
         # Block costs by kernel descriptor: a driver registers the same
         # descriptor again for every run of a model (identity, not equality).
+        # Without history, an entry lives while a kernel of it does.
         self._cost_of: dict[int, tuple[KernelDesc, BlockCost]] = {}
+        self._cost_users: dict[int, int] = {}
         self._kernels_completed = 0
 
     # -- contexts ------------------------------------------------------------
@@ -159,7 +207,8 @@ class VirtualGpu(abc.ABC):
         return ctx
 
     def destroy_context(self, ctx: int) -> None:
-        """Forget `ctx` and free its memory; refused while it has unfinished atoms."""
+        """Forget `ctx` and free its memory; refused while it has unfinished atoms.
+        Without history, the kernels first launched in it are released too."""
         self._check_context(ctx)
         if self._open_atoms[ctx]:
             raise InvalidArgument(
@@ -167,6 +216,11 @@ class VirtualGpu(abc.ABC):
             )
         self.memory.remove_context(ctx)
         self._live_contexts.remove(ctx)
+        del self._open_atoms[ctx], self._ctx_order[ctx]
+        if not self.keep_history:
+            for kernel_id, owner in enumerate(self._kernel_ctx):
+                if owner == ctx and not self._kernel_in_flight(kernel_id):
+                    self._forget_kernel(kernel_id)
 
     @property
     def contexts(self) -> list[int]:
@@ -183,25 +237,67 @@ class VirtualGpu(abc.ABC):
         """Register a kernel instance; its atoms are launched by the returned id."""
         if not isinstance(kernel, KernelDesc):
             raise InvalidArgument(f"expected a KernelDesc, got {kernel!r}")
-        cached = self._cost_of.get(id(kernel))
-        if cached is None or cached[0] is not kernel:
-            cached = self._cost_of[id(kernel)] = (kernel, BlockCost.of(kernel, self.spec))
-        self._kernels.append(kernel)
-        self._costs.append(cached[1])
-        self._launched_begins.append([])
-        self._launched_ends.append([])
-        self._kernel_blocks_done.append(0)
-        self._kernel_done_ns.append(None)
-        return len(self._kernels) - 1
+        key = id(kernel)
+        cached = self._cost_of.get(key)
+        if cached is None:  # the entry holds the descriptor: its id is not reused meanwhile
+            cached = self._cost_of[key] = (kernel, BlockCost.of(kernel, self.spec))
+        if not self.keep_history:
+            self._cost_users[key] = self._cost_users.get(key, 0) + 1
+        free = self._free_kernels
+        kernel_id = heapq.heappop(free) if free else len(self._kernels)
+        set_by_id(self._kernels, kernel_id, kernel)
+        set_by_id(self._costs, kernel_id, cached[1])
+        set_by_id(self._launched_begins, kernel_id, [])
+        set_by_id(self._launched_ends, kernel_id, [])
+        set_by_id(self._kernel_blocks_done, kernel_id, 0)
+        set_by_id(self._kernel_done_ns, kernel_id, None)
+        set_by_id(self._kernel_ctx, kernel_id, -1)
+        return kernel_id
+
+    def release_kernel(self, kernel_id: int) -> None:
+        """Forget a kernel: its completion time, its result, its id (which may
+        then name a new kernel).  Refused while atoms of it are in flight.
+        With history (the default) the kernel is kept and this does nothing."""
+        self._check_kernel(kernel_id)
+        if self.keep_history:
+            return
+        if self._kernel_in_flight(kernel_id):
+            raise InvalidArgument(f"kernel {kernel_id} has atoms in flight")
+        self._forget_kernel(kernel_id)
+
+    def _kernel_in_flight(self, kernel_id: int) -> bool:
+        begins, ends = self._launched_begins[kernel_id], self._launched_ends[kernel_id]
+        launched = sum(end - begin for begin, end in zip(begins, ends, strict=True))
+        return launched != self._kernel_blocks_done[kernel_id]
+
+    def _forget_kernel(self, kernel_id: int) -> None:
+        key = id(self._kernels[kernel_id])
+        users = self._cost_users.pop(key) - 1
+        if users:
+            self._cost_users[key] = users
+        else:
+            del self._cost_of[key]
+        self._kernels[kernel_id] = self._costs[kernel_id] = None
+        self._launched_begins[kernel_id] = []
+        self._launched_ends[kernel_id] = []
+        self._kernel_blocks_done[kernel_id] = 0
+        self._kernel_done_ns[kernel_id] = None
+        self._kernel_ctx[kernel_id] = -1
+        self._results.pop(kernel_id, None)
+        heapq.heappush(self._free_kernels, kernel_id)
 
     def kernel(self, kernel_id: int) -> KernelDesc:
-        return self._kernels[self._check_kernel(kernel_id)]
+        desc = self._kernels[self._check_kernel(kernel_id)]
+        assert desc is not None  # checked live
+        return desc
 
     def _check_kernel(self, kernel_id: int) -> int:
         if isinstance(kernel_id, bool) or not isinstance(kernel_id, int):
             raise UnknownKernel(f"no kernel {kernel_id!r}")
         if not 0 <= kernel_id < len(self._kernels):
             raise UnknownKernel(f"no kernel {kernel_id!r}")
+        if self._kernels[kernel_id] is None:
+            raise UnknownKernel(f"no kernel {kernel_id}: it was released")
         return kernel_id
 
     def launch(
@@ -232,12 +328,15 @@ class VirtualGpu(abc.ABC):
             self._check_context(ctx)
         if type(kernel) is int and 0 <= kernel < len(self._kernels):
             kernel_id = kernel
-            desc = self._kernels[kernel_id]
+            known = self._kernels[kernel_id]
+            if known is None:
+                self._check_kernel(kernel_id)  # raises: released
+            desc = cast(KernelDesc, known)
         elif isinstance(kernel, KernelDesc):
             desc, kernel_id = kernel, None
         else:
             kernel_id = self._check_kernel(kernel)
-            desc = self._kernels[kernel_id]
+            desc = cast(KernelDesc, self._kernels[kernel_id])
         end = desc.grid_blocks if end is None else end
         if type(begin) is not int:
             begin = _check_int("atom begin", begin)
@@ -282,15 +381,74 @@ class VirtualGpu(abc.ABC):
             begins.append(begin)
             ends.append(end)
         self._ctx_order[ctx] = order
-        atom_id = len(self._atom_kernel)
-        self._atom_kernel.append(kernel_id)
-        self._atom_ctx.append(ctx)
-        self._atom_blocks.append(end - begin)
-        self._atom_done_ns.append(None)
+        if self._kernel_ctx[kernel_id] < 0:
+            self._kernel_ctx[kernel_id] = ctx
+        cost = cast(BlockCost, self._costs[kernel_id])
+        if self.keep_history:
+            atom_id = len(self._atom_kernel)
+        else:
+            atom_id = self._new_atom_id(ctx, priority, order, cost.units, mask)
+        set_by_id(self._atom_kernel, atom_id, kernel_id)
+        set_by_id(self._atom_ctx, atom_id, ctx)
+        set_by_id(self._atom_blocks, atom_id, end - begin)
+        set_by_id(self._atom_done_ns, atom_id, None)
         self._open_atoms[ctx] += 1
-        self._backend_launch(
-            atom_id, ctx, priority, begin, end, mask, self._costs[kernel_id], order
-        )
+        self._atoms_launched += 1
+        self._backend_launch(atom_id, ctx, priority, begin, end, mask, cost, order)
+        return atom_id
+
+    def _new_atom_id(self, ctx: int, priority: int, order: int, units: int, mask: int) -> int:
+        """Without history: the lowest released id above every queued atom the
+        new one could tie with, else a new id.  The engine breaks ties between
+        the heads of its FIFOs (one per context, priority, block size and
+        mask; launch order within one) by atom id, so the new atom must
+        compare after the queued atoms of other FIFOs that it could tie with:
+        of equal priority, and equal order (launch order) or the same
+        context (round robin)."""
+        tie = (priority, order if self.dispatch_order == "launch" else ctx)
+        fifo = (ctx, priority, units, mask)
+        floor = -1
+        members = self._ties.get(tie)
+        if members is None:
+            members = self._ties[tie] = {}
+        else:
+            for atom, its_fifo in members.items():
+                if atom > floor and its_fifo != fifo and self._backend_queued(atom):
+                    floor = atom
+        free = self._free_atoms
+        i = bisect.bisect_right(free, floor)
+        atom_id = free.pop(i) if i < len(free) else len(self._atom_kernel)
+        members[atom_id] = fifo
+        set_by_id(self._atom_tie, atom_id, tie)
+        set_by_id(self._atom_seq, atom_id, self._atoms_launched)
+        return atom_id
+
+    def release_atoms(self, atom_ids: Iterable[int]) -> None:
+        """Forget completed atoms, whose completions their owner has handled:
+        their ids may name new atoms from now on.  With history (the default)
+        they are kept and this does nothing."""
+        atom_ids = list(atom_ids)
+        for atom_id in atom_ids:
+            self._check_atom(atom_id)
+            if self._atom_done_ns[atom_id] is None:
+                raise InvalidArgument(f"atom {atom_id} is still in flight")
+        if len(set(atom_ids)) != len(atom_ids):
+            raise InvalidArgument(f"atoms released twice: {sorted(atom_ids)}")
+        if self.keep_history:
+            return
+        for atom_id in atom_ids:
+            self._atom_kernel[atom_id] = -1
+            self._atom_done_ns[atom_id] = None
+            bisect.insort(self._free_atoms, atom_id)
+
+    def _check_atom(self, atom_id: object) -> int:
+        """`atom_id` if it names a live atom (launched, and not released)."""
+        if type(atom_id) is not int:
+            atom_id = _check_int("atom id", atom_id)
+        if not 0 <= atom_id < len(self._atom_kernel) or (
+            not self.keep_history and self._atom_kernel[atom_id] < 0
+        ):
+            raise InvalidArgument(f"no atom {atom_id} (never launched, or released)")
         return atom_id
 
     def _check_disjoint(self, kernel_id: int, begin: int, end: int) -> None:
@@ -308,10 +466,10 @@ class VirtualGpu(abc.ABC):
             )
 
     def kernel_of(self, atom_id: int) -> int:
-        return self._atom_kernel[atom_id]
+        return self._atom_kernel[self._check_atom(atom_id)]
 
     def atom_done_ns(self, atom_id: int) -> int | None:
-        return self._atom_done_ns[atom_id]
+        return self._atom_done_ns[self._check_atom(atom_id)]
 
     def atom_busy_ns(self, atom_id: int) -> int:
         """The summed run time of the atom's blocks dispatched so far, in ns.
@@ -320,11 +478,7 @@ class VirtualGpu(abc.ABC):
         so divided by the kernel's `blocks_per_tpc` it is the TPC time the
         atom occupies: what a policy charges a tenant for.
         """
-        if type(atom_id) is not int:
-            atom_id = _check_int("atom id", atom_id)
-        if not 0 <= atom_id < len(self._atom_kernel):
-            raise InvalidArgument(f"no atom {atom_id}")
-        return self._backend_atom_busy_ns(atom_id)
+        return self._backend_atom_busy_ns(self._check_atom(atom_id))
 
     def kernel_done_ns(self, kernel_id: int) -> int | None:
         return self._kernel_done_ns[self._check_kernel(kernel_id)]
@@ -370,15 +524,25 @@ class VirtualGpu(abc.ABC):
         if until_ns > FOREVER_NS:
             raise InvalidArgument(f"until_ns must be at most {FOREVER_NS}")
         done = self._backend_run(until_ns, stop_on_completion)
+        if len(done) > 1 and not self.keep_history:  # ids do not follow launches
+            seq = self._atom_seq
+            done.sort(key=lambda c: (c[0], seq[c[1]]))
         return [self._complete_atom(time_ns, atom_id) for time_ns, atom_id in done]
 
     def _complete_atom(self, time_ns: int, atom_id: int) -> Completion:
         kernel_id = self._atom_kernel[atom_id]
         ctx = self._atom_ctx[atom_id]
         self._atom_done_ns[atom_id] = time_ns
+        self._atoms_completed += 1
         self._open_atoms[ctx] -= 1
+        if not self.keep_history:
+            tie = self._atom_tie[atom_id]
+            members = self._ties[tie]
+            del members[atom_id]
+            if not members:
+                del self._ties[tie]
         self._kernel_blocks_done[kernel_id] += self._atom_blocks[atom_id]
-        desc = self._kernels[kernel_id]
+        desc = cast(KernelDesc, self._kernels[kernel_id])
         kernel_done = self._kernel_blocks_done[kernel_id] == desc.grid_blocks
         if kernel_done:
             self._kernel_done_ns[kernel_id] = time_ns
@@ -404,8 +568,8 @@ class VirtualGpu(abc.ABC):
             bandwidth_demand_gbps=self._backend_demand_mbps() / 1000.0,
             blocks_dispatched=dispatched,
             blocks_completed=completed,
-            atoms_launched=len(self._atom_kernel),
-            atoms_completed=sum(t is not None for t in self._atom_done_ns),
+            atoms_launched=self._atoms_launched,
+            atoms_completed=self._atoms_completed,
             kernels_completed=self._kernels_completed,
             memory_used_bytes=self.memory.used_total_bytes,
         )
@@ -485,6 +649,10 @@ class VirtualGpu(abc.ABC):
 
     @abc.abstractmethod
     def _backend_atom_busy_ns(self, atom_id: int) -> int: ...
+
+    @abc.abstractmethod
+    def _backend_queued(self, atom_id: int) -> bool:
+        """Whether the atom has blocks not yet dispatched."""
 
     @abc.abstractmethod
     def _backend_counts(self) -> tuple[int, int]:

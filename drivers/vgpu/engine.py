@@ -32,6 +32,8 @@ Principles
 * Growth (more atoms, FIFOs, contexts, clock requests, log space) happens in
   Python between compiled calls (`Engine.ensure_capacity` for compiled
   callers); the loop stops and asks before the block log could overflow.
+  Without history (`api.py`, "Ids and memory") atom ids and FIFO ids are
+  reused, so the tables stop growing once the work in flight does.
 
 Wave mode
 ---------
@@ -58,6 +60,7 @@ The block log works in both modes: one record per block.
 
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple
 
 import numpy as np
@@ -794,10 +797,14 @@ class Engine(VirtualGpu):
         dispatch_order: str = "context",
         atom_capacity: int = 256,
         mode: str = "block",
+        keep_history: bool = True,
     ) -> None:
         if mode not in MODES:
             raise InvalidArgument(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        super().__init__(spec, record_blocks=record_blocks, dispatch_order=dispatch_order)
+        super().__init__(
+            spec, record_blocks=record_blocks, dispatch_order=dispatch_order,
+            keep_history=keep_history,
+        )  # fmt: skip
         self.mode = mode
         spec = self.spec
         n = spec.n_tpcs
@@ -843,6 +850,9 @@ class Engine(VirtualGpu):
             log=np.zeros((5, log_cap), i64),
         )
         self._fifo_of: dict[tuple[int, int, int, int], int] = {}
+        # Without history: FIFO ids handed out so far, and those free again.
+        self._fifo_count = 0
+        self._free_fifos: list[int] = []
 
     def _grow(self, field: str, size: int, fill=0, axis: int = -1) -> None:
         table = getattr(self._st, field)
@@ -875,12 +885,29 @@ class Engine(VirtualGpu):
         key = (ctx, priority, units, mask)
         q = self._fifo_of.get(key)
         if q is None:
-            q = len(self._fifo_of)
+            q = len(self._fifo_of) if self.keep_history else self._new_fifo_id()
             self._fifo_of[key] = q
             self.ensure_capacity(0, q + 1)
             words = np.array(_mask_words(mask, self._words), dtype=np.uint64)
             _add_fifo(self._st, q, ctx, priority, units, words)
         return q
+
+    def _new_fifo_id(self) -> int:
+        """Without history: a free FIFO id, lowest first.  When every id the
+        table holds is taken, the FIFOs with no queued atom are forgotten
+        first (a FIFO's id decides nothing: the index rows order FIFOs by
+        priority and head), so the table grows only with the FIFOs in use."""
+        if not self._free_fifos and self._fifo_count == self._st.fifos.shape[1]:
+            heads = self._st.fifos[Q_HEAD]
+            for key, q in list(self._fifo_of.items()):
+                if heads[q] < 0:
+                    del self._fifo_of[key]
+                    self._free_fifos.append(q)
+            heapq.heapify(self._free_fifos)
+        if self._free_fifos:
+            return heapq.heappop(self._free_fifos)
+        self._fifo_count += 1
+        return self._fifo_count - 1
 
     def _backend_launch(
         self,
@@ -937,6 +964,10 @@ class Engine(VirtualGpu):
 
     def _backend_atom_busy_ns(self, atom_id: int) -> int:
         return int(self._st.atoms[A_BUSY_NS, atom_id])
+
+    def _backend_queued(self, atom_id: int) -> bool:
+        atoms = self._st.atoms
+        return bool(atoms[A_NEXT, atom_id] < atoms[A_END, atom_id])
 
     def _backend_demand_mbps(self) -> int:
         return int(self._st.sc[S_DEMAND])

@@ -26,7 +26,10 @@ crossover policy stays on the CPU when both are high.
 
 The back end drives the engine it is given: share that engine only with
 work that is driven from the same event loop (an experiment's load
-generator, the GPU driver on the same kernel).
+generator, the GPU driver on the same kernel).  It releases what it is done
+with (api.py, "Ids and memory"): its atoms once complete, each batch's
+kernel once its result is read, and other contexts' completions it has no
+one to hand to; those it hands over (`on_foreign`) are the receiver's.
 """
 
 from __future__ import annotations
@@ -89,10 +92,14 @@ class VgpuInferenceBackend:
 
     def _advance(self, until_ns: int | None) -> None:
         done = self.gpu.advance(until_ns)
-        if self.on_foreign is not None:
-            foreign = [c for c in done if c.ctx != self.ctx]
-            if foreign:
-                self.on_foreign(foreign)
+        if not done:
+            return
+        foreign = [c for c in done if c.ctx != self.ctx]
+        if foreign and self.on_foreign is not None:
+            self.on_foreign(foreign)  # the receiver releases them
+            self.gpu.release_atoms([c.atom_id for c in done if c.ctx == self.ctx])
+        else:
+            self.gpu.release_atoms([c.atom_id for c in done])
 
     def _catch_up(self, now_ns: int) -> None:
         """Bring the device to the kernel's time (it may already be ahead: busy)."""
@@ -105,15 +112,15 @@ class VgpuInferenceBackend:
         biases = [b for _, b in model.weights]
         desc = mlp_kernel(x, weights, biases, self.gpu.spec, priority=self.priority)
         start_ns = max(now_ns, self.gpu.now_ns)
-        atom = self.gpu.launch(self.ctx, desc)
-        kernel_id = self.gpu.kernel_of(atom)
+        kernel_id = self.gpu.add_kernel(desc)
+        self.gpu.launch(self.ctx, kernel_id)
         done_ns = self.gpu.kernel_done_ns(kernel_id)
         while done_ns is None:
             self._advance(None)
             done_ns = self.gpu.kernel_done_ns(kernel_id)
-        out = finish_output(np.asarray(self.gpu.kernel_result(kernel_id)), model.output).astype(
-            np.float32
-        )
+        result = self.gpu.kernel_result(kernel_id)
+        self.gpu.release_kernel(kernel_id)
+        out = finish_output(np.asarray(result), model.output).astype(np.float32)
         self.batches += 1
         cost = (
             REMOTE_CALL_NS

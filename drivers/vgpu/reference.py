@@ -17,8 +17,9 @@ the context served least recently first (never-served first, then the lower
 context id); within a context, launch order.  With ``dispatch_order="launch"``
 equal priorities go in launch order across contexts too (one FIFO, as MPS):
 by the atom's `order` (its launch instant unless the driver says when the
-host enqueued it), then its id.  Running blocks are never
-preempted.  `advance` returns at a completion before that instant's dispatch
+host enqueued it), then launch order.  (Launch order is atom id order on a
+device that never reuses ids; see api.py, "Ids and memory".)  Running
+blocks are never preempted.  `advance` returns at a completion before that instant's dispatch
 (it runs when the loop resumes), so atoms launched then take part in it.
 
 *Timing, fixed when a block starts.*  With ``demand`` the summed bandwidth
@@ -49,7 +50,7 @@ from collections import deque
 
 import attrs
 
-from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu
+from drivers.vgpu.api import FOREVER_NS, BlockRecord, VirtualGpu, set_by_id
 from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.work import UNITS_PER_TPC, BlockCost
 
@@ -64,6 +65,7 @@ class _QueuedAtom:
     mask: int
     cost: BlockCost
     order: int = 0
+    seq: int = 0  # launch order
     running: int = 0
 
 
@@ -76,8 +78,12 @@ class ReferenceEngine(VirtualGpu):
         *,
         record_blocks: bool = False,
         dispatch_order: str = "context",
+        keep_history: bool = True,
     ) -> None:
-        super().__init__(spec, record_blocks=record_blocks, dispatch_order=dispatch_order)
+        super().__init__(
+            spec, record_blocks=record_blocks, dispatch_order=dispatch_order,
+            keep_history=keep_history,
+        )  # fmt: skip
         n = self.spec.n_tpcs
         self._now = 0
         self._clock = self.spec.max_clock_mhz
@@ -88,12 +94,14 @@ class ReferenceEngine(VirtualGpu):
         self._demand = 0
         self._running: list[tuple[int, int, _QueuedAtom, int]] = []  # (end, seq, atom, tpc)
         self._queued: list[_QueuedAtom] = []  # atoms with blocks not yet dispatched
+        self._queued_ids: set[int] = set()  # their ids
         self._last_served: dict[int, int] = {}
         self._seq = 0  # blocks dispatched; also the round-robin clock
         self._seq_of_end = 0  # tie-breaker in the heap
+        self._seq_of_launch = 0  # atoms launched
         self._completed = 0
         self._log: list[BlockRecord] = []
-        self._busy_ns: list[int] = []  # per atom, the summed run time of its blocks
+        self._busy_ns: list[int] = []  # per atom id, the summed run time of its blocks
 
     # -- the event loop ----------------------------------------------------
 
@@ -164,16 +172,17 @@ class ReferenceEngine(VirtualGpu):
         if not candidates:
             return None
         if self.dispatch_order == "launch":
-            return min(candidates, key=lambda a: (-a.priority, a.order, a.atom_id))
+            return min(candidates, key=lambda a: (-a.priority, a.order, a.seq))
         return min(
             candidates,
-            key=lambda a: (-a.priority, self._last_served[a.ctx], a.ctx, a.atom_id),
+            key=lambda a: (-a.priority, self._last_served[a.ctx], a.ctx, a.seq),
         )
 
     def _take_block(self, atom: _QueuedAtom, tpc: int) -> None:
         atom.next_block += 1
         if atom.next_block == atom.end:
             self._queued.remove(atom)
+            self._queued_ids.remove(atom.atom_id)
         self._last_served[atom.ctx] = self._seq
         self._seq += 1
         self._blocks_on[tpc] += 1
@@ -213,8 +222,11 @@ class ReferenceEngine(VirtualGpu):
         cost: BlockCost,
         order: int,
     ) -> None:
-        self._queued.append(_QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost, order))
-        self._busy_ns.append(0)
+        seq = self._seq_of_launch
+        self._seq_of_launch += 1
+        self._queued.append(_QueuedAtom(atom_id, ctx, priority, begin, end, mask, cost, order, seq))
+        self._queued_ids.add(atom_id)
+        set_by_id(self._busy_ns, atom_id, 0)
 
     def _backend_set_clock(self, clock_mhz: int, effective_ns: int) -> None:
         self._pending_clocks.append((effective_ns, clock_mhz))
@@ -227,6 +239,9 @@ class ReferenceEngine(VirtualGpu):
 
     def _backend_atom_busy_ns(self, atom_id: int) -> int:
         return self._busy_ns[atom_id]
+
+    def _backend_queued(self, atom_id: int) -> bool:
+        return atom_id in self._queued_ids
 
     def _backend_counts(self) -> tuple[int, int]:
         return self._seq, self._completed

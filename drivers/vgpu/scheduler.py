@@ -24,7 +24,14 @@ What the policies know of a program's stream:
 
 A new stream, a destroyed context or a stream changing priority class
 re-attaches a fresh copy of the policy over the new set of streams (LithOS
-relearns its predictions).  A policy that cannot serve the streams (MIG
+relearns its predictions).
+
+Memory.  The scheduler records nothing (no `Recorder`): it holds the atoms
+in flight, the streams of live contexts and their queued kernels.  Each
+batch of completions is released to the engine once handled (deferred ones
+too), and `on_kernel_done` lets the driver collect and release a finished
+kernel, so a driver whose engine keeps no history (`keep_history=False`)
+runs in bounded memory.  A policy that cannot serve the streams (MIG
 with more than seven) is refused: the advisor that named it is ejected as
 invalid and `Advised` takes over.
 """
@@ -88,7 +95,7 @@ class StreamScheduler(SharedDevice[ProgramStream]):
 
     def __init__(self, engine: Any, allocation: Callable[[int], int | None]) -> None:
         self._allocation = allocation
-        super().__init__(engine.spec, Advised(allocation), engine=engine)
+        super().__init__(engine.spec, Advised(allocation), engine=engine, record=False)
         self.by_stream: dict[tuple[int, int], ProgramStream] = {}
         #: The policy in charge: (name, keyword arguments), None for `Advised`.
         self.selected: tuple[str, dict[str, Any]] | None = None
@@ -97,6 +104,9 @@ class StreamScheduler(SharedDevice[ProgramStream]):
         self.last_done_ns: dict[int, int] = {}
         #: Completions that happened while someone else ran the engine.
         self.deferred: list[Any] = []
+        #: Called with (context, kernel id) when a kernel finished, once its
+        #: policy has heard of it (the driver reads its time and releases it).
+        self.on_kernel_done: Callable[[int, int], None] | None = None
         #: Why the selected policy was last dropped for `Advised` (None: it was not).
         self.refused: str | None = None
         #: Contexts' shares of the device (fractions; a VM's `gpu_share`).
@@ -204,6 +214,8 @@ class StreamScheduler(SharedDevice[ProgramStream]):
     def kernel_finished(self, s: ProgramStream) -> None:
         self.done[s.ctx] = self.done.get(s.ctx, 0) + 1
         self.last_done_ns[s.ctx] = self.now_ns
+        if self.on_kernel_done is not None:
+            self.on_kernel_done(s.ctx, s.kernel_id)
         if s.queue:
             self._next(s)
             return
@@ -269,13 +281,11 @@ class StreamScheduler(SharedDevice[ProgramStream]):
         if self.deferred or gpu_now > self.now_ns:
             self.now_ns = gpu_now
             deferred, self.deferred = self.deferred, []
-            for c in deferred:
-                s = self.atom_owner[c.atom_id] if c.atom_id < len(self.atom_owner) else None
-                if s is not None:
-                    self.complete(s, c.atom_id, c.kernel_done)
+            self.deliver(deferred)
             self.run_timers()
         self.advance(max(now_ns, gpu_now))
 
     def defer(self, completions: list[Any]) -> None:
-        """Completions of programs' atoms that someone else's run of the engine returned."""
+        """Completions of programs' atoms that someone else's run of the engine
+        returned: the scheduler handles them, and releases them, at `catch_up`."""
         self.deferred.extend(completions)

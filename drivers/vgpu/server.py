@@ -61,6 +61,20 @@ work, at least every `GOVERNOR_TICK_US`; an idle device keeps its clock.
 `insmod fixed_clock clock_mhz=900` pins the clock; `rmmod` brings back the
 whole device at the highest clock.
 
+Kernel ids and memory.  The driver runs for as long as the machine does, so
+what it holds is bounded by the work in flight: its engine keeps no history
+(api.py, "Ids and memory"), its scheduler records nothing, and a finished
+kernel is released to the engine once the policy has heard of it.  The
+kernel ids programs get are the driver's own, never reused.  The driver
+remembers a finished kernel's completion time until its program has been
+told it, by a `sync` or `poll` of that kernel answered `done` (or, as a last
+bound, until the context has `KEEP_FINISHED` later finished kernels it was
+not told of: a program that only ever syncs all its work).  Asking about it
+after that is refused with an error, never answered wrongly.  Of a
+`launch_graph`, only the last kernel has an id the program knows.  A trace
+(`trace_start`) keeps the last `TRACE_KERNELS` kernels and
+`TRACE_SAMPLES` samples of the clock, power and busy TPCs.
+
 Shares.  A VM's back end (vgpu-backend) owns one context, labelled with the
 VM's name, and gives it the VM's share with `set_share`: its streams then
 split that share of the device under the policy in charge — a LithOS TPC
@@ -99,6 +113,9 @@ SYNC_TICK_US = 20
 FOREVER_US = 3.6e9  # an hour: no WAKE_US is longer
 GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the device works
 REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
+KEEP_FINISHED = 1 << 16  # finished kernels a context remembers, untold, at most
+TRACE_KERNELS = 1 << 16  # the kernels a trace keeps: the last ones launched
+TRACE_SAMPLES = 1 << 13  # the clock, power and busy-TPC samples a trace keeps
 
 
 @attrs.frozen
@@ -176,7 +193,14 @@ class _Context:
         self.cap_slot = cap_slot  # the minted context cap, revoked on destroy
         self.owner = owner
         self.share = 0  # percent of the device (set_share)
-        self.specs: dict[int, LaunchSpec] = {}  # kernel id -> what was launched
+        # The kernels of it its program can name (see "Kernel ids and
+        # memory"): those running, and those finished, with their completion
+        # time, that the program has not been told of.
+        self.running: set[int] = set()
+        self.finished: dict[int, int] = {}
+
+    def knows(self, kernel: Any) -> bool:
+        return kernel in self.running or kernel in self.finished
 
 
 class GpuDriver:
@@ -190,7 +214,14 @@ class GpuDriver:
         self._policy_key: Any = None  # the advisor's selection the scheduler follows
         self.contexts: dict[int, _Context] = {}
         self.waiters: list[tuple[int, int | None, int]] = []  # (ctx, kernel or None, reply slot)
+        #: (ctx, kernel) whose completion was answered since the last
+        #: `forget_told`: their programs know, and the driver may forget.
+        self.told: list[tuple[int, int]] = []
         self.timeline: GpuTimeline | None = None  # while the shell's `trace` records
+        self._next_kernel = 0  # the next kernel id handed to a program
+        self._engine_id: dict[int, int] = {}  # running kernels: kernel id -> the engine's
+        self._launched: dict[int, tuple[int, int, bool]] = {}  # engine's id -> ctx, id, named
+        self._traced_done: dict[int, int] = {}  # kernels the trace keeps, once done
 
     @property
     def engine(self) -> Any:
@@ -198,7 +229,7 @@ class GpuDriver:
             from drivers.vgpu.engine import Engine  # loads the compiled engine
 
             # Equal priorities are served first launched, first served (MPS).
-            self._engine = Engine(self.preset, dispatch_order="launch")
+            self._engine = Engine(self.preset, dispatch_order="launch", keep_history=False)
         return self._engine
 
     @property
@@ -207,6 +238,7 @@ class GpuDriver:
             from drivers.vgpu.scheduler import StreamScheduler
 
             self._scheduler = StreamScheduler(self.engine, self.advised_mask)
+            self._scheduler.on_kernel_done = self._kernel_done
         return self._scheduler
 
     # -- time -------------------------------------------------------------------
@@ -221,6 +253,7 @@ class GpuDriver:
         self._check_refused()
         if self.timeline is not None:
             self.timeline.sample(self._engine)
+            _keep_last(self.timeline.counters, 3 * TRACE_SAMPLES)  # three counters a sample
 
     # -- advice (MLaaS GPU and power advisors) ---------------------------------------------
 
@@ -279,8 +312,10 @@ class GpuDriver:
 
     def defer(self, completions: list[Any]) -> None:
         """Programs' completions that kernel-space inference's run of the engine saw."""
-        if self._scheduler is not None:  # none before the first launch: nothing of ours ran
+        if self._scheduler is not None:
             self._scheduler.defer(completions)
+        else:  # none before the first launch: nothing of ours ran
+            self.engine.release_atoms([c.atom_id for c in completions])
 
     def next_event_ns(self, now_ns: int) -> int | None:
         """When the device or the policy can next change anything, with the
@@ -290,14 +325,75 @@ class GpuDriver:
         self._scheduler.catch_up(now_ns)
         return self._scheduler.next_event_ns()
 
-    def finished(self, ctx_id: int, kernel_id: int | None) -> int | None:
-        """The completion time of a kernel (or of all the context's work), or None."""
-        eng = self.engine
-        if kernel_id is not None:
-            return eng.kernel_done_ns(kernel_id)
+    def finished(self, ctx_id: int, kernel: int | None) -> int | None:
+        """The completion time of a kernel the context knows (or of all the
+        context's work), or None while it runs."""
+        if kernel is not None:
+            if kernel in self.contexts[ctx_id].running:
+                # Done already, perhaps, if kernel-space inference ran the engine.
+                return self.engine.kernel_done_ns(self._engine_id[kernel])
+            return self.contexts[ctx_id].finished[kernel]
         if ctx_id not in self.contexts or not self.scheduler.context_idle(ctx_id):
             return None
-        return self.scheduler.last_done_ns.get(ctx_id, eng.now_ns)
+        return self.scheduler.last_done_ns.get(ctx_id, self.engine.now_ns)
+
+    def forget_told(self) -> None:
+        """Forget the finished kernels whose programs were told (`told`)."""
+        for ctx_id, kernel in self.told:
+            ctx = self.contexts.get(ctx_id)
+            if ctx is not None:
+                ctx.finished.pop(kernel, None)
+        self.told.clear()
+
+    def _kernel_done(self, ctx_id: int, engine_id: int) -> None:
+        """The scheduler's word that a kernel finished: note its time where a
+        program or the trace may ask, and release it to the engine."""
+        launched = self._launched.pop(engine_id, None)
+        if launched is None:  # not launched through the driver
+            return
+        _, kernel, named = launched
+        done_ns = self.engine.kernel_done_ns(engine_id)
+        assert done_ns is not None  # the scheduler heard it finish
+        del self._engine_id[kernel]
+        ctx = self.contexts.get(ctx_id)
+        if ctx is not None and named:
+            ctx.running.discard(kernel)
+            ctx.finished[kernel] = done_ns
+            if len(ctx.finished) > KEEP_FINISHED:
+                self._forget_oldest(ctx)
+        if self.timeline is not None:
+            self._traced_done[kernel] = done_ns
+        self.engine.release_kernel(engine_id)
+
+    def _forget_oldest(self, ctx: _Context) -> None:
+        """Forget the context's oldest finished kernel that no one waits for."""
+        waited = {kernel for c, kernel, _ in self.waiters if c == ctx.ctx}
+        for kernel in ctx.finished:
+            if kernel not in waited:
+                del ctx.finished[kernel]
+                return
+
+    # -- the trace (the shell's `trace`) ------------------------------------------------
+
+    def start_trace(self) -> None:
+        self.timeline = GpuTimeline(self.preset)
+        self.timeline.sample(self.engine)
+
+    def stop_trace(self) -> Any:
+        """The trace's events (a `TimelineEvents`); tracing stops."""
+        if self.timeline is None:
+            raise GpuRequestError("the GPU is not tracing")
+        events = self.timeline.events(_TracedKernels(self))
+        self.timeline = None
+        self._traced_done.clear()
+        return events
+
+    def traced_done_ns(self, kernel: int) -> int | None:
+        """A traced kernel's completion time (None: not done)."""
+        engine_id = self._engine_id.get(kernel)
+        if engine_id is not None:
+            return self.engine.kernel_done_ns(engine_id)
+        return self._traced_done.get(kernel)
 
     # -- requests ---------------------------------------------------------------
 
@@ -310,7 +406,7 @@ class GpuDriver:
     def launch(self, ctx: _Context, spec: Any) -> int:
         if not isinstance(spec, LaunchSpec):
             raise GpuRequestError(f"launch needs a LaunchSpec, got {type(spec).__name__}")
-        return self._submit(ctx, spec, self._kernel_desc(spec))
+        return self._submit(ctx, spec, self._kernel_desc(spec), named=True)
 
     def launch_graph(self, ctx: _Context, graph: Any) -> int:
         """Launch a graph's kernels in order; returns the last one's id.  Every
@@ -320,7 +416,10 @@ class GpuDriver:
         if not all(isinstance(spec, LaunchSpec) for spec in graph.launches):
             raise GpuRequestError("a LaunchGraph holds LaunchSpecs only")
         descs = [self._kernel_desc(spec) for spec in graph.launches]
-        return [self._submit(ctx, s, d) for s, d in zip(graph.launches, descs, strict=True)][-1]
+        last = len(descs) - 1
+        for i, (spec, desc) in enumerate(zip(graph.launches, descs, strict=True)):
+            kernel = self._submit(ctx, spec, desc, named=i == last)
+        return kernel
 
     def _kernel_desc(self, spec: LaunchSpec) -> Any:
         from drivers.vgpu.work import KernelDesc
@@ -339,14 +438,23 @@ class GpuDriver:
             raise GpuRequestError(str(exc)) from None
         return desc
 
-    def _submit(self, ctx: _Context, spec: LaunchSpec, desc: Any) -> int:
-        kernel_id = self.engine.add_kernel(desc)
-        ctx.specs[kernel_id] = spec
+    def _submit(self, ctx: _Context, spec: LaunchSpec, desc: Any, named: bool) -> int:
+        """Launch a kernel; returns its id.  `named`: the program gets the id."""
+        engine_id = self.engine.add_kernel(desc)
+        kernel = self._next_kernel
+        self._next_kernel += 1
+        self._engine_id[kernel] = engine_id
+        self._launched[engine_id] = (ctx.ctx, kernel, named)
+        if named:
+            ctx.running.add(kernel)
         if self.timeline is not None:
-            self.timeline.launched(kernel_id, ctx.ctx, spec.name, self.engine.now_ns)
-        self.scheduler.submit(ctx.ctx, spec.stream, kernel_id, desc, spec)
+            self.timeline.launched(kernel, ctx.ctx, spec.name, self.engine.now_ns)
+            if _keep_last(self.timeline.launches, TRACE_KERNELS):
+                oldest = self.timeline.launches[0][0]  # kernel ids ascend with launches
+                self._traced_done = {k: t for k, t in self._traced_done.items() if k >= oldest}
+        self.scheduler.submit(ctx.ctx, spec.stream, engine_id, desc, spec)
         self._check_refused()
-        return kernel_id
+        return kernel
 
     def set_share(self, ctx: _Context, percent: Any) -> None:
         """Give a context `percent` of the device (None: no share of its own)."""
@@ -440,8 +548,11 @@ def gpu_server(proc):
                 still.append((ctx, kernel, slot))
             else:
                 yield Reply(slot, Message("done", done_ns))
+                if kernel is not None:
+                    driver.told.append((ctx, kernel))
                 spare.append(slot)
         driver.waiters = still
+        driver.forget_told()  # after every waiter on the same kernel was answered
         if still or (driver.advice is not None and driver.busy()):
             # Poll for the waiters; while the device works, the power advisor
             # is asked again at least every governor tick.  A waiter that
@@ -459,6 +570,24 @@ def gpu_server(proc):
             if tick_ns is None or due_ns < tick_ns:
                 yield Alarm(timer, period_us)
                 tick_ns = due_ns
+
+
+def _keep_last(events: list, limit: int) -> bool:
+    """Keep the last `limit` entries of a trace's list, cutting it an eighth
+    of `limit` at a time (a cut moves the whole list); True if it cut."""
+    if len(events) <= limit + limit // 8:
+        return False
+    del events[: len(events) - limit]
+    return True
+
+
+class _TracedKernels:
+    """What `GpuTimeline.events` asks the device, answered by the driver:
+    traced kernels by the ids programs know."""
+
+    def __init__(self, driver: GpuDriver) -> None:
+        self.now_ns = driver.engine.now_ns
+        self.kernel_done_ns = driver.traced_done_ns
 
 
 def _wake_us(text: str) -> float:
@@ -524,14 +653,10 @@ def _serve(driver: GpuDriver, ep: int, r):
         if label == "set_clock":
             return Message("ok", driver.engine.set_clock(payload))
         if label == "trace_start":
-            driver.timeline = GpuTimeline(driver.preset)
-            driver.timeline.sample(driver.engine)
+            driver.start_trace()
             return Message("ok")
         if label == "trace_stop":
-            if driver.timeline is None:
-                raise GpuRequestError("the GPU is not tracing")
-            timeline, driver.timeline = driver.timeline, None
-            return Message("trace", timeline.events(driver.engine))
+            return Message("trace", driver.stop_trace())
         ctx = driver.context(r.badge)
         if label == "alloc":
             return Message("handle", driver.engine.memory.alloc(ctx.ctx, payload))
@@ -542,16 +667,18 @@ def _serve(driver: GpuDriver, ep: int, r):
             return Message("launched", driver.launch(ctx, payload))
         if label == "launch_graph":
             return Message("launched", driver.launch_graph(ctx, payload))
-        if label == "sync":
-            if payload is not None and payload not in ctx.specs:
-                raise GpuRequestError(f"kernel {payload!r} is not this context's")
+        if label in ("sync", "poll"):  # poll: sync's answer, without waiting (a VM's back end)
+            if (payload is not None or label == "poll") and not ctx.knows(payload):
+                raise GpuRequestError(
+                    f"kernel {payload!r} is not this context's, or it finished and a sync "
+                    "or poll said so: the driver no longer remembers it"
+                )
             done_ns = driver.finished(ctx.ctx, payload)
-            return Message("done", done_ns) if done_ns is not None else _Park(ctx.ctx, payload)
-        if label == "poll":  # sync's answer, without waiting (a VM's back end asks)
-            if payload not in ctx.specs:
-                raise GpuRequestError(f"kernel {payload!r} is not this context's")
-            done_ns = driver.finished(ctx.ctx, payload)
-            return Message("done", done_ns) if done_ns is not None else Message("running")
+            if done_ns is not None:
+                if payload is not None:
+                    driver.told.append((ctx.ctx, payload))
+                return Message("done", done_ns)
+            return _Park(ctx.ctx, payload) if label == "sync" else Message("running")
         if label == "set_share":
             driver.set_share(ctx, payload)
             return Message("ok")

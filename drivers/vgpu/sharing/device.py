@@ -14,6 +14,12 @@ a priority, and sets timers.  The loop is the same for both::
 
 A stream's kernel reaches the policy (`kernel_ready`) through `enqueue`, when
 the host's launch of it has arrived and the previous one is done.
+
+The device holds what scheduling needs, and no more: each atom's owner and
+launch time while it is in flight.  What a run leaves for people to read
+(the trace window's atoms, the launch and clock logs, per-atom figures) is
+an attached `Recorder`'s (recorder.py); the booted driver attaches none, so
+its memory is bounded by the work in flight, run as long as it may.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import heapq
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
-import attrs
-
+from drivers.vgpu.api import Completion
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.policies.base import SharingPolicy
 from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.sharing.recorder import Recorder, TraceAtom
 from drivers.vgpu.work import KernelDesc
+
+__all__ = ["DeviceStream", "Recorder", "SharedDevice", "TraceAtom", "kernel_profile", "kernel_sms"]
 
 
 def kernel_sms(kernel: KernelDesc, spec: GpuSpec) -> int:
@@ -99,19 +107,6 @@ class DeviceStream:
         return self.pos >= 0 and self.launched < self.grid
 
 
-@attrs.frozen
-class TraceAtom:
-    """One atom, for the Chrome trace."""
-
-    stream: int
-    kernel: str
-    launch_ns: int
-    done_ns: int
-    mask: int
-    priority: int
-    stolen: bool
-
-
 S = TypeVar("S", bound=DeviceStream)
 
 
@@ -127,12 +122,15 @@ class SharedDevice(Generic[S]):
         trace_window_ns: tuple[int, int] | None = None,
         engine: Engine | None = None,
         engine_mode: str = "block",
+        record: bool = True,
     ) -> None:
         """`record_blocks` keeps the engine's block log (for tests);
         `trace_window_ns`: record the atoms launched within it (for a trace);
         `engine`: drive this engine (it must dispatch in launch order);
         `engine_mode`: else a new engine's, "block" (block-exact, the
-        reference model's twin) or "wave" (engine.py)."""
+        reference model's twin) or "wave" (engine.py);
+        `record`: attach a `Recorder` (of `trace_window_ns`); False: record
+        nothing, for an owner that runs for as long as the machine does."""
         self.spec = spec if isinstance(spec, GpuSpec) else get_preset(spec)
         self.gpu = engine or Engine(
             self.spec, dispatch_order="launch", record_blocks=record_blocks, mode=engine_mode
@@ -142,25 +140,47 @@ class SharedDevice(Generic[S]):
         self.streams: list[S] = []
         #: The policy in charge: None only until a run or `follow_advisors` sets one.
         self.policy = cast(SharingPolicy, policy)
-        # Per atom id: stream, launch time, TPC count, flags.
-        self.atom_owner: list[S | None] = []
-        self.atom_launch_ns: list[int] = []
-        self.atom_tpcs: list[int] = []
-        self.atom_stolen: list[bool] = []
-        self.trace_window_ns = trace_window_ns
-        self._atom_priority: dict[int, int] = {}  # atoms launched in the trace window
-        self.trace_atoms: list[TraceAtom] = []
-        #: With `record_launches`, every launch: stream, time, first block,
-        #: end block, mask, priority, dispatch order.
-        self.record_launches = False
-        self.launch_log: list[tuple[int, ...]] = []
-        self.clock_log: list[tuple[int, int]] = []
+        #: Per atom in flight (by atom id): its stream, and when it was launched
+        #: (a dict; policies only index it, though their `Device` says a list).
+        self.atom_owner: dict[int, S] = {}
+        self.atom_launch_ns: Any = {}
+        #: What the run records for afterwards (None: nothing).
+        self.recorder: Recorder | None = Recorder(trace_window_ns) if record else None
         self._ctx_order: dict[int, int] = {}  # dispatch order of each context's last launch
         self._timers: list[tuple[int, int, Any, Callable, tuple]] = []
         self._seq = 0
         self.running = False
         #: Virtual time, as the engine's (it moves only inside `advance`).
         self.now_ns = 0
+
+    # -- what the recorder keeps (nothing without one) -----------------------
+
+    @property
+    def trace_window_ns(self) -> tuple[int, int] | None:
+        return None if self.recorder is None else self.recorder.trace_window_ns
+
+    @property
+    def trace_atoms(self) -> list[TraceAtom]:
+        return [] if self.recorder is None else self.recorder.trace_atoms
+
+    @property
+    def launch_log(self) -> list[tuple[int, ...]]:
+        return [] if self.recorder is None else self.recorder.launch_log
+
+    @property
+    def clock_log(self) -> list[tuple[int, int]]:
+        return [] if self.recorder is None else self.recorder.clock_log
+
+    @property
+    def record_launches(self) -> bool:
+        """Whether the launch log is kept (`Recorder.record_launches`)."""
+        return self.recorder is not None and self.recorder.record_launches
+
+    @record_launches.setter
+    def record_launches(self, on: bool) -> None:
+        if self.recorder is None:
+            raise ValueError("this device records nothing: it has no recorder")
+        self.recorder.record_launches = on
 
     # -- for policies --------------------------------------------------------
 
@@ -196,31 +216,21 @@ class SharedDevice(Generic[S]):
             order = max(last, self.now_ns if order is None else order)
         self._ctx_order[s.ctx] = order
         atom = self.gpu.launch(s.ctx, s.kernel_id, begin, end, mask, priority, order)
-        if self.record_launches:
-            self.launch_log.append((s.index, self.now_ns, begin, end, mask, priority, order))
         s.launched = end
         s.inflight += 1
         s.inflight_masks[atom] = mask
         s.inflight_priorities[atom] = priority
-        owners = self.atom_owner
-        while len(owners) < atom:  # atoms launched beside the policy (kernel-space inference)
-            owners.append(None)
-            self.atom_launch_ns.append(0)
-            self.atom_tpcs.append(0)
-            self.atom_stolen.append(False)
-        owners.append(s)
-        self.atom_launch_ns.append(self.now_ns)
-        self.atom_tpcs.append(mask.bit_count())
-        self.atom_stolen.append(stolen)
-        window = self.trace_window_ns
-        if window is not None and window[0] <= self.now_ns < window[1]:
-            self._atom_priority[atom] = priority
+        self.atom_owner[atom] = s
+        self.atom_launch_ns[atom] = self.now_ns
+        if self.recorder is not None:
+            self.recorder.launched(atom, s, self.now_ns, begin, end, mask, priority, order, stolen)
         return atom
 
     def set_clock(self, clock_mhz: int) -> int:
         """Request a clock; returns when it takes effect."""
         effective = self.gpu.set_clock(clock_mhz)
-        self.clock_log.append((effective, clock_mhz))
+        if self.recorder is not None:
+            self.recorder.clock_set(effective, clock_mhz)
         return effective
 
     def set_policy(self, policy: SharingPolicy) -> None:
@@ -241,22 +251,28 @@ class SharedDevice(Generic[S]):
         """Run the device, its completions and the policy's timers up to `end_ns`."""
         gpu = self.gpu
         timers = self._timers
-        owners = self.atom_owner
         while True:
             t_next = timers[0][0] if timers and timers[0][0] < end_ns else end_ns
             events = gpu.advance(t_next)
             if events:
                 self.now_ns = events[0].time_ns
-                for c in events:
-                    atom = c.atom_id
-                    s = owners[atom] if atom < len(owners) else None
-                    if s is not None:
-                        self.complete(s, atom, c.kernel_done)
+                self.deliver(events)
                 continue
             self.now_ns = t_next  # no completion: the engine stopped at t_next
             if t_next >= end_ns:
                 return
             self.run_timers()
+
+    def deliver(self, completions: list[Completion]) -> None:
+        """Hand each completion to its stream's policy (atoms launched beside
+        the policy have none), then release the atoms: their ids may name
+        new atoms from now on."""
+        owners = self.atom_owner
+        for c in completions:
+            s = owners.get(c.atom_id)
+            if s is not None:
+                self.complete(s, c.atom_id, c.kernel_done)
+        self.gpu.release_atoms([c.atom_id for c in completions])
 
     def run_timers(self) -> None:
         """Run the timers due now."""
@@ -280,27 +296,14 @@ class SharedDevice(Generic[S]):
 
     def complete(self, s: S, atom: int, kernel_done: bool) -> None:
         """An atom of `s` completed: tell the policy, and `kernel_finished` if it was the last."""
-        now = self.now_ns
         s.inflight -= 1
         mask = s.inflight_masks.pop(atom)
         del s.inflight_priorities[atom]
         self.atom_completed(s, atom)
-        if self._atom_priority:
-            priority = self._atom_priority.pop(atom, None)
-            if priority is not None:
-                assert s.desc is not None  # its kernel is on the device until its last atom
-                self.trace_atoms.append(
-                    TraceAtom(
-                        s.index,
-                        s.desc.name,
-                        self.atom_launch_ns[atom],
-                        now,
-                        mask,
-                        priority,
-                        self.atom_stolen[atom],
-                    )  # fmt: skip
-                )
+        if self.recorder is not None:
+            self.recorder.completed(atom, s, self.now_ns, mask)
         self.policy.atom_done(s, atom, kernel_done)
+        del self.atom_owner[atom], self.atom_launch_ns[atom]
         if kernel_done:
             self.kernel_finished(s)
 
