@@ -149,23 +149,101 @@ def test_bad_policy_parameters_eject_the_advisor(malv_kernel: Kernel):
     assert "slice must be positive" in k.shell("modinfo gpu_timeslice")
 
 
-def test_completions_seen_by_kernel_space_inference_are_not_lost():
-    # Kernel-space inference runs the driver's engine itself; the program
-    # atoms that complete meanwhile come back through `defer`.
+def test_a_kernel_run_to_completion_handles_every_completion_on_the_way():
+    # Kernel-space inference needs its batch's result at once: the scheduler
+    # runs the device until that kernel is done, and the programs' atoms that
+    # complete meanwhile are handled in order (their next kernels start).
     engine = Engine("a100", dispatch_order="launch")
     scheduler = StreamScheduler(engine, lambda ctx: None)
-    ctx = engine.create_context()
+    program, inference = engine.create_context(), engine.create_context()
     spec = LaunchSpec("k", grid_blocks=WAVE, block_us=100.0)
     ids = []
     for _ in range(2):
         desc = KernelDesc(name="k", grid_blocks=WAVE, blocks_per_tpc=2, block_duration_ns=100_000)
         ids.append(engine.add_kernel(desc))
-        scheduler.submit(ctx, 0, ids[-1], desc, spec)
-    scheduler.defer(engine.advance(500_000))  # someone else ran the engine past the first
-    assert engine.kernel_done_ns(ids[0]) == 100_000
+        scheduler.submit(program, 0, ids[-1], desc, spec)
+    batch = KernelDesc(name="mlp", grid_blocks=WAVE, blocks_per_tpc=2, block_duration_ns=50_000)
+    batch_id = engine.add_kernel(batch)
+    scheduler.submit(inference, 0, batch_id, batch, LaunchSpec("mlp", WAVE, 50.0))
+    done_ns = scheduler.run_until_done(batch_id)
+    # Launched behind the first program kernel, ahead of the second.
+    assert done_ns == 150_000 == scheduler.now_ns == engine.now_ns
+    assert engine.kernel_done_ns(ids[0]) == 100_000 and scheduler.done == {program: 1, inference: 1}
+    assert not scheduler.context_idle(program)
     scheduler.catch_up(1_000_000)
-    assert engine.kernel_done_ns(ids[1]) is not None
-    assert scheduler.context_idle(ctx)
+    assert engine.kernel_done_ns(ids[1]) == 250_000 and scheduler.context_idle(program)
+
+
+def booted_driver(k: Kernel):
+    """The vGPU driver server's state (its task's `driver`)."""
+    task = next(t for t in k.tasks.values() if t.name == "vgpu")
+    return task.gen.gi_frame.f_locals["driver"]
+
+
+@pytest.mark.parametrize("module", [None, "gpu_timeslice"])
+def test_the_driver_is_the_only_owner_of_its_engine(malv_kernel: Kernel, module):
+    """Kernel-space inference beside a program: only the scheduler runs the
+    engine, and each batch's kernel is scheduled by the policy in charge."""
+    import inspect
+
+    import numpy as np
+
+    from drivers.vgpu.scheduler import StreamScheduler as Scheduler
+
+    k = malv_kernel
+    if module is not None:
+        assert "attached" in k.shell(f"insmod {module}")
+    driver = booted_driver(k)
+    engine = driver.engine
+    callers: set[str] = set()
+    for name in ("advance", "run_batch"):
+        method = getattr(engine, name)
+
+        def wrapped(*args, _method=method, **kwargs):
+            caller = inspect.currentframe().f_back
+            owner = caller.f_locals.get("self")
+            callers.add(f"{type(owner).__name__}.{caller.f_code.co_name}")
+            assert isinstance(owner, Scheduler), caller.f_code.co_name
+            return _method(*args, **kwargs)
+
+        setattr(engine, name, wrapped)
+    service = k.mlaas.inference
+    backend = service.backends["vgpu"]
+    model = service.model("big", (64, 512, 512, 8))
+    rows = max(service.policy.crossover_rows(model) or 1, 64)
+    requests = []
+
+    def infer(_):
+        requests.append(service.submit(model, np.ones((rows, 64), np.float32)))
+        service.flush(model)
+
+    for i in range(1, 6):
+        k.loop.call_later(i * 150_000, infer, owner=k)
+    launched: list[tuple[int, int]] = []
+    scheduler = driver.scheduler
+    launch = scheduler.launch
+
+    def policy_launch(s, blocks, *args, **kwargs):  # the policy's launches of atoms
+        launched.append((s.ctx, blocks))
+        return launch(s, blocks, *args, **kwargs)
+
+    scheduler.launch = policy_launch
+
+    def program(proc, log):
+        ctx = yield from open_context(proc)
+        for _ in range(8):  # a third of the TPCs: not so busy that inference avoids it
+            yield from ctx.launch(LaunchSpec("narrow", grid_blocks=18, block_us=100.0))
+        log.append((yield from ctx.sync()))
+        log.append((yield from stats(proc)).policy)
+        yield from ctx.destroy()
+
+    [done_ns, policy] = run_program(k, program)
+    assert policy == ("default" if module is None else "timeslice")
+    assert len(requests) == 5 and all(r.backend == "vgpu" for r in requests)
+    assert backend.batches == 5 and scheduler.done[backend.ctx] == 5
+    assert {ctx for ctx, _ in launched} >= {backend.ctx} and len({c for c, _ in launched}) == 2
+    assert callers and all(c.startswith("StreamScheduler.") for c in callers), callers
+    assert done_ns > 8 * 100_000
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,18 @@ A new stream, a destroyed context or a stream changing priority class
 re-attaches a fresh copy of the policy over the new set of streams (LithOS
 relearns its predictions).
 
+The scheduler is the only one that runs the driver's engine (`advance`,
+`catch_up`, `run_until_done`): kernel-space inference's batches come to it
+through the driver (server.py's `InferencePort`) as kernels of the
+inference context's stream, scheduled by the policy in charge like any
+program's, and every completion and timer is handled in order.
+
 Memory.  The scheduler records nothing (no `Recorder`): it holds the atoms
 in flight, the streams of live contexts and their queued kernels.  Each
-batch of completions is released to the engine once handled (deferred ones
-too), and `on_kernel_done` lets the driver collect and release a finished
-kernel, so a driver whose engine keeps no history (`keep_history=False`)
-runs in bounded memory.  A policy that cannot serve the streams (MIG
+batch of completions is released to the engine once handled, and
+`on_kernel_done` lets the driver collect and release a finished kernel, so
+a driver whose engine keeps no history (`keep_history=False`) runs in
+bounded memory.  A policy that cannot serve the streams (MIG
 with more than seven) is refused: the advisor that named it is ejected as
 invalid and `Advised` takes over.
 """
@@ -42,7 +48,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.errors import GpuError, InvalidArgument
 from drivers.vgpu.policies import make_policy
 from drivers.vgpu.policies.base import SharingPolicy, Stream
 from drivers.vgpu.sharing.advised import policy_kwargs
@@ -102,8 +108,6 @@ class StreamScheduler(SharedDevice[ProgramStream]):
         #: Kernels each context has completed, and when its last one did.
         self.done: dict[int, int] = {}
         self.last_done_ns: dict[int, int] = {}
-        #: Completions that happened while someone else ran the engine.
-        self.deferred: list[Any] = []
         #: Called with (context, kernel id) when a kernel finished, once its
         #: policy has heard of it (the driver reads its time and releases it).
         self.on_kernel_done: Callable[[int, int], None] | None = None
@@ -273,19 +277,27 @@ class StreamScheduler(SharedDevice[ProgramStream]):
     def catch_up(self, now_ns: int) -> None:
         """Bring the device to the kernel's time, with the policy's timers on the way.
 
-        Kernel-space inference runs the same engine, and may leave it ahead
-        of the kernel's time: the completions it saw are handled first, with
-        the timers already due, at the device's time (launches then start at
-        the device's)."""
-        gpu_now = self.gpu.now_ns
-        if self.deferred or gpu_now > self.now_ns:
-            self.now_ns = gpu_now
-            deferred, self.deferred = self.deferred, []
-            self.deliver(deferred)
-            self.run_timers()
-        self.advance(max(now_ns, gpu_now))
+        The device may be ahead of the kernel's time (`run_until_done` ran it
+        to an inference batch's completion): then it stays where it is."""
+        self.advance(max(now_ns, self.now_ns))
 
-    def defer(self, completions: list[Any]) -> None:
-        """Completions of programs' atoms that someone else's run of the engine
-        returned: the scheduler handles them, and releases them, at `catch_up`."""
-        self.deferred.extend(completions)
+    def run_until_done(self, kernel_id: int) -> int:
+        """Run the device, its completions and the policy's timers in order,
+        as `advance` does, until kernel `kernel_id` (submitted) is done; return
+        when it completed.  The device then stands at that instant, which may
+        be ahead of the kernel's time.
+
+        Raises GpuError if nothing is left that could ever finish it."""
+        gpu, timers = self.gpu, self._timers
+        while (done_ns := gpu.kernel_done_ns(kernel_id)) is None:
+            t_next = timers[0][0] if timers else None
+            events = gpu.advance(t_next)  # None: to the next completion
+            if events:
+                self.now_ns = events[0].time_ns
+                self.deliver(events)
+                continue
+            if t_next is None:
+                raise GpuError(f"kernel {kernel_id} cannot finish: the device and policy are idle")
+            self.now_ns = t_next  # no completion: the engine stopped at the timer
+            self.run_timers()
+        return done_ns

@@ -43,10 +43,16 @@ wall clock, `malv serve`) answers a `sync` up to WAKE_US late.  The device
 itself stays exact (the scheduler runs every completion and timer in order
 on each wake), and the answer carries the exact completion time.
 The driver also offers the device to kernel-space inference: boot hands it a
-cap to the MLaaS core, and it registers a vGPU inference back end sharing its
-engine, so advisors' batches and programs' kernels contend for the same TPCs.
-(An inference batch runs the engine to its own completion, so the device may
-briefly be ahead of the kernel's time; launches then start at the device's.)
+cap to the MLaaS core, and it registers a vGPU inference back end on its
+`InferencePort`, so advisors' batches and programs' kernels contend for the
+same TPCs.  The driver stays the engine's only owner: a batch's kernel goes
+to the scheduler as a kernel of the inference context's stream, scheduled by
+the policy in charge like any other, and the scheduler runs the device, with
+every context's completions and the policy's timers in order, until it
+completes.  (The batch needs its result at once, so the device may briefly
+be ahead of the kernel's time; launches then start at the device's.)  An
+advisor that asks for inference while the driver is itself asking it
+something gets the CPU: the device is not re-entered.
 
 Sharing.  Programs' streams are scheduled by a `StreamScheduler`
 (scheduler.py) under one of the eight sharing policies of
@@ -85,6 +91,8 @@ there is shown, not enforced.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -222,6 +230,7 @@ class GpuDriver:
         self._engine_id: dict[int, int] = {}  # running kernels: kernel id -> the engine's
         self._launched: dict[int, tuple[int, int, bool]] = {}  # engine's id -> ctx, id, named
         self._traced_done: dict[int, int] = {}  # kernels the trace keeps, once done
+        self._working = 0  # how deep the driver is in its own work (see `_at_work`)
 
     @property
     def engine(self) -> Any:
@@ -241,6 +250,16 @@ class GpuDriver:
             self._scheduler.on_kernel_done = self._kernel_done
         return self._scheduler
 
+    @contextlib.contextmanager
+    def _at_work(self) -> Iterator[None]:
+        """The driver is running its scheduler or asking its advisors: an
+        advisor's inference batch that comes meanwhile must not re-enter it."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+
     # -- time -------------------------------------------------------------------
 
     def advance_to(self, now_ns: int) -> None:
@@ -248,12 +267,51 @@ class GpuDriver:
         stream's next kernel goes to the policy when the previous one completed."""
         if self._engine is None:
             return
+        with self._at_work():
+            self._advance_to(now_ns)
+
+    def _advance_to(self, now_ns: int) -> None:
         self.follow_policy()
         self.scheduler.catch_up(now_ns)
         self._check_refused()
+        self._sample()
+
+    def _sample(self) -> None:
         if self.timeline is not None:
             self.timeline.sample(self._engine)
             _keep_last(self.timeline.counters, 3 * TRACE_SAMPLES)  # three counters a sample
+
+    # -- kernel-space inference (drivers/vgpu/inference.py) -----------------------
+
+    def run_kernel(self, ctx: int, desc: Any, priority: int, now_ns: int) -> tuple[int, Any]:
+        """An inference batch's kernel: on the scheduler as a kernel of `ctx`'s
+        stream 0, run until it completes; its completion time and result."""
+        if self._working:
+            raise GpuError("the vGPU driver is busy asking an advisor; the batch cannot wait")
+        with self._at_work():
+            self._advance_to(now_ns)
+            engine_id = self.engine.add_kernel(desc)
+            spec = LaunchSpec(
+                desc.name, desc.grid_blocks, desc.block_duration_ns / 1000, desc.blocks_per_tpc,
+                desc.mem_fraction, priority,
+            )  # fmt: skip
+            self.scheduler.submit(ctx, 0, engine_id, desc, spec)
+            self._check_refused()
+            done_ns = self.scheduler.run_until_done(engine_id)
+            self._check_refused()
+            result = self.engine.kernel_result(engine_id)
+            self.engine.release_kernel(engine_id)
+            self._sample()
+        return done_ns, result
+
+    def contention(self, now_ns: int) -> tuple[int, float]:
+        """What LAKE's contention policy sees at `now_ns`: the device's live
+        contexts (nvidia-smi's processes) and the share of its TPCs busy (as
+        they stand, if the driver is at work: it is not re-entered)."""
+        if not self._working:
+            self.advance_to(now_ns)
+        eng = self.engine
+        return len(eng.contexts), eng.busy_tpcs / eng.spec.n_tpcs
 
     # -- advice (MLaaS GPU and power advisors) ---------------------------------------------
 
@@ -301,28 +359,23 @@ class GpuDriver:
         eng = self._engine
         if eng.pending_clocks():
             return
-        wanted = self.advice.frequency(
-            PowerView(eng.spec.clocks_mhz, eng.clock_mhz, eng.busy_tpcs, eng.power_w)
-        )
+        with self._at_work():
+            wanted = self.advice.frequency(
+                PowerView(eng.spec.clocks_mhz, eng.clock_mhz, eng.busy_tpcs, eng.power_w)
+            )
         if wanted is not None and wanted != eng.clock_mhz:
             eng.set_clock(wanted)
 
     def busy(self) -> bool:
         return self._scheduler is not None and self._scheduler.busy
 
-    def defer(self, completions: list[Any]) -> None:
-        """Programs' completions that kernel-space inference's run of the engine saw."""
-        if self._scheduler is not None:
-            self._scheduler.defer(completions)
-        else:  # none before the first launch: nothing of ours ran
-            self.engine.release_atoms([c.atom_id for c in completions])
-
     def next_event_ns(self, now_ns: int) -> int | None:
         """When the device or the policy can next change anything, with the
         launches served at `now_ns` dispatched (None: nothing is pending)."""
         if self._scheduler is None:
             return None
-        self._scheduler.catch_up(now_ns)
+        with self._at_work():
+            self._scheduler.catch_up(now_ns)
         return self._scheduler.next_event_ns()
 
     def finished(self, ctx_id: int, kernel: int | None) -> int | None:
@@ -330,8 +383,7 @@ class GpuDriver:
         context's work), or None while it runs."""
         if kernel is not None:
             if kernel in self.contexts[ctx_id].running:
-                # Done already, perhaps, if kernel-space inference ran the engine.
-                return self.engine.kernel_done_ns(self._engine_id[kernel])
+                return None  # the scheduler moves it to `finished` when it completes
             return self.contexts[ctx_id].finished[kernel]
         if ctx_id not in self.contexts or not self.scheduler.context_idle(ctx_id):
             return None
@@ -452,8 +504,9 @@ class GpuDriver:
             if _keep_last(self.timeline.launches, TRACE_KERNELS):
                 oldest = self.timeline.launches[0][0]  # kernel ids ascend with launches
                 self._traced_done = {k: t for k, t in self._traced_done.items() if k >= oldest}
-        self.scheduler.submit(ctx.ctx, spec.stream, engine_id, desc, spec)
-        self._check_refused()
+        with self._at_work():  # a new stream may ask the advisor for TPCs
+            self.scheduler.submit(ctx.ctx, spec.stream, engine_id, desc, spec)
+            self._check_refused()
         return kernel
 
     def set_share(self, ctx: _Context, percent: Any) -> None:
@@ -461,40 +514,64 @@ class GpuDriver:
         if percent is not None and (type(percent) is not int or not 1 <= percent <= 100):
             raise GpuRequestError(f"a share is a percent, 1 to 100, or None; got {percent!r}")
         ctx.share = percent or 0
-        self.scheduler.set_share(ctx.ctx, None if percent is None else percent / 100)
-        self._check_refused()
+        with self._at_work():
+            self.scheduler.set_share(ctx.ctx, None if percent is None else percent / 100)
+            self._check_refused()
 
     def destroy(self, ctx: _Context) -> None:
         """Forget an idle context: its streams, and its device memory."""
         self.engine.destroy_context(ctx.ctx)  # frees its device memory too
         del self.contexts[ctx.ctx]
-        self.scheduler.remove_context(ctx.ctx)
-        self._check_refused()
+        with self._at_work():
+            self.scheduler.remove_context(ctx.ctx)
+            self._check_refused()
 
     def view(self) -> GpuView:
         eng = self.engine
         contexts = []
+        sched = self.scheduler
         for ctx_id in eng.contexts:
-            c = self.contexts.get(ctx_id)
-            if c is None:  # not a program's: kernel-space inference's
-                contexts.append(ContextView(ctx_id, "kernel", eng.memory.used_bytes(ctx_id), 0, 0))
-                continue
-            sched = self.scheduler
+            c = self.contexts.get(ctx_id)  # None: not a program's, kernel-space inference's
             contexts.append(
                 ContextView(
                     ctx_id,
-                    c.owner,
+                    "kernel" if c is None else c.owner,
                     eng.memory.used_bytes(ctx_id),
                     sched.queued(ctx_id),
                     sched.done.get(ctx_id, 0),
                     sched.tpcs_in_use(ctx_id),
-                    c.share,
+                    0 if c is None else c.share,
                 )  # fmt: skip
             )
         return GpuView(
             self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts),
             self.scheduler.policy.label, self.scheduler.policy.report(),
         )  # fmt: skip
+
+
+class InferencePort:
+    """The driver's port for kernel-space inference (inference.py's `GpuPort`):
+    what the back end may do with the device, all of it through the driver."""
+
+    def __init__(self, driver: GpuDriver) -> None:
+        self._driver = driver
+
+    @property
+    def spec(self) -> Any:
+        return self._driver.engine.spec
+
+    @property
+    def now_ns(self) -> int:
+        return self._driver.engine.now_ns
+
+    def create_context(self) -> int:
+        return self._driver.engine.create_context()
+
+    def run_kernel(self, ctx: int, desc: Any, priority: int, now_ns: int) -> tuple[int, Any]:
+        return self._driver.run_kernel(ctx, desc, priority, now_ns)
+
+    def contention(self, now_ns: int) -> tuple[int, float]:
+        return self._driver.contention(now_ns)
 
 
 def gpu_server(proc):
@@ -509,7 +586,7 @@ def gpu_server(proc):
         from drivers.vgpu.inference import attach_to_core
 
         core = yield MapDevice(proc.caps["mlaas"])
-        attach_to_core(core, driver.engine, on_foreign=driver.defer)
+        attach_to_core(core, port=InferencePort(driver))
         driver.advice = core.gpu  # launches and clocks follow the attached advisors
     timer = yield NewNotification()
     yield BindNotification(timer)

@@ -31,7 +31,7 @@ from drivers.vgpu.inference import VgpuInferenceBackend
 from drivers.vgpu.presets import a100, h100, scaled
 from drivers.vgpu.reference import ReferenceEngine
 from drivers.vgpu.scheduler import StreamScheduler
-from drivers.vgpu.server import LaunchGraph, LaunchSpec
+from drivers.vgpu.server import GpuDriver, InferencePort, LaunchGraph, LaunchSpec
 from drivers.vgpu.work import KernelDesc
 from kernel import Kernel
 from kernel.mlaas.inference import Model
@@ -194,7 +194,6 @@ def held(scheduler: StreamScheduler) -> dict[str, int]:
         "fifos": len(e._fifo_of),
         "atom owners": len(scheduler.atom_owner),
         "atom launch times": len(scheduler.atom_launch_ns),
-        "deferred": len(scheduler.deferred),
         "timers": len(scheduler._timers),
         "atoms of streams": sum(len(s.inflight_masks) for s in scheduler.streams),
         "queued kernels": sum(len(s.queue) for s in scheduler.streams),
@@ -207,14 +206,18 @@ KERNELS = 20_000
 @pytest.mark.parametrize("policy", [None, "lithos", "timeslice"])
 def test_a_long_lived_scheduler_holds_only_the_work_in_flight(policy):
     """20,000 kernels of programs, on 3 contexts of 2 streams, beside
-    kernel-space inference batches on the same engine (their completions of
-    programs' atoms come back through `defer`): nothing grows with them."""
+    kernel-space inference batches through the driver's port (their kernels
+    scheduled as the programs' are): nothing grows with them."""
     rng, features = random.Random(1), np.random.default_rng(1)
-    engine = Engine("a100", dispatch_order="launch", keep_history=False)
-    scheduler = StreamScheduler(engine, lambda ctx: None)
+    driver = GpuDriver("a100")
+    engine, scheduler = driver.engine, driver.scheduler
     scheduler.select(policy)
-    scheduler.on_kernel_done = lambda ctx, kernel: engine.release_kernel(kernel)
-    inference = VgpuInferenceBackend(engine, on_foreign=scheduler.defer)
+    inference = VgpuInferenceBackend(port=InferencePort(driver))
+    # The programs' kernels come straight to the scheduler here, not through
+    # the driver: release them as the driver releases its own.
+    scheduler.on_kernel_done = lambda ctx, kernel: (
+        ctx != inference.ctx and engine.release_kernel(kernel)
+    )
     model = Model("m", (8, 16, 2))
     contexts = [engine.create_context() for _ in range(3)]
     now = 0
@@ -231,9 +234,9 @@ def test_a_long_lived_scheduler_holds_only_the_work_in_flight(policy):
         )
         scheduler.submit(ctx, stream, engine.add_kernel(desc), desc, spec)
         now += rng.randrange(300_000)  # the device is about half busy
-        if launched % 50 == 0:  # an advisor's batch runs the engine to its own completion
+        if launched % 50 == 0:  # an advisor's batch, run to its completion
             inference.run(model, features.random((4, 8), dtype=np.float32), now)
-        scheduler.catch_up(now)
+        driver.advance_to(now)
         for name, size in held(scheduler).items():
             most[name] = max(most.get(name, 0), size)
         if launched == KERNELS // 2:
@@ -246,7 +249,8 @@ def test_a_long_lived_scheduler_holds_only_the_work_in_flight(policy):
     tables = [name for name in most if name.endswith("table")]
     assert {t: most[t] for t in tables} == {t: at_half[t] for t in tables}  # none grew since
     after = held(scheduler)
-    assert after["atom owners"] == after["deferred"] == after["queued kernels"] == 0
+    assert after["atom owners"] == after["queued kernels"] == 0
+    assert scheduler.done[inference.ctx] == inference.batches == KERNELS // 50
     assert after["results"] == 0 and len(engine._free_kernels) == after["kernel ids"]
 
 
