@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from drivers.vgpu.engine import Engine
-from drivers.vgpu.policies.compiled import P_STATIC, Pol, static_pol
+from drivers.vgpu.policies.compiled import STATIC_STATE, Pol, new_state
 from drivers.vgpu.presets import GpuSpec
 from drivers.vgpu.work import KernelDesc
 
@@ -248,8 +248,11 @@ class SharingPolicy:
         self.sim = sim
         self.setup()
         streams = sim.streams
-        return static_pol(
-            P_STATIC, [self.mask(s) for s in streams], [self.priority(s) for s in streams]
+        return new_state(
+            STATIC_STATE,
+            0,
+            masks=[self.mask(s) for s in streams],
+            priorities=[self.priority(s) for s in streams],
         )
 
     # -- defaults ------------------------------------------------------------

@@ -1,27 +1,27 @@
-"""The shared device as a compiled policy sees it (`drivers/vgpu/policies`).
+"""What a compiled policy sees of the device, and how it keeps its state (`drivers/vgpu/policies`).
 
-Each sharing policy is defined by its readable Python class; most also have
-a *compiled form*: numba functions beside the class that do the same thing
-on numpy tables, run inside the harness's compiled epoch loop
-(`drivers/vgpu/sharing/epoch.py`).  The tests hold the two to identical atom
-logs.  This file is the compiled twin of the `Device` and `Stream`
-protocols in base.py: the layout of the tables (`Dev`, `Pol`) and the two
-things a policy asks of the device, `launch` and `call_at`.
+A shipped policy's callbacks are module-level functions decorated with
+`compiled_fn`: plain Python, which numba compiles into the one loop
+(`drivers/vgpu/sharing/epoch.py`) where the loop calls them, or which run as
+they are when the loop runs interpreted.  This file holds what they share:
+the layout of the harness's tables (`Dev`), a policy's state (`Pol`), and
+what a policy asks of the device (`launch`, `policy_call_at`, `set_clock`,
+and accessors of a stream's current kernel).
 
-Masks are int64 bit sets, so the compiled forms serve devices of at most
-63 TPCs (the a100 has 54); a wider device runs the Python forms.
+Masks are int64 bit sets while compiled, so the compiled loop serves
+devices of at most 63 TPCs (the a100 has 54); on a wider device the loop
+runs interpreted, with Python ints.
 
 The compiled functions run without numba's reference counting
 (``_nrt=False``): they allocate nothing (`Dev.scratch` holds what they
-would), and every array they touch lives as long as the run.  The small
-accessors are inlined (``inline="always"``): a call passes the whole
-`Dev` tuple, which costs more than the accessor.  Only functions that do
-not assign to their own parameters are inlined.
+would), and every array they touch lives as long as the run.
 
-State of one policy is a `Pol`: `i` (int64 scalars and per-stream values),
-`f` (float64 ones), `t` (an int64 table with a column per atom, grown with
-the atoms) and `w` (a float64 table, per stream and kernel position).  Each
-policy lays its own rows out in its file; ``i[P_ID]`` names the policy.
+A policy keeps its state by name: `named_state` declares its fields (read
+``st = state(p)``, then ``st["owner"]``), `named_table` its per-atom and
+per-(stream, kernel) records.  Compiled, they are records over bytes, so
+numba sees one `Pol` type for every policy; interpreted, dicts and
+structured arrays of Python values.  ``i[P_ID]`` names the policy in
+charge (`drivers/vgpu/sharing/registry.py` assigns the ids).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
+from numba.core import ir_utils
 from numba.extending import overload, register_jitable
 
 from drivers.vgpu.engine import (
@@ -154,14 +155,16 @@ N_FH_ROWS = 5
 P_ID = 0  # in `Pol.i`: which policy
 
 
-def compiled_fn(fn: Callable | None = None) -> Any:
+def compiled_fn(fn: Callable | None = None, *, inline: bool = False) -> Any:
     """A function of the sharing layer: it stays a plain Python function,
     which numba compiles into the compiled loop wherever the loop calls it
     (`register_jitable`), without reference counting.  The same source thus
     runs compiled (the loop's entry points, `sharing/epoch.py`'s `COMPILED`)
     or interpreted, step by step (`INTERPRETED`: a researcher's Python
-    policy, a device wider than 63 TPCs, a debugger)."""
-    wrap = register_jitable(_nrt=False)
+    policy, a device wider than 63 TPCs, a debugger).  With `inline`, numba
+    inlines it where it is called: a call passes the whole `Dev` tuple,
+    which costs more than a small accessor."""
+    wrap = register_jitable(_nrt=False, inline="always" if inline else "never")
     return wrap if fn is None else wrap(fn)
 
 
@@ -202,30 +205,278 @@ class Dev(NamedTuple):
 class Pol(NamedTuple):
     """One compiled policy's state (see the module doc)."""
 
+    #: Its named state (`named_state`): the record's bytes while the loop
+    #: runs compiled, a dict of Python values while it runs interpreted.
+    v: np.ndarray
+    #: Its named tables (`named_table`): a record per atom, grown with the
+    #: atom table (`at`, of its module's `ATOM`), and per (stream, kernel
+    #: position) (`kn`, of its `KERNEL`).  Compiled, the records' bytes
+    #: (uint8; a row's records end to end); interpreted, a structured
+    #: array whose integers are Python ints (`atom_record` and
+    #: `kernel_record` read either).
+    at: np.ndarray
+    kn: np.ndarray
+    #: The harness's: the policy's id (``i[P_ID]``), a Python policy's handle.
     i: np.ndarray
-    f: np.ndarray
-    t: np.ndarray
-    w: np.ndarray
-    #: Per (row, stream, kernel position): what a policy learns of each
-    #: kernel, as integers and as floats.
-    ki: np.ndarray
-    kf: np.ndarray
+    #: Per stream, a float64 ring a policy sizes by a parameter (TGS's
+    #: recent high-priority rates).
+    rates: np.ndarray
 
 
-def empty_pol(pid: int, n_i: int = 1, n_f: int = 1, t_rows: int = 1, w_shape=(1, 1)) -> Pol:
-    """A policy state of the given sizes, with ``i[P_ID] = pid``."""
+def empty_pol(pid: int, n_i: int = 1) -> Pol:
+    """An empty policy state, with ``i[P_ID] = pid``."""
     # Python ints, which hold the masks of any device; the loop converts
     # them to int64 when it runs compiled (`epoch_run.LoopRun`).
     i = np.zeros(max(1, n_i), object)
     i[P_ID] = pid
     return Pol(
+        v=np.zeros(1, np.uint8),
+        at=np.zeros(1, np.uint8),
+        kn=np.zeros((1, 1), np.uint8),
         i=i,
-        f=np.zeros(max(1, n_f), np.float64),
-        t=np.zeros((max(1, t_rows), 1), object),
-        w=np.zeros(w_shape, np.float64),
-        ki=np.zeros((1, 1, 1), np.int64),
-        kf=np.zeros((1, 1, 1), np.float64),
+        rates=np.zeros((1, 1), np.float64),
     )
+
+
+# -- a policy's named state -----------------------------------------------------
+
+#: Per-stream values a policy's state holds (a set of streams is an int64 bit set).
+MAX_STREAMS = 63
+#: Per-TPC values a policy's state holds (a device wider than 63 TPCs runs interpreted).
+MAX_TPCS = 128
+
+
+def named_state(**fields: Any) -> np.dtype:
+    """A policy's state as one aligned numpy record: each field a type
+    (``np.int64``, ``np.float64``) or ``(type, n)`` for n values (per stream:
+    `MAX_STREAMS`, per TPC: `MAX_TPCS`).  A field that extends another
+    policy's state lists that state's fields first, in the same order."""
+    return np.dtype(
+        [(name, *(spec if isinstance(spec, tuple) else (spec,))) for name, spec in fields.items()],
+        align=True,
+    )
+
+
+def new_state(dtype: np.dtype, pid: int, **values: Any) -> Pol:
+    """A fresh `Pol` for policy id `pid` whose named state, of `dtype`, is
+    zero but for `values`: a dict of Python values (ints of any width)."""
+    st: dict[str, Any] = {}
+    for name in dtype.names:
+        base, shape = dtype[name].base, dtype[name].shape
+        zero = 0.0 if base.kind == "f" else 0
+        st[name] = np.full(shape, zero, object if zero == 0 else np.float64) if shape else zero
+    for name, value in values.items():
+        if name not in st:
+            raise KeyError(f"no field {name!r} in the state")
+        if dtype[name].shape:
+            st[name][: len(value)] = value
+        else:
+            st[name] = float(value) if dtype[name].kind == "f" else value
+    pol = empty_pol(pid)
+    v = np.empty(1, object)
+    v[0] = st
+    return pol._replace(v=v)
+
+
+def pack_state(st: dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    """The named state `st` (a dict) as the bytes of one `dtype` record."""
+    rec = np.zeros(1, dtype)
+    for name in dtype.names:
+        rec[0][name] = st[name]
+    return rec.view(np.uint8).copy()
+
+
+def unpack_state(raw: np.ndarray, dtype: np.dtype) -> dict[str, Any]:
+    """The bytes of one `dtype` record as a dict of Python values."""
+    rec = raw[: dtype.itemsize].view(dtype)[0]
+    st: dict[str, Any] = {}
+    for name in dtype.names:
+        value = rec[name]
+        if dtype[name].shape:
+            st[name] = (
+                np.array(value.tolist(), object) if dtype[name].base.kind in "iub" else value.copy()
+            )
+        else:
+            st[name] = value.item()
+    return st
+
+
+def state_values(pol: Pol, dtype: np.dtype) -> dict[str, Any]:
+    """A policy's named state, from Python, whichever way the loop holds it."""
+    return pol.v[0] if pol.v.dtype == object else unpack_state(pol.v, dtype)
+
+
+def _alias_first_argument(lhs, args, alias_map, arg_aliases):
+    """For numba's alias analysis: what an accessor returns is its first argument's memory."""
+    rhs = args[0].name
+    if rhs in arg_aliases:
+        arg_aliases.add(lhs)
+    else:
+        alias_map.setdefault(rhs, set()).add(lhs)
+        alias_map.setdefault(lhs, set()).add(rhs)
+
+
+def _accessor(fn: Callable) -> Callable:
+    """`fn`, an accessor of a policy's named state or tables, known to numba's
+    dead-code elimination to return memory of its argument `p`.
+
+    numba removes a store into an array that aliases no argument and is not
+    used after it.  A record made by ``.view`` aliases nothing it knows of,
+    so ``st["busy_until"][t] = x``, the last use of `st`, would vanish in a
+    function where numba inlines anything.  For the same reason an accessor
+    is not inlined: the record it returns must be defined in its caller's
+    own block, where the analysis sees the alias."""
+    ir_utils.alias_func_extensions[(fn.__name__, fn.__module__)] = _alias_first_argument
+    return fn
+
+
+def state_of(dtype: np.dtype) -> Callable:
+    """The accessor of a policy's named state of `dtype`: ``st = state(p)``,
+    then ``st["owner"]``.  Compiled, a record over the bytes of `Pol.v`;
+    interpreted, the dict of Python values itself.  `dtype` may be a prefix
+    of the state's (a policy that extends another's state)."""
+    size = dtype.itemsize
+
+    @_accessor
+    def state(p):
+        return p.v[0]
+
+    @overload(state, jit_options={"_nrt": False})
+    def _state_compiled(p):
+        def record(p):
+            return p.v[:size].view(dtype)[0]
+
+        return record
+
+    return state
+
+
+# -- a policy's named tables ------------------------------------------------------
+
+
+class Layout(NamedTuple):
+    """The dtypes of a policy's named state and tables, as its compiled
+    module declares them (`STATE`, `ATOM`, `KERNEL`); None where it has none."""
+
+    state: np.dtype | None = None
+    atom: np.dtype | None = None
+    kernel: np.dtype | None = None
+
+    @classmethod
+    def of(cls, module: Any) -> Layout:
+        return cls(*(getattr(module, name, None) for name in ("STATE", "ATOM", "KERNEL")))
+
+
+def named_table(**fields: Any) -> np.dtype:
+    """The record of a policy's table, one per atom (`Pol.at`) or per
+    (stream, kernel position) (`Pol.kn`): each field ``np.int64`` or
+    ``np.float64``."""
+    for name, spec in fields.items():
+        if spec not in (np.int64, np.float64):
+            raise TypeError(f"table field {name!r} is {spec!r}: np.int64 or np.float64")
+    return named_state(**fields)
+
+
+def _interpreted_record(dtype: np.dtype) -> np.dtype:
+    """`dtype` as the interpreted loop holds it: its integers Python ints."""
+    return np.dtype(
+        [(name, object if dtype[name].kind == "i" else dtype[name]) for name in dtype.names]
+    )
+
+
+def new_table(dtype: np.dtype, shape: Any, **values: Any) -> np.ndarray:
+    """A policy's table of `shape` records of `dtype`, zero but for `values`
+    (one value a field), as the interpreted loop holds it."""
+    table = np.zeros(shape, _interpreted_record(dtype))
+    for name, value in values.items():
+        if name not in dtype.names:
+            raise KeyError(f"no field {name!r} in the table")
+        table[name] = value
+    return table
+
+
+def pack_table(table: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A table (a structured array) as its records' bytes: a row's records end to end."""
+    rec = np.zeros(table.shape, dtype)
+    for name in dtype.names:
+        rec[name] = table[name]
+    return rec.view(np.uint8)
+
+
+def unpack_table(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The bytes of a table of `dtype` records as a structured array of Python values."""
+    rec = raw.view(dtype)
+    table = np.zeros(rec.shape, _interpreted_record(dtype))
+    for name in dtype.names:
+        table[name] = rec[name]
+    return table
+
+
+def table_values(table: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A policy's table, from Python, whichever way the loop holds it."""
+    return table if table.dtype.names else unpack_table(table, dtype)
+
+
+def held_table(table: np.ndarray, dtype: np.dtype | None, interpreted: bool) -> np.ndarray:
+    """A policy's table of `dtype` records (None: it has none) as the mode holds it."""
+    if dtype is None:
+        return table
+    if interpreted:
+        return table_values(table, dtype)
+    return pack_table(table, dtype) if table.dtype.names else table
+
+
+def grown_table(table: np.ndarray, dtype: np.dtype | None, n: int) -> np.ndarray:
+    """A per-atom table of `dtype` records with room for `n`, the new ones zero."""
+    if dtype is None:
+        return table
+    per_record = 1 if table.dtype.names else dtype.itemsize
+    if len(table) >= n * per_record:
+        return table
+    grown = np.zeros(n * per_record, table.dtype)
+    grown[: len(table)] = table
+    return grown
+
+
+def atom_record(dtype: np.dtype) -> Callable:
+    """The accessor of an atom's record in a policy's per-atom table
+    (`Pol.at`) of `dtype` records: ``atom_of = atom_record(ATOM)``, then
+    ``atom_of(p, a)["stolen"]``.  Compiled, the record over the table's bytes;
+    interpreted, the structured array's.  An accessor gives one record, not
+    the table: a compiled function without reference counting returns no
+    array but its arguments."""
+
+    @_accessor
+    def record_of_atom(p, a):
+        return p.at[a]
+
+    @overload(record_of_atom, jit_options={"_nrt": False})
+    def _record_compiled(p, a):
+        def record_of_bytes(p, a):
+            return p.at.view(dtype)[a]
+
+        return record_of_bytes
+
+    return record_of_atom
+
+
+def kernel_record(dtype: np.dtype) -> Callable:
+    """The accessor of a kernel's record in a policy's table per (stream,
+    kernel position) (`Pol.kn`) of `dtype` records: ``kernel_of =
+    kernel_record(KERNEL)``, then ``kernel_of(p, s, pos)["sx"]`` (as `atom_record`)."""
+
+    @_accessor
+    def record_of_kernel(p, s, pos):
+        return p.kn[s, pos]
+
+    @overload(record_of_kernel, jit_options={"_nrt": False})
+    def _record_compiled(p, s, pos):
+        def record_of_bytes(p, s, pos):
+            return p.kn.view(dtype)[s, pos]
+
+        return record_of_bytes
+
+    return record_of_kernel
 
 
 # -- what a compiled policy asks of the device --------------------------------
@@ -468,34 +719,22 @@ def launch_whole(d, s, mask, prio, order):
 
 # -- the base policy's compiled form: whole kernels on a fixed mask ------------
 
-#: Policy ids (``Pol.i[P_ID]``).
-P_STATIC = 1
-P_MIG = 2
-P_LITHOS = 3
-P_TIMESLICE = 4
-P_ORION = 5
-P_REEF = 6
-P_TGS = 7
-
-# `Pol.i` of P_STATIC (and of P_MIG, which extends it): per stream s, its mask
-# at ST_MASKS + s and its priority at ST_MASKS + n + s.
-STATIC_MASKS = 4
-
-
-def static_pol(pid: int, masks: list[int], priorities: list[int], extra: int = 0) -> Pol:
-    """The state of a policy that launches whole kernels on a fixed mask and priority."""
-    n = len(masks)
-    pol = empty_pol(pid, STATIC_MASKS + 2 * n + extra)
-    pol.i[STATIC_MASKS : STATIC_MASKS + n] = masks
-    pol.i[STATIC_MASKS + n : STATIC_MASKS + 2 * n] = priorities
-    return pol
+#: The named state of a policy that launches each kernel whole on a fixed
+#: mask, at a fixed priority (mps, mps-limit, priority).  MIG extends it:
+#: its state lists these fields first.
+STATIC_FIELDS = {
+    "masks": (np.int64, MAX_STREAMS),  # each stream's TPC mask
+    "priorities": (np.int64, MAX_STREAMS),  # each stream's priority
+}
+STATIC_STATE = named_state(**STATIC_FIELDS)
+static_state = state_of(STATIC_STATE)
 
 
 @compiled_fn
 def static_launch(d, p, s, order):
     """`launch_whole(s, order)` on the stream's fixed mask, at its fixed priority."""
-    n = d.sc[D_NSTREAMS]
-    return launch_whole(d, s, p.i[STATIC_MASKS + s], p.i[STATIC_MASKS + n + s], order)
+    st = static_state(p)
+    return launch_whole(d, s, st["masks"][s], st["priorities"][s], order)
 
 
 @compiled_fn
@@ -551,10 +790,3 @@ def set_clock(d, mhz):
     d.clock_log[1, n] = mhz
     sc[D_NCLOCKS] = n + 1
     return effective
-
-
-@compiled_fn
-def list_append(values, at, x):
-    """Append `x` to the list kept in `values` at `at` (its length, then its items)."""
-    values[at + 1 + values[at]] = x
-    values[at] += 1

@@ -319,7 +319,7 @@ class Lithos(SharingPolicy):
         return lithos_compiled.compiled_state(self, sim)
 
     def compiled_report(self, pol) -> dict:
-        return lithos_compiled.report(self, pol, len(pol.w))
+        return lithos_compiled.report(pol)
 
     def report(self) -> dict:
         p = self.predictor

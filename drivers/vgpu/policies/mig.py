@@ -17,23 +17,28 @@ other slices, the booted driver's streams changing) costs the same.
 
 from __future__ import annotations
 
+import numpy as np
+
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.lithos.tpcs import largest_remainder
 from drivers.vgpu.policies.base import SharingPolicy, number_list
 from drivers.vgpu.policies.compiled import (
     D_NOW,
     D_NSTREAMS,
-    P_MIG,
+    MAX_STREAMS,
     POLICY_TIMERS,
     ST_INFLIGHT,
-    STATIC_MASKS,
+    STATIC_FIELDS,
     Pol,
     compiled_fn,
     kernel_pending,
+    named_state,
+    new_state,
     policy_call_at,
+    state_of,
+    state_values,
     static_kernel_ready,
     static_launch,
-    static_pol,
 )
 
 MIG_SLICES = 7
@@ -146,54 +151,57 @@ class Mig(SharingPolicy):
         """The compiled state: the masks, and a drain first if taking over."""
         self.sim = sim
         self.layout, self.masks = self._layout()
-        n = len(sim.streams)
-        pol = static_pol(P_MIG, self.masks, [self.priority(s) for s in sim.streams], 4 + n)
-        pol.i[MIG_RECONFIGURE_NS] = self.reconfigure_ns
-        base = STATIC_MASKS + 2 * n
-        pol.i[base + MIG_TAKE_OVER] = int(self._takes_over())
-        return pol
+        return new_state(
+            STATE,
+            0,
+            masks=self.masks,
+            priorities=[self.priority(s) for s in sim.streams],
+            reconfigure_ns=self.reconfigure_ns,
+            take_over=int(self._takes_over()),
+        )
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.reconfigurations = int(pol.i[STATIC_MASKS + 2 * len(self.masks) + MIG_RECONFIGURED])
+        self.reconfigurations = int(state_values(pol, STATE)["reconfigurations"])
         return self.report()
 
 
-# The compiled form.  After the static masks and priorities in `Pol.i`: the
-# state, the reconfigurations, whether setup takes over, the held streams.
-MIG_RECONFIGURE_NS = 1  # in the free scalars before the masks
-MIG_STATE = 0  # 0 serving, 1 draining, 2 down
-MIG_RECONFIGURED = 1
-MIG_TAKE_OVER = 2
-MIG_NHELD = 3
-MIG_HELD = 4
+# The compiled form's named state: the static policy's (each stream's mask
+# and priority), then MIG's own.
+STATE = named_state(
+    **STATIC_FIELDS,
+    reconfigure_ns=np.int64,
+    phase=np.int64,  # SERVING, DRAINING or DOWN
+    reconfigurations=np.int64,
+    take_over=np.int64,  # 1: setup drains the device first
+    n_held=np.int64,
+    held=(np.int64, MAX_STREAMS),  # the streams whose kernels wait for the new layout
+)
+state = state_of(STATE)
+SERVING, DRAINING, DOWN = range(3)
 MIG_RESUME = POLICY_TIMERS
 
 
 @compiled_fn
-def _mig_base(d):
-    return STATIC_MASKS + 2 * d.sc[D_NSTREAMS]
-
-
-@compiled_fn
 def compiled_setup(d, p):
-    if p.i[_mig_base(d) + MIG_TAKE_OVER]:
-        p.i[_mig_base(d) + MIG_STATE] = 1
+    st = state(p)
+    if st["take_over"]:
+        st["phase"] = DRAINING
         _check_drained(d, p)
 
 
 @compiled_fn
 def compiled_kernel_ready(d, p, s):
-    b = _mig_base(d)
-    if p.i[b + MIG_STATE] == 0:
+    st = state(p)
+    if st["phase"] == SERVING:
         static_kernel_ready(d, p, s)
     else:
-        p.i[b + MIG_HELD + p.i[b + MIG_NHELD]] = s
-        p.i[b + MIG_NHELD] += 1
+        st["held"][st["n_held"]] = s
+        st["n_held"] += 1
 
 
 @compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
-    if p.i[_mig_base(d) + MIG_STATE] == 1:
+    if state(p)["phase"] == DRAINING:
         _check_drained(d, p)
 
 
@@ -202,20 +210,20 @@ def _check_drained(d, p):
     for s in range(d.sc[D_NSTREAMS]):
         if d.st[ST_INFLIGHT, s] != 0:
             return
-    b = _mig_base(d)
-    p.i[b + MIG_STATE] = 2
-    policy_call_at(d, d.sc[D_NOW] + p.i[MIG_RECONFIGURE_NS], MIG_RESUME, 0)
+    st = state(p)
+    st["phase"] = DOWN
+    policy_call_at(d, d.sc[D_NOW] + st["reconfigure_ns"], MIG_RESUME, 0)
 
 
 @compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == MIG_RESUME:
-        b = _mig_base(d)
-        p.i[b + MIG_STATE] = 0
-        p.i[b + MIG_RECONFIGURED] += 1
-        held = p.i[b + MIG_NHELD]
-        p.i[b + MIG_NHELD] = 0
+        st = state(p)
+        st["phase"] = SERVING
+        st["reconfigurations"] += 1
+        held = st["n_held"]
+        st["n_held"] = 0
         for k in range(held):
-            s = p.i[b + MIG_HELD + k]
+            s = st["held"][k]
             if kernel_pending(d, s):
                 static_launch(d, p, s, -1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from drivers.vgpu.policies.base import SharingPolicy, number_list, range_mask
-from drivers.vgpu.policies.compiled import static_kernel_ready
+from drivers.vgpu.policies.compiled import STATIC_STATE, static_kernel_ready
 
 
 class Mps(SharingPolicy):
@@ -64,5 +64,7 @@ class MpsLimit(SharingPolicy):
         return {"tpcs": [m.bit_count() for m in self.masks]}
 
 
-# The compiled form: whole kernels on each stream's fixed mask, at its fixed priority.
+# The compiled form: whole kernels on each stream's fixed mask, at its fixed
+# priority (the state of mps, mps-limit and priority).
+STATE = STATIC_STATE
 compiled_kernel_ready = static_kernel_ready

@@ -21,24 +21,27 @@ Profiles, SM counts and durations are the tenants' kernel profiles.
 
 from __future__ import annotations
 
+import numpy as np
+
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
-    D_NSTREAMS,
     K_ISO,
     K_PROFILE,
     K_SMS,
-    P_ORION,
+    MAX_STREAMS,
     ST_HP,
     Pol,
     compiled_fn,
-    empty_pol,
     host_order,
     hp_running,
     kernel_index,
     kernel_pending,
     launch_whole,
-    list_append,
+    named_state,
+    new_state,
+    state_of,
+    state_values,
 )
 
 #: The duration cap where no high-priority request profile is known.
@@ -151,32 +154,29 @@ class Orion(SharingPolicy):
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
         self._limits()
-        n = len(sim.streams)
-        pol = empty_pol(P_ORION, O_PER_STREAM + 4 * n + 1)
-        pol.i[O_THRESHOLD] = self.threshold
-        pol.i[O_CAP_NS] = self.cap_ns
-        return pol
+        return new_state(STATE, 0, threshold=self.threshold, cap_ns=self.cap_ns)
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.admitted_busy = int(pol.i[O_BUSY])
-        self.admitted_idle = int(pol.i[O_IDLE])
+        st = state_values(pol, STATE)
+        self.admitted_busy = int(st["admitted_busy"])
+        self.admitted_idle = int(st["admitted_idle"])
         return self.report()
 
 
-# The compiled form: scalars in `Pol.i`, then per stream the SMs and the
-# duration it has outstanding, then the held streams (a count, then them).
-O_THRESHOLD = 1
-O_CAP_NS = 2
-O_OUT_SMS = 3
-O_OUT_NS = 4
-O_BUSY = 5
-O_IDLE = 6
-O_PER_STREAM = 7
-
-
-@compiled_fn
-def _held(d):
-    return O_PER_STREAM + 2 * d.sc[D_NSTREAMS]
+# The compiled form's named state.
+STATE = named_state(
+    threshold=np.int64,  # the SM threshold
+    cap_ns=np.int64,  # the duration cap
+    out_sms=np.int64,  # the SMs of the outstanding best-effort kernels
+    out_ns=np.int64,  # their isolated duration
+    admitted_busy=np.int64,
+    admitted_idle=np.int64,
+    sms=(np.int64, MAX_STREAMS),  # per best-effort stream: its outstanding SMs
+    iso_ns=(np.int64, MAX_STREAMS),  # and its outstanding duration
+    n_held=np.int64,
+    held=(np.int64, MAX_STREAMS),  # the best-effort streams waiting, in order
+)
+state = state_of(STATE)
 
 
 @compiled_fn
@@ -189,18 +189,20 @@ def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_HIGH, host_order(d, s))
     else:
-        list_append(p.i, _held(d), s)
+        st = state(p)
+        st["held"][st["n_held"]] = s
+        st["n_held"] += 1
     _admit(d, p)
 
 
 @compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if kernel_done and not d.st[ST_HP, s]:
-        n = d.sc[D_NSTREAMS]
-        p.i[O_OUT_SMS] -= p.i[O_PER_STREAM + s]
-        p.i[O_OUT_NS] -= p.i[O_PER_STREAM + n + s]
-        p.i[O_PER_STREAM + s] = 0
-        p.i[O_PER_STREAM + n + s] = 0
+        st = state(p)
+        st["out_sms"] -= st["sms"][s]
+        st["out_ns"] -= st["iso_ns"][s]
+        st["sms"][s] = 0
+        st["iso_ns"][s] = 0
 
 
 @compiled_fn
@@ -211,11 +213,12 @@ def compiled_stream_idle(d, p, s):
 
 @compiled_fn
 def _admissible(d, p, s, running, n_running):
+    st = state(p)
     k = kernel_index(d, s)
     sms, iso, profile = d.kern[K_SMS, k], d.kern[K_ISO, k], d.kern[K_PROFILE, k]
-    if p.i[O_OUT_SMS] + sms > p.i[O_THRESHOLD]:
+    if st["out_sms"] + sms > st["threshold"]:
         return False
-    if p.i[O_OUT_NS] + iso > p.i[O_CAP_NS]:
+    if st["out_ns"] + iso > st["cap_ns"]:
         return False
     for r in range(n_running):
         other = d.kern[K_PROFILE, kernel_index(d, running[r])]
@@ -226,28 +229,27 @@ def _admissible(d, p, s, running, n_running):
 
 @compiled_fn
 def _admit(d, p):
-    h = _held(d)
-    if p.i[h] == 0:
+    st = state(p)
+    if st["n_held"] == 0:
         return
-    n = d.sc[D_NSTREAMS]
     running, n_running = hp_running(d)
     kept = 0
-    for j in range(p.i[h]):
-        s = p.i[h + 1 + j]
+    for j in range(st["n_held"]):
+        s = st["held"][j]
         if not kernel_pending(d, s):
             continue
         if n_running and not _admissible(d, p, s, running, n_running):
-            p.i[h + 1 + kept] = s
+            st["held"][kept] = s
             kept += 1
             continue
         if n_running:
-            p.i[O_BUSY] += 1
+            st["admitted_busy"] += 1
         else:
-            p.i[O_IDLE] += 1
+            st["admitted_idle"] += 1
         k = kernel_index(d, s)
-        p.i[O_PER_STREAM + s] = d.kern[K_SMS, k]
-        p.i[O_PER_STREAM + n + s] = d.kern[K_ISO, k]
-        p.i[O_OUT_SMS] += d.kern[K_SMS, k]
-        p.i[O_OUT_NS] += d.kern[K_ISO, k]
+        st["sms"][s] = d.kern[K_SMS, k]
+        st["iso_ns"][s] = d.kern[K_ISO, k]
+        st["out_sms"] += d.kern[K_SMS, k]
+        st["out_ns"] += d.kern[K_ISO, k]
         launch_whole(d, s, d.sc[D_FULL_MASK], _priority(d, s), -1)
-    p.i[h] = kept
+    st["n_held"] = kept

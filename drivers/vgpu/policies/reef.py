@@ -19,6 +19,8 @@ tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
 from __future__ import annotations
 
+import numpy as np
+
 from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
@@ -26,18 +28,20 @@ from drivers.vgpu.policies.compiled import (
     D_NSTREAMS,
     K_ISO,
     K_SMS,
-    P_REEF,
+    MAX_STREAMS,
     ST_HP,
     ST_READY_NS,
     Pol,
     compiled_fn,
-    empty_pol,
     host_order,
     hp_running,
     kernel_index,
     kernel_pending,
     launch_whole,
-    list_append,
+    named_state,
+    new_state,
+    state_of,
+    state_values,
 )
 
 
@@ -124,30 +128,26 @@ class Reef(SharingPolicy):
 
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
-        n = len(sim.streams)
-        pol = empty_pol(P_REEF, R_PER_STREAM + 2 * n + 1)
-        pol.i[R_BATCH_DEPTH] = self.batch_depth
-        pol.i[R_RESET] = int(self.reset)
-        return pol
+        return new_state(STATE, 0, batch_depth=self.batch_depth, reset=int(self.reset))
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.padded = int(pol.i[R_PADDED])
-        self.batched = int(pol.i[R_BATCHED])
+        st = state_values(pol, STATE)
+        self.padded = int(st["padded"])
+        self.batched = int(st["batched"])
         return self.report()
 
 
-# The compiled form: scalars in `Pol.i`, then per stream the kernels left in
-# its batch, then the held streams (a count, then them).
-R_BATCH_DEPTH = 1
-R_RESET = 2
-R_PADDED = 3
-R_BATCHED = 4
-R_PER_STREAM = 5
-
-
-@compiled_fn
-def _held(d):
-    return R_PER_STREAM + d.sc[D_NSTREAMS]
+# The compiled form's named state.
+STATE = named_state(
+    batch_depth=np.int64,
+    reset=np.int64,  # 1: high-priority work resets the batches
+    padded=np.int64,
+    batched=np.int64,
+    batch_left=(np.int64, MAX_STREAMS),  # per best-effort stream: kernels left in its batch
+    n_held=np.int64,
+    held=(np.int64, MAX_STREAMS),  # the best-effort streams waiting, in order
+)
+state = state_of(STATE)
 
 
 @compiled_fn
@@ -158,17 +158,19 @@ def _launch(d, s, order):
 
 @compiled_fn
 def compiled_kernel_ready(d, p, s):
+    st = state(p)
     if d.st[ST_HP, s]:
-        if p.i[R_RESET]:
-            p.i[R_PER_STREAM : R_PER_STREAM + d.sc[D_NSTREAMS]] = 0
+        if st["reset"]:
+            st["batch_left"][: d.sc[D_NSTREAMS]] = 0
         _launch(d, s, host_order(d, s))
         _pad(d, p)
         return
-    if p.i[R_PER_STREAM + s] > 0:
-        p.i[R_PER_STREAM + s] -= 1
+    if st["batch_left"][s] > 0:
+        st["batch_left"][s] -= 1
         _launch(d, s, -1)
         return
-    list_append(p.i, _held(d), s)
+    st["held"][st["n_held"]] = s
+    st["n_held"] += 1
     _pad(d, p)
 
 
@@ -194,23 +196,23 @@ def _fits(d, s, running, n_running):
 
 @compiled_fn
 def _pad(d, p):
-    h = _held(d)
-    if p.i[h] == 0:
+    st = state(p)
+    if st["n_held"] == 0:
         return
     running, n_running = hp_running(d)
     kept = 0
-    for j in range(p.i[h]):
-        s = p.i[h + 1 + j]
+    for j in range(st["n_held"]):
+        s = st["held"][j]
         if not kernel_pending(d, s):
             continue
         if n_running == 0:  # no HP work pending: release a batch
-            p.i[R_PER_STREAM + s] = p.i[R_BATCH_DEPTH] - 1
-            p.i[R_BATCHED] += 1
+            st["batch_left"][s] = st["batch_depth"] - 1
+            st["batched"] += 1
             _launch(d, s, -1)
         elif _fits(d, s, running, n_running):
-            p.i[R_PADDED] += 1
+            st["padded"] += 1
             _launch(d, s, -1)
         else:
-            p.i[h + 1 + kept] = s
+            st["held"][kept] = s
             kept += 1
-    p.i[h] = kept
+    st["n_held"] = kept

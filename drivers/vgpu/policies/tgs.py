@@ -31,16 +31,19 @@ from drivers.vgpu.policies.compiled import (
     D_NOW,
     D_NSTREAMS,
     K_ISO,
-    P_TGS,
+    MAX_STREAMS,
     POLICY_TIMERS,
     ST_HP,
     Pol,
     compiled_fn,
-    empty_pol,
     host_order,
     kernel_index,
     launch_whole,
+    named_state,
+    new_state,
     policy_call_at,
+    state_of,
+    state_values,
 )
 
 
@@ -174,123 +177,129 @@ class Tgs(SharingPolicy):
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
         n = len(sim.streams)
-        pol = empty_pol(P_TGS, G_PER_STREAM + 6 * n + 1, G_N_FLOATS)
-        i, f = pol.i, pol.f
-        i[G_PERIOD_NS] = self.period_ns
-        i[G_REFERENCE] = self.reference_periods
-        f[GF_THRESHOLD] = self.threshold
-        f[GF_RATE] = self.initial_rate_per_s
-        f[GF_ADDITIVE] = self.additive_per_s
-        f[GF_MIN_RATE] = self.min_rate_per_s
-        f[GF_TOKENS] = 1.0
-        i[G_SLOW_START] = 1
-        i[G_TOKEN_NS] = sim.now_ns
-        i[G_PER_STREAM + 2 * n : G_PER_STREAM + 3 * n] = -1  # busy since: none
-        return pol._replace(w=np.zeros((n, max(1, self.reference_periods))))
+        pol = new_state(
+            STATE,
+            0,
+            period_ns=self.period_ns,
+            reference=self.reference_periods,
+            threshold=self.threshold,
+            rate_per_s=self.initial_rate_per_s,
+            additive_per_s=self.additive_per_s,
+            min_rate_per_s=self.min_rate_per_s,
+            tokens=1.0,
+            slow_start=1,
+            token_ns=sim.now_ns,
+            busy_since=[-1] * n,  # none
+        )
+        return pol._replace(rates=np.zeros((n, max(1, self.reference_periods))))
 
     def compiled_report(self, pol: Pol) -> dict:
-        n = int(pol.i[G_NRATES])
+        st = state_values(pol, STATE)
+        n = int(st["n_rates"])
+        rate = float(st["rate_per_s"])
         return {
-            "decreases": int(pol.i[G_DECREASES]),
-            "final_rate_per_s": float(pol.f[GF_RATE]),
-            "mean_rate_per_s": float(pol.f[GF_RATE_SUM]) / n if n else float(pol.f[GF_RATE]),
+            "decreases": int(st["decreases"]),
+            "final_rate_per_s": rate,
+            "mean_rate_per_s": float(st["rate_sum"]) / n if n else rate,
         }
 
 
-# The compiled form.  Scalars in `Pol.i` and `Pol.f`; then in `Pol.i`, per
-# stream: work, busy time, busy since (-1: none), and the head and length of
-# its recent rates (a ring in row s of `Pol.w`); then the held streams (a
-# ring of n, its head and length in the scalars).
-G_PERIOD_NS = 1
-G_REFERENCE = 2
-G_SLOW_START = 3
-G_TOKEN_NS = 4
-G_WAKING = 5
-G_DECREASES = 6
-G_NRATES = 7
-G_HELD_HEAD = 8
-G_HELD_LEN = 9
-G_STARTED = 10
-G_PER_STREAM = 11
-WORK, BUSY, SINCE, RECENT_HEAD, RECENT_LEN, HELD = range(6)
-GF_THRESHOLD = 0
-GF_RATE = 1
-GF_ADDITIVE = 2
-GF_MIN_RATE = 3
-GF_TOKENS = 4
-GF_RATE_SUM = 5
-G_N_FLOATS = 6
+# The compiled form's named state.  The held streams are a ring of n; each
+# high-priority stream's recent rates, a ring in row s of `Pol.w` (as wide
+# as `reference_periods`).
+STATE = named_state(
+    period_ns=np.int64,
+    reference=np.int64,  # the recent rates kept per stream
+    threshold=np.float64,
+    rate_per_s=np.float64,
+    additive_per_s=np.float64,
+    min_rate_per_s=np.float64,
+    tokens=np.float64,
+    rate_sum=np.float64,  # of the rates set so far, for their mean
+    slow_start=np.int64,
+    token_ns=np.int64,  # when the tokens were last refilled
+    waking=np.int64,  # 1: a WAKE timer is set
+    decreases=np.int64,
+    n_rates=np.int64,
+    held_head=np.int64,
+    held_len=np.int64,
+    held=(np.int64, MAX_STREAMS),
+    work_ns=(np.int64, MAX_STREAMS),  # per high-priority stream, this period
+    busy_ns=(np.int64, MAX_STREAMS),
+    busy_since=(np.int64, MAX_STREAMS),  # -1: not busy
+    recent_head=(np.int64, MAX_STREAMS),
+    recent_len=(np.int64, MAX_STREAMS),
+)
+state = state_of(STATE)
 CONTROL = POLICY_TIMERS
 WAKE = POLICY_TIMERS + 1
 
 
 @compiled_fn
-def _at(d, field, s):
-    return G_PER_STREAM + field * d.sc[D_NSTREAMS] + s
-
-
-@compiled_fn
 def compiled_setup(d, p):
-    policy_call_at(d, d.sc[D_NOW] + p.i[G_PERIOD_NS], CONTROL, 0)
+    policy_call_at(d, d.sc[D_NOW] + state(p)["period_ns"], CONTROL, 0)
 
 
 @compiled_fn
 def compiled_kernel_ready(d, p, s):
+    st = state(p)
     if d.st[ST_HP, s]:
-        if p.i[_at(d, SINCE, s)] < 0:
-            p.i[_at(d, SINCE, s)] = d.sc[D_NOW]
+        if st["busy_since"][s] < 0:
+            st["busy_since"][s] = d.sc[D_NOW]
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_NORMAL, host_order(d, s))
         return
     n = d.sc[D_NSTREAMS]
-    p.i[_at(d, HELD, (p.i[G_HELD_HEAD] + p.i[G_HELD_LEN]) % n)] = s
-    p.i[G_HELD_LEN] += 1
+    st["held"][(st["held_head"] + st["held_len"]) % n] = s
+    st["held_len"] += 1
     _release(d, p)
 
 
 @compiled_fn
 def _refill(d, p):
+    st = state(p)
     now = d.sc[D_NOW]
-    f = p.f
-    rate = f[GF_RATE]
-    burst = max(1.0, rate * p.i[G_PERIOD_NS] / 1e9)
-    f[GF_TOKENS] = min(burst, f[GF_TOKENS] + (now - p.i[G_TOKEN_NS]) * rate / 1e9)
-    p.i[G_TOKEN_NS] = now
+    rate = st["rate_per_s"]
+    burst = max(1.0, rate * st["period_ns"] / 1e9)
+    st["tokens"] = min(burst, st["tokens"] + (now - st["token_ns"]) * rate / 1e9)
+    st["token_ns"] = now
 
 
 @compiled_fn
 def _release(d, p):
     _refill(d, p)
+    st = state(p)
     n = d.sc[D_NSTREAMS]
-    while p.i[G_HELD_LEN] and p.f[GF_TOKENS] >= 1.0:
-        s = p.i[_at(d, HELD, p.i[G_HELD_HEAD])]
-        p.i[G_HELD_HEAD] = (p.i[G_HELD_HEAD] + 1) % n
-        p.i[G_HELD_LEN] -= 1
-        p.f[GF_TOKENS] -= 1.0
+    while st["held_len"] and st["tokens"] >= 1.0:
+        s = st["held"][st["held_head"]]
+        st["held_head"] = (st["held_head"] + 1) % n
+        st["held_len"] -= 1
+        st["tokens"] -= 1.0
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_NORMAL, -1)
-    if p.i[G_HELD_LEN] and not p.i[G_WAKING]:
-        wait_ns = int((1.0 - p.f[GF_TOKENS]) * 1e9 / p.f[GF_RATE]) + 1
-        p.i[G_WAKING] = 1
+    if st["held_len"] and not st["waking"]:
+        wait_ns = int((1.0 - st["tokens"]) * 1e9 / st["rate_per_s"]) + 1
+        st["waking"] = 1
         policy_call_at(d, d.sc[D_NOW] + wait_ns, WAKE, 0)
 
 
 @compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if d.st[ST_HP, s] and kernel_done:
-        p.i[_at(d, WORK, s)] += d.kern[K_ISO, kernel_index(d, s)]
+        state(p)["work_ns"][s] += d.kern[K_ISO, kernel_index(d, s)]
 
 
 @compiled_fn
 def compiled_stream_idle(d, p, s):
-    since = p.i[_at(d, SINCE, s)]
+    st = state(p)
+    since = st["busy_since"][s]
     if d.st[ST_HP, s] and since >= 0:
-        p.i[_at(d, BUSY, s)] += d.sc[D_NOW] - since
-        p.i[_at(d, SINCE, s)] = -1
+        st["busy_ns"][s] += d.sc[D_NOW] - since
+        st["busy_since"][s] = -1
 
 
 @compiled_fn
 def compiled_timer(d, p, kind, arg):
     if kind == WAKE:
-        p.i[G_WAKING] = 0
+        state(p)["waking"] = 0
         _release(d, p)
     elif kind == CONTROL:
         _control(d, p)
@@ -298,50 +307,50 @@ def compiled_timer(d, p, kind, arg):
 
 @compiled_fn
 def _control(d, p):
+    st = state(p)
     now = d.sc[D_NOW]
-    i, f = p.i, p.f
-    period = i[G_PERIOD_NS]
+    period = st["period_ns"]
     drop = False
     for s in range(d.sc[D_NSTREAMS]):
         if not d.st[ST_HP, s]:
             continue
-        busy = i[_at(d, BUSY, s)]
-        if i[_at(d, SINCE, s)] >= 0:
-            busy += now - i[_at(d, SINCE, s)]
-            i[_at(d, SINCE, s)] = now
+        busy = st["busy_ns"][s]
+        if st["busy_since"][s] >= 0:
+            busy += now - st["busy_since"][s]
+            st["busy_since"][s] = now
         if busy > period // 10:
-            rate = i[_at(d, WORK, s)] / busy
-            length = i[_at(d, RECENT_LEN, s)]
+            rate = st["work_ns"][s] / busy
+            length = st["recent_len"][s]
             best = rate
             if length:
                 best = -np.inf
                 for r in range(length):
-                    best = max(best, p.w[s, r])
-            drop |= rate < (1.0 - f[GF_THRESHOLD]) * best
+                    best = max(best, p.rates[s, r])
+            drop |= rate < (1.0 - st["threshold"]) * best
             # recent.append(rate): a deque of `reference` rates; its order does
             # not matter, only its maximum, so the oldest is overwritten.
-            cap = i[G_REFERENCE]
-            head = i[_at(d, RECENT_HEAD, s)]
+            cap = st["reference"]
+            head = st["recent_head"][s]
             if cap == 0:
                 pass
             elif length < cap:
-                p.w[s, (head + length) % cap] = rate
-                i[_at(d, RECENT_LEN, s)] = length + 1
+                p.rates[s, (head + length) % cap] = rate
+                st["recent_len"][s] = length + 1
             else:
-                p.w[s, head] = rate
-                i[_at(d, RECENT_HEAD, s)] = (head + 1) % cap
-        i[_at(d, WORK, s)] = 0
-        i[_at(d, BUSY, s)] = 0
+                p.rates[s, head] = rate
+                st["recent_head"][s] = (head + 1) % cap
+        st["work_ns"][s] = 0
+        st["busy_ns"][s] = 0
     _refill(d, p)
     if drop:
-        f[GF_RATE] = max(f[GF_MIN_RATE], f[GF_RATE] / 2)
-        i[G_SLOW_START] = 0
-        i[G_DECREASES] += 1
-    elif i[G_SLOW_START]:
-        f[GF_RATE] *= 2
+        st["rate_per_s"] = max(st["min_rate_per_s"], st["rate_per_s"] / 2)
+        st["slow_start"] = 0
+        st["decreases"] += 1
+    elif st["slow_start"]:
+        st["rate_per_s"] *= 2
     else:
-        f[GF_RATE] += f[GF_ADDITIVE]
-    i[G_NRATES] += 1
-    f[GF_RATE_SUM] += f[GF_RATE]
+        st["rate_per_s"] += st["additive_per_s"]
+    st["n_rates"] += 1
+    st["rate_sum"] += st["rate_per_s"]
     policy_call_at(d, now + period, CONTROL, 0)
     _release(d, p)

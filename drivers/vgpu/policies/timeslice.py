@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, Stream, microseconds
 from drivers.vgpu.policies.compiled import (
     D_FULL_MASK,
@@ -32,18 +34,21 @@ from drivers.vgpu.policies.compiled import (
     D_NSTREAMS,
     D_NTPCS,
     K_BPT,
-    P_TIMESLICE,
+    MAX_STREAMS,
     POLICY_TIMERS,
     ST_INFLIGHT,
     ST_POS,
     Pol,
     compiled_fn,
-    empty_pol,
     kernel_index,
     kernel_pending,
     launch,
+    named_state,
+    new_state,
     policy_call_at,
     remaining,
+    state_of,
+    state_values,
 )
 
 
@@ -150,55 +155,57 @@ class Timeslice(SharingPolicy):
 
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
-        n = len(sim.streams)
-        pol = empty_pol(P_TIMESLICE, TS_PER_STREAM + 3 * n)
-        pol.i[TS_OWNER] = -1
-        pol.i[TS_PER_STREAM : TS_PER_STREAM + n] = [self._slice_ns(s) for s in sim.streams]
-        return pol
+        slices = [self._slice_ns(s) for s in sim.streams]
+        return new_state(STATE, 0, owner=-1, slice_ns=slices)
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.switches = int(pol.i[TS_SWITCHES])
+        self.switches = int(state_values(pol, STATE)["switches"])
         return self.report()
 
 
-# The compiled form: scalars in `Pol.i`, then per stream its slice, then the
-# waiting streams (a ring: each stream at most once, with a membership bit set).
-TS_OWNER = 1  # -1: none
-TS_SLICE_END = 2
-TS_SWITCHES = 3
-TS_EPOCH = 4
-TS_WAIT_HEAD = 5
-TS_WAIT_LEN = 6
-TS_WAITING = 7  # the membership bit set
-TS_PER_STREAM = 8
+# The compiled form's named state.  The waiting streams are a ring, each
+# stream in it at most once: `waiting` is the set of them, as bits.
+STATE = named_state(
+    owner=np.int64,  # the stream holding the GPU, -1: none
+    slice_end_ns=np.int64,
+    switches=np.int64,
+    epoch=np.int64,  # invalidates the timer of an earlier slice
+    wait_head=np.int64,
+    wait_len=np.int64,
+    waiting=np.int64,
+    slice_ns=(np.int64, MAX_STREAMS),  # each stream's slice
+    ring=(np.int64, MAX_STREAMS),
+)
+state = state_of(STATE)
 SLICE_OVER = POLICY_TIMERS
 
 
 @compiled_fn
 def _wait(d, p, s):
     """`waiting.append(s)` unless it is there."""
-    if p.i[TS_WAITING] >> s & 1:
+    st = state(p)
+    if st["waiting"] >> s & 1:
         return
     n = d.sc[D_NSTREAMS]
-    ring = TS_PER_STREAM + n
-    p.i[ring + (p.i[TS_WAIT_HEAD] + p.i[TS_WAIT_LEN]) % n] = s
-    p.i[TS_WAIT_LEN] += 1
-    p.i[TS_WAITING] |= 1 << s
+    st["ring"][(st["wait_head"] + st["wait_len"]) % n] = s
+    st["wait_len"] += 1
+    st["waiting"] |= 1 << s
 
 
 @compiled_fn
 def _popleft(d, p):
+    st = state(p)
     n = d.sc[D_NSTREAMS]
-    s = p.i[TS_PER_STREAM + n + p.i[TS_WAIT_HEAD]]
-    p.i[TS_WAIT_HEAD] = (p.i[TS_WAIT_HEAD] + 1) % n
-    p.i[TS_WAIT_LEN] -= 1
-    p.i[TS_WAITING] &= ~(1 << s)
+    s = st["ring"][st["wait_head"]]
+    st["wait_head"] = (st["wait_head"] + 1) % n
+    st["wait_len"] -= 1
+    st["waiting"] &= ~(1 << s)
     return s
 
 
 @compiled_fn
 def compiled_kernel_ready(d, p, s):
-    owner = p.i[TS_OWNER]
+    owner = state(p)["owner"]
     if owner < 0:
         _give(d, p, s)
     elif s == owner:
@@ -210,7 +217,7 @@ def compiled_kernel_ready(d, p, s):
 @compiled_fn
 def compiled_atom_done(d, p, s, atom, kernel_done):
     if (
-        s == p.i[TS_OWNER]
+        s == state(p)["owner"]
         and not kernel_done
         and d.st[ST_INFLIGHT, s] == 0
         and kernel_pending(d, s)
@@ -220,19 +227,19 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
 
 @compiled_fn
 def compiled_stream_idle(d, p, s):
-    if s == p.i[TS_OWNER]:
+    if s == state(p)["owner"]:
         _next(d, p)
 
 
 @compiled_fn
 def compiled_timer(d, p, kind, arg):
-    if kind == SLICE_OVER and arg == p.i[TS_EPOCH]:
+    if kind == SLICE_OVER and arg == state(p)["epoch"]:
         _next(d, p)
 
 
 @compiled_fn
 def _continue(d, p, s):
-    if d.sc[D_NOW] >= p.i[TS_SLICE_END]:
+    if d.sc[D_NOW] >= state(p)["slice_end_ns"]:
         _wait(d, p, s)
         _next(d, p)
         return
@@ -248,29 +255,32 @@ def _launch_wave(d, s):
 
 @compiled_fn
 def _new_slice(d, p, s):
-    p.i[TS_EPOCH] += 1
-    p.i[TS_SLICE_END] = d.sc[D_NOW] + p.i[TS_PER_STREAM + s]
-    policy_call_at(d, p.i[TS_SLICE_END], SLICE_OVER, p.i[TS_EPOCH])
+    st = state(p)
+    st["epoch"] += 1
+    st["slice_end_ns"] = d.sc[D_NOW] + st["slice_ns"][s]
+    policy_call_at(d, st["slice_end_ns"], SLICE_OVER, st["epoch"])
 
 
 @compiled_fn
 def _give(d, p, s):
-    p.i[TS_OWNER] = s
-    p.i[TS_SWITCHES] += 1
+    st = state(p)
+    st["owner"] = s
+    st["switches"] += 1
     _new_slice(d, p, s)
     if kernel_pending(d, s) and d.st[ST_INFLIGHT, s] == 0:
         _launch_wave(d, s)
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def _busy(d, s):
     return kernel_pending(d, s) or d.st[ST_INFLIGHT, s] > 0
 
 
 @compiled_fn
 def _next(d, p):
-    s = p.i[TS_OWNER]
-    while p.i[TS_WAIT_LEN]:
+    st = state(p)
+    s = st["owner"]
+    while st["wait_len"]:
         nxt = _popleft(d, p)
         if nxt == s:
             continue
@@ -285,4 +295,4 @@ def _next(d, p):
         if kernel_pending(d, s) and d.st[ST_INFLIGHT, s] == 0:
             _launch_wave(d, s)
     else:
-        p.i[TS_OWNER] = -1
+        st["owner"] = -1

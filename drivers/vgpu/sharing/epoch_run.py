@@ -12,6 +12,7 @@ the run from one to the other at its instant; the tables are the same.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,13 @@ from drivers.vgpu.policies.compiled import (
     ST_REQUEST_NS,
     ST_RUN_AHEAD,
     Dev,
+    Layout,
     Pol,
     empty_pol,
+    grown_table,
+    held_table,
+    pack_state,
+    unpack_state,
 )
 from drivers.vgpu.policies.compiled import (
     AT_LAUNCH_NS as AT_LAUNCH,
@@ -239,9 +245,9 @@ class LoopRun:
         # Python timers: handle -> (fn, args, owner).
         self._python: dict[int, tuple[Callable, tuple, Any]] = {}
         self._timer_handles = 0
-        pol = self._state(policy)
+        pol, dtype = self._state(policy)
         self._set_mode(self._interpreted_for(pol))
-        self.pol = self._held(pol)
+        self.pol, self.pol_layout = self._held(pol, dtype), dtype
 
     # -- the mode ---------------------------------------------------------------
 
@@ -256,15 +262,29 @@ class LoopRun:
         self.dev = d._replace(**{f: _ints(getattr(d, f), interpreted) for f in _INT_TABLES})
         self.interpreted = interpreted
         if hasattr(self, "pol"):
-            self.pol = self._held(self.pol)
+            self.pol = self._held(self.pol, self.pol_layout)
         self.fns = epoch.INTERPRETED if interpreted else epoch.COMPILED
 
-    def _held(self, pol: Pol) -> Pol:
-        """`pol` as the mode holds it, as wide as the atom table."""
-        return self._sized(Pol(*(_ints(a, self.interpreted) for a in pol)))
+    def _held(self, pol: Pol, layout: Layout) -> Pol:
+        """`pol` as the mode holds it, as wide as the atom table; `layout`:
+        the dtypes of its named state and tables."""
+        v = pol.v
+        if layout.state is not None:
+            if self.interpreted and v.dtype != object:
+                v = np.empty(1, object)
+                v[0] = unpack_state(pol.v, layout.state)
+            elif not self.interpreted and v.dtype == object:
+                v = pack_state(pol.v[0], layout.state)
+        at = held_table(pol.at, layout.atom, self.interpreted)
+        kn = held_table(pol.kn, layout.kernel, self.interpreted)
+        named = ("v", "at", "kn")  # converted above, by their dtypes
+        ints = {f: _ints(getattr(pol, f), self.interpreted) for f in pol._fields if f not in named}
+        pol = pol._replace(v=v, at=at, kn=kn, **ints)
+        return self._sized(pol, layout)
 
-    def _state(self, policy: Any) -> Pol:
-        """`policy`'s loop state, set up on this run (its integers Python ints)."""
+    def _state(self, policy: Any) -> tuple[Pol, Layout]:
+        """`policy`'s loop state, set up on this run (its integers Python
+        ints), and the dtypes of its named state and tables."""
         pol = policy.compiled_setup(self.sim)
         if pol is None:  # a Python policy: it sets itself up, and runs interpreted
             LoopRun._handles += 1
@@ -272,9 +292,14 @@ class LoopRun:
             policy.attach(self.sim)
             pol = empty_pol(PYTHON_POLICY, python_policy.P_HANDLE + 1)
             pol.i[python_policy.P_HANDLE] = LoopRun._handles
+            layout = Layout()
         else:
-            pol.i[P_ID] = dispatch.POLICY_IDS[compiled_module(policy)]
-        return Pol(*(_ints(a, True) for a in pol))
+            module = compiled_module(policy)
+            pol.i[P_ID] = dispatch.POLICY_IDS[module]
+            layout = Layout.of(importlib.import_module(module))
+        named = ("v", "at", "kn")  # held as `_held` converts them
+        ints = {f: _ints(getattr(pol, f), True) for f in pol._fields if f not in named}
+        return pol._replace(**ints), layout
 
     def _release(self, pol: Pol) -> None:
         """Forget a Python policy's handle once it is out of charge."""
@@ -291,14 +316,12 @@ class LoopRun:
         self.sim.gpu.ensure_capacity(atoms, fifos)
         self.dev = self.dev._replace(eng=self.sim.gpu._st)
 
-    def _sized(self, pol: Pol) -> Pol:
-        """`pol` with its per-atom table as wide as the atom table."""
+    def _sized(self, pol: Pol, layout: Layout | None = None) -> Pol:
+        """`pol` with its per-atom tables as wide as the atom table; `layout`:
+        its dtypes (by default, those of the policy in charge)."""
+        layout = self.pol_layout if layout is None else layout
         width = self.dev.atoms.shape[1]
-        if pol.t.shape[1] < width:
-            t = np.zeros((pol.t.shape[0], width), pol.t.dtype)
-            t[:, : pol.t.shape[1]] = pol.t
-            pol = pol._replace(t=t)
-        return pol
+        return pol._replace(at=grown_table(pol.at, layout.atom, width))
 
     def _grow(self) -> None:
         """Give every table that `epoch.needs_room` finds short twice its room."""
@@ -384,17 +407,17 @@ class LoopRun:
         a switch from or to one runs interpreted; the run then goes on in the
         new policy's mode.  If the new policy's setup raises, the old one
         stays in charge."""
-        new = self._state(policy)
+        new, dtype = self._state(policy)
         interpreted = self._interpreted_for(new)
         if interpreted and not self.interpreted:
             self._set_mode(True)
-        new = self._held(new)
+        new = self._held(new, dtype)
         d = self.dev
         d.sc[D_GEN] += 1
         self.fns.setup_policy(d, new)
         self.fns.switch_policy(d, self.pol, new)
         self._release(self.pol)
-        self.pol = new
+        self.pol, self.pol_layout = new, dtype
         if interpreted != self.interpreted:
             self._set_mode(interpreted)
 
