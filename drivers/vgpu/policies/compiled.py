@@ -689,23 +689,23 @@ def launch(d, s, blocks, mask, prio, stolen, order):
 # -- what a compiled policy knows of a stream (the `Stream` protocol) ---------
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def host_order(d, s):
     return min(d.st[ST_HOST_NS, s], d.sc[D_NOW])
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def kernel_pending(d, s):
     st = d.st
     return st[ST_POS, s] >= 0 and st[ST_LAUNCHED, s] < st[ST_GRID, s]
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def remaining(d, s):
     return d.st[ST_GRID, s] - d.st[ST_LAUNCHED, s]
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def kernel_index(d, s):
     """The current kernel's column in the kernel table."""
     return d.st[ST_KOFF, s] + d.st[ST_POS, s]
@@ -762,7 +762,7 @@ def hp_running(d):
 # -- the clock ------------------------------------------------------------------
 
 
-@compiled_fn
+@compiled_fn(inline=True)
 def clock_mhz(d):
     """The clock in effect now."""
     return d.eng.sc[S_CLOCK]
