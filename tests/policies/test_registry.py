@@ -24,3 +24,11 @@ def test_every_shipped_policy_has_registered_compiled_callbacks(name):
 def test_a_registered_module_without_kernel_ready_is_refused():
     with pytest.raises(ValueError, match="compiled_kernel_ready"):
         registry.dispatch_source(["drivers.vgpu.policies.base"])
+
+
+def test_a_compiled_policy_over_more_streams_than_its_state_holds_says_so():
+    from drivers.vgpu.policies.compiled import MAX_STREAMS, new_state
+    from drivers.vgpu.policies.timeslice import STATE
+
+    with pytest.raises(ValueError, match=f"at most {MAX_STREAMS} streams"):
+        new_state(STATE, 0, slice_ns=[1] * (MAX_STREAMS + 1))

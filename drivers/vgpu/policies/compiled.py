@@ -269,6 +269,11 @@ def new_state(dtype: np.dtype, pid: int, **values: Any) -> Pol:
         if name not in st:
             raise KeyError(f"no field {name!r} in the state")
         if dtype[name].shape:
+            if len(value) > len(st[name]):
+                raise ValueError(
+                    f"{len(value)} values for {name!r}, which holds at most {len(st[name])}"
+                    f" (a compiled policy serves at most {MAX_STREAMS} streams)"
+                )
             st[name][: len(value)] = value
         else:
             st[name] = float(value) if dtype[name].kind == "f" else value

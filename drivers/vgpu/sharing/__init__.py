@@ -5,7 +5,8 @@ everything around them, and it imports them, never the other way round:
 
 | file        | what it holds                                                          |
 | ----------- | ---------------------------------------------------------------------- |
-| device.py   | `SharedDevice` and `DeviceStream`: the vGPU as a policy sees it        |
+| device.py   | `SharedDevice` and `DeviceStream`: the booted driver's device          |
+| recorder.py | `Recorder`: trace window, launch and clock logs, per-atom figures      |
 | sim.py      | `Simulation`: tenants' request streams replayed on a `SharedDevice`    |
 | epoch.py    | the one loop: run compiled by numba, or the same source interpreted    |
 | epoch_run.py| a simulation's tables for that loop, its Python timers, its modes      |
