@@ -49,7 +49,37 @@ def kernel_profile(kernel: KernelDesc) -> int:
     return 1 if m < 0.5 else 0 if m > 0.5 else -1
 
 
-class DeviceStream:
+class StreamProgress:
+    """What a stream's current kernel implies, from its `pos`, `grid`,
+    `launched` and `host_ns`: shared by the driver's streams (plain
+    attributes) and the simulation's (views of the loop's tables)."""
+
+    pos: int
+    grid: int
+    launched: int
+    host_ns: int
+
+    def host_order(self, now_ns: int) -> int:
+        """When the host enqueued the current kernel (not after now)."""
+        return min(self.host_ns, now_ns)
+
+    @property
+    def active(self) -> bool:
+        """The stream has work in progress (a request, or kernels queued)."""
+        return self.pos >= 0
+
+    @property
+    def remaining(self) -> int:
+        """Blocks of the current kernel not launched yet."""
+        return self.grid - self.launched
+
+    @property
+    def kernel_pending(self) -> bool:
+        """The current kernel has blocks the policy has not launched."""
+        return self.pos >= 0 and self.launched < self.grid
+
+
+class DeviceStream(StreamProgress):
     """One stream on the shared device: its current kernel and what a policy knows of it."""
 
     def __init__(self, index: int, name: str, ctx: int, *, hp: bool, quota: float) -> None:
@@ -82,29 +112,10 @@ class DeviceStream:
         #: How policies key what they learn about the current kernel.
         self.kernel_key: Hashable = None
 
-    def host_order(self, now_ns: int) -> int:
-        """When the host enqueued the current kernel (not after now)."""
-        return min(self.host_ns, now_ns)
-
-    @property
-    def active(self) -> bool:
-        """The stream has work in progress (a request, or kernels queued)."""
-        return self.pos >= 0
-
     @property
     def has_kernel(self) -> bool:
         """The GPU has the stream's current kernel: its host launch has arrived."""
         return self.desc is not None
-
-    @property
-    def remaining(self) -> int:
-        """Blocks of the current kernel not launched yet."""
-        return self.grid - self.launched
-
-    @property
-    def kernel_pending(self) -> bool:
-        """The current kernel has blocks the policy has not launched."""
-        return self.pos >= 0 and self.launched < self.grid
 
 
 S = TypeVar("S", bound=DeviceStream)

@@ -67,8 +67,9 @@ from drivers.vgpu.policies.compiled import (
     ST_READY_NS,
 )
 from drivers.vgpu.presets import GpuSpec, get_preset
-from drivers.vgpu.sharing.device import TraceAtom, kernel_profile, kernel_sms
+from drivers.vgpu.sharing.device import StreamProgress, kernel_profile, kernel_sms
 from drivers.vgpu.sharing.epoch_run import LoopRun
+from drivers.vgpu.sharing.recorder import TraceAtom
 from drivers.vgpu.traces import Workload
 from drivers.vgpu.work import KernelDesc
 
@@ -115,7 +116,7 @@ class Tenant:
         return self.kind != "be"
 
 
-class Stream:
+class Stream(StreamProgress):
     """A tenant's stream: its workload, its counters, and, while the run
     goes, what a policy sees of it (the `Stream` protocol of
     `drivers/vgpu/policies/base.py`), read from the loop's tables."""
@@ -217,29 +218,10 @@ class Stream:
         assert self.loop is not None
         return {a: p for a, (_, p) in self.loop.inflight_of(self.index).items()}
 
-    def host_order(self, now_ns: int) -> int:
-        """When the host enqueued the current kernel (not after now)."""
-        return min(self.host_ns, now_ns)
-
-    @property
-    def active(self) -> bool:
-        """The stream has a request in progress."""
-        return self.pos >= 0
-
     @property
     def has_kernel(self) -> bool:
         """The GPU has the stream's current kernel: its host launch has arrived."""
         return bool(self._row(ST_HAS_KERNEL))
-
-    @property
-    def remaining(self) -> int:
-        """Blocks of the current kernel not launched yet."""
-        return self.grid - self.launched
-
-    @property
-    def kernel_pending(self) -> bool:
-        """The current kernel has blocks the policy has not launched."""
-        return self.pos >= 0 and self.launched < self.grid
 
 
 @attrs.frozen
