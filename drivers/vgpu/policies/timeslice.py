@@ -271,7 +271,7 @@ def _give(d, p, s):
         _launch_wave(d, s)
 
 
-@compiled_fn(inline=True)
+@compiled_fn
 def _busy(d, s):
     return kernel_pending(d, s) or d.st[ST_INFLIGHT, s] > 0
 
