@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from bench.report import Figure
-from exp.loadgen.ledger import Ledger, Watchdog
-from exp.loadgen.session import ServingKernel
+from exp.loadgen.ledger import Watchdog
+from exp.loadgen.run import serving
 from exp.loadgen.settings import ServeSettings
-from exp.loadgen.sut import import_loadgen, respond, run_test
+from exp.loadgen.sut import import_loadgen, run_test
 
 QPS = 20.0
 SAMPLE_S = 0.5
@@ -78,19 +78,9 @@ def serve_and_sample(settings: ServeSettings) -> tuple[RssSampler, dict]:
     results), sampled from LoadGen's start to its end; the sampler and the
     ledger's counts of queries (issued, served, ...)."""
     lg = import_loadgen()
-    ledger = Ledger(respond(lg), settings.timeout_s())
-    sut = ServingKernel(settings, ledger)
-    try:
-        sut.start()
-
-        def issue(samples: list[tuple[int, int]]) -> None:
-            records = ledger.issue([(i, settings.model_of(index)) for i, index in samples])
-            sut.post(sut.port.deliver, records)
-
+    with serving(lg, settings) as (ledger, _sut, issue):
         with tempfile.TemporaryDirectory() as tmp, RssSampler() as sampler, Watchdog(ledger):
             run_test(lg, settings, issue, Path(tmp))
-    finally:
-        sut.stop()
     return sampler, ledger.summary()
 
 

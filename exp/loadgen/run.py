@@ -12,6 +12,8 @@ directory of its own, and writes the table of them side by side.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +27,38 @@ from exp.loadgen.sut import import_loadgen, read_summary, respond, run_test
 from exp.output import results_dir
 
 
+@contextmanager
+def serving(
+    lg: Any, settings: ServeSettings
+) -> Iterator[tuple[Ledger, ServingKernel, Callable[[list[tuple[int, int]]], None]]]:
+    """A booted realtime kernel as LoadGen's system under test: its ledger,
+    the kernel, and the callback that issues LoadGen's samples to it.  The
+    kernel stops on the way out, once LoadGen has had every response."""
+    ledger = Ledger(respond(lg), settings.timeout_s())
+    sut = ServingKernel(settings, ledger)
+    try:
+        sut.start()
+
+        def issue(samples: list[tuple[int, int]]) -> None:
+            records = ledger.issue([(i, settings.model_of(index)) for i, index in samples])
+            sut.post(sut.port.deliver, records)
+
+        yield ledger, sut, issue
+    finally:
+        # LoadGen has had every response (its test returns only then):
+        # none may follow, since a response names LoadGen's own memory.
+        sut.stop()
+
+
 def serve(settings: ServeSettings, out: str | Path) -> dict[str, Any]:
     """Run LoadGen against a booted realtime kernel; returns results.json's content."""
     lg = import_loadgen()  # before anything boots: LoadgenMissing says how to install it
     with results_dir(str(out)) as tmp:
-        ledger = Ledger(respond(lg), settings.timeout_s())
-        sut = ServingKernel(settings, ledger)
-        try:
-            sut.start()
-
-            def issue(samples: list[tuple[int, int]]) -> None:
-                records = ledger.issue([(i, settings.model_of(index)) for i, index in samples])
-                sut.post(sut.port.deliver, records)
-
+        with serving(lg, settings) as (ledger, sut, issue):
             started = time.monotonic()
             with Watchdog(ledger):
                 run_test(lg, settings, issue, Path(tmp))
             wall_s = time.monotonic() - started
-        finally:
-            # LoadGen has had every response (its test returns only then):
-            # none may follow, since a response names LoadGen's own memory.
-            sut.stop()
         data = results.collect(settings, read_summary(Path(tmp)), ledger, sut, wall_s)
         results.write(Path(tmp), data, ledger, sut.trace_events)
     return data

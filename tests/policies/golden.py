@@ -45,6 +45,7 @@ LITHOS_VARIANTS = {
     "trim": {"rightsizing": True, "rightsizing_fit": False},
     "dvfs": {"dvfs": True, "dvfs_period_ns": 10_000_000, "dvfs_min_interval_ns": 20_000_000},
     "both": {"rightsizing": True, "dvfs": True, "dvfs_period_ns": 10_000_000},
+    # A clock request every millisecond: the clock tables must grow.
     "clocks": {"dvfs": True, "dvfs_period_ns": 1_000_000, "dvfs_min_interval_ns": 1_000_000},
     "no-stealing": {"stealing": False},
     "no-atoms": {"atomization": False, "max_stolen": 0},

@@ -17,22 +17,12 @@ from hypothesis import strategies as st
 from drivers.vgpu.policies import POLICY_NAMES, SharingPolicy, make_policy
 from drivers.vgpu.policies.mps import Mps
 from drivers.vgpu.sharing import Simulation
-from exp.hybrid import TRAINING
-from exp.sharing import Role, build_tenants, duration_ns, sharing_parser
-from exp.stacking import ROLES as STACKING
+from tests.policies import golden
 from tests.policies.conftest import SPEC, python_form
+from tests.policies.golden import DURATION_S, tenants_of
 
-#: The hybrid experiment's tenants: a service beside a training job.
-HYBRID = (Role("HP A", "resnet50", "open", sized=True), Role("BE", TRAINING["resnet50"], "be"))
 COMPILED = POLICY_NAMES
-DURATION_S = 0.1
-
-
-def tenants_of(roles, seed: int):
-    args = sharing_parser("t", "", duration_s=DURATION_S, policies=COMPILED).parse_args(
-        ["--duration", str(DURATION_S)]
-    )
-    return build_tenants(roles, args, seed, duration_ns(args))
+STACKING, HYBRID = "stacking", "hybrid"
 
 
 def run(tenants, policy, compiled: bool, *, spec="a100", switch=None, **kw):
@@ -88,13 +78,9 @@ def test_compiled_form_matches_python_on_the_wave_engine_too(name):
     assert_same(python, compiled)
 
 
+#: golden.py's LithOS variants that these tests compare.
 LITHOS_VARIANTS = {
-    "rightsizing": {"rightsizing": True},
-    "trim": {"rightsizing": True, "rightsizing_fit": False},
-    "dvfs": {"dvfs": True, "dvfs_period_ns": 10_000_000, "dvfs_min_interval_ns": 20_000_000},
-    "both": {"rightsizing": True, "dvfs": True, "dvfs_period_ns": 10_000_000},
-    # A clock request every millisecond: the clock tables must grow.
-    "clocks": {"dvfs": True, "dvfs_period_ns": 1_000_000, "dvfs_min_interval_ns": 1_000_000},
+    name: golden.LITHOS_VARIANTS[name] for name in ("rightsizing", "trim", "dvfs", "both", "clocks")
 }
 
 

@@ -40,6 +40,7 @@ from drivers.vgpu.policies.compiled import (
     D_NLAT,
     D_NSTREAMS,
     D_NTPCS,
+    D_OPEN_ATOM,
     D_SWITCH_NS,
     D_WARMUP_NS,
     FH_Q,
@@ -511,9 +512,13 @@ class LoopRun:
     def inflight_of(self, s: int) -> dict[int, tuple[int, int]]:
         """Stream `s`'s atoms in flight: atom id -> (mask, priority)."""
         d = self.dev
-        n = int(d.sc[D_NATOMS])
-        done = d.eng.atoms[A_DONE_NS, :n]
+        first, n = int(d.sc[D_OPEN_ATOM]), int(d.sc[D_NATOMS])  # every atom below first is done
+        while first < n and d.eng.atoms[A_DONE_NS, first] >= 0:
+            first += 1
+        d.sc[D_OPEN_ATOM] = first
+        done = d.eng.atoms[A_DONE_NS, first:n]
         out = {}
-        for a in np.nonzero((done < 0) & (d.atoms[AT_STREAM, :n] == s))[0].tolist():
+        for i in np.nonzero((done < 0) & (d.atoms[AT_STREAM, first:n] == s))[0].tolist():
+            a = first + i
             out[a] = (int(d.atoms[AT_MASK, a]), int(d.atoms[AT_PRIO, a]))
         return out

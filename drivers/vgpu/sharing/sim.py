@@ -343,21 +343,22 @@ class Simulation:
         wall0 = time.perf_counter()
         self.running = True
         loop = LoopRun(self, self.policy)  # it becomes `self.loop`
-        for t_ns, fn, args, owner in self._early:
-            loop.call_at(t_ns, fn, args, owner)
-        self._early.clear()
-        loop.start()
-        if self.warmup_ns > 0:
-            self.call_at(self.warmup_ns, self._mark_warmup)
-        if self.sample_ns:
-            window = self.trace_window_ns
-            self.call_at(window[0] if window else 0, self._sample)
-        loop.advance(self.duration_ns)
-        self.running = False
-        loop.write_back_counters()
-        result = self._result(time.perf_counter() - wall0)
-        loop.finish()
-        return result
+        try:
+            for t_ns, fn, args, owner in self._early:
+                loop.call_at(t_ns, fn, args, owner)
+            self._early.clear()
+            loop.start()
+            if self.warmup_ns > 0:
+                self.call_at(self.warmup_ns, self._mark_warmup)
+            if self.sample_ns:
+                window = self.trace_window_ns
+                self.call_at(window[0] if window else 0, self._sample)
+            loop.advance(self.duration_ns)
+            self.running = False
+            loop.write_back_counters()
+            return self._result(time.perf_counter() - wall0)
+        finally:
+            loop.finish()
 
     # -- the `Device` a Python policy is in charge of ---------------------------
 
