@@ -13,7 +13,7 @@ from exp.output import OneLineParser, integer, nonnegative_int, positive_float
 from kernel import Kernel, KernelConfig
 from kernel.log import FORMATS
 
-BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm", "serve-memory")
+BENCHMARKS = ("ipc", "boot", "vgpu", "mlaas", "sim", "vm", "serve", "serve-memory")
 #: Experiments, each a module exp/NAME.py with main(argv); add yours here.
 EXPERIMENTS = (
     "memory",
@@ -199,6 +199,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return labs.main(args.action, args.name, args.dir)
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from drivers.vgpu import warm
+
+    for part, seconds in warm.compile_everything().items():
+        print(f"{part}: ready ({seconds:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="malv", description="malvos: boot, benchmark and experiment")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_exp)
 
     add_serve_command(sub)
+
+    compile_ = sub.add_parser(
+        "compile",
+        help="compile the vGPU's numba code ahead of time (about two minutes, once; "
+        "later runs load it from numba's cache)",
+    )
+    compile_.set_defaults(func=cmd_compile)
 
     lab = sub.add_parser(
         "lab", help="graded labs for OS courses: list, start NAME, grade NAME [DIR]"

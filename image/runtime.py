@@ -12,6 +12,7 @@ commands on the console.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -165,8 +166,22 @@ def use_numba_cache(image: str, members: dict[str, str]) -> None:
     caching.CacheImpl._locator_classes.insert(0, _image_locator(caching, image, members))
 
 
+def _unit_members(members: dict[str, str]) -> set[str]:
+    """The image's members of the compiled loop's unit (drivers/vgpu/numba_cache.py)."""
+    from drivers.vgpu.numba_cache import UNIT_PATTERNS
+
+    patterns = [f"drivers/vgpu/{pattern}" for pattern in UNIT_PATTERNS]
+    return {m for m in members if any(fnmatch.fnmatchcase(m, p) for p in patterns)}
+
+
 def _image_locator(caching, image: str, members: dict[str, str]):
     prefix = image.rstrip(os.sep) + os.sep
+    # numba compiles the engine, the loop and every policy into the loop's
+    # entry points: each member of that unit is stamped with all of them.
+    unit = _unit_members(members)
+    unit_stamp = hashlib.sha256(
+        "\n".join(f"{m} {members[m]}" for m in sorted(unit)).encode()
+    ).hexdigest()
 
     class ImageCacheLocator(caching._CacheLocator):
         """numba's cache for functions whose source is a member of this image."""
@@ -181,6 +196,8 @@ def _image_locator(caching, image: str, members: dict[str, str]):
             return self._cache_path
 
         def get_source_stamp(self) -> str:
+            if self._member in unit:  # compiled with the rest of the unit
+                return f"{members[self._member]} {unit_stamp}"
             return members[self._member]
 
         def get_disambiguator(self) -> str:

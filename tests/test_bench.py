@@ -15,7 +15,7 @@ def test_boot_bench_reports_the_median_and_p95_in_ms():
     assert figures["boot.headless_median"].value <= figures["boot.headless_p95"].value
 
 
-def test_sim_bench_reports_each_policy_compiled_against_its_python_form():
+def test_sim_bench_reports_each_policy_compiled_against_the_loop_interpreted():
     figures = sim.run(seconds=0.02)
     cpu = [f for f in figures if f.unit == "sim s per CPU s"]
     assert [f.name.split()[0] for f in cpu] == [f"sim.stacking_{p}" for p in POLICY_NAMES]

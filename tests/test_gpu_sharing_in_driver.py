@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.scheduler import StreamScheduler
 from drivers.vgpu.server import LaunchSpec
+from drivers.vgpu.sharing.compiled import AT_STREAM
 from drivers.vgpu.work import KernelDesc
 from kernel import Kernel, Message
 from kernel.traps import Call, Sleep
@@ -182,31 +183,34 @@ def booted_driver(k: Kernel):
 
 @pytest.mark.parametrize("module", [None, "gpu_timeslice"])
 def test_the_driver_is_the_only_owner_of_its_engine(malv_kernel: Kernel, module):
-    """Kernel-space inference beside a program: only the scheduler runs the
-    engine, and each batch's kernel is scheduled by the policy in charge."""
+    """Kernel-space inference beside a program: only the scheduler's loop
+    runs the engine (nothing calls the engine's own `advance`, `run_batch`
+    or `launch`), and each batch's kernel is submitted to the scheduler, for
+    the policy in charge, as the program's are."""
     import inspect
 
     import numpy as np
-
-    from drivers.vgpu.scheduler import StreamScheduler as Scheduler
 
     k = malv_kernel
     if module is not None:
         assert "attached" in k.shell(f"insmod {module}")
     driver = booted_driver(k)
     engine = driver.engine
-    callers: set[str] = set()
-    for name in ("advance", "run_batch"):
-        method = getattr(engine, name)
+    callers: set[str] = set()  # who runs the engine: its own methods, or the loop
+
+    def spy(obj, name):
+        method = getattr(obj, name)
 
         def wrapped(*args, _method=method, **kwargs):
             caller = inspect.currentframe().f_back
             owner = caller.f_locals.get("self")
-            callers.add(f"{type(owner).__name__}.{caller.f_code.co_name}")
-            assert isinstance(owner, Scheduler), caller.f_code.co_name
+            callers.add(f"{type(owner).__name__}.{caller.f_code.co_name} -> {name}")
             return _method(*args, **kwargs)
 
-        setattr(engine, name, wrapped)
+        setattr(obj, name, wrapped)
+
+    for name in ("advance", "run_batch", "launch"):
+        spy(engine, name)
     service = k.mlaas.inference
     backend = service.backends["vgpu"]
     model = service.model("big", (64, 512, 512, 8))
@@ -219,15 +223,16 @@ def test_the_driver_is_the_only_owner_of_its_engine(malv_kernel: Kernel, module)
 
     for i in range(1, 6):
         k.loop.call_later(i * 150_000, infer, owner=k)
-    launched: list[tuple[int, int]] = []
     scheduler = driver.scheduler
-    launch = scheduler.launch
+    spy(scheduler.loop, "advance")
+    submitted: list[int] = []  # the context of each kernel submitted
+    submit = scheduler.submit
 
-    def policy_launch(s, blocks, *args, **kwargs):  # the policy's launches of atoms
-        launched.append((s.ctx, blocks))
-        return launch(s, blocks, *args, **kwargs)
+    def spied_submit(ctx, *args, **kwargs):
+        submitted.append(ctx)
+        return submit(ctx, *args, **kwargs)
 
-    scheduler.launch = policy_launch
+    scheduler.submit = spied_submit
 
     def program(proc, log):
         ctx = yield from open_context(proc)
@@ -241,8 +246,9 @@ def test_the_driver_is_the_only_owner_of_its_engine(malv_kernel: Kernel, module)
     assert policy == ("default" if module is None else "timeslice")
     assert len(requests) == 5 and all(r.backend == "vgpu" for r in requests)
     assert backend.batches == 5 and scheduler.done[backend.ctx] == 5
-    assert {ctx for ctx, _ in launched} >= {backend.ctx} and len({c for c, _ in launched}) == 2
+    assert submitted.count(backend.ctx) == 5 and len(set(submitted)) == 2
     assert callers and all(c.startswith("StreamScheduler.") for c in callers), callers
+    assert all(c.endswith("-> advance") for c in callers), callers
     assert done_ns > 8 * 100_000
 
 
@@ -366,8 +372,11 @@ def first_block_wait_ns(policy: str, block_us: int, shares, arrival_ns: int) -> 
         kernel = engine.add_kernel(desc)
         scheduler.submit(ctx, 0, kernel, desc, spec)
     scheduler.catch_up(arrival_ns + 10 * block_ns)
-    # The engine keeps every atom (no `keep_history=False`): A's are its last kernel's.
-    starts = [r.start_ns for r in engine.block_log() if engine.kernel_of(r.atom_id) == kernel]
+    # The engine keeps every atom (no `keep_history=False`), and so does the
+    # scheduler's loop: A's atoms are those of A's stream.
+    atoms = scheduler.loop.dev.atoms
+    (a_stream,) = [s.index for s in scheduler.streams if s.ctx == a]
+    starts = [r.start_ns for r in engine.block_log() if atoms[AT_STREAM, r.atom_id] == a_stream]
     return min(starts) - arrival_ns if starts else None
 
 

@@ -529,6 +529,23 @@ class VirtualGpu(abc.ABC):
             done.sort(key=lambda c: (c[0], seq[c[1]]))
         return [self._complete_atom(time_ns, atom_id) for time_ns, atom_id in done]
 
+    def kernel_finished(self, kernel_id: int, time_ns: int) -> None:
+        """Kernel `kernel_id` finished at `time_ns`, run by an owner that
+        launches atoms on the engine's tables itself (the sharing loop,
+        `drivers/vgpu/sharing`): its completion time and result, as if its
+        atoms had been launched through `launch`."""
+        self._check_kernel(kernel_id)
+        desc = cast(KernelDesc, self._kernels[kernel_id])
+        if self._kernel_done_ns[kernel_id] is not None:
+            raise InvalidArgument(f"kernel {kernel_id} finished already")
+        self._kernel_blocks_done[kernel_id] = desc.grid_blocks
+        self._launched_begins[kernel_id] = [0]
+        self._launched_ends[kernel_id] = [desc.grid_blocks]
+        self._kernel_done_ns[kernel_id] = time_ns
+        self._kernels_completed += 1
+        if desc.fn is not None:
+            self._results[kernel_id] = desc.fn()
+
     def _complete_atom(self, time_ns: int, atom_id: int) -> Completion:
         kernel_id = self._atom_kernel[atom_id]
         ctx = self._atom_ctx[atom_id]

@@ -2,8 +2,9 @@
 
 The vGPU driver server (server.py) hands every kernel a program launches to
 a `StreamScheduler`.  Each (context, stream) pair is a `ProgramStream`, a
-stream of the same `SharedDevice` that the experiments simulate on, so the
-eight sharing policies of `drivers/vgpu/policies` run here unchanged: the
+stream of the one loop that the experiments simulate in (here on a
+`ProgramRun`: sharing/program_run.py), so the sharing policies of
+`drivers/vgpu/policies` run here as they do there, compiled: the
 one the attached MLaaS GPU advisor names (`sharing_policy`, with its insmod
 parameters as the parameter set), or, with none, `Advised`: MPS-like whole
 kernels on the TPCs the advisor's `tpc_allocation` gives each context (the
@@ -24,7 +25,10 @@ What the policies know of a program's stream:
 
 A new stream, a destroyed context or a stream changing priority class
 re-attaches a fresh copy of the policy over the new set of streams (LithOS
-relearns its predictions).
+relearns its predictions).  A stream's class is that of the kernel last
+launched on it: it changes when the program launches, not when that kernel
+reaches the device.  `Advised` takes each context's TPC allocation from the
+advisor when its kernel is launched.
 
 The scheduler is the only one that runs the driver's engine (`advance`,
 `catch_up`, `run_until_done`): kernel-space inference's batches come to it
@@ -32,76 +36,110 @@ through the driver (server.py's `InferencePort`) as kernels of the
 inference context's stream, scheduled by the policy in charge like any
 program's, and every completion and timer is handled in order.
 
-Memory.  The scheduler records nothing (no `Recorder`): it holds the atoms
-in flight, the streams of live contexts and their queued kernels.  Each
-batch of completions is released to the engine once handled, and
-`on_kernel_done` lets the driver collect and release a finished kernel, so
-a driver whose engine keeps no history (`keep_history=False`) runs in
-bounded memory.  A policy that cannot serve the streams (MIG
+Memory.  The scheduler records nothing: the loop's tables hold the atoms
+in flight (their ids recycled), the streams of live contexts and their
+queued kernels (their columns recycled).  `on_kernel_done` lets the driver
+collect and release a finished kernel, so a driver whose engine keeps no
+history (`keep_history=False`) runs in bounded memory.  A policy that cannot serve the streams (MIG
 with more than seven) is refused: the advisor that named it is ejected as
 invalid and `Advised` takes over.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from drivers.vgpu.errors import GpuError, InvalidArgument
 from drivers.vgpu.policies import make_policy
-from drivers.vgpu.policies.base import SharingPolicy, Stream
+from drivers.vgpu.policies.default import Advised
 from drivers.vgpu.sharing.advised import policy_kwargs
-from drivers.vgpu.sharing.device import DeviceStream, SharedDevice, kernel_profile, kernel_sms
+from drivers.vgpu.sharing.compiled import (
+    AT_LAUNCH_NS,
+    D_NOW,
+    K_ISO,
+    K_PROFILE,
+    K_SMS,
+    ST_HAS_KERNEL,
+    ST_KCOL,
+)
+from drivers.vgpu.sharing.policy import SharingPolicy
+from drivers.vgpu.sharing.program_run import KERNEL_SLOTS, ProgramRun, slot_of_name
+from drivers.vgpu.sharing.stream import LoopStream
 from drivers.vgpu.work import KernelDesc
 
+#: How far `run_until_done` runs the device between checks that it can still finish.
+_STEP_NS = 1_000_000_000
 
-class ProgramStream(DeviceStream):
-    """One stream of a program's context, with the kernels queued behind its current one."""
 
-    def __init__(self, index: int, ctx: int, stream: int) -> None:
-        super().__init__(index, f"ctx {ctx} stream {stream}", ctx, hp=False, quota=0.0)
+class ProgramStream(LoopStream):
+    """One stream of a program's context: a view of its column in the loop's tables."""
+
+    kernel_slots = KERNEL_SLOTS
+
+    def __init__(self, scheduler: StreamScheduler, ctx: int, stream: int, hp: bool) -> None:
+        self._scheduler = scheduler
+        self.index = -1  # its column, once the loop has it (`ProgramRun.set_streams`)
+        self.name = f"ctx {ctx} stream {stream}"
+        self.ctx = ctx
         self.stream = stream
-        #: Kernels launched but not yet on the device: (kernel id, desc, spec, launch time).
-        self.queue: deque[tuple[int, KernelDesc, Any, int]] = deque()
-        self.spec: Any = None  # the current kernel's LaunchSpec
-        self.count = 0  # kernels taken onto the device so far
+        self.hp = hp
+        self.quota = 0.0
+        self.request_iso_ns = 0
+        self.loop: ProgramRun | None = None
+        #: Kernels launched on it and not yet complete (the current one included).
+        self.pending = 0
+        self._slots: dict[str, int] = {}
+
+    def slot_of(self, name: str) -> int:
+        return slot_of_name(self._slots, name)
+
+    def _kernel_row(self, row: int) -> int:
+        assert self.loop is not None
+        return int(self.loop.dev.kern[row, self._row(ST_KCOL)])
 
     @property
     def idle(self) -> bool:
-        return not self.active and not self.queue
+        return self.pending == 0
 
-
-class Advised(SharingPolicy):
-    """The driver's default: whole kernels first launched first served, on
-    the program's own mask, else the GPU advisor's allocation for its context."""
-
-    name = "mps"
-
-    def __init__(self, allocation: Callable[[int], int | None]) -> None:
-        self.allocation = allocation
+    # -- the `Stream` protocol (the rest is `LoopStream`'s) ---------------------
 
     @property
-    def label(self) -> str:
-        return "default"
+    def desc(self) -> KernelDesc | None:
+        if not self._row(ST_HAS_KERNEL):
+            return None
+        return self._scheduler.kernel_at(self._row(ST_KCOL))
 
-    def mask(self, s: Stream) -> int:
-        program = cast(ProgramStream, s)  # the driver's streams are programs'
-        if program.spec.mask is not None:
-            return program.spec.mask
-        mask = self.allocation(program.ctx)
-        return self.sim.full_mask if mask is None else mask
+    @property
+    def kernel_iso_ns(self) -> int:
+        return self._kernel_row(K_ISO)
 
-    def priority(self, s: Stream) -> int:
-        return cast(ProgramStream, s).spec.priority
+    @property
+    def kernel_sms(self) -> int:
+        return self._kernel_row(K_SMS)
+
+    @property
+    def kernel_profile(self) -> int:
+        return self._kernel_row(K_PROFILE)
+
+    @property
+    def kernel_key(self) -> Any:
+        desc = self.desc
+        return (self.ctx, self.stream, None if desc is None else desc.name)
 
 
-class StreamScheduler(SharedDevice[ProgramStream]):
-    """Programs' streams on the driver's engine, under the selected policy."""
+class StreamScheduler:
+    """Programs' streams on the driver's engine, under the selected policy, in the one loop."""
+
+    use_compiled = True
 
     def __init__(self, engine: Any, allocation: Callable[[int], int | None]) -> None:
+        self.gpu = engine
+        self.spec = engine.spec
+        self.n_tpcs = self.spec.n_tpcs
+        self.full_mask = self.spec.all_tpcs_mask
         self._allocation = allocation
-        super().__init__(engine.spec, Advised(allocation), engine=engine, record=False)
+        self.streams: list[ProgramStream] = []
         self.by_stream: dict[tuple[int, int], ProgramStream] = {}
         #: The policy in charge: (name, keyword arguments), None for `Advised`.
         self.selected: tuple[str, dict[str, Any]] | None = None
@@ -115,16 +153,52 @@ class StreamScheduler(SharedDevice[ProgramStream]):
         self.refused: str | None = None
         #: Contexts' shares of the device (fractions; a VM's `gpu_share`).
         self.shares: dict[int, float] = {}
-        self.policy.attach(self)
+        #: The kernels launched and not yet finished, by their column in the
+        #: loop's kernel table: (stream, engine kernel id, descriptor).
+        self._kernels: dict[int, tuple[ProgramStream, int, KernelDesc]] = {}
+        self._column: dict[int, int] = {}  # engine kernel id -> column
+        self._specs: dict[int, Any] = {}  # column -> its LaunchSpec
+        self.policy: SharingPolicy = Advised()
+        self.loop: ProgramRun = ProgramRun(self, self.policy)
         self.running = True
+
+    # -- the `Device` a policy is in charge of ------------------------------------
+
+    @property
+    def now_ns(self) -> int:
+        return int(self.loop.dev.sc[D_NOW])
+
+    def call_at(self, t_ns: int, fn: Callable, *args: Any, owner: Any = None) -> None:
+        self.loop.call_at(t_ns, fn, args, owner)
+
+    def launch(
+        self, s: ProgramStream, blocks: int, mask: int, priority: int, *,
+        stolen: bool = False, order: int | None = None,
+    ) -> int:  # fmt: skip
+        return self.loop.launch(s.index, blocks, mask, priority, stolen, order)
+
+    @property
+    def atom_launch_ns(self) -> Any:
+        return self.loop.dev.atoms[AT_LAUNCH_NS]
+
+    def set_clock(self, clock_mhz: int) -> int:
+        """Request a clock (a policy's, or the power advisor's); returns when it takes effect."""
+        return self.loop.set_clock(clock_mhz)
+
+    def kernel_at(self, column: int) -> KernelDesc:
+        return self._kernels[column][2]
 
     # -- the policy --------------------------------------------------------------
 
     def _fresh(self) -> SharingPolicy:
         if self.selected is None:
-            return Advised(self._allocation)
+            return Advised()
         name, kwargs = self.selected
         return make_policy(name, **kwargs)
+
+    def _put_in_charge(self, policy: SharingPolicy) -> None:
+        self.loop.switch(policy)
+        self.policy = policy
 
     def select(self, name: str | None, params: dict[str, Any] | None = None) -> None:
         """Put policy `name` with module parameters `params` in charge (None: `Advised`).
@@ -135,28 +209,30 @@ class StreamScheduler(SharedDevice[ProgramStream]):
         previous = self.selected
         self.selected = None if name is None else (name, policy_kwargs(name, params or {}))
         try:
-            self.set_policy(self._fresh())
+            self._put_in_charge(self._fresh())
         except (InvalidArgument, ValueError) as exc:
             self.selected = previous
             raise InvalidArgument(str(exc)) from None
+        if name is None:
+            self._advise_queued()
 
     def _reshare(self) -> None:
         """The set of streams changed: equal shares, and a fresh policy over them.
 
         If the selected policy cannot serve them, `Advised` takes over and
         `refused` names the policy, for the driver to eject its advisor."""
-        for i, s in enumerate(self.streams):
-            s.index = i
         for s, quota in zip(self.streams, self._quotas(), strict=True):
             s.quota = quota
+        self.loop.set_streams(self.streams)
         try:
-            self.set_policy(self._fresh())
+            self._put_in_charge(self._fresh())
         except (InvalidArgument, ValueError) as exc:
             if self.selected is None:
                 raise
             self.refused = f"policy {self.selected[0]!r}: {exc}"
             self.selected = None
-            self.set_policy(self._fresh())
+            self._put_in_charge(self._fresh())
+            self._advise_queued()
 
     def _quotas(self) -> list[float]:
         """Each stream's share: equal without shares; else a context's share
@@ -186,47 +262,50 @@ class StreamScheduler(SharedDevice[ProgramStream]):
 
     # -- programs' kernels -----------------------------------------------------
 
+    def _advised_mask(self, s: ProgramStream, spec: Any) -> int:
+        """The mask `Advised` launches a kernel of `s` on: the program's own,
+        else the advisor's allocation for its context, else the whole device."""
+        if spec.mask is not None:
+            return int(spec.mask)
+        mask = self._allocation(s.ctx)
+        return self.full_mask if mask is None else int(mask)
+
+    def _advise_queued(self) -> None:
+        """`Advised` is in charge again: the kernels launched meanwhile get its masks."""
+        for column, (s, _, _) in self._kernels.items():
+            self.loop.set_kernel_mask(column, self._advised_mask(s, self._specs[column]))
+
     def submit(self, ctx: int, stream: int, kernel_id: int, desc: KernelDesc, spec: Any) -> None:
         """Queue a launched kernel on its stream; it runs after the stream's earlier ones."""
-        s = self.by_stream.get((ctx, stream))
-        grown = s is None
-        if s is None:
-            s = self.by_stream[(ctx, stream)] = ProgramStream(len(self.streams), ctx, stream)
-            self.streams.append(s)
-        s.queue.append((kernel_id, desc, spec, self.now_ns))
-        if grown:
-            self._reshare()
-        if not s.active:
-            self._next(s)
-
-    def _next(self, s: ProgramStream) -> None:
-        kernel_id, desc, spec, launched_ns = s.queue.popleft()
         hp = spec.priority > 0
-        s.spec = spec
-        s.pos = s.count
-        s.count += 1
-        s.host_ns = launched_ns
-        s.kernel_iso_ns = desc.isolated_duration_ns(self.n_tpcs)
-        s.kernel_sms = kernel_sms(desc, self.spec)
-        s.kernel_profile = kernel_profile(desc)
-        s.kernel_key = (s.ctx, s.stream, desc.name)
-        if hp != s.hp:
+        s = self.by_stream.get((ctx, stream))
+        if s is None:
+            s = self.by_stream[(ctx, stream)] = ProgramStream(self, ctx, stream, hp)
+            self.streams.append(s)
+            self._reshare()
+        elif s.hp != hp:
             s.hp = hp
             self._reshare()
-        self.enqueue(s, desc, kernel_id)
+        mask = self._advised_mask(s, spec) if self.selected is None else self.full_mask
+        column = self.loop.submit(s, desc, mask, int(spec.priority))
+        self._kernels[column] = (s, kernel_id, desc)
+        self._specs[column] = spec
+        self._column[kernel_id] = column
+        s.pending += 1
+        self._collect()
 
-    def kernel_finished(self, s: ProgramStream) -> None:
-        self.done[s.ctx] = self.done.get(s.ctx, 0) + 1
-        self.last_done_ns[s.ctx] = self.now_ns
-        if self.on_kernel_done is not None:
-            self.on_kernel_done(s.ctx, s.kernel_id)
-        if s.queue:
-            self._next(s)
-            return
-        s.pos = -1
-        s.desc = None
-        s.grid = s.launched = 0
-        self.policy.stream_idle(s)
+    def _collect(self) -> None:
+        """Tell the driver of every kernel the loop finished, in order."""
+        for column, done_ns in self.loop.finished():
+            s, kernel_id, _ = self._kernels.pop(column)
+            del self._specs[column]
+            del self._column[kernel_id]
+            s.pending -= 1
+            self.gpu.kernel_finished(kernel_id, done_ns)
+            self.done[s.ctx] = self.done.get(s.ctx, 0) + 1
+            self.last_done_ns[s.ctx] = done_ns
+            if self.on_kernel_done is not None:
+                self.on_kernel_done(s.ctx, kernel_id)
 
     def remove_context(self, ctx: int) -> None:
         """Forget an idle context's streams."""
@@ -248,29 +327,30 @@ class StreamScheduler(SharedDevice[ProgramStream]):
 
     def queued(self, ctx: int) -> int:
         """Kernels of `ctx` launched and not yet complete."""
-        return sum(len(s.queue) + s.active for key, s in self.by_stream.items() if key[0] == ctx)
+        return sum(s.pending for key, s in self.by_stream.items() if key[0] == ctx)
 
     def tpcs_in_use(self, ctx: int) -> int:
         """TPCs the masks of `ctx`'s atoms in flight cover."""
+        masks = self.loop.inflight_masks()
         union = 0
-        for key, s in self.by_stream.items():
-            if key[0] == ctx:
-                for mask in s.inflight_masks.values():
-                    union |= mask
+        for s in self.streams:
+            if s.ctx == ctx:
+                union |= masks[s.index]
         return union.bit_count()
 
     def next_event_ns(self) -> int | None:
         """The earliest instant anything can change without a new request: a
         block group ending, a clock change, or one of the policy's timers."""
-        times = [self._timers[0][0]] if self._timers else []
-        device = self.gpu.next_event_ns()
-        if device is not None:
-            times.append(device)
+        times = [t for t in (self.loop.next_timer_ns(), self.gpu.next_event_ns()) if t is not None]
         return min(times) if times else None
 
     @property
     def busy(self) -> bool:
-        return any(s.active for s in self.streams)
+        return any(s.pending for s in self.streams)
+
+    def report(self) -> dict[str, Any]:
+        """The policy in charge's figures."""
+        return self.loop.report()
 
     # -- time ------------------------------------------------------------------
 
@@ -279,25 +359,33 @@ class StreamScheduler(SharedDevice[ProgramStream]):
 
         The device may be ahead of the kernel's time (`run_until_done` ran it
         to an inference batch's completion): then it stays where it is."""
-        self.advance(max(now_ns, self.now_ns))
+        self.loop.advance(max(now_ns, self.now_ns))
+        self._collect()
 
     def run_until_done(self, kernel_id: int) -> int:
-        """Run the device, its completions and the policy's timers in order,
-        as `advance` does, until kernel `kernel_id` (submitted) is done; return
-        when it completed.  The device then stands at that instant, which may
-        be ahead of the kernel's time.
+        """Run the device, its completions and the policy's timers in order
+        until kernel `kernel_id` (submitted) is done; return when it
+        completed.  The device then stands at that instant, which may be
+        ahead of the kernel's time.
 
         Raises GpuError if nothing is left that could ever finish it."""
-        gpu, timers = self.gpu, self._timers
-        while (done_ns := gpu.kernel_done_ns(kernel_id)) is None:
-            t_next = timers[0][0] if timers else None
-            events = gpu.advance(t_next)  # None: to the next completion
-            if events:
-                self.now_ns = events[0].time_ns
-                self.deliver(events)
+        while True:
+            done_ns = self.gpu.kernel_done_ns(kernel_id)
+            if done_ns is not None:
+                return done_ns
+            column = self._column.get(kernel_id)
+            if column is None:
+                raise GpuError(f"kernel {kernel_id} was not submitted to the scheduler")
+            self.loop.advance(self.now_ns)  # what was launched now starts now
+            self._collect()
+            if self.gpu.kernel_done_ns(kernel_id) is not None:
                 continue
-            if t_next is None:
+            if self.next_event_ns() is None:
                 raise GpuError(f"kernel {kernel_id} cannot finish: the device and policy are idle")
-            self.now_ns = t_next  # no completion: the engine stopped at the timer
-            self.run_timers()
-        return done_ns
+            self.loop.stop_at(column)
+            self.loop.advance(self.now_ns + _STEP_NS)
+            self.loop.stop_at(-1)
+            self._collect()
+
+
+__all__ = ["Advised", "ProgramStream", "StreamScheduler"]

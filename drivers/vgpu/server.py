@@ -364,7 +364,7 @@ class GpuDriver:
                 PowerView(eng.spec.clocks_mhz, eng.clock_mhz, eng.busy_tpcs, eng.power_w)
             )
         if wanted is not None and wanted != eng.clock_mhz:
-            eng.set_clock(wanted)
+            self.scheduler.set_clock(wanted)
 
     def busy(self) -> bool:
         return self._scheduler is not None and self._scheduler.busy
@@ -545,7 +545,7 @@ class GpuDriver:
             )
         return GpuView(
             self.preset, eng.spec.n_tpcs, eng.spec.memory_bytes, eng.stats(), tuple(contexts),
-            self.scheduler.policy.label, self.scheduler.policy.report(),
+            self.scheduler.policy.label, self.scheduler.report(),
         )  # fmt: skip
 
 
@@ -728,7 +728,7 @@ def _serve(driver: GpuDriver, ep: int, r):
         if label == "stats":
             return Message("stats", driver.view())
         if label == "set_clock":
-            return Message("ok", driver.engine.set_clock(payload))
+            return Message("ok", driver.scheduler.set_clock(payload))
         if label == "trace_start":
             driver.start_trace()
             return Message("ok")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drivers.vgpu.policies import make_policy
 from drivers.vgpu.presets import a100, scaled
 from drivers.vgpu.sharing import Simulation, Tenant
+from drivers.vgpu.sharing.compiled import state_values
+from drivers.vgpu.sharing.sim import RunResult
 from drivers.vgpu.traces import Workload
 from drivers.vgpu.work import KernelDesc
 
@@ -27,21 +30,18 @@ def workload(name: str, kernels: list[KernelDesc]) -> Workload:
     return Workload(name, tuple(kernels), total, (0,) * len(kernels), "test")
 
 
-def python_form(policy):
-    """`policy` run by its Python class, as a researcher's own Python policy
-    runs: in the loop, interpreted, its compiled callbacks unused."""
-    policy.compiled_setup = lambda sim: None
-    return policy
-
-
-def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, object]:
-    """Run the policy's Python form: these tests read its state afterwards
-    (test_compiled_forms.py holds the compiled forms to it)."""
+def simulate(policy, tenants, duration_ns: int, **kw) -> tuple[Simulation, RunResult]:
+    """Run `policy` (or the policy of that name) as it ships: in the one loop, compiled."""
     if isinstance(policy, str):
         policy = make_policy(policy)
-    python_form(policy)
     sim = Simulation(tenants, policy, spec=kw.pop("spec", SPEC), duration_ns=duration_ns, **kw)
     return sim, sim.run()
+
+
+def policy_state(sim: Simulation) -> dict[str, Any]:
+    """The named state of the policy in charge, now (during or after the run)."""
+    assert sim.loop is not None, "the run has not started"
+    return state_values(sim.loop.pol, sim.loop.pol_layout.state)
 
 
 def kernel_runs(sim: Simulation) -> list[int]:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.vgpu.policies import POLICY_NAMES, make_policy
-from drivers.vgpu.policies.mps import Mps
 from drivers.vgpu.sharing import Simulation
+from drivers.vgpu.sharing.policy import SharingPolicy
 from drivers.vgpu.sharing.sim import RunResult
 from exp.hybrid import TRAINING
 from exp.sharing import Role, build_tenants, duration_ns, sharing_parser
@@ -55,9 +55,10 @@ SWITCHES = [("mps", "lithos"), ("lithos", "mig"), ("mig", "priority"), ("timesli
             ("orion", "reef")]  # fmt: skip
 
 
-class Pinned(Mps):
-    """A researcher's own policy in plain Python: MPS, every kernel on the
-    first half of the TPCs."""
+class Pinned(SharingPolicy):
+    """A researcher's own policy in plain Python, with no compiled callbacks:
+    the base policy's whole kernels as they are ready, every one on the
+    first half of the TPCs.  It runs in the loop interpreted."""
 
     name = "pinned"
 

@@ -1,18 +1,56 @@
-"""LithOS: the TPC scheduler, stealing, atoms, right-sizing, DVFS and the predictor."""
+"""LithOS: the TPC scheduler, stealing, atoms, right-sizing, DVFS and the predictor.
+
+The mechanisms are tested on the policy's own functions
+(`drivers/vgpu/policies/lithos.py`), called from Python, interpreted, on its
+state as `Lithos.compiled_setup` sets it up; the rest on simulations, with the
+policy compiled as it ships.
+"""
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
-from drivers.vgpu.lithos.rightsizing import knee
-from drivers.vgpu.lithos.tpcs import largest_remainder
+from drivers.vgpu.lithos import TpcScheduler, largest_remainder
 from drivers.vgpu.policies import make_policy
-from drivers.vgpu.sharing import Tenant
+from drivers.vgpu.policies.lithos import (
+    STATE,
+    atom_blocks,
+    choose,
+    claim,
+    decide,
+    governor_observe,
+    kernel_of,
+    knee,
+    observe,
+    sizer_observe,
+    stealable,
+    target_mhz,
+)
+from drivers.vgpu.sharing import Simulation, Tenant
+from drivers.vgpu.sharing.compiled import state_values
+from drivers.vgpu.sharing.epoch_run import LoopRun
 from drivers.vgpu.sharing.sim import HOST_LAUNCH_NS
-from tests.policies.conftest import SPEC, blocks_of, kernel, simulate, workload
+from tests.policies.conftest import SPEC, blocks_of, kernel, policy_state, simulate, workload
+
+
+def lithos_run(quotas=(0.5, 0.5), **params) -> LoopRun:
+    """LithOS with `params`, set up on tenants of `quotas` (two kernels each)
+    and not started, as the interpreted loop holds it: the policy's
+    functions take its ``dev`` and ``pol`` as the loop passes them."""
+    tenants = tuple(
+        Tenant(f"t{i}", workload(f"t{i}", [kernel("a", 14, 10_000), kernel("b", 14, 10_000)]),
+               "closed", quota=quota)
+        for i, quota in enumerate(quotas)
+    )  # fmt: skip
+    sim = Simulation(
+        tenants, make_policy("lithos", **params), spec=SPEC, duration_ns=1, compiled=False
+    )
+    return LoopRun(sim, sim.policy)
 
 
 def stealing_scenario(arrival_ns: int):
@@ -27,7 +65,7 @@ def stealing_scenario(arrival_ns: int):
 def test_an_owner_waits_at_most_one_atom_for_its_tpcs(arrival_ns):
     policy = make_policy("lithos")
     sim, result = simulate(policy, stealing_scenario(arrival_ns), 8_000_000, record_blocks=True)
-    hp_tpcs = policy.tpcs.own_mask[0]
+    hp_tpcs = int(policy_state(sim)["own_mask"][0])
     be_blocks = blocks_of(sim, 1)
     # While HP was idle, BE stole its TPCs ...
     assert [b for b in be_blocks if b.start_ns < arrival_ns and hp_tpcs >> b.tpc & 1]
@@ -43,8 +81,8 @@ def test_an_owner_waits_at_most_one_atom_for_its_tpcs(arrival_ns):
 
 def test_stolen_atoms_are_bounded_and_outranked(small_tenants):
     policy = make_policy("lithos", max_stolen=1)
-    sim, _ = simulate(policy, small_tenants, 8_000_000)
-    assert policy.stolen_atoms > 0
+    sim, result = simulate(policy, small_tenants, 8_000_000)
+    assert result.extra["stolen_atoms"] > 0
     for i in range(3):
         spans = sorted(
             (launch, done)
@@ -56,52 +94,91 @@ def test_stolen_atoms_are_bounded_and_outranked(small_tenants):
 
 
 def test_atoms_of_a_long_kernel_last_250_to_500_us():
-    policy = make_policy("lithos")
-    t = Tenant("t", workload("t", [kernel("k", 28 * 40, 50_000)]), "closed", quota=1.0)
-    sim, _ = simulate(policy, (t,), 6_000_000)
-    durations = [
-        done - launch
-        for a, (_, launch, done, *_) in enumerate(sim.atom_log())
-        if done >= 0 and not sim.atom_stolen[a]
-    ]
+    grid = 28 * 40  # 40 waves of 50 us on 14 TPCs
+    t = Tenant("t", workload("t", [kernel("k", grid, 50_000)]), "closed", quota=1.0)
+    sim, _ = simulate("lithos", (t,), 6_000_000)
+    own = [row for a, row in enumerate(sim.atom_log()) if not sim.atom_stolen[a]]
+    durations = [done - launch for _, launch, done, *_ in own if done >= 0]
     # A 2 ms kernel becomes four 500 us atoms (the second one of each pair waits
     # for the first, so its span counts from its launch with the first).
-    assert policy.atomizer.atoms > 0 and len(durations) >= 8
+    assert all(end - begin <= grid // 4 for _, _, _, begin, end, *_ in own)
+    assert len(durations) >= 8
     assert max(durations) <= 2 * 500_000 and min(durations) >= 250_000
 
 
-def test_atomizer_cuts_evenly_and_never_splits_a_block():
-    a = Atomizer(250_000, 500_000)
-    assert a.atom_blocks(100, 10, 2, 10_000) == 100  # 50 us in all: one atom
-    blocks = a.atom_blocks(20 * 20, 10, 2, 100_000)  # 20 waves of 100 us
-    assert blocks == 5 * 20  # 2 ms -> four atoms of 5 waves (500 us)
-    assert a.atom_blocks(20, 10, 2, 900_000) == 20  # one 900 us wave: cannot split
-    for waves in range(1, 40):
-        n = a.atom_blocks(waves * 20, 10, 2, 60_000) // 20
-        total = waves * 60_000
-        assert n * 60_000 <= 500_000 or n == 1
-        assert total <= 500_000 or n * 60_000 >= 250_000
+def test_atoms_are_cut_evenly_and_never_split_a_block():
+    p = lithos_run().pol  # atoms of at most 500 us
+    assert atom_blocks(p, 100, 10, 2, 10_000) == 100  # 50 us in all: one atom
+    assert atom_blocks(p, 20 * 20, 10, 2, 100_000) == 5 * 20  # 2 ms -> four atoms of 500 us
+    assert atom_blocks(p, 20, 10, 2, 900_000) == 20  # one 900 us wave: cannot split
 
 
-def test_right_sizer_fits_l_of_t_and_keeps_within_the_slip():
-    sizer = RightSizer(slip=1.1)
+@given(
+    waves=st.integers(1, 200),
+    last_wave_blocks=st.integers(1, 28),
+    n_tpcs=st.integers(1, 14),
+    blocks_per_tpc=st.integers(1, 2),
+    wave_ns=st.integers(1, 3_000_000),
+    max_ns=st.integers(1_000, 2_000_000),
+)
+def test_a_kernel_is_cut_into_even_atoms_no_longer_than_the_bound(
+    waves, last_wave_blocks, n_tpcs, blocks_per_tpc, wave_ns, max_ns
+):
+    p = lithos_run(atom_max_ns=max_ns).pol
+    wave_blocks = n_tpcs * blocks_per_tpc
+    grid = (waves - 1) * wave_blocks + min(last_wave_blocks, wave_blocks)
+    atoms, remaining = [], grid
+    while remaining:  # each atom sized as the kernel's next, from what is left
+        blocks = atom_blocks(p, remaining, n_tpcs, blocks_per_tpc, wave_ns)
+        assert 0 < blocks <= remaining
+        atoms.append(blocks)
+        remaining -= blocks
+    assert all(blocks % wave_blocks == 0 for blocks in atoms[:-1])  # whole waves
+    atom_waves = [math.ceil(blocks / wave_blocks) for blocks in atoms]
+    if waves * wave_ns <= max_ns:
+        assert atoms == [grid]  # a short kernel stays whole
+        return
+    fit = max(1, max_ns // wave_ns)  # the waves an atom may hold (at least one)
+    assert len(atoms) == math.ceil(waves / fit)  # the fewest atoms within the bound ...
+    assert max(atom_waves) - min(atom_waves) <= 1  # ... as even as whole waves allow
+    assert all(w * wave_ns <= max_ns or w == 1 for w in atom_waves)
+    assert atom_waves[0] * wave_ns > max_ns / 2  # 250-500 us for the defaults
+
+
+def test_right_sizing_fits_l_of_t_and_keeps_within_the_slip():
+    p = lithos_run(rightsizing=True, slip=1.1).pol
     grid, bpt = 1000, 2
-    assert sizer.choose("k", grid, bpt, 54) == 50  # 10 waves: no TPC the grid cannot use
+    assert choose(p, 0, 0, grid, bpt, 54) == 50  # 10 waves: no TPC the grid cannot use
     m, b = 2_000_000.0, 50_000.0
-    for t in (50, 46, 42, 40):
-        sizer.observe("k", t, m / t + b)
-    fit_m, fit_b = sizer.model("k")
-    assert fit_m == pytest.approx(m) and fit_b == pytest.approx(b)
-    t = sizer.choose("k", grid, bpt, 54)
-    assert m / t + b <= 1.1 * (m / 50 + b)
-    smaller = max(k for k in (knee(grid, bpt, w) for w in range(1, 200)) if k < t)
-    assert m / smaller + b > 1.1 * (m / 50 + b) or smaller < 20  # t is the smallest knee allowed
+    sizer_observe(p, 0, 0, 50, m / 50 + b)
+    assert choose(p, 0, 0, grid, bpt, 54) == knee(grid, bpt, 11) == 46  # probe the next knee
+    for t in (46, 42, 40):
+        sizer_observe(p, 0, 0, t, m / t + b)
+    t = choose(p, 0, 0, grid, bpt, 54)
+    # The smallest knee with l(t) = m/t + b within the slip, and no fewer
+    # than half the fewest TPCs seen (20).
+    knees = {knee(grid, bpt, w) for w in range(1, grid + 1)}
+    assert t == min(k for k in knees if k >= 20 and m / k + b <= 1.1 * (m / 50 + b)) == 42
+    decided = state_values(p, STATE)
+    assert decided["decisions"] == 3 and decided["given"] == 50 + 46 + t
+    assert decided["available"] == 3 * 54
 
 
-def test_right_sizer_trims_a_small_grid_to_the_tpcs_it_occupies():
-    sizer = RightSizer(fit=False)
-    assert sizer.choose("k", 10, 2, 54) == 5
-    assert sizer.choose("k", 200, 2, 54) == 50  # two waves on 54 TPCs, two on 50
+def test_right_sizing_goes_no_lower_than_half_the_fewest_tpcs_seen():
+    p = lithos_run(rightsizing=True).pol
+    grid, bpt = 1000, 2
+    for t in (50, 46):  # no faster on more TPCs: m = 0
+        sizer_observe(p, 0, 0, t, 100_000)
+    assert kernel_of(p, 0, 0)["t_min"] == 46
+    # Half of 46 TPCs is 23, a knee: 1000 blocks, 2 per TPC, in 22 waves.
+    assert choose(p, 0, 0, grid, bpt, 54) == knee(grid, bpt, 22) == 23
+
+
+def test_right_sizing_without_the_fit_trims_a_grid_to_the_tpcs_it_occupies():
+    p = lithos_run(rightsizing=True, rightsizing_fit=False).pol
+    assert choose(p, 0, 0, 10, 2, 54) == 5
+    sizer_observe(p, 0, 0, 5, 100_000)  # no fit, so no probe either
+    assert choose(p, 0, 0, 200, 2, 54) == 50  # two waves on 54 TPCs, two on 50
 
 
 def test_right_sizing_in_the_simulator_saves_tpc_time_within_the_slip():
@@ -117,38 +194,41 @@ def test_right_sizing_in_the_simulator_saves_tpc_time_within_the_slip():
     assert runs[True][1] <= 1.1 * runs[False][1]
 
 
-def test_dvfs_governor_sets_the_clock_from_the_runtime_weighted_sensitivity():
-    gov = DvfsGovernor(SPEC, slip=1.1, min_interval_ns=0)
-    f_max = SPEC.max_clock_mhz
-    gov.observe("compute", 100_000, f_max)
-    gov.observe("memory", 300_000, f_max)
+def test_dvfs_sets_the_clock_from_the_runtime_weighted_sensitivity():
+    run = lithos_run(dvfs=True, slip=1.1)
+    d, p = run.dev, run.pol
+    f_max, f_min, step = SPEC.max_clock_mhz, SPEC.min_clock_mhz, SPEC.clock_step_mhz
+    compute, memory = (0, 0), (0, 1)  # two kernels of tenant 0: (stream, position)
+    governor_observe(d, p, *compute, 100_000, f_max)
+    governor_observe(d, p, *memory, 300_000, f_max)
     # Seen only at f_max: counted as fully sensitive, so f = f_max / 1.1.
-    step = SPEC.clock_step_mhz
-    assert (
-        gov.target_mhz() == SPEC.min_clock_mhz + (f_max / 1.1 - SPEC.min_clock_mhz) // step * step
-    )
+    assert target_mhz(d, p) == f_min + (f_max / 1.1 - f_min) // step * step
     f = 1110
-    gov.observe("compute", round(100_000 * f_max / f), f)  # s = 1
-    gov.observe("memory", 300_000, f)  # s = 0
-    gov.target_mhz()  # a decision: the window starts afresh
-    assert gov.sensitivity("compute") == pytest.approx(1.0, abs=1e-3)
-    assert gov.sensitivity("memory") == pytest.approx(0.0, abs=1e-3)
-    gov.observe("compute", 100_000, f_max)
-    gov.observe("memory", 300_000, f_max)
-    S = 0.25
-    expect = f_max / (1 + 0.1 / S)
-    target = gov.target_mhz()
-    assert target <= expect < target + SPEC.clock_step_mhz
+    governor_observe(d, p, *compute, round(100_000 * f_max / f), f)  # s = 1
+    governor_observe(d, p, *memory, 300_000, f)  # s = 0
+    target_mhz(d, p)  # a decision: the window starts afresh
+    assert kernel_of(p, *compute)["sensitivity"] == pytest.approx(1.0, abs=1e-3)
+    assert kernel_of(p, *memory)["sensitivity"] == pytest.approx(0.0, abs=1e-3)
+    governor_observe(d, p, *compute, 100_000, f_max)
+    governor_observe(d, p, *memory, 300_000, f_max)
+    sensitivity = 0.25  # 100 us at s = 1 and 300 us at s = 0
+    expect = f_max / (1 + 0.1 / sensitivity)
+    target = target_mhz(d, p)
+    assert target <= expect < target + step
+    assert state_values(p, STATE)["last_sensitivity"] == pytest.approx(sensitivity, abs=1e-3)
 
 
-def test_dvfs_governor_returns_to_f_max_for_unseen_kernels_and_is_rate_limited():
-    gov = DvfsGovernor(SPEC, min_interval_ns=100)
-    gov.observe("new", 1000, 900)  # never seen at f_max
-    assert gov.target_mhz() == SPEC.max_clock_mhz
-    gov.observe("k", 1000, SPEC.max_clock_mhz)
-    assert gov.decide(0, SPEC.max_clock_mhz) is not None
-    gov.observe("k", 1000, SPEC.max_clock_mhz)
-    assert gov.decide(50, SPEC.max_clock_mhz) is None  # too soon after the last change
+def test_dvfs_returns_to_f_max_for_unseen_kernels_and_is_rate_limited():
+    run = lithos_run(dvfs=True, dvfs_min_interval_ns=100)
+    d, p = run.dev, run.pol
+    f_max = SPEC.max_clock_mhz
+    governor_observe(d, p, 0, 0, 1000, 900)  # never seen at f_max
+    assert target_mhz(d, p) == f_max
+    governor_observe(d, p, 0, 1, 1000, f_max)
+    assert 0 < decide(d, p, 0, f_max) < f_max  # seen at f_max only: s = 1
+    governor_observe(d, p, 0, 1, 1000, f_max)
+    assert decide(d, p, 50, f_max) == -1  # too soon after the last change
+    assert state_values(p, STATE)["changes"] == 1
 
 
 def test_dvfs_in_the_simulator_lowers_the_clock_and_saves_energy():
@@ -161,29 +241,41 @@ def test_dvfs_in_the_simulator_lowers_the_clock_and_saves_energy():
         _, result = simulate(policy, (t,), 200_000_000, warmup_ns=60_000_000)
         energy[dvfs] = result.energy_j / result.streams[0].completed
         if dvfs:
-            assert policy.requested_mhz < SPEC.max_clock_mhz
+            assert result.extra["final_clock_mhz"] < SPEC.max_clock_mhz
             changes = [t for t, _ in result.clocks]
             assert all(b - a >= 10_000_000 for a, b in pairwise(changes))
     assert energy[True] < 0.95 * energy[False]
 
 
-def test_predictor_counts_errors_over_50_us_as_mispredictions():
-    p = LatencyPredictor(threshold_ns=50_000, weight=1.0)
-    p.observe("k", 2, 200_000, None)  # first sight: no prediction to judge
-    assert p.predict("k", 3) == 300_000
-    p.observe("k", 3, 340_000, p.predict("k", 3))  # off by 40 us
-    p.observe("k", 1, 200_000, p.predict("k", 1))  # off by ~87 us
-    assert p.predictions == 2 and p.mispredictions == 1 and p.misprediction_rate == 0.5
+def test_predictor_learns_a_wave_time_and_counts_errors_over_50_us_as_mispredictions():
+    run = lithos_run()
+    p = run.pol
+    learned = kernel_of(p, 0, 1)  # a kernel is keyed by stream and position
+    observe(p, 0, 1, 2, 200_000, -1)  # first sight: no prediction to judge
+    assert learned["wave_ns"] == 100_000
+    assert math.isnan(kernel_of(p, 0, 0)["wave_ns"]) and math.isnan(kernel_of(p, 1, 1)["wave_ns"])
+    predicted = round(3 * learned["wave_ns"])  # an atom of three waves
+    observe(p, 0, 1, 3, 340_000, predicted)  # off by 40 us
+    # An exponentially weighted average of the atoms' wave times (weight 1/2).
+    assert learned["wave_ns"] == pytest.approx(100_000 + 0.5 * (340_000 / 3 - 100_000))
+    observe(p, 0, 1, 1, 200_000, round(learned["wave_ns"]))  # off by ~93 us
+    report = run.sim.policy.compiled_report(p)
+    assert report["predictions"] == 2 and report["misprediction_rate"] == 0.5
 
 
 def test_tpc_quotas_are_contiguous_and_stealing_needs_idle_tpcs():
     tpcs = TpcScheduler(14, [0.5, 0.5], max_stolen=1)
     assert tpcs.own_mask == [0x7F, 0x7F << 7]
-    assert tpcs.stealable(1, 0) == 0x7F
-    tpcs.claim(0b11, 1_000)
-    assert tpcs.stealable(1, 500) == 0x7C and tpcs.stealable(1, 1_000) == 0x7F
-    tpcs.stolen_out[1] = 1
-    assert tpcs.stealable(1, 2_000) == 0
+    assert tpcs.owner.tolist() == [0] * 7 + [1] * 7
+    run = lithos_run((0.5, 0.5), max_stolen=1)
+    d, p = run.dev, run.pol
+    assert state_values(p, STATE)["own_mask"][:2].tolist() == tpcs.own_mask
+    assert stealable(d, p, 1, 0) == 0x7F and stealable(d, p, 0, 0) == 0x7F << 7
+    claim(p, 0b11, 1_000)
+    claim(p, 0b1, 500)  # a TPC stays busy until its latest claim
+    assert stealable(d, p, 1, 500) == 0x7C and stealable(d, p, 1, 1_000) == 0x7F
+    state_values(p, STATE)["stolen_out"][1] = 1  # max_stolen atoms outstanding
+    assert stealable(d, p, 1, 2_000) == 0
 
 
 def test_largest_remainder_gives_each_positive_share_at_least_one():
@@ -197,9 +289,8 @@ def test_a_tenant_without_quota_runs_on_stolen_tpcs_only():
     owner = Tenant("owner", workload("o", [kernel("o", 14, 100_000)]), "open",
                    (0, 2_000_000), quota=1.0)  # fmt: skip
     borrower = Tenant("borrower", workload("b", [kernel("b", 4, 50_000)]), "be", quota=0.0)
-    policy = make_policy("lithos")
-    sim, result = simulate(policy, (owner, borrower), 4_000_000, record_blocks=True)
-    assert policy.tpcs.own_mask[1] == 0
+    sim, result = simulate("lithos", (owner, borrower), 4_000_000, record_blocks=True)
+    assert result.extra["quota_tpcs"][1] == 0
     stolen = blocks_of(sim, 1)
     assert stolen and all(sim.atom_stolen[b.atom_id] for b in stolen)
     # It stole the idle TPCs as soon as its first launch reached the GPU; the

@@ -32,6 +32,7 @@ from drivers.vgpu.presets import a100, h100, scaled
 from drivers.vgpu.reference import ReferenceEngine
 from drivers.vgpu.scheduler import StreamScheduler
 from drivers.vgpu.server import GpuDriver, InferencePort, LaunchGraph, LaunchSpec
+from drivers.vgpu.sharing.compiled import D_NATOMS, D_NCLOCKS, D_NTIMERS
 from drivers.vgpu.work import KernelDesc
 from kernel import Kernel
 from kernel.mlaas.inference import Model
@@ -175,28 +176,37 @@ def test_a_device_that_keeps_history_keeps_what_is_released(device_cls, small):
 
 
 def held(scheduler: StreamScheduler) -> dict[str, int]:
-    """The size of every table and per-atom or per-kernel container of the
-    scheduler and its engine (table capacities, and the ids handed out)."""
+    """The size of every table of the scheduler's loop and its engine (their
+    capacities: names ending in "table"), and of every per-atom or
+    per-kernel container (the ids handed out, and what is held).  FIFO ids
+    are recycled once half the FIFO table is taken, so the FIFO table and
+    hash bound them."""
     e = scheduler.gpu
     t = e._st
+    d = scheduler.loop.dev
     return {
-        "atom table": t.atoms.shape[1],
+        "engine atom table": t.atoms.shape[1],
         "completion table": t.done.shape[0],
         "fifo table": t.fifos.shape[1],
         "clock table": t.clocks.shape[1],
-        "atom ids": len(e._atom_kernel),
-        "free atom ids": len(e._free_atoms),
-        "tie classes": len(e._ties),
+        "atom table": d.atoms.shape[1],
+        "free atom table": d.free.shape[0],
+        "kernel table": d.kern.shape[1],
+        "stream table": d.st.shape[1],
+        "timer table": d.timers.shape[1],
+        "finished kernel table": d.fin.shape[1],
+        "fifo hash table": d.fifo_hash.shape[1],
+        "clock log table": d.clock_log.shape[1],
+        "atom ids": int(d.sc[D_NATOMS]),
+        "timers": int(d.sc[D_NTIMERS]),
+        "clock log": int(d.sc[D_NCLOCKS]),
         "kernel ids": len(e._kernels),
         "free kernel ids": len(e._free_kernels),
         "block costs": len(e._cost_of),
         "results": len(e._results),
-        "fifos": len(e._fifo_of),
-        "atom owners": len(scheduler.atom_owner),
-        "atom launch times": len(scheduler.atom_launch_ns),
-        "timers": len(scheduler._timers),
-        "atoms of streams": sum(len(s.inflight_masks) for s in scheduler.streams),
-        "queued kernels": sum(len(s.queue) for s in scheduler.streams),
+        "kernels in the loop": len(scheduler._kernels),
+        "atoms in flight": sum(len(s.inflight_masks) for s in scheduler.streams),
+        "queued kernels": sum(s.pending for s in scheduler.streams),
     }
 
 
@@ -245,11 +255,12 @@ def test_a_long_lived_scheduler_holds_only_the_work_in_flight(policy):
         now += 10_000_000
         scheduler.catch_up(now)
     assert engine.stats().kernels_completed == KERNELS + KERNELS // 50
-    assert max(most.values()) <= 256, most
     tables = [name for name in most if name.endswith("table")]
+    counts = {name: v for name, v in most.items() if name not in tables}
+    assert max(counts.values()) <= 256, sorted(counts.items(), key=lambda kv: -kv[1])[:3]
     assert {t: most[t] for t in tables} == {t: at_half[t] for t in tables}  # none grew since
     after = held(scheduler)
-    assert after["atom owners"] == after["queued kernels"] == 0
+    assert after["atoms in flight"] == after["queued kernels"] == after["kernels in the loop"] == 0
     assert scheduler.done[inference.ctx] == inference.batches == KERNELS // 50
     assert after["results"] == 0 and len(engine._free_kernels) == after["kernel ids"]
 
@@ -267,11 +278,11 @@ def driver_held(driver) -> dict[str, int]:
     engine = driver.engine
     return {
         "atom table": engine._st.atoms.shape[1],
-        "atom ids": len(engine._atom_kernel),
+        "atom ids": int(driver.scheduler.loop.dev.sc[D_NATOMS]),
         "kernel ids": len(engine._kernels),
         "block costs": len(engine._cost_of),
         "fifos": len(engine._fifo_of),
-        "atom owners": len(driver.scheduler.atom_owner),
+        "atoms in flight": sum(len(s.inflight_masks) for s in driver.scheduler.streams),
         "kernels running": len(driver._engine_id) + len(driver._launched),
         "kernels remembered": sum(
             len(c.running) + len(c.finished) for c in driver.contexts.values()
@@ -303,4 +314,5 @@ def test_the_booted_driver_holds_only_what_its_programs_can_still_ask(malv_kerne
     log = run_program(malv_kernel, program)
     assert "no longer remembers it" in log[-1] and all(t > 0 for t in log[:-1])
     early, late = sizes
-    assert late == early and max(late.values()) <= 256, sizes
+    assert late == early, sizes  # no table grew, and nothing more is held
+    assert max(v for name, v in late.items() if not name.endswith("table")) <= 256, late

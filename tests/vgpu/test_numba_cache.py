@@ -20,7 +20,7 @@ def test_the_epoch_loop_engine_and_policies_are_stamped_with_every_file_of_the_u
     names = {p.name for p in numba_cache.UNIT}
     assert {
         "engine.py", "epoch.py", "dispatch.py", "python_policy.py", "compiled.py",
-        "lithos_compiled.py", "tgs.py",
+        "lithos.py", "tgs.py",
     } <= names  # fmt: skip
     stamp = numba_cache.unit_stamp()
     assert [name for name, _, _ in stamp] == [p.name for p in numba_cache.UNIT]
@@ -28,6 +28,7 @@ def test_the_epoch_loop_engine_and_policies_are_stamped_with_every_file_of_the_u
         locator = _locator(fn)
         assert type(locator).__name__.startswith("Unit")
         assert locator.get_source_stamp()[1] == stamp
+        assert locator.get_cache_path().endswith(numba_cache.UNIT_FOLDER)
 
 
 def test_functions_outside_the_unit_keep_numba_s_own_stamp():

@@ -1,19 +1,14 @@
-"""LithOS's mechanisms on the virtual GPU (Coppock et al., SOSP 2025).
+"""What remains of LithOS's parts beside its policy (Coppock et al., SOSP 2025).
 
-The parts the `lithos` sharing policy (`drivers/vgpu/policies/lithos.py`)
-is built from, each usable and testable alone:
+LithOS's mechanisms live in its sharing policy, `drivers/vgpu/policies/lithos.py`,
+written once as compiled functions: the TPC scheduler's busy-until timers and
+stealing, the atomizer, the latency predictor, right-sizing and DVFS.
 
-* `predictor.LatencyPredictor`: online per-kernel latency prediction;
-* `atomizer.Atomizer`: cutting kernels into atoms of 250-500 us;
-* `tpcs.TpcScheduler`: TPC quotas, per-TPC busy-until timers, stealing;
-* `rightsizing.RightSizer`: l(t) = m/t + b fitted online, slip 1.1;
-* `dvfs.DvfsGovernor`: f = f_max / (1 + slip/S), rate-limited.
+Only the quota layout remains here (`tpcs.py`), shared by that policy and
+MIG's: `largest_remainder` splits units in proportion to shares, and
+`TpcScheduler` gives each tenant a contiguous range of TPCs by its quota.
 """
 
-from drivers.vgpu.lithos.atomizer import Atomizer
-from drivers.vgpu.lithos.dvfs import DvfsGovernor
-from drivers.vgpu.lithos.predictor import LatencyPredictor
-from drivers.vgpu.lithos.rightsizing import RightSizer
-from drivers.vgpu.lithos.tpcs import TpcScheduler
+from drivers.vgpu.lithos.tpcs import TpcScheduler, largest_remainder
 
-__all__ = ["Atomizer", "DvfsGovernor", "LatencyPredictor", "RightSizer", "TpcScheduler"]
+__all__ = ["TpcScheduler", "largest_remainder"]

@@ -1,10 +1,13 @@
 """GPU sharing policies on the virtual GPU (`drivers/vgpu/policies`).
 
-Nine ways for tenants to share one GPU, each a `SharingPolicy` (base.py)
+Nine ways for tenants to share one GPU, each a `SharingPolicy` (`sharing/policy.py`)
 in charge of a device: the experiments' `Simulation`, or the booted vGPU
-driver (`drivers/vgpu/scheduler.py`).  This folder holds the policies only;
-the harness that runs one (`drivers/vgpu/sharing`) imports them, never the
-other way round.
+driver (`drivers/vgpu/scheduler.py`).  This folder holds the policies only.
+Of the harness that runs one (`drivers/vgpu/sharing`) they import what a
+policy is and sees (`policy.py`, `compiled.py`), and this package imports
+the registry that lists them (`registry.py`, one line per file; `POLICIES`
+follows its order); the rest of the harness imports them, never the other
+way round.
 
 | policy      | file          | how it shares the GPU                                     |
 | ----------- | ------------- | --------------------------------------------------------- |
@@ -18,10 +21,11 @@ other way round.
 | `orion`     | orion.py      | best-effort admission by SMs, profile and duration        |
 | `lithos`    | lithos.py     | TPC quotas, stealing, atoms, right-sizing, DVFS           |
 
-Each policy also has a compiled form beside its class (`compiled.py`
-says what one sees of the device; LithOS's is `lithos_compiled.py`), which
-the simulation's compiled epoch loop runs; the tests hold the two forms
-to identical atom logs.
+Each policy is written once, in its file: a class that declares its name,
+parameters and state (`compiled_setup`), and the callbacks the one loop
+runs, compiled or interpreted (`sharing/compiled.py` says what they see
+of the device).  `default.py` is the booted driver's default, not one of
+the policies a user selects.
 
 `make_policy("lithos", rightsizing=True)` builds one by name; an unknown
 name is an `UnknownPolicy` error that lists the known ones.
@@ -32,19 +36,11 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.lithos import Lithos
-from drivers.vgpu.policies.mig import Mig
-from drivers.vgpu.policies.mps import Mps, MpsLimit
-from drivers.vgpu.policies.orion import Orion
-from drivers.vgpu.policies.priority import Priority
-from drivers.vgpu.policies.reef import Reef
-from drivers.vgpu.policies.tgs import Tgs
-from drivers.vgpu.policies.timeslice import Timeslice
+from drivers.vgpu.sharing import registry
+from drivers.vgpu.sharing.policy import SharingPolicy
 
-POLICIES: dict[str, type[SharingPolicy]] = {
-    cls.name: cls for cls in (Timeslice, Mps, MpsLimit, Priority, Mig, Tgs, Reef, Orion, Lithos)
-}
+#: Each policy by name, in the registry's order (`sharing/registry.py`'s `POLICY_FILES`).
+POLICIES: dict[str, type[SharingPolicy]] = {cls.name: cls for cls in registry.policy_classes()}
 POLICY_NAMES = tuple(POLICIES)
 
 

@@ -1,14 +1,13 @@
 """LithOS: TPC quotas, stealing, atoms, right-sizing and DVFS (`drivers/vgpu/policies`).
 
 After Coppock et al., "LithOS: An Operating System for Efficient Machine
-Learning on GPUs" (SOSP 2025).  The mechanisms live in `drivers/vgpu/lithos`;
-this policy puts them together:
+Learning on GPUs" (SOSP 2025).  The policy puts its mechanisms together:
 
-* every tenant owns a TPC quota (`TpcScheduler`), and its atoms run on it,
-  at the normal priority unless said below;
-* a kernel is cut into atoms of 250-500 us (`Atomizer`), sized with the
-  online `LatencyPredictor`, and a stream keeps at most `max_inflight`
-  atoms launched, so the next atom can take new TPCs;
+* every tenant owns a TPC quota (the TPC scheduler, §4.1), and its atoms
+  run on it, at the normal priority unless said below;
+* a kernel is cut into atoms of 250-500 us (the atomizer, §4.2), sized
+  with the online latency predictor (§5.4), and a stream keeps at most
+  `max_inflight` atoms launched, so the next atom can take new TPCs;
 * TPCs of other tenants whose busy-until timers have run out are stolen:
   the next atom gets a second part on them, at the lowest priority, if it
   is predicted to end within `atom_max_ns`; at most `max_stolen` stolen
@@ -27,31 +26,89 @@ this policy puts them together:
   waits for the blocks running on its TPCs, not for the atoms (or whole
   kernel) queued behind them.  Nor are their TPCs stolen meanwhile: the
   busy-until timers know nothing of them;
-* right-sizing (`RightSizer`, off by default) gives each kernel only the
-  TPCs it needs within slip 1.1, from the owner's quota first;
-* DVFS (`DvfsGovernor`, off by default) sets the clock from the runtime
-  weighted frequency sensitivity of the recent kernels, rate-limited.
+* right-sizing (§5.5, off by default) gives each kernel only the TPCs it
+  needs within slip 1.1, from the owner's quota first;
+* DVFS (§6, off by default) sets the clock from the runtime weighted
+  frequency sensitivity of the recent kernels, rate-limited.
 
-Kernels are keyed by the stream's `kernel_key`: in the simulator, tenant
-and position in the request, the predictor's "kernel and its position in
-the batch"; in the booted driver, context stream and kernel name.  A kernel never seen before is
-estimated from its descriptor's block time until its first atom is back.
+Each mechanism is a function below, called compiled by the loop or, from
+a test, interpreted: `claim`/`stealable` (the TPC scheduler),
+`atom_blocks` (atoms), `observe` (the predictor; a misprediction is an
+error over 50 us), `choose`/`sizer_observe` (right-sizing: latency fitted
+as l(t) = m/t + b, the smallest knee within the slip) and
+`governor_observe`/`target_mhz`/`decide` (DVFS: f = f_max / (1 + slip/S),
+rate-limited).  `drivers/vgpu/lithos` keeps the quota layout.  Kernels are keyed
+by stream and kernel slot: in the simulator, tenant and position in the
+request, the predictor's "kernel and its position in the batch"; in the
+booted driver, context stream and a slot per kernel name.  A kernel never
+seen before is estimated from its descriptor's block time until its first
+atom is back.
+
+TPC masks are int64 bit sets, busy-until times an int64 per TPC, the
+predictor a wave time per (stream, kernel position), NaN where never seen.
+The policy's scalars and per-stream and per-TPC values are its named state
+(`STATE`); an atom's record is a row of its per-atom table (`ATOM`); what
+the predictor, right-sizing and DVFS learn of each kernel, a record per
+(stream, kernel position) (`KERNEL`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 from drivers.vgpu.api import PRIORITY_LIMIT
-from drivers.vgpu.lithos import Atomizer, DvfsGovernor, LatencyPredictor, RightSizer, TpcScheduler
-from drivers.vgpu.policies import lithos_compiled
-from drivers.vgpu.policies.base import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
+from drivers.vgpu.engine import A_DONE_NS
+from drivers.vgpu.lithos import TpcScheduler
+from drivers.vgpu.sharing.compiled import (
+    AT_LAUNCH_NS,
+    AT_MASK,
+    AT_POS,
+    AT_PRIO,
+    AT_STREAM,
+    D_FMAX,
+    D_FMIN,
+    D_FSTEP,
+    D_NATOMS,
+    D_NOW,
+    D_NSTREAMS,
+    D_NTPCS,
+    D_OPEN_ATOM,
+    K_BLOCK_NS,
+    K_BPT,
+    MAX_STREAMS,
+    MAX_TPCS,
+    POLICY_TIMERS,
+    ST_GRID,
+    ST_INFLIGHT,
+    ST_LAUNCHED,
+    ST_SLOT,
+    Pol,
+    atom_record,
+    clock_mhz,
+    compiled_fn,
+    kernel_index,
+    kernel_pending,
+    kernel_record,
+    launch,
+    lowest_tpc,
+    named_state,
+    named_table,
+    new_state,
+    new_table,
+    policy_call_at,
+    popcount,
+    set_clock,
+    state_of,
+    state_values,
+)
+from drivers.vgpu.sharing.policy import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
 
 
 class Lithos(SharingPolicy):
     name = "lithos"
-    compiled_module = "drivers.vgpu.policies.lithos_compiled"
     summary = (
         "LithOS: TPC quotas, stealing, 250-500 us atoms, and optionally right-sizing "
         "(slip 1.1) and DVFS."
@@ -102,239 +159,645 @@ class Lithos(SharingPolicy):
         sizing = "+rightsizing" if self.rightsizing_fit else "+trim"
         return self.name + sizing * self.rightsizing + "+dvfs" * self.dvfs
 
-    def setup(self) -> None:
-        sim = self.sim
+    def compiled_setup(self, sim) -> Pol:
+        """The state on `sim`: each tenant's quota of TPCs, every TPC idle,
+        nothing learned yet."""
+        self.sim = sim
         streams = sim.streams
+        n, t = len(streams), sim.n_tpcs
         quotas = self.quotas if self.quotas is not None else [s.quota for s in streams]
-        if len(quotas) != len(streams):
-            raise ValueError(f"lithos: {len(quotas)} quotas for {len(streams)} tenants")
-        self.tpcs = TpcScheduler(sim.n_tpcs, quotas, self.max_stolen)
-        self.predictor = LatencyPredictor()
-        self.atomizer = Atomizer(self.atom_min_ns, self.atom_max_ns)
-        self.sizer = RightSizer(self.slip, fit=self.rightsizing_fit) if self.rightsizing else None
-        self.governor = None
-        self.requested_mhz = sim.gpu.clock_mhz
-        if self.dvfs:
-            self.governor = DvfsGovernor(
-                sim.spec, self.slip, self.dvfs_period_ns, self.dvfs_min_interval_ns
-            )
-            self.call_at(sim.now_ns + self.dvfs_period_ns, self._dvfs_tick)
-        n = len(streams)
-        self.own_until = [0] * n  # predicted end of each tenant's own atoms
-        self.kernel_start_ns = [0] * n
-        self.kernel_clock = [0] * n
-        self.kernel_tpcs: list[int | None] = [None] * n
-        self.kernel_used = [0] * n  # TPCs the current kernel ran on, at most
-        # Atom id -> kernel key, waves, predicted ns, stolen, queued behind another.
-        self.atoms: dict[int, tuple[Hashable, int, int | None, bool, bool]] = {}
-        self.own_done_ns = [0] * n  # when the tenant's last own atom completed
-        self.waiting: set[int] = set()
-        # Atom id -> (stream, mask, priority) of the atoms in flight when the
-        # policy took over, until each is done.
-        self.inherited: dict[int, tuple[int, int, int]] = {
-            atom: (s.index, mask, s.inflight_priorities[atom])
-            for s in streams
-            for atom, mask in s.inflight_masks.items()
-        }
-        self.stolen_atoms = 0
-        self.own_atoms = 0
+        if len(quotas) != n:
+            raise ValueError(f"lithos: {len(quotas)} quotas for {n} tenants")
+        if self.slip < 1.0:
+            raise ValueError(f"right-sizing and DVFS slip must be at least 1, got {self.slip}")
+        if n > MAX_STREAMS or t > MAX_TPCS:
+            raise ValueError(f"lithos: at most {MAX_STREAMS} tenants and {MAX_TPCS} TPCs")
+        tpcs = TpcScheduler(t, quotas, self.max_stolen)
+        width = max((s.kernel_slots for s in streams), default=1)
+        full = (1 << t) - 1
+        pol = new_state(
+            STATE, 0,
+            atom_min_ns=self.atom_min_ns,
+            atom_max_ns=self.atom_max_ns,
+            max_stolen=self.max_stolen,
+            max_inflight=self.max_inflight,
+            stealing=int(self.stealing),
+            atomization=int(self.atomization),
+            idle=full,
+            idle_until=_FOREVER,
+            threshold_ns=50_000,
+            rightsizing=int(self.rightsizing),
+            fit=int(self.rightsizing_fit),
+            dvfs=int(self.dvfs),
+            last_change_ns=-(1 << 62),
+            dvfs_period_ns=self.dvfs_period_ns,
+            dvfs_min_interval_ns=self.dvfs_min_interval_ns,
+            window_first=-1,
+            window_last=-1,
+            weight=0.5,
+            slip=self.slip,
+            max_shrink=0.5,  # right-sizing: never below half the fewest TPCs seen
+            allowed_slowdown=self.slip - 1.0,
+            unseen_share=0.1,  # DVFS: f_max while unseen kernels run over a tenth of the time
+            dvfs_weight=0.5,
+            last_sensitivity=math.nan,
+            own_mask=tpcs.own_mask,
+            not_owned=[full & ~m for m in tpcs.own_mask],
+            kernel_tpcs=[-1] * n,
+            owner=tpcs.owner,
+        )  # fmt: skip
+        learned = new_table(
+            KERNEL, (n, width),
+            wave_ns=math.nan, t_min=1 << 30, l_max=math.nan, sensitivity=math.nan, window_next=-1,
+        )  # fmt: skip
+        return pol._replace(at=new_table(ATOM, 1), kn=learned)
 
-    # -- callbacks -----------------------------------------------------------
-
-    def kernel_ready(self, s) -> None:
-        i = s.index
-        self.kernel_start_ns[i] = self.sim.now_ns
-        self.kernel_clock[i] = self.sim.gpu.clock_mhz
-        self.kernel_used[i] = 0
-        if self.sizer is not None:
-            own = self.tpcs.own_mask[i].bit_count() or self.sim.n_tpcs
-            self.kernel_tpcs[i] = self.sizer.choose(
-                s.kernel_key, s.grid, s.desc.blocks_per_tpc, own
-            )
-        self._pump(s)
-
-    def atom_done(self, s, atom, kernel_done) -> None:
-        sim = self.sim
-        now = sim.now_ns
-        i = s.index
-        info = self.atoms.pop(atom, None)
-        if info is None:  # launched before the policy took over
-            self.inherited.pop(atom, None)
-            if not kernel_done:
-                self._pump(s)
-            return
-        key, waves, predicted, stolen, queued = info
-        start = sim.atom_launch_ns[atom]
-        if queued:  # it ran once the atom ahead of it was done
-            start = max(start, self.own_done_ns[i])
-        self.predictor.observe(key, waves, now - start, predicted)
-        if stolen:
-            self.tpcs.stolen_out[i] -= 1
-        else:
-            self.own_done_ns[i] = now
-        if kernel_done:
-            latency = now - self.kernel_start_ns[i]
-            if self.sizer is not None:
-                self.sizer.observe(key, self.kernel_used[i], latency)
-            if self.governor is not None and self.kernel_clock[i] == sim.gpu.clock_mhz:
-                self.governor.observe(key, latency, self.kernel_clock[i])
-        else:
-            self._pump(s)
-        if self.waiting:
-            for j in sorted(self.waiting):
-                self.waiting.discard(j)
-                w = sim.streams[j]
-                if w is not s and w.kernel_pending:
-                    self._pump(w)
-
-    # -- placing atoms -------------------------------------------------------
-
-    def _pump(self, s) -> None:
-        while s.launched < s.grid and s.inflight < self.max_inflight:
-            if not self._step(s):
-                # No TPC now (no quota, nothing idle): retry on the next
-                # completion, or when the first busy-until timer runs out.
-                if s.index not in self.waiting:
-                    self.waiting.add(s.index)
-                    until = self.tpcs.busy_until[self.tpcs.owner != s.index]
-                    later = until[until > self.sim.now_ns]
-                    if later.size:
-                        self.call_at(int(later.min()), self._retry, s)
-                return
-
-    def _retry(self, s) -> None:
-        if s.index in self.waiting:
-            self.waiting.discard(s.index)
-            if s.kernel_pending:
-                self._pump(s)
-
-    def _step(self, s) -> bool:
-        """Launch the next atom of `s` (own part, stolen part or both); False if no TPC."""
-        sim = self.sim
-        tpcs = self.tpcs
-        now = sim.now_ns
-        i = s.index
-        want = self.kernel_tpcs[i]
-        own = tpcs.own_mask[i]
-        if want is not None and want < own.bit_count():
-            own = tpcs.first_tpcs(own, want)
-        n_own = own.bit_count()
-        bpt = s.desc.blocks_per_tpc
-        key = s.kernel_key
-        learned_ns = self.predictor.wave_ns(key)
-        known = learned_ns is not None
-        wave_ns = learned_ns if learned_ns is not None else s.desc.block_duration_ns
-        stolen = 0
-        if self.stealing and (want is None or want > n_own):
-            stolen = tpcs.stealable(i, now) & ~self._inherited_tpcs()
-            if stolen and want is not None:
-                stolen = tpcs.first_tpcs(stolen, want - n_own)
-        remaining = s.grid - s.launched
-        while True:
-            n_all = n_own + stolen.bit_count()
-            if n_all == 0:
-                return False
-            if self.atomization:
-                blocks = self.atomizer.atom_blocks(remaining, n_all, bpt, wave_ns)
-            else:
-                blocks = remaining
-            waves = math.ceil(blocks / (n_all * bpt))
-            own_blocks = min(blocks, waves * n_own * bpt)
-            stolen_blocks = blocks - own_blocks
-            if stolen_blocks and waves * wave_ns > self.atom_max_ns and n_own:
-                stolen = 0  # too long to run on TPCs an owner may want back
-                continue
-            break
-        if stolen_blocks:  # take only the stolen TPCs the blocks can occupy
-            stolen = tpcs.first_tpcs(stolen, math.ceil(stolen_blocks / (waves * bpt)))
-        duration = round(waves * wave_ns)
-        predicted = duration if known else None
-        used = 0
-        if own_blocks:
-            start = max(now, self.own_until[i])
-            self.own_until[i] = start + duration
-            tpcs.claim(own, self.own_until[i])
-            atom = sim.launch(s, own_blocks, own, self._own_priority(i, own, start > now))
-            own_waves = math.ceil(own_blocks / (n_own * bpt))
-            own_predicted = round(own_waves * wave_ns) if known else None
-            self.atoms[atom] = (key, own_waves, own_predicted, False, start > now)
-            self.own_atoms += 1
-            used += n_own
-        if stolen_blocks:
-            tpcs.claim(stolen, now + duration)
-            tpcs.stolen_out[i] += 1
-            atom = sim.launch(s, stolen_blocks, stolen, PRIO_STOLEN, stolen=True)
-            self.atoms[atom] = (key, waves, predicted, True, False)
-            self.stolen_atoms += 1
-            used += stolen.bit_count()
-        self.kernel_used[i] = max(self.kernel_used[i], used)
-        return True
-
-    def _inherited_tpcs(self) -> int:
-        """The TPCs of the atoms in flight since before the policy took over.
-
-        Its busy-until timers know nothing of them: a part stolen there would
-        wait, at the lowest priority, behind work that is not idle."""
-        mask = 0
-        for _, held, _ in self.inherited.values():
-            mask |= held
-        return mask
-
-    def _own_priority(self, i: int, own: int, queued: bool) -> int:
-        """The priority of stream `i`'s atom on its TPCs `own`.
-
-        One that starts at once outranks stolen blocks (PRIO_NORMAL): the
-        owner has its TPCs back at the next block boundary.  One queued
-        behind the owner's own goes with stolen blocks, in launch order
-        (PRIO_STOLEN): blocks stolen before it start before it, so a
-        borrower waits for one of the owner's atoms, not for all of them.
-        Either goes one above the atoms, at PRIO_NORMAL or above, that other
-        streams launched on `own` before the policy took over and that are
-        still in flight."""
-        priority = PRIO_STOLEN if queued else PRIO_NORMAL
-        for j, mask, inherited in self.inherited.values():
-            if j != i and mask & own and inherited >= PRIO_NORMAL:
-                priority = max(priority, min(inherited + 1, PRIORITY_LIMIT - 1))
-        return priority
-
-    # -- DVFS ----------------------------------------------------------------
-
-    def _dvfs_tick(self) -> None:
-        sim = self.sim
-        assert self.governor is not None  # the tick runs only with DVFS on
-        target = self.governor.decide(sim.now_ns, self.requested_mhz)
-        if target is not None:
-            sim.set_clock(target)
-            self.requested_mhz = target
-        self.call_at(sim.now_ns + self.dvfs_period_ns, self._dvfs_tick)
-
-    def detach(self) -> None:
-        self.waiting.clear()
-        # The clock DVFS chose is this policy's: the next one starts at f_max.
-        f_max = self.sim.spec.max_clock_mhz
-        if self.governor is not None and self.requested_mhz != f_max:
-            self.sim.set_clock(f_max)
-
-    def compiled_setup(self, sim):
-        return lithos_compiled.compiled_state(self, sim)
-
-    def compiled_report(self, pol) -> dict:
-        return lithos_compiled.report(pol)
-
-    def report(self) -> dict:
-        p = self.predictor
+    def compiled_report(self, pol: Pol) -> dict:
+        st = state_values(pol, STATE)
+        n_streams = len(pol.kn)  # a row per stream, held either way
+        masks = st["own_mask"][:n_streams]
+        predictions = int(st["predictions"])
         out = {
-            "quota_tpcs": [m.bit_count() for m in self.tpcs.own_mask],
-            "predictions": p.predictions,
-            "misprediction_rate": p.misprediction_rate,
-            "mean_abs_error_us": p.mean_abs_error_ns / 1e3,
-            "own_atoms": self.own_atoms,
-            "stolen_atoms": self.stolen_atoms,
+            "quota_tpcs": [int(m).bit_count() for m in masks],
+            "predictions": predictions,
+            "misprediction_rate": int(st["mispredictions"]) / predictions if predictions else 0.0,
+            "mean_abs_error_us": (float(st["abs_error"]) / predictions if predictions else 0.0)
+            / 1e3,
+            "own_atoms": int(st["own_atoms"]),
+            "stolen_atoms": int(st["stolen_atoms"]),
         }
-        if self.sizer is not None and self.sizer.decisions:
-            out["rightsized_tpc_share"] = self.sizer.tpcs_given / self.sizer.tpcs_available
-        if self.governor is not None:
-            out["clock_changes"] = self.governor.changes
-            out["final_clock_mhz"] = self.requested_mhz
-            out["sensitivity"] = self.governor.last_sensitivity
+        if st["rightsizing"] and st["decisions"]:
+            out["rightsized_tpc_share"] = int(st["given"]) / int(st["available"])
+        if st["dvfs"]:
+            sensitivity = float(st["last_sensitivity"])
+            out["clock_changes"] = int(st["changes"])
+            out["final_clock_mhz"] = int(st["requested_mhz"])
+            out["sensitivity"] = None if math.isnan(sensitivity) else sensitivity
         return out
+
+
+_FOREVER = 1 << 62
+
+STATE = named_state(
+    atom_min_ns=np.int64,
+    atom_max_ns=np.int64,
+    max_stolen=np.int64,
+    max_inflight=np.int64,
+    stealing=np.int64,
+    atomization=np.int64,
+    idle=np.int64,  # TPCs idle now, kept until idle_until
+    idle_until=np.int64,
+    waiting=np.int64,  # streams waiting for a TPC, a bit set
+    stolen_atoms=np.int64,
+    own_atoms=np.int64,
+    predictions=np.int64,
+    mispredictions=np.int64,
+    threshold_ns=np.int64,
+    rightsizing=np.int64,
+    fit=np.int64,
+    dvfs=np.int64,
+    decisions=np.int64,  # right-sizing: kernels sized, TPCs given, TPCs they could have had
+    given=np.int64,
+    available=np.int64,
+    requested_mhz=np.int64,  # DVFS: the clock asked for last
+    last_change_ns=np.int64,
+    changes=np.int64,
+    dvfs_period_ns=np.int64,
+    dvfs_min_interval_ns=np.int64,
+    # The DVFS window's kernels, in the order seen: a list linked through
+    # their records (`KERNEL`'s window_next), from window_first.  A kernel
+    # (s, pos) is named pos * MAX_STREAMS + s.
+    window_n=np.int64,
+    window_first=np.int64,
+    window_last=np.int64,
+    # The atoms in flight when the policy took over (`ATOM`'s inherited):
+    # how many are still in flight, and the range of atom ids they are within.
+    inherited=np.int64,
+    inherited_first=np.int64,
+    inherited_end=np.int64,
+    weight=np.float64,  # the predictor's
+    abs_error=np.float64,
+    slip=np.float64,
+    max_shrink=np.float64,
+    allowed_slowdown=np.float64,
+    unseen_share=np.float64,
+    dvfs_weight=np.float64,
+    last_sensitivity=np.float64,  # NaN: none yet
+    # Per stream.
+    own_mask=(np.int64, MAX_STREAMS),
+    not_owned=(np.int64, MAX_STREAMS),
+    stolen_out=(np.int64, MAX_STREAMS),
+    own_until=(np.int64, MAX_STREAMS),
+    kernel_start=(np.int64, MAX_STREAMS),
+    own_done=(np.int64, MAX_STREAMS),
+    kernel_tpcs=(np.int64, MAX_STREAMS),  # the TPCs right-sizing gave the kernel, -1: no choice
+    kernel_used=(np.int64, MAX_STREAMS),  # the most it ran on
+    kernel_clock=(np.int64, MAX_STREAMS),  # the clock it started at
+    # Per TPC.
+    owner=(np.int64, MAX_TPCS),
+    busy_until=(np.int64, MAX_TPCS),
+)
+state = state_of(STATE)
+
+# An atom's record, from its launch until it is done.
+ATOM = named_table(
+    present=np.int64,  # launched by this policy, and not done yet
+    waves=np.int64,
+    predicted=np.int64,  # -1: none
+    stolen=np.int64,
+    queued=np.int64,
+    inherited=np.int64,  # 1: in flight when the policy took over, and not done yet
+)
+atom_of = atom_record(ATOM)
+
+# What is learned per kernel (stream, position).
+KERNEL = named_table(
+    wave_ns=np.float64,  # the predictor's; NaN: never seen
+    fit_n=np.int64,  # right-sizing's fit of latency on 1 / TPCs
+    t_min=np.int64,
+    t_seen=np.int64,  # bit t-1: seen on t TPCs
+    sx=np.float64,
+    sxx=np.float64,
+    sy=np.float64,
+    sxy=np.float64,
+    l_max=np.float64,  # DVFS: latency at f_max, sensitivity; NaN until known
+    sensitivity=np.float64,
+    window_ns=np.int64,
+    in_window=np.int64,
+    window_next=np.int64,  # the next kernel in the window (STATE's window_first)
+)
+kernel_of = kernel_record(KERNEL)
+
+RETRY = POLICY_TIMERS
+DVFS_TICK = POLICY_TIMERS + 1
+
+
+# -- the TPC scheduler (§4.1) -------------------------------------------------
+
+
+@compiled_fn
+def claim(p, mask, until_ns):
+    st = state(p)
+    busy_until = st["busy_until"]
+    m = mask
+    while m:
+        low = m & -m
+        t = lowest_tpc(low)
+        if busy_until[t] < until_ns:
+            busy_until[t] = until_ns
+        m ^= low
+    st["idle"] &= ~mask
+    if until_ns < st["idle_until"]:
+        st["idle_until"] = until_ns
+
+
+@compiled_fn
+def stealable(d, p, s, now):
+    st = state(p)
+    if st["stolen_out"][s] >= st["max_stolen"]:
+        return 0
+    if now >= st["idle_until"]:
+        busy_until = st["busy_until"]
+        idle = 0
+        until = _FOREVER
+        for t in range(d.sc[D_NTPCS]):
+            b = busy_until[t]
+            if b <= now:
+                idle |= 1 << t
+            elif b < until:
+                until = b
+        st["idle"] = idle
+        st["idle_until"] = until
+    return st["idle"] & st["not_owned"][s]
+
+
+@compiled_fn
+def first_tpcs(mask, count):
+    out = 0
+    while mask and count > 0:
+        low = mask & -mask
+        run = mask & ~(mask + low)
+        n = popcount(run)
+        if n >= count:
+            return out | ((1 << count) - 1) * low
+        out |= run
+        mask ^= run
+        count -= n
+    return out
+
+
+# -- the atomizer (§4.2) and the latency predictor (§5.4) ----------------------
+
+
+@compiled_fn
+def atom_blocks(p, remaining, n_tpcs, blocks_per_tpc, wave_ns):
+    max_ns = state(p)["atom_max_ns"]
+    wave_blocks = n_tpcs * blocks_per_tpc
+    waves = math.ceil(remaining / wave_blocks)
+    total_ns = waves * max(1.0, wave_ns)
+    if total_ns <= max_ns:
+        return remaining
+    cap = max(1, int(max_ns // max(1.0, wave_ns)))
+    n_atoms = math.ceil(waves / cap)
+    per_atom = math.ceil(waves / n_atoms)
+    return min(remaining, per_atom * wave_blocks)
+
+
+@compiled_fn
+def observe(p, s, pos, waves, actual_ns, predicted_ns):
+    st = state(p)
+    if predicted_ns >= 0:
+        st["predictions"] += 1
+        error = abs(actual_ns - predicted_ns)
+        st["abs_error"] += error
+        if error > st["threshold_ns"]:
+            st["mispredictions"] += 1
+    sample = actual_ns / max(1, waves)
+    k = kernel_of(p, s, pos)
+    old = k["wave_ns"]
+    k["wave_ns"] = sample if np.isnan(old) else old + st["weight"] * (sample - old)
+
+
+# -- the callbacks --------------------------------------------------------------
+
+
+@compiled_fn
+def compiled_setup(d, p):
+    st = state(p)
+    st["requested_mhz"] = clock_mhz(d)
+    first = d.sc[D_OPEN_ATOM]
+    st["inherited_first"] = first
+    st["inherited_end"] = d.sc[D_NATOMS]
+    for a in range(first, d.sc[D_NATOMS]):
+        if d.eng.atoms[A_DONE_NS, a] < 0:
+            atom_of(p, a)["inherited"] = 1
+            st["inherited"] += 1
+    if st["dvfs"]:
+        policy_call_at(d, d.sc[D_NOW] + st["dvfs_period_ns"], DVFS_TICK, 0)
+
+
+@compiled_fn
+def compiled_kernel_ready(d, p, s):
+    st = state(p)
+    st["kernel_start"][s] = d.sc[D_NOW]
+    st["kernel_clock"][s] = clock_mhz(d)
+    st["kernel_used"][s] = 0
+    if st["rightsizing"]:
+        own = popcount(st["own_mask"][s]) or d.sc[D_NTPCS]
+        k = kernel_index(d, s)
+        st["kernel_tpcs"][s] = choose(
+            p, s, d.st[ST_SLOT, s], d.st[ST_GRID, s], d.kern[K_BPT, k], own
+        )  # fmt: skip
+    pump(d, p, s)
+
+
+@compiled_fn
+def compiled_atom_done(d, p, s, atom, kernel_done):
+    now = d.sc[D_NOW]
+    st = state(p)
+    a = atom_of(p, atom)  # `Pol.at` is as long as the atom table (`LoopRun._sized`)
+    if a["present"] == 0:  # launched before the policy took over
+        if a["inherited"]:
+            a["inherited"] = 0
+            st["inherited"] -= 1
+        if not kernel_done:
+            pump(d, p, s)
+        return
+    a["present"] = 0
+    start = d.atoms[AT_LAUNCH_NS, atom]
+    if a["queued"]:
+        start = max(start, st["own_done"][s])
+    observe(p, s, d.atoms[AT_POS, atom], a["waves"], now - start, a["predicted"])
+    if a["stolen"]:
+        st["stolen_out"][s] -= 1
+    else:
+        st["own_done"][s] = now
+    if kernel_done:
+        latency = now - st["kernel_start"][s]
+        pos = d.st[ST_SLOT, s]
+        if st["rightsizing"]:
+            sizer_observe(p, s, pos, st["kernel_used"][s], latency)
+        clock = st["kernel_clock"][s]
+        if st["dvfs"] and clock == clock_mhz(d):
+            governor_observe(d, p, s, pos, latency, clock)
+    else:
+        pump(d, p, s)
+    waiting = st["waiting"]
+    if waiting:
+        for j in range(d.sc[D_NSTREAMS]):
+            if waiting >> j & 1:
+                st["waiting"] &= ~(1 << j)
+                if j != s and kernel_pending(d, j):
+                    pump(d, p, j)
+
+
+@compiled_fn
+def compiled_timer(d, p, kind, arg):
+    st = state(p)
+    if kind == DVFS_TICK:
+        target = decide(d, p, d.sc[D_NOW], st["requested_mhz"])
+        if target >= 0:
+            set_clock(d, target)
+            st["requested_mhz"] = target
+        policy_call_at(d, d.sc[D_NOW] + st["dvfs_period_ns"], DVFS_TICK, 0)
+    elif kind == RETRY:
+        s = arg
+        if st["waiting"] >> s & 1:
+            st["waiting"] &= ~(1 << s)
+            if kernel_pending(d, s):
+                pump(d, p, s)
+
+
+@compiled_fn
+def compiled_detach(d, p):
+    st = state(p)
+    st["waiting"] = 0
+    # The clock DVFS chose is this policy's: the next one starts at f_max.
+    if st["dvfs"] and st["requested_mhz"] != d.sc[D_FMAX]:
+        set_clock(d, d.sc[D_FMAX])
+
+
+@compiled_fn
+def pump(d, p, s):
+    st, ds = state(p), d.st
+    while ds[ST_LAUNCHED, s] < ds[ST_GRID, s] and ds[ST_INFLIGHT, s] < st["max_inflight"]:
+        if not step(d, p, s):
+            # No TPC now: retry on the next completion, or when the first
+            # busy-until timer of another tenant's TPC runs out.
+            if not st["waiting"] >> s & 1:
+                st["waiting"] |= 1 << s
+                now = d.sc[D_NOW]
+                first = _FOREVER
+                for t in range(d.sc[D_NTPCS]):
+                    if st["owner"][t] != s:
+                        b = st["busy_until"][t]
+                        if now < b < first:
+                            first = b
+                if first < _FOREVER:
+                    policy_call_at(d, first, RETRY, s)
+            return
+
+
+@compiled_fn
+def step(d, p, s):
+    """Launch the next atom of `s` (own part, stolen part or both); False if no TPC."""
+    st, ds = state(p), d.st
+    now = d.sc[D_NOW]
+    want = st["kernel_tpcs"][s]
+    own = st["own_mask"][s]
+    if 0 <= want < popcount(own):
+        own = first_tpcs(own, want)
+    n_own = popcount(own)
+    k = kernel_index(d, s)
+    bpt = d.kern[K_BPT, k]
+    pos = ds[ST_SLOT, s]
+    learned = kernel_of(p, s, pos)["wave_ns"]
+    known = not np.isnan(learned)
+    wave_ns = learned if known else float(d.kern[K_BLOCK_NS, k])
+    stolen = 0
+    if st["stealing"] and (want < 0 or want > n_own):
+        stolen = stealable(d, p, s, now)
+        if st["inherited"]:
+            stolen &= ~inherited_tpcs(d, p)
+        if stolen and want >= 0:
+            stolen = first_tpcs(stolen, want - n_own)
+    remaining = ds[ST_GRID, s] - ds[ST_LAUNCHED, s]
+    while True:
+        n_all = n_own + popcount(stolen)
+        if n_all == 0:
+            return False
+        blocks = remaining
+        if st["atomization"]:
+            blocks = atom_blocks(p, remaining, n_all, bpt, wave_ns)
+        waves = math.ceil(blocks / (n_all * bpt))
+        own_blocks = min(blocks, waves * n_own * bpt)
+        stolen_blocks = blocks - own_blocks
+        if stolen_blocks and waves * wave_ns > st["atom_max_ns"] and n_own:
+            stolen = 0  # too long to run on TPCs an owner may want back
+            continue
+        break
+    if stolen_blocks:  # take only the stolen TPCs the blocks can occupy
+        stolen = first_tpcs(stolen, math.ceil(stolen_blocks / (waves * bpt)))
+    duration = round(waves * wave_ns)
+    predicted = duration if known else -1
+    used = 0
+    if own_blocks:
+        start = max(now, st["own_until"][s])
+        st["own_until"][s] = start + duration
+        claim(p, own, start + duration)
+        queued = start > now
+        atom = launch(d, s, own_blocks, own, own_priority(d, p, s, own, queued), 0, -1)
+        own_waves = math.ceil(own_blocks / (n_own * bpt))
+        a = atom_of(p, atom)
+        a["present"] = 1
+        a["waves"] = own_waves
+        a["predicted"] = round(own_waves * wave_ns) if known else -1
+        a["stolen"] = 0
+        a["queued"] = queued
+        st["own_atoms"] += 1
+        used += n_own
+    if stolen_blocks:
+        claim(p, stolen, now + duration)
+        st["stolen_out"][s] += 1
+        a = atom_of(p, launch(d, s, stolen_blocks, stolen, PRIO_STOLEN, 1, -1))
+        a["present"] = 1
+        a["waves"] = waves
+        a["predicted"] = predicted
+        a["stolen"] = 1
+        a["queued"] = 0
+        st["stolen_atoms"] += 1
+        used += popcount(stolen)
+    st["kernel_used"][s] = max(st["kernel_used"][s], used)
+    return True
+
+
+@compiled_fn
+def inherited_tpcs(d, p):
+    """The TPCs of the atoms still in flight since before the policy took over.
+
+    Its busy-until timers know nothing of them: a part stolen there would
+    wait, at the lowest priority, behind work that is not idle."""
+    st, at = state(p), d.atoms
+    mask = 0
+    for a in range(st["inherited_first"], st["inherited_end"]):
+        if atom_of(p, a)["inherited"]:
+            mask |= at[AT_MASK, a]
+    return mask
+
+
+@compiled_fn
+def own_priority(d, p, s, own, queued):
+    """The priority of stream `s`'s atom on its TPCs `own`.
+
+    One that starts at once outranks stolen blocks (PRIO_NORMAL): the owner
+    has its TPCs back at the next block boundary.  One `queued` behind the
+    owner's own goes with stolen blocks, in launch order (PRIO_STOLEN):
+    blocks stolen before it start before it, so a borrower waits for one of
+    the owner's atoms, not for all of them.  Either goes one above the
+    atoms, at PRIO_NORMAL or above, that other streams launched on `own`
+    before the policy took over and that are still in flight."""
+    priority = PRIO_STOLEN if queued else PRIO_NORMAL
+    st = state(p)
+    if st["inherited"] == 0:
+        return priority
+    at = d.atoms
+    for a in range(st["inherited_first"], st["inherited_end"]):
+        if atom_of(p, a)["inherited"] and at[AT_STREAM, a] != s and at[AT_MASK, a] & own:
+            inherited = at[AT_PRIO, a]
+            if inherited >= PRIO_NORMAL:
+                priority = max(priority, min(inherited + 1, PRIORITY_LIMIT - 1))
+    return priority
+
+
+# -- right-sizing (§5.5) -----------------------------------------------------------
+
+
+@compiled_fn
+def knee(grid, blocks_per_tpc, waves):
+    return max(1, math.ceil(grid / (waves * blocks_per_tpc)))
+
+
+@compiled_fn
+def smallest_knee_at_least(grid, blocks_per_tpc, x):
+    if x <= 1:
+        return 1
+    w = max(1, math.ceil(grid / (blocks_per_tpc * (x - 1))) - 1)
+    t = knee(grid, blocks_per_tpc, w)
+    while t < x and w > 1:
+        w -= 1
+        t = knee(grid, blocks_per_tpc, w)
+    return t
+
+
+@compiled_fn
+def choose(p, s, pos, grid, bpt, t_all):
+    """TPCs (1..t_all) for the next run of kernel (s, pos): the smallest knee
+    whose fitted l(t) = m/t + b stays within the slip (LithOS §5.5)."""
+    w_all = math.ceil(grid / (t_all * bpt))
+    t_first = knee(grid, bpt, w_all)
+    t = _choose(p, s, pos, grid, bpt, w_all, t_first)
+    st = state(p)
+    st["decisions"] += 1
+    st["given"] += t
+    st["available"] += t_all
+    return t
+
+
+@compiled_fn
+def _choose(p, s, pos, grid, bpt, w_all, t_first):
+    st, k = state(p), kernel_of(p, s, pos)
+    n = k["fit_n"]
+    if n == 0 or not st["fit"]:
+        return t_first
+    seen = k["t_seen"]
+    if popcount(seen) < 2:
+        probe = knee(grid, bpt, w_all + 1)
+        probe_seen = probe <= 64 and (seen >> (probe - 1)) & 1
+        return probe if probe < t_first and not probe_seen else t_first
+    sx, sxx, sy, sxy = k["sx"], k["sxx"], k["sy"], k["sxy"]
+    det = n * sxx - sx * sx
+    if det <= 0:
+        m, b = 0.0, sy / max(1, n)
+    else:
+        m = (n * sxy - sx * sy) / det
+        b = (sy - m * sx) / n
+    lower = max(1, math.ceil(k["t_min"] * st["max_shrink"]))
+    if m <= 0:
+        x = lower
+    else:
+        headroom = st["slip"] * (m / t_first + b) - b
+        x = max(lower, math.ceil(m / headroom)) if headroom > 0 else t_first
+    return min(t_first, smallest_knee_at_least(grid, bpt, x))
+
+
+@compiled_fn
+def sizer_observe(p, s, pos, tpcs, latency_ns):
+    """Kernel (s, pos) ran on `tpcs` TPCs in `latency_ns`: a point of its fit
+    of the latency on 1 / TPCs, kept as running sums."""
+    k = kernel_of(p, s, pos)
+    x = 1.0 / tpcs
+    k["fit_n"] += 1
+    k["sx"] += x
+    k["sxx"] += x * x
+    k["sy"] += latency_ns
+    k["sxy"] += x * latency_ns
+    k["t_seen"] |= 1 << (tpcs - 1)
+    k["t_min"] = min(k["t_min"], tpcs)
+
+
+# -- DVFS (§6) ---------------------------------------------------------------------
+
+
+@compiled_fn
+def governor_observe(d, p, s, pos, latency_ns, clock):
+    """Kernel (s, pos) ran in `latency_ns` at `clock`: its latency at f_max,
+    or its frequency sensitivity, and its runtime in the window."""
+    st, k = state(p), kernel_of(p, s, pos)
+    w = st["dvfs_weight"]
+    f_max = d.sc[D_FMAX]
+    l_max = k["l_max"]
+    if clock == f_max:
+        k["l_max"] = latency_ns if np.isnan(l_max) else l_max + w * (latency_ns - l_max)
+    elif not np.isnan(l_max):
+        slowdown = latency_ns / l_max - 1.0
+        sens = min(1.0, max(0.0, slowdown / (f_max / clock - 1.0)))
+        old = k["sensitivity"]
+        k["sensitivity"] = sens if np.isnan(old) else old + w * (sens - old)
+    if not k["in_window"]:  # the window lists kernels in the order first seen
+        k["in_window"] = 1
+        key = pos * MAX_STREAMS + s
+        if st["window_n"]:
+            last = st["window_last"]
+            kernel_of(p, last % MAX_STREAMS, last // MAX_STREAMS)["window_next"] = key
+        else:
+            st["window_first"] = key
+        st["window_last"] = key
+        st["window_n"] += 1
+    k["window_ns"] += latency_ns
+
+
+@compiled_fn
+def target_mhz(d, p):
+    """The clock for the window's mix, f = f_max / (1 + slip / S); -1: nothing ran."""
+    st = state(p)
+    total = unseen = weighted = 0.0
+    key = st["window_first"]
+    for _ in range(st["window_n"]):
+        k = kernel_of(p, key % MAX_STREAMS, key // MAX_STREAMS)
+        runtime = k["window_ns"]
+        total += runtime
+        if np.isnan(k["l_max"]):
+            unseen += runtime
+        else:
+            sens = k["sensitivity"]
+            weighted += runtime * (1.0 if np.isnan(sens) else sens)
+        k["window_ns"] = 0
+        k["in_window"] = 0
+        key = k["window_next"]
+    st["window_n"] = 0
+    if total <= 0:
+        return -1
+    f_min, f_max, step = d.sc[D_FMIN], d.sc[D_FMAX], d.sc[D_FSTEP]
+    if unseen > st["unseen_share"] * total:
+        return f_max
+    sensitivity = weighted / (total - unseen)
+    st["last_sensitivity"] = sensitivity
+    if sensitivity <= 0:
+        return f_min
+    f = f_max / (1.0 + st["allowed_slowdown"] / sensitivity)
+    steps = int((f - f_min) // step)
+    return max(f_min, min(f_max, f_min + steps * step))
+
+
+@compiled_fn
+def decide(d, p, now_ns, clock):
+    """A clock to switch to now, or -1 (changes are `dvfs_min_interval_ns` apart)."""
+    target = target_mhz(d, p)
+    if target < 0 or target == clock:
+        return -1
+    st = state(p)
+    if now_ns - st["last_change_ns"] < st["dvfs_min_interval_ns"]:
+        return -1
+    st["last_change_ns"] = now_ns
+    st["changes"] += 1
+    return target

@@ -8,11 +8,13 @@ at least one each); its kernels run only there.  Memory bandwidth is not
 partitioned: the engine has one memory system (a real 4g instance also gets
 4 of the 8 memory slices).
 
-Reconfiguring (`reconfigure`) needs the instances idle: launches stop, the
-running atoms drain, then the GPU is unavailable for `reconfigure_ns` (about
-a second on real devices) before the new layout serves the held kernels.
-Switching to MIG while the device runs (an `insmod gpu_mig`, a `reload` with
-other slices, the booted driver's streams changing) costs the same.
+Creating the instances on a running device needs them idle: launches
+stop, the running atoms drain, then the GPU is unavailable for
+`reconfigure_ns` (about a second on real devices) before the new layout
+serves the held kernels.  That is the cost of switching to MIG while the
+device runs (an `insmod gpu_mig`, a `reload` with other slices, the booted
+driver's streams changing), unless the policy in charge is MIG with the
+same layout.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.lithos.tpcs import largest_remainder
-from drivers.vgpu.policies.base import SharingPolicy, number_list
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     D_NOW,
     D_NSTREAMS,
     MAX_STREAMS,
@@ -40,6 +41,7 @@ from drivers.vgpu.policies.compiled import (
     static_kernel_ready,
     static_launch,
 )
+from drivers.vgpu.sharing.policy import PRIO_NORMAL, SharingPolicy, number_list
 
 MIG_SLICES = 7
 
@@ -97,76 +99,28 @@ class Mig(SharingPolicy):
             return not (isinstance(old, Mig) and old.layout == self.layout)
         return False
 
-    def setup(self) -> None:
-        self.layout, self.masks = self._layout()
-        self.held: list = []
-        self.state = "serving"  # or "draining", "down"
-        self.reconfigurations = 0
-        if self._takes_over():
-            self.new_masks = self.masks
-            self.state = "draining"
-            self._check_drained()
-
-    def mask(self, s) -> int:
-        return self.masks[s.index]
-
-    def kernel_ready(self, s) -> None:
-        if self.state == "serving":
-            super().kernel_ready(s)
-        else:
-            self.held.append(s)
-
-    def reconfigure(self, slices: tuple[int, ...]) -> None:
-        """Change the layout: drain, then `reconfigure_ns` of downtime."""
-        self.new_masks = mig_layout(list(slices), self.sim.n_tpcs)
-        self.layout = list(slices)
-        self.state = "draining"
-        self._check_drained()
-
-    def atom_done(self, s, atom, kernel_done) -> None:
-        if self.state == "draining":
-            self._check_drained()
-
-    def _check_drained(self) -> None:
-        if all(s.inflight == 0 for s in self.sim.streams):
-            self.state = "down"
-            self.call_at(self.sim.now_ns + self.reconfigure_ns, self._resume)
-
-    def _resume(self) -> None:
-        self.masks = self.new_masks
-        self.state = "serving"
-        self.reconfigurations += 1
-        held, self.held = self.held, []
-        for s in held:
-            if s.kernel_pending:
-                self.launch_whole(s)
-
-    def report(self) -> dict:
-        return {"slices": self.layout, "tpcs": [m.bit_count() for m in self.masks],
-                "reconfigurations": self.reconfigurations}  # fmt: skip
-
-    # -- the compiled form ---------------------------------------------------
-
     def compiled_setup(self, sim) -> Pol:
-        """The compiled state: the masks, and a drain first if taking over."""
+        """The instances' masks, and a drain first if taking over."""
         self.sim = sim
-        self.layout, self.masks = self._layout()
+        self.layout, masks = self._layout()
         return new_state(
             STATE,
             0,
-            masks=self.masks,
-            priorities=[self.priority(s) for s in sim.streams],
+            masks=masks,
+            priorities=[PRIO_NORMAL] * len(masks),
             reconfigure_ns=self.reconfigure_ns,
             take_over=int(self._takes_over()),
         )
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.reconfigurations = int(state_values(pol, STATE)["reconfigurations"])
-        return self.report()
+        st = state_values(pol, STATE)
+        masks = st["masks"][: len(self.layout)]
+        return {"slices": self.layout, "tpcs": [int(m).bit_count() for m in masks],
+                "reconfigurations": int(st["reconfigurations"])}  # fmt: skip
 
 
-# The compiled form's named state: the static policy's (each stream's mask
-# and priority), then MIG's own.
+# The named state: the static policy's (each stream's mask and priority),
+# then MIG's own.
 STATE = named_state(
     **STATIC_FIELDS,
     reconfigure_ns=np.int64,

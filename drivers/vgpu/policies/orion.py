@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     D_FULL_MASK,
     K_ISO,
     K_PROFILE,
@@ -43,6 +42,7 @@ from drivers.vgpu.policies.compiled import (
     state_of,
     state_values,
 )
+from drivers.vgpu.sharing.policy import PRIO_HIGH, PRIO_LOW, SharingPolicy, microseconds
 
 #: The duration cap where no high-priority request profile is known.
 DEFAULT_DURATION_CAP_NS = 150_000
@@ -66,104 +66,30 @@ class Orion(SharingPolicy):
         self.duration_cap_ns = duration_cap_ns
         self.duration_cap_share = duration_cap_share
 
-    def setup(self) -> None:
-        self._limits()
-        self.held: list = []
-        self.out_sms = 0
-        self.out_ns = 0
-        self.outstanding: dict[int, tuple[int, int]] = {}  # BE stream -> (sms, ns) in flight
-        self.admitted_busy = 0
-        self.admitted_idle = 0
-
-    def _limits(self) -> None:
+    def compiled_setup(self, sim) -> Pol:
         """The SM threshold and the duration cap, from the parameters and the tenants."""
-        sim = self.sim
-        self.threshold = self.sm_threshold or sim.spec.n_sms
+        self.sim = sim
+        threshold = self.sm_threshold or sim.spec.n_sms
         hp_requests = [s.request_iso_ns for s in sim.streams if s.hp and s.request_iso_ns]
         if self.duration_cap_ns:
-            self.cap_ns = self.duration_cap_ns
+            cap_ns = self.duration_cap_ns
         elif hp_requests:
-            self.cap_ns = int(self.duration_cap_share * min(hp_requests))
+            cap_ns = int(self.duration_cap_share * min(hp_requests))
         else:  # no request profile (the booted driver's programs)
-            self.cap_ns = DEFAULT_DURATION_CAP_NS
-
-    def priority(self, s) -> int:
-        return PRIO_HIGH if s.hp else PRIO_LOW
-
-    def kernel_ready(self, s) -> None:
-        if s.hp:
-            super().kernel_ready(s)
-        else:
-            self.held.append(s)
-        self._admit()
-
-    def atom_done(self, s, atom, kernel_done) -> None:
-        if kernel_done and not s.hp:
-            sms, ns = self.outstanding.pop(s.index, (0, 0))
-            self.out_sms -= sms
-            self.out_ns -= ns
-
-    def stream_idle(self, s) -> None:
-        if s.hp:
-            self._admit()
-
-    def _admissible(self, s, running: list) -> bool:
-        if self.out_sms + s.kernel_sms > self.threshold:
-            return False
-        if self.out_ns + s.kernel_iso_ns > self.cap_ns:
-            return False
-        profile = s.kernel_profile
-        return all(
-            profile == -1 or h.kernel_profile == -1 or h.kernel_profile != profile for h in running
-        )
-
-    def _admit(self) -> None:
-        if not self.held:
-            return
-        running = [h for h in self.sim.streams if h.hp and h.has_kernel]
-        keep = []
-        for s in self.held:
-            if not s.kernel_pending:
-                continue
-            if running and not self._admissible(s, running):
-                keep.append(s)
-                continue
-            if running:
-                self.admitted_busy += 1
-            else:
-                self.admitted_idle += 1
-            self.outstanding[s.index] = (s.kernel_sms, s.kernel_iso_ns)
-            self.out_sms += s.kernel_sms
-            self.out_ns += s.kernel_iso_ns
-            self.launch_whole(s)
-        self.held = keep
-
-    def detach(self) -> None:
-        self.held = []
-
-    def report(self) -> dict:
-        return {
-            "sm_threshold": self.threshold,
-            "duration_cap_ns": self.cap_ns,
-            "admitted_beside_hp": self.admitted_busy,
-            "admitted_hp_idle": self.admitted_idle,
-        }
-
-    # -- the compiled form ---------------------------------------------------
-
-    def compiled_setup(self, sim) -> Pol:
-        self.sim = sim
-        self._limits()
-        return new_state(STATE, 0, threshold=self.threshold, cap_ns=self.cap_ns)
+            cap_ns = DEFAULT_DURATION_CAP_NS
+        return new_state(STATE, 0, threshold=threshold, cap_ns=cap_ns)
 
     def compiled_report(self, pol: Pol) -> dict:
         st = state_values(pol, STATE)
-        self.admitted_busy = int(st["admitted_busy"])
-        self.admitted_idle = int(st["admitted_idle"])
-        return self.report()
+        return {
+            "sm_threshold": int(st["threshold"]),
+            "duration_cap_ns": int(st["cap_ns"]),
+            "admitted_beside_hp": int(st["admitted_busy"]),
+            "admitted_hp_idle": int(st["admitted_idle"]),
+        }
 
 
-# The compiled form's named state.
+# The named state.
 STATE = named_state(
     threshold=np.int64,  # the SM threshold
     cap_ns=np.int64,  # the duration cap

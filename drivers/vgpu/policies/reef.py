@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.vgpu.policies.base import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     D_FULL_MASK,
     D_NOW,
     D_NSTREAMS,
@@ -43,6 +42,7 @@ from drivers.vgpu.policies.compiled import (
     state_of,
     state_values,
 )
+from drivers.vgpu.sharing.policy import PRIO_HIGH, PRIO_LOW, SharingPolicy, converted
 
 
 class Reef(SharingPolicy):
@@ -58,86 +58,16 @@ class Reef(SharingPolicy):
         self.batch_depth = batch_depth
         self.reset = reset
 
-    def setup(self) -> None:
-        self.held: list = []  # best-effort streams with a kernel waiting
-        self.batch_left: dict[int, int] = {}  # best-effort stream -> kernels left in its batch
-        self.padded = 0
-        self.batched = 0
-
-    def priority(self, s) -> int:
-        return PRIO_HIGH if s.hp else PRIO_LOW
-
-    def _hp_running(self) -> list:
-        return [h for h in self.sim.streams if h.hp and h.has_kernel]
-
-    def _fits(self, s, running: list) -> bool:
-        """Dynamic kernel padding: shorter than each running HP kernel's rest, no wider."""
-        now = self.sim.now_ns
-        for h in running:
-            rest_ns = h.ready_ns + h.kernel_iso_ns - now
-            if not (s.kernel_iso_ns < rest_ns and s.kernel_sms <= h.kernel_sms):
-                return False
-        return True
-
-    def kernel_ready(self, s) -> None:
-        if s.hp:
-            if self.reset:
-                self.batch_left.clear()
-            super().kernel_ready(s)
-            self._pad()
-            return
-        if self.batch_left.get(s.index, 0) > 0:
-            self.batch_left[s.index] -= 1
-            self.launch_whole(s)
-            return
-        self.held.append(s)
-        self._pad()
-
-    def stream_idle(self, s) -> None:
-        if s.hp:
-            self._pad()
-
-    def _pad(self) -> None:
-        """Launch the waiting best-effort kernels that the rules allow now."""
-        if not self.held:
-            return
-        running = self._hp_running()
-        keep = []
-        for s in self.held:
-            if not s.kernel_pending:
-                continue
-            if not running:  # no HP work pending: release a batch
-                self.batch_left[s.index] = self.batch_depth - 1
-                self.batched += 1
-                self.launch_whole(s)
-            elif self._fits(s, running):
-                self.padded += 1
-                self.launch_whole(s)
-            else:
-                keep.append(s)
-        self.held = keep
-
-    def detach(self) -> None:
-        self.held = []
-        self.batch_left.clear()
-
-    def report(self) -> dict:
-        return {"padded": self.padded, "batches": self.batched}
-
-    # -- the compiled form ---------------------------------------------------
-
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
         return new_state(STATE, 0, batch_depth=self.batch_depth, reset=int(self.reset))
 
     def compiled_report(self, pol: Pol) -> dict:
         st = state_values(pol, STATE)
-        self.padded = int(st["padded"])
-        self.batched = int(st["batched"])
-        return self.report()
+        return {"padded": int(st["padded"]), "batches": int(st["batched"])}
 
 
-# The compiled form's named state.
+# The named state.
 STATE = named_state(
     batch_depth=np.int64,
     reset=np.int64,  # 1: high-priority work resets the batches

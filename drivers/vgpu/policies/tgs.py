@@ -21,12 +21,9 @@ tenant below its own recent best is a drop.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
-from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, converted, microseconds
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     D_FULL_MASK,
     D_NOW,
     D_NSTREAMS,
@@ -45,6 +42,7 @@ from drivers.vgpu.policies.compiled import (
     state_of,
     state_values,
 )
+from drivers.vgpu.sharing.policy import PRIO_NORMAL, SharingPolicy, converted, microseconds
 
 
 class Tgs(SharingPolicy):
@@ -70,109 +68,6 @@ class Tgs(SharingPolicy):
         self.additive_per_s = additive_per_s
         self.min_rate_per_s = min_rate_per_s
         self.reference_periods = reference_periods
-
-    def setup(self) -> None:
-        self.rate_per_s = self.initial_rate_per_s
-        self.slow_start = True
-        self.tokens = 1.0
-        self.token_ns = self.sim.now_ns
-        self.held: deque = deque()  # best-effort streams waiting for a token
-        self.waking = False
-        hp = [s.index for s in self.sim.streams if s.hp]
-        self.work_ns = dict.fromkeys(hp, 0)
-        self.busy_ns = dict.fromkeys(hp, 0)
-        self.busy_since: dict[int, int | None] = dict.fromkeys(hp)
-        self.recent: dict[int, deque[float]] = {i: deque(maxlen=self.reference_periods) for i in hp}
-        self.decreases = 0
-        self.rates: list[tuple[int, float]] = []
-        self.call_at(self.sim.now_ns + self.period_ns, self._control)
-
-    def priority(self, s) -> int:
-        return PRIO_NORMAL
-
-    # -- launches ----------------------------------------------------------
-
-    def kernel_ready(self, s) -> None:
-        if s.hp:
-            if self.busy_since[s.index] is None:
-                self.busy_since[s.index] = self.sim.now_ns
-            super().kernel_ready(s)
-            return
-        self.held.append(s)
-        self._release()
-
-    def _refill(self) -> None:
-        now = self.sim.now_ns
-        burst = max(1.0, self.rate_per_s * self.period_ns / 1e9)
-        self.tokens = min(burst, self.tokens + (now - self.token_ns) * self.rate_per_s / 1e9)
-        self.token_ns = now
-
-    def _release(self) -> None:
-        self._refill()
-        while self.held and self.tokens >= 1.0:
-            s = self.held.popleft()
-            self.tokens -= 1.0
-            self.launch_whole(s)
-        if self.held and not self.waking:
-            wait_ns = int((1.0 - self.tokens) * 1e9 / self.rate_per_s) + 1
-            self.waking = True
-            self.call_at(self.sim.now_ns + wait_ns, self._wake)
-
-    def _wake(self) -> None:
-        self.waking = False
-        self._release()
-
-    # -- measuring the high-priority rate ------------------------------------
-
-    def atom_done(self, s, atom, kernel_done) -> None:
-        if s.hp and kernel_done:
-            self.work_ns[s.index] += s.kernel_iso_ns
-
-    def stream_idle(self, s) -> None:
-        since = self.busy_since.get(s.index)
-        if since is not None:
-            self.busy_ns[s.index] += self.sim.now_ns - since
-            self.busy_since[s.index] = None
-
-    def _control(self) -> None:
-        now = self.sim.now_ns
-        drop = False
-        for i, since in self.busy_since.items():
-            busy = self.busy_ns[i]
-            if since is not None:
-                busy += now - since
-                self.busy_since[i] = now
-            if busy > self.period_ns // 10:
-                rate = self.work_ns[i] / busy
-                recent = self.recent[i]
-                drop |= rate < (1.0 - self.threshold) * max(recent, default=rate)
-                recent.append(rate)
-            self.work_ns[i] = self.busy_ns[i] = 0
-        self._refill()
-        if drop:
-            self.rate_per_s = max(self.min_rate_per_s, self.rate_per_s / 2)
-            self.slow_start = False
-            self.decreases += 1
-        elif self.slow_start:
-            self.rate_per_s *= 2
-        else:
-            self.rate_per_s += self.additive_per_s
-        self.rates.append((now, self.rate_per_s))
-        self.call_at(now + self.period_ns, self._control)
-        self._release()
-
-    def detach(self) -> None:
-        self.held.clear()
-
-    def report(self) -> dict:
-        rates = [r for _, r in self.rates]
-        return {
-            "decreases": self.decreases,
-            "final_rate_per_s": self.rate_per_s,
-            "mean_rate_per_s": sum(rates) / len(rates) if rates else self.rate_per_s,
-        }
-
-    # -- the compiled form ---------------------------------------------------
 
     def compiled_setup(self, sim) -> Pol:
         self.sim = sim
@@ -204,9 +99,9 @@ class Tgs(SharingPolicy):
         }
 
 
-# The compiled form's named state.  The held streams are a ring of n; each
-# high-priority stream's recent rates, a ring in row s of `Pol.w` (as wide
-# as `reference_periods`).
+# The named state.  The held streams are a ring of n; each high-priority
+# stream's recent rates, a ring in row s of `Pol.rates` (as wide as
+# `reference_periods`).
 STATE = named_state(
     period_ns=np.int64,
     reference=np.int64,  # the recent rates kept per stream
@@ -327,8 +222,8 @@ def _control(d, p):
                 for r in range(length):
                     best = max(best, p.rates[s, r])
             drop |= rate < (1.0 - st["threshold"]) * best
-            # recent.append(rate): a deque of `reference` rates; its order does
-            # not matter, only its maximum, so the oldest is overwritten.
+            # Keep the rate among the stream's last `reference`: only their
+            # maximum matters, not their order, so the oldest is overwritten.
             cap = st["reference"]
             head = st["recent_head"][s]
             if cap == 0:

@@ -23,12 +23,9 @@ charges no time for the switch itself).
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
-from drivers.vgpu.policies.base import PRIO_NORMAL, SharingPolicy, Stream, microseconds
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     D_FULL_MASK,
     D_NOW,
     D_NSTREAMS,
@@ -50,6 +47,7 @@ from drivers.vgpu.policies.compiled import (
     state_of,
     state_values,
 )
+from drivers.vgpu.sharing.policy import PRIO_NORMAL, SharingPolicy, microseconds
 
 
 class Timeslice(SharingPolicy):
@@ -62,109 +60,25 @@ class Timeslice(SharingPolicy):
             raise ValueError(f"timeslice: the slice must be positive, got {slice_ns} ns")
         self.slice_ns = slice_ns
 
-    def setup(self) -> None:
-        self.owner: Stream | None = None  # the stream holding the GPU
-        self.waiting: deque = deque()  # streams with a kernel to run, in turn order
-        self.slice_end_ns = 0
-        self.switches = 0
-        self._epoch = 0  # invalidates the timer of an earlier slice
-
-    def kernel_ready(self, s) -> None:
-        if self.owner is None:
-            self._give(s)
-        elif s is self.owner:
-            self._continue(s)
-        elif s not in self.waiting:
-            self.waiting.append(s)
-
-    def atom_done(self, s: Stream, atom: int, kernel_done: bool) -> None:
-        if s is self.owner and not kernel_done and s.inflight == 0 and s.kernel_pending:
-            self._continue(s)
-
-    def _continue(self, s) -> None:
-        """The owner has a wave to launch; a slice that ends now ends first."""
-        if self.sim.now_ns >= self.slice_end_ns:
-            if s not in self.waiting:
-                self.waiting.append(s)
-            self._next()
-            return
-        self._launch_wave(s)
-
-    def stream_idle(self, s) -> None:
-        if s is self.owner:
-            self._next()
-
-    def _launch_wave(self, s) -> None:
-        wave = self.sim.n_tpcs * s.desc.blocks_per_tpc
-        self.sim.launch(s, min(wave, s.remaining), self.sim.full_mask, PRIO_NORMAL)
-
-    def _give(self, s) -> None:
-        """Start a slice for `s`."""
-        self.owner = s
-        self.switches += 1
-        self._epoch += 1
-        self.slice_end_ns = self.sim.now_ns + self._slice_ns(s)
-        self.call_at(self.slice_end_ns, self._slice_over, self._epoch)
-        if s.kernel_pending and s.inflight == 0:
-            self._launch_wave(s)
-
-    def _slice_ns(self, s) -> int:
-        """A slice in proportion to the stream's share (its `quota`: a VM's
-        vGPU share); equal slices when no shares are set.  A stream without
-        a share still gets a twentieth of a slice, so it is never starved."""
-        quotas = [t.quota for t in self.sim.streams]
-        if not any(quotas) or len(set(quotas)) == 1:
-            return self.slice_ns
-        return max(self.slice_ns // 20, round(self.slice_ns * s.quota * len(quotas)))
-
-    def _slice_over(self, epoch: int) -> None:
-        if epoch != self._epoch:
-            return
-        self._next()
-
-    def _next(self) -> None:
-        """The slice is over or its owner ran dry: hand the GPU to the next in turn."""
-        s = self.owner
-        while self.waiting:
-            nxt = self.waiting.popleft()
-            if nxt is s:
-                continue
-            if nxt.kernel_pending or nxt.inflight:
-                if s is not None and (s.kernel_pending or s.inflight) and s not in self.waiting:
-                    self.waiting.append(s)
-                self._give(nxt)
-                return
-        # Nobody else wants the GPU: the owner keeps it if it has work.
-        if s is not None and (s.kernel_pending or s.inflight or s.active):
-            self._epoch += 1
-            self.slice_end_ns = self.sim.now_ns + self._slice_ns(s)
-            self.call_at(self.slice_end_ns, self._slice_over, self._epoch)
-            if s.kernel_pending and s.inflight == 0:
-                self._launch_wave(s)
-        else:
-            self.owner = None
-
-    def detach(self) -> None:
-        self.waiting.clear()
-        self.owner = None
-
-    def report(self) -> dict:
-        return {"switches": self.switches, "slice_ns": self.slice_ns}
-
-    # -- the compiled form ---------------------------------------------------
-
     def compiled_setup(self, sim) -> Pol:
+        """Each stream's slice is in proportion to its share (its `quota`: a
+        VM's vGPU share), or equal when no shares are set.  A stream without
+        a share still gets a twentieth of a slice, so it is never starved."""
         self.sim = sim
-        slices = [self._slice_ns(s) for s in sim.streams]
+        quotas = [s.quota for s in sim.streams]
+        slices = [self.slice_ns] * len(quotas)
+        if any(quotas) and len(set(quotas)) > 1:
+            slices = [
+                max(self.slice_ns // 20, round(self.slice_ns * q * len(quotas))) for q in quotas
+            ]
         return new_state(STATE, 0, owner=-1, slice_ns=slices)
 
     def compiled_report(self, pol: Pol) -> dict:
-        self.switches = int(state_values(pol, STATE)["switches"])
-        return self.report()
+        return {"switches": int(state_values(pol, STATE)["switches"]), "slice_ns": self.slice_ns}
 
 
-# The compiled form's named state.  The waiting streams are a ring, each
-# stream in it at most once: `waiting` is the set of them, as bits.
+# The named state.  The waiting streams are a ring, each stream in it at
+# most once: `waiting` is the set of them, as bits.
 STATE = named_state(
     owner=np.int64,  # the stream holding the GPU, -1: none
     slice_end_ns=np.int64,

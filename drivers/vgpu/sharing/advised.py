@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from drivers.vgpu.policies import make_policy, policy_class
-from drivers.vgpu.policies.base import SharingPolicy
+from drivers.vgpu.sharing.policy import SharingPolicy
 from drivers.vgpu.sharing.sim import Simulation
 
 

@@ -1,18 +1,19 @@
-"""The simulation's compiled epoch loop (`drivers/vgpu/sharing`).
+"""The one loop of the sharing layer (`drivers/vgpu/sharing`).
 
-`Simulation` (sim.py) is the readable definition of how tenants' request
-streams run on the shared device; this is its compiled twin.  When the
-policy in charge has a compiled form (`drivers/vgpu/policies/compiled.py`),
-the whole inner loop runs inside numba: the engine's completions, the
-policy's callbacks, the host's launches, arrivals, run-ahead and the timers,
-event by event as in `SharedDevice.advance`.  It crosses into Python only
-at an *epoch boundary*: a Python timer (the advisor follower's period, the
-warm-up mark, a TPC sample), or tables that need to grow.  Timers of both
-kinds share one heap and one sequence, so the order of events is the
-Python loop's exactly; the tests compare the atom logs of both.
-
-Each function below is the compiled twin of the method of the same name in
-sim.py or device.py.
+Every sharing run is this loop: the experiments' `Simulation` (sim.py,
+through epoch_run.py's `LoopRun`) and the booted driver's programs'
+streams (`drivers/vgpu/scheduler.py`, through program_run.py's
+`ProgramRun`).  Event by event it runs the engine's completions, the
+policy's callbacks (dispatch.py, generated from registry.py), the hosts'
+launches, arrivals, run-ahead, programs' queued kernels and every timer.
+The functions are plain Python (`compiled_fn`): numba compiles the entry
+points at the bottom (`COMPILED`), or the same functions run as they are
+(`INTERPRETED`: a researcher's Python policy, a device wider than 63 TPCs,
+a debugger).  The loop crosses into Python only at an *epoch boundary*: a
+Python timer (the advisor follower's period, the warm-up mark, a TPC
+sample), tables that need to grow, or the kernel a caller waits for
+finishing.  Timers of both kinds share one heap and one sequence, so the
+order of events does not depend on where the epochs end.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, RUN_LOG_FULL, S_CLK_TAIL, S_NDONE, _run
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing import dispatch
+from drivers.vgpu.sharing.compiled import (
     AT_BEGIN,
     AT_END,
     AT_LAUNCH_NS,
@@ -33,12 +35,18 @@ from drivers.vgpu.policies.compiled import (
     D_IN_TIMERS,
     D_NATOMS,
     D_NCLOCKS,
+    D_NFIFO_FREE,
     D_NFIFOS,
+    D_NFIN,
+    D_NFREE,
     D_NLAT,
     D_NOW,
     D_NSTREAMS,
     D_NTIMERS,
     D_OPEN_ATOM,
+    D_PROGRAMS,
+    D_RECYCLE,
+    D_STOP_KERNEL,
     D_WARMUP_NS,
     FH_CTX,
     FH_MASK,
@@ -47,6 +55,11 @@ from drivers.vgpu.policies.compiled import (
     FH_UNITS,
     K_BPT,
     K_GRID,
+    K_HOST_NS,
+    K_NEXT,
+    K_SLOT,
+    KIND_OPEN,
+    KIND_PROGRAM,
     N_TM_ROWS,
     POLICY_TIMERS,
     ST_ACOUNT,
@@ -62,6 +75,7 @@ from drivers.vgpu.policies.compiled import (
     ST_HAS_KERNEL,
     ST_HOST_NS,
     ST_INFLIGHT,
+    ST_KCOL,
     ST_KERNELS_DONE,
     ST_KIND,
     ST_KOFF,
@@ -73,9 +87,12 @@ from drivers.vgpu.policies.compiled import (
     ST_PLEN,
     ST_POFF,
     ST_POS,
+    ST_QHEAD,
+    ST_QTAIL,
     ST_READY_NS,
     ST_REQUEST_NS,
     ST_RUN_AHEAD,
+    ST_SLOT,
     TK_ARRIVE,
     TK_ENQUEUED,
     TK_PYTHON,
@@ -91,7 +108,6 @@ from drivers.vgpu.policies.compiled import (
     pop_timer,
     set_clock,
 )
-from drivers.vgpu.sharing import dispatch
 
 #: Host time to enqueue one kernel launch (sim.py's HOST_LAUNCH_NS).
 HOST_LAUNCH_NS = 5_000
@@ -101,8 +117,7 @@ EPOCH_REACHED = 0  # the end
 EPOCH_PYTHON = 1  # a Python timer is due: its handle is in sc[D_HANDLE]
 EPOCH_GROW = 2  # a table is close to full
 EPOCH_BLOCK_LOG = 3  # the engine's block log (`record_blocks`) needs room
-
-KIND_OPEN = 0
+EPOCH_STOPPED = 4  # the kernel sc[D_STOP_KERNEL] finished
 
 
 # -- the policy in charge: dispatch.py, generated from registry.py -------------
@@ -110,8 +125,8 @@ KIND_OPEN = 0
 
 @compiled_fn
 def switch_policy(d, old, new):
-    """`SharedDevice.set_policy` once the new policy is set up: the old one
-    detaches, and the new one is offered every kernel with blocks left."""
+    """A policy switch, once the new policy is set up: the old one detaches,
+    and the new one is offered every kernel with blocks left."""
     dispatch.detach(d, old)
     st = d.st
     for s in range(d.sc[D_NSTREAMS]):
@@ -178,7 +193,17 @@ def ready(d, p, s):
 def enqueued(d, p, s):
     """The host's launch of `s`'s current kernel reached the GPU (`enqueue`)."""
     st = d.st
-    k = st[ST_KOFF, s] + st[ST_POS, s]
+    pos = st[ST_POS, s]
+    st[ST_KCOL, s] = st[ST_KOFF, s] + pos
+    st[ST_SLOT, s] = pos
+    on_device(d, p, s)
+
+
+@compiled_fn
+def on_device(d, p, s):
+    """`s`'s current kernel (ST_KCOL) is on the GPU: offer it to the policy."""
+    st = d.st
+    k = st[ST_KCOL, s]
     st[ST_HAS_KERNEL, s] = 1
     st[ST_GRID, s] = d.kern[K_GRID, k]
     st[ST_LAUNCHED, s] = 0
@@ -194,7 +219,7 @@ def complete(d, p, s, atom, kernel_done):
     st[ST_INFLIGHT, s] -= 1
     warmup = d.sc[D_WARMUP_NS]
     if now >= warmup:  # atom_completed
-        k = st[ST_KOFF, s] + st[ST_POS, s]
+        k = st[ST_KCOL, s]
         d.busy[s] += d.eng.atoms[A_BUSY_NS, atom] / d.kern[K_BPT, k]
         launched = d.atoms[AT_LAUNCH_NS, atom]
         st[ST_ALLOC_TPC_NS, s] += d.atoms[AT_TPCS, atom] * (now - max(launched, warmup))
@@ -206,6 +231,9 @@ def complete(d, p, s, atom, kernel_done):
 @compiled_fn
 def kernel_finished(d, p, s):
     st = d.st
+    if st[ST_KIND, s] == KIND_PROGRAM:
+        program_kernel_finished(d, p, s)
+        return
     now = d.sc[D_NOW]
     warmup = d.sc[D_WARMUP_NS]
     if now >= warmup:
@@ -245,6 +273,65 @@ def kernel_finished(d, p, s):
         dispatch.stream_idle(d, p, s)
 
 
+# -- programs' streams (the booted driver's, program_run.py) ----------------------
+
+
+@compiled_fn
+def program_start(d, p, s, k):
+    """Kernel column `k` becomes program stream `s`'s current kernel: it
+    reached the GPU when its program launched it (K_HOST_NS)."""
+    st, kern = d.st, d.kern
+    st[ST_POS, s] = st[ST_NKERN, s]  # kernels the stream has taken so far
+    st[ST_NKERN, s] += 1
+    st[ST_KCOL, s] = k
+    st[ST_SLOT, s] = kern[K_SLOT, k]
+    st[ST_HOST_NS, s] = kern[K_HOST_NS, k]
+    on_device(d, p, s)
+
+
+@compiled_fn
+def program_submit(d, p, s, k):
+    """A program launched kernel column `k` on stream `s`: it runs after the
+    stream's earlier kernels (`StreamScheduler.submit`)."""
+    st = d.st
+    d.kern[K_NEXT, k] = -1
+    if st[ST_POS, s] < 0:
+        program_start(d, p, s, k)
+    else:
+        tail = st[ST_QTAIL, s]
+        if tail >= 0:
+            d.kern[K_NEXT, tail] = k
+        else:
+            st[ST_QHEAD, s] = k
+        st[ST_QTAIL, s] = k
+
+
+@compiled_fn
+def program_kernel_finished(d, p, s):
+    """Log the finished kernel for the driver; start the stream's next one, or let it go idle."""
+    st, sc = d.st, d.sc
+    k = st[ST_KCOL, s]
+    n = sc[D_NFIN]
+    if n >= d.fin.shape[1]:
+        raise IndexError("the finished-kernel log is full")
+    d.fin[0, n] = k
+    d.fin[1, n] = sc[D_NOW]
+    sc[D_NFIN] = n + 1
+    st[ST_KERNELS_DONE, s] += 1
+    nxt = st[ST_QHEAD, s]
+    if nxt >= 0:
+        st[ST_QHEAD, s] = d.kern[K_NEXT, nxt]
+        if st[ST_QHEAD, s] < 0:
+            st[ST_QTAIL, s] = -1
+        program_start(d, p, s, nxt)
+        return
+    st[ST_POS, s] = -1
+    st[ST_HAS_KERNEL, s] = 0
+    st[ST_GRID, s] = 0
+    st[ST_LAUNCHED, s] = 0
+    dispatch.stream_idle(d, p, s)
+
+
 @compiled_fn
 def fire(d, p, kind, arg):
     if kind == TK_ARRIVE:
@@ -255,7 +342,7 @@ def fire(d, p, kind, arg):
         dispatch.timer(d, p, kind, arg)
 
 
-# -- the loop (device.py's `advance` and `run_timers`) --------------------------
+# -- the loop --------------------------
 
 # What `needs_room` finds short: a table that one more event could overflow.
 ROOM_ATOMS = 1
@@ -264,6 +351,7 @@ ROOM_LATENCIES = 4
 ROOM_FIFOS = 8
 ROOM_CLOCK_LOG = 16
 ROOM_ENGINE_CLOCKS = 32
+ROOM_FINISHED = 64
 #: Entries each table keeps free: more than one event can use.
 SPARE_ATOMS = 4096
 SPARE_FIFOS = 512
@@ -279,15 +367,18 @@ def needs_room(d):
         short |= ROOM_ATOMS
     if sc[D_NTIMERS] + SPARE_ATOMS > d.timers.shape[1]:
         short |= ROOM_TIMERS
-    if sc[D_NLAT] + SPARE_ATOMS > d.lat.shape[1]:
+    if not sc[D_PROGRAMS] and sc[D_NLAT] + SPARE_ATOMS > d.lat.shape[1]:
         short |= ROOM_LATENCIES
-    fifos = sc[D_NFIFOS] + SPARE_FIFOS
-    if fifos > eng.fifos.shape[1] or 2 * fifos > d.fifo_hash.shape[1]:
+    live = sc[D_NFIFOS] - sc[D_NFIFO_FREE]
+    ids_left = sc[D_NFIFO_FREE] + eng.fifos.shape[1] - sc[D_NFIFOS]
+    if ids_left < SPARE_FIFOS or 2 * (live + SPARE_FIFOS) > d.fifo_hash.shape[1]:
         short |= ROOM_FIFOS
     if sc[D_NCLOCKS] + SPARE_CLOCKS > d.clock_log.shape[1]:
         short |= ROOM_CLOCK_LOG
     if eng.sc[S_CLK_TAIL] + SPARE_CLOCKS > eng.clocks.shape[1]:
         short |= ROOM_ENGINE_CLOCKS
+    if sc[D_PROGRAMS] and sc[D_NFIN] + SPARE_ATOMS > d.fin.shape[1]:
+        short |= ROOM_FINISHED
     return short
 
 
@@ -332,12 +423,24 @@ def run_epoch(d, p, end_ns):
                 d.st[ST_BLOCKS_DONE, s] += d.atoms[AT_END, a] - d.atoms[AT_BEGIN, a]
                 if d.st[ST_BLOCKS_DONE, s] == d.st[ST_GRID, s]:
                     done[i] = -a - 1  # marks the kernel's last atom
+            stop = sc[D_STOP_KERNEL]
+            stopped = False
             for i in range(n):
                 a = done[i]
                 kernel_done = a < 0
                 if kernel_done:
                     a = -a - 1
+                    s = d.atoms[AT_STREAM, a]
+                    stopped = stopped or (stop >= 0 and d.st[ST_KCOL, s] == stop)
                 complete(d, p, d.atoms[AT_STREAM, a], a, kernel_done)
+            if sc[D_RECYCLE]:  # the completions are handled: their ids may name new atoms
+                for i in range(n):
+                    a = done[i]
+                    d.free[sc[D_NFREE]] = -a - 1 if a < 0 else a
+                    sc[D_NFREE] += 1
+            if stopped:
+                sc[D_STOP_KERNEL] = -1
+                return EPOCH_STOPPED
             continue
         sc[D_NOW] = t_next
         if t_next >= end_ns:
@@ -413,12 +516,13 @@ class Entries(NamedTuple):
     inflight_masks: Any
     rehash: Any
     set_clock: Any
+    program_submit: Any
 
 
 #: The functions above as they are: plain Python, step by step.
 INTERPRETED = Entries(
     run_epoch, start, needs_room, push_python_timer, setup_policy, detach_policy, switch_policy,
-    inflight_masks, rehash, set_clock,
+    inflight_masks, rehash, set_clock, program_submit,
 )  # fmt: skip
 #: The same functions compiled by numba, each with everything it calls (cached).
 COMPILED = Entries(*(compiled_entry(fn) for fn in INTERPRETED))

@@ -16,10 +16,13 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
+from drivers.vgpu import warm
 from drivers.vgpu.engine import A_DONE_NS
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing import dispatch, epoch, python_policy, registry
+from drivers.vgpu.sharing.compiled import (
     AT_BEGIN,
     AT_END,
     AT_MASK,
@@ -41,6 +44,8 @@ from drivers.vgpu.policies.compiled import (
     D_NSTREAMS,
     D_NTPCS,
     D_OPEN_ATOM,
+    D_PROGRAMS,
+    D_STOP_KERNEL,
     D_SWITCH_NS,
     D_WARMUP_NS,
     FH_Q,
@@ -92,14 +97,12 @@ from drivers.vgpu.policies.compiled import (
     pack_state,
     unpack_state,
 )
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     AT_LAUNCH_NS as AT_LAUNCH,
 )
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.sharing.compiled import (
     AT_ORDER as AT_ORD,
 )
-from drivers.vgpu.sharing import dispatch, epoch, python_policy, registry
-from drivers.vgpu.sharing.device import TraceAtom
 from drivers.vgpu.work import BlockCost
 
 if TYPE_CHECKING:
@@ -111,7 +114,7 @@ PYTHON_POLICY = registry.PYTHON_POLICY
 #: The loop's integer tables (their integers are Python ints while interpreted).
 _INT_TABLES = (
     "sc", "st", "kern", "arrivals", "pend", "done", "timers", "atoms", "fifo_hash", "ctx_order",
-    "lat", "clock_log", "scratch",
+    "lat", "clock_log", "scratch", "free", "fin", "fifo_free",
 )  # fmt: skip
 
 KINDS = {"open": 0, "closed": 1, "be": 2}
@@ -119,6 +122,46 @@ _START_ATOMS = 1 << 14
 _START_TIMERS = 1 << 13
 _START_LAT = 1 << 13
 _START_FIFOS = 1 << 10
+
+
+@attrs.frozen
+class TraceAtom:
+    """One atom, for the Chrome trace."""
+
+    stream: int
+    kernel: str
+    launch_ns: int
+    done_ns: int
+    mask: int
+    priority: int
+    stolen: bool
+
+
+def device_scalars(sim: Any) -> np.ndarray:
+    """The loop's scalars of `sim`'s device (`D_*`): its TPCs, clocks, and
+    no policy generation but the first; the rest zero."""
+    spec = sim.spec
+    sc = np.zeros(N_DEV_SCALARS, object)  # the full mask may not fit an int64
+    sc[D_GEN] = 1
+    sc[D_NTPCS] = sim.n_tpcs
+    sc[D_FULL_MASK] = sim.full_mask
+    sc[D_FMAX] = spec.max_clock_mhz
+    sc[D_FMIN] = spec.min_clock_mhz
+    sc[D_FSTEP] = spec.clock_step_mhz
+    sc[D_SWITCH_NS] = spec.switch_latency_ns
+    sc[D_STOP_KERNEL] = -1
+    return sc
+
+
+def clock_watts(spec: Any) -> np.ndarray:
+    """A busy TPC's dynamic power at each clock step from f_min."""
+    return np.array([spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz], np.float64)
+
+
+def empty_fifo_hash(size: int) -> np.ndarray:
+    fifo_hash = np.zeros((N_FH_ROWS, size), np.int64)
+    fifo_hash[FH_Q] = -1
+    return fifo_hash
 
 
 def compiled_fits(sim: Simulation) -> bool:
@@ -154,8 +197,29 @@ class LoopRun:
 
     _handles = 0  # Python policies' handles in `python_policy.RUNS`
 
-    def __init__(self, sim: Simulation, policy: Any) -> None:
+    def __init__(self, sim: Any, policy: Any) -> None:
+        """`sim`: the `Device` the policy is in charge of (a `Simulation`,
+        or the driver's `StreamScheduler`); `policy`: the one in charge."""
         self.sim = sim
+        self.dev = self._tables()
+        self._grow_engine(max(_START_ATOMS, self.dev.atoms.shape[1]), _START_FIFOS)
+        # Interpreted until the policy in charge is known (its setup may set timers).
+        self.interpreted = True
+        self.fns = epoch.INTERPRETED
+        sim.loop = self  # a Python policy's setup may look at the streams
+        for s in sim.streams:
+            s.loop = self
+        # Python timers: handle -> (fn, args, owner).
+        self._python: dict[int, tuple[Callable, tuple, Any]] = {}
+        self._timer_handles = 0
+        pol, dtype = self._state(policy)
+        self._set_mode(self._interpreted_for(pol))
+        self.pol, self.pol_layout = self._held(pol, dtype), dtype
+        self._compiled_now()
+
+    def _tables(self) -> Dev:
+        """A simulation's tenants, kernels and arrivals, as the loop's tables."""
+        sim = self.sim
         streams = sim.streams
         n = len(streams)
         spec = sim.spec
@@ -199,25 +263,15 @@ class LoopRun:
             koff += s.n_kernels
             poff += len(t.arrivals_ns) + 1
             doff += max(1, s.run_ahead)
-        sc = np.zeros(N_DEV_SCALARS, object)  # the full mask may not fit an int64
-        sc[D_GEN] = 1
+        sc = device_scalars(sim)
         sc[D_WARMUP_NS] = sim.warmup_ns
         sc[D_DURATION_NS] = sim.duration_ns
         sc[D_NSTREAMS] = n
-        sc[D_NTPCS] = sim.n_tpcs
-        sc[D_FULL_MASK] = sim.full_mask
-        sc[D_FMAX] = spec.max_clock_mhz
-        sc[D_FMIN] = spec.min_clock_mhz
-        sc[D_FSTEP] = spec.clock_step_mhz
-        sc[D_SWITCH_NS] = spec.switch_latency_ns
-        clock_w = [spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz]
         clock_log = np.zeros((2, 64 + len(sim.early_clocks)), np.int64)
         for j, (effective, mhz) in enumerate(sim.early_clocks):
             clock_log[:, j] = effective, mhz
         sc[D_NCLOCKS] = len(sim.early_clocks)
-        fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
-        fifo_hash[FH_Q] = -1
-        self.dev = Dev(
+        return Dev(
             eng=sim.gpu._st,
             sc=sc,
             st=st,
@@ -228,27 +282,17 @@ class LoopRun:
             done=np.zeros(max(1, doff), np.int64),
             timers=np.zeros((N_TM_ROWS, _START_TIMERS), np.int64),
             atoms=np.zeros((N_AT_ROWS, _START_ATOMS), np.int64),
-            fifo_hash=fifo_hash,
+            fifo_hash=empty_fifo_hash(4 * _START_FIFOS),
             ctx_order=np.zeros(max(s.ctx for s in streams) + 1, np.int64),
             lat=np.zeros((2, _START_LAT), np.int64),
-            clock_w=np.array(clock_w, dtype=np.float64),
+            clock_w=clock_watts(spec),
             clock_log=clock_log,
             scratch=np.zeros(SCRATCH_STREAMS + n, np.int64),
             words=np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
+            free=np.zeros(1, np.int64),
+            fin=np.zeros((2, 1), np.int64),
+            fifo_free=np.zeros(1, np.int64),
         )
-        self._grow_engine(_START_ATOMS, _START_FIFOS)
-        # Interpreted until the policy in charge is known (its setup may set timers).
-        self.interpreted = True
-        self.fns = epoch.INTERPRETED
-        sim.loop = self  # a Python policy's setup may look at the streams
-        for s in streams:
-            s.loop = self
-        # Python timers: handle -> (fn, args, owner).
-        self._python: dict[int, tuple[Callable, tuple, Any]] = {}
-        self._timer_handles = 0
-        pol, dtype = self._state(policy)
-        self._set_mode(self._interpreted_for(pol))
-        self.pol, self.pol_layout = self._held(pol, dtype), dtype
 
     # -- the mode ---------------------------------------------------------------
 
@@ -265,6 +309,13 @@ class LoopRun:
         if hasattr(self, "pol"):
             self.pol = self._held(self.pol, self.pol_layout)
         self.fns = epoch.INTERPRETED if interpreted else epoch.COMPILED
+
+    def _compiled_now(self) -> None:
+        """Running compiled: have every entry point compiled (or loaded from
+        numba's cache) now, saying so if it takes a while (warm.py)."""
+        if not self.interpreted:
+            entries = warm.loop_entries(epoch.COMPILED, self.dev, self.pol)
+            warm.ensure_compiled("the GPU sharing loop", entries)
 
     def _held(self, pol: Pol, layout: Layout) -> Pol:
         """`pol` as the mode holds it, as wide as the atom table; `layout`:
@@ -330,6 +381,12 @@ class LoopRun:
         d = self.dev
         if short & epoch.ROOM_ATOMS:
             d = d._replace(atoms=_doubled(d.atoms))
+            if d.sc[D_PROGRAMS]:  # room on the free stack for every atom id
+                free = np.zeros(d.atoms.shape[1], d.free.dtype)
+                free[: len(d.free)] = d.free
+                d = d._replace(free=free)
+        if short & epoch.ROOM_FINISHED:
+            d = d._replace(fin=_doubled(d.fin))
         if short & epoch.ROOM_TIMERS:
             d = d._replace(timers=_doubled(d.timers))
         if short & epoch.ROOM_LATENCIES:
@@ -370,6 +427,8 @@ class LoopRun:
     def set_clock(self, clock_mhz: int) -> int:
         """A clock request from Python (a power advisor), in the one clock log."""
         self.sim.spec.check_clock(clock_mhz)
+        if self.fns.needs_room(self.dev):
+            self._grow()
         return int(self.fns.set_clock(self.dev, clock_mhz))
 
     def clock_log(self) -> list[tuple[int, int]]:
@@ -421,6 +480,7 @@ class LoopRun:
         self.pol, self.pol_layout = new, dtype
         if interpreted != self.interpreted:
             self._set_mode(interpreted)
+        self._compiled_now()
 
     # -- reading back -----------------------------------------------------------
 

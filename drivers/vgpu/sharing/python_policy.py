@@ -16,7 +16,7 @@ from typing import Any
 
 from numba.extending import overload
 
-from drivers.vgpu.policies.compiled import P_ID
+from drivers.vgpu.sharing.compiled import P_ID
 
 #: In a Python policy's `Pol.i`: the handle of its run in `RUNS`.
 P_HANDLE = P_ID + 1

@@ -53,23 +53,16 @@ import numpy as np
 
 from drivers.vgpu.engine import Engine
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.policies.base import SharingPolicy
-from drivers.vgpu.policies.compiled import (
+from drivers.vgpu.presets import GpuSpec, get_preset
+from drivers.vgpu.sharing.compiled import (
     AT_LAUNCH_NS,
     AT_STOLEN,
     D_NOW,
-    ST_GRID,
     ST_HAS_KERNEL,
-    ST_HOST_NS,
-    ST_INFLIGHT,
-    ST_LAUNCHED,
-    ST_POS,
-    ST_READY_NS,
 )
-from drivers.vgpu.presets import GpuSpec, get_preset
-from drivers.vgpu.sharing.device import StreamProgress, kernel_profile, kernel_sms
-from drivers.vgpu.sharing.epoch_run import LoopRun
-from drivers.vgpu.sharing.recorder import TraceAtom
+from drivers.vgpu.sharing.epoch_run import LoopRun, TraceAtom
+from drivers.vgpu.sharing.policy import SharingPolicy
+from drivers.vgpu.sharing.stream import LoopStream, kernel_profile, kernel_sms
 from drivers.vgpu.traces import Workload
 from drivers.vgpu.work import KernelDesc
 
@@ -116,10 +109,10 @@ class Tenant:
         return self.kind != "be"
 
 
-class Stream(StreamProgress):
+class Stream(LoopStream):
     """A tenant's stream: its workload, its counters, and, while the run
     goes, what a policy sees of it (the `Stream` protocol of
-    `drivers/vgpu/policies/base.py`), read from the loop's tables."""
+    `drivers/vgpu/sharing/policy.py`), read from the loop's tables."""
 
     def __init__(self, index: int, tenant: Tenant, ctx: int, spec: GpuSpec) -> None:
         self.index = index  # place in the simulation's `streams`
@@ -133,6 +126,8 @@ class Stream(StreamProgress):
         self.quota = tenant.quota
         self.kernels = tenant.workload.kernels
         self.n_kernels = len(self.kernels)
+        #: Its kernels' slots in a policy's per-(stream, kernel) tables: one a position.
+        self.kernel_slots = self.n_kernels
         n = spec.n_tpcs
         self.iso_ns = [k.isolated_duration_ns(n) for k in self.kernels]
         self.sms = [kernel_sms(k, spec) for k in self.kernels]
@@ -151,40 +146,7 @@ class Stream(StreamProgress):
         self.pending: deque[int] = deque()  # arrival times of queued requests
         self.next_arrival = 0  # index into tenant.arrivals_ns
 
-    def _row(self, row: int) -> int:
-        assert self.loop is not None, "the stream's run has not started"
-        return self.loop.stream_row(self.index, row)
-
-    # -- the `Stream` protocol ------------------------------------------------
-
-    @property
-    def pos(self) -> int:
-        """The current kernel's place in the request, -1 between requests."""
-        return self._row(ST_POS) if self.loop is not None else -1
-
-    @property
-    def grid(self) -> int:
-        return self._row(ST_GRID)
-
-    @property
-    def launched(self) -> int:
-        """Blocks of the current kernel launched so far."""
-        return self._row(ST_LAUNCHED)
-
-    @property
-    def inflight(self) -> int:
-        """Atoms of the current kernel not yet complete."""
-        return self._row(ST_INFLIGHT)
-
-    @property
-    def ready_ns(self) -> int:
-        """When the current kernel became ready."""
-        return self._row(ST_READY_NS)
-
-    @property
-    def host_ns(self) -> int:
-        """When the host enqueued the current kernel."""
-        return self._row(ST_HOST_NS)
+    # -- the `Stream` protocol (the rest is `LoopStream`'s) ---------------------
 
     @property
     def desc(self) -> KernelDesc | None:
@@ -206,22 +168,6 @@ class Stream(StreamProgress):
     @property
     def kernel_key(self) -> Hashable:
         return (self.index, self.pos)
-
-    @property
-    def inflight_masks(self) -> dict[int, int]:
-        """Atom id -> TPC mask, for each of its atoms in flight."""
-        assert self.loop is not None
-        return {a: m for a, (m, _) in self.loop.inflight_of(self.index).items()}
-
-    @property
-    def inflight_priorities(self) -> dict[int, int]:
-        assert self.loop is not None
-        return {a: p for a, (_, p) in self.loop.inflight_of(self.index).items()}
-
-    @property
-    def has_kernel(self) -> bool:
-        """The GPU has the stream's current kernel: its host launch has arrived."""
-        return bool(self._row(ST_HAS_KERNEL))
 
 
 @attrs.frozen
@@ -266,7 +212,7 @@ class Simulation:
 
     It runs in the one loop (epoch.py, through `LoopRun`), compiled or
     interpreted; to a policy written in Python it is the `Device` it is in
-    charge of (`drivers/vgpu/policies/base.py`)."""
+    charge of (`drivers/vgpu/sharing/policy.py`)."""
 
     def __init__(
         self,

@@ -46,7 +46,7 @@ from drivers.vgpu.engine import (
     _push_atom,
 )
 
-#: Devices wider than this run the Python forms.
+#: Devices wider than this run the loop interpreted, with Python-int masks.
 MAX_COMPILED_TPCS = 63
 
 # Device scalars, in `Dev.sc`.
@@ -70,7 +70,20 @@ D_FMIN = 16
 D_FSTEP = 17
 D_SWITCH_NS = 18  # a clock change takes effect this long after it is asked
 D_NCLOCKS = 19  # entries in the clock log
-N_DEV_SCALARS = 20
+# A device of programs' streams (the booted driver, `ProgramRun`) runs for
+# as long as the machine does: it recycles the ids of completed atoms and of
+# empty FIFOs (stacks in `Dev.free` and `Dev.fifo_free`; D_RECYCLE), logs
+# each finished kernel in `Dev.fin` for the driver, and may stop when one
+# kernel finishes.
+D_PROGRAMS = 20  # 1: a device of programs' streams
+D_NFREE = 21  # atom ids on the free stack
+D_NFIN = 22  # entries in the finished-kernel log
+D_STOP_KERNEL = 23  # the epoch ends once this kernel column finishes (-1: none)
+D_RECYCLE = (
+    24  # 1: completed atoms' ids are recycled (0: kept, as an engine with history keeps them)
+)
+D_NFIFO_FREE = 25  # FIFO ids on the free stack `Dev.fifo_free` (recycled with the atoms)
+N_DEV_SCALARS = 26
 
 # Rows of the stream table `Dev.st`, one column per stream.
 ST_KIND = 0  # 0 open, 1 closed, 2 best effort
@@ -102,7 +115,17 @@ ST_BLOCKS_DONE = 25
 ST_KERNELS_DONE = 26
 ST_COMPLETED = 27
 ST_ALLOC_TPC_NS = 28
-N_ST_ROWS = 29
+ST_KCOL = 29  # the current kernel's column in the kernel table
+ST_SLOT = 30  # its slot in the per-(stream, kernel) tables: the position, or a program kernel's
+ST_QHEAD = 31  # a program stream's kernels queued behind its current one: a list
+ST_QTAIL = 32  # linked through the kernel table's K_NEXT (-1: empty)
+N_ST_ROWS = 33
+
+# A stream's kind (ST_KIND): a tenant's (sim.py), or a program's (the driver's).
+KIND_OPEN = 0
+KIND_CLOSED = 1
+KIND_BE = 2
+KIND_PROGRAM = 3
 
 # Rows of the kernel table `Dev.kern`, one column per kernel of every stream's request.
 K_GRID = 0
@@ -115,7 +138,14 @@ K_ISO = 6  # isolated time on the whole device
 K_SMS = 7
 K_PROFILE = 8
 K_BLOCK_NS = 9
-N_K_ROWS = 10
+# A program's kernel: when it was launched, its slot, the next queued
+# kernel of its stream, and the mask and priority its launch asked for.
+K_HOST_NS = 10
+K_SLOT = 11
+K_NEXT = 12
+K_MASK = 13
+K_PRIO = 14
+N_K_ROWS = 15
 
 # Rows of the atom table `Dev.atoms`: the atom log.
 AT_STREAM = 0
@@ -127,7 +157,7 @@ AT_BEGIN = 5
 AT_END = 6
 AT_PRIO = 7
 AT_ORDER = 8
-AT_POS = 9  # the kernel's place in the request
+AT_POS = 9  # the kernel's slot (ST_SLOT): its place in the request, in a simulation
 N_AT_ROWS = 10
 
 # Rows of the timer heap `Dev.timers`.
@@ -200,6 +230,9 @@ class Dev(NamedTuple):
     #: timer in [0, 8), a list of streams from SCRATCH_STREAMS on.
     scratch: np.ndarray
     words: np.ndarray  # uint64: a mask as the engine's FIFO mask words
+    free: np.ndarray  # int64: recycled atom ids, a stack (a device of programs)
+    fin: np.ndarray  # int64 [2, capacity]: (kernel column, time) of finished program kernels
+    fifo_free: np.ndarray  # int64: recycled FIFO ids, a stack (a device of programs)
 
 
 class Pol(NamedTuple):
@@ -540,7 +573,7 @@ def _mask_words_compiled(words, mask):
 
 @compiled_fn
 def call_at(d, t_ns, kind, arg, owner):
-    """Run timer `kind` with `arg` at `t_ns` (not before now); see SharedDevice.call_at."""
+    """Run timer `kind` with `arg` at `t_ns` (not before now); timers of a policy switched out are dropped."""
     sc, tm = d.sc, d.timers
     now = sc[D_NOW]
     if t_ns < now:
@@ -635,10 +668,16 @@ def _fifo(d, ctx, prio, units, mask):
     h = fifo_slot(fh, ctx, prio, units, mask)
     if fh[FH_Q, h] >= 0:
         return fh[FH_Q, h]
-    q = d.sc[D_NFIFOS]
-    if q >= d.eng.fifos.shape[1] or 2 * (q + 1) > cap:
-        raise IndexError("the FIFO tables are full")
-    d.sc[D_NFIFOS] = q + 1
+    if 2 * (d.sc[D_NFIFOS] - d.sc[D_NFIFO_FREE] + 1) > cap:
+        raise IndexError("the FIFO hash is full")
+    if d.sc[D_NFIFO_FREE] > 0:
+        d.sc[D_NFIFO_FREE] -= 1
+        q = d.fifo_free[d.sc[D_NFIFO_FREE]]
+    else:
+        q = d.sc[D_NFIFOS]
+        if q >= d.eng.fifos.shape[1]:
+            raise IndexError("the FIFO tables are full")
+        d.sc[D_NFIFOS] = q + 1
     fh[FH_Q, h] = q
     fh[FH_CTX, h] = ctx
     fh[FH_PRIO, h] = prio
@@ -653,7 +692,7 @@ def _fifo(d, ctx, prio, units, mask):
 def launch(d, s, blocks, mask, prio, stolen, order):
     """Launch the next `blocks` blocks of stream `s`'s kernel on `mask`; return the atom id.
 
-    `order` < 0: now.  As `SharedDevice.launch`: a context's work queue is
+    `order` < 0: now.  A context's work queue is
     first in, first out."""
     st, sc, kern = d.st, d.sc, d.kern
     now = sc[D_NOW]
@@ -664,13 +703,19 @@ def launch(d, s, blocks, mask, prio, stolen, order):
     if order < 0 or order < last:
         order = max(last, now if order < 0 else order)
     d.ctx_order[ctx] = order
-    k = st[ST_KOFF, s] + st[ST_POS, s]
+    k = st[ST_KCOL, s]
     units = kern[K_UNITS, k]
     q = _fifo(d, ctx, prio, units, mask)
-    atom = sc[D_NATOMS]
-    if atom >= d.atoms.shape[1] or atom >= d.eng.atoms.shape[1]:
-        raise IndexError("the atom tables are full")
-    sc[D_NATOMS] = atom + 1
+    if sc[D_NFREE] > 0:  # a recycled id: the atoms in flight may now be below D_OPEN_ATOM
+        sc[D_NFREE] -= 1
+        atom = d.free[sc[D_NFREE]]
+        if atom < sc[D_OPEN_ATOM]:
+            sc[D_OPEN_ATOM] = atom
+    else:
+        atom = sc[D_NATOMS]
+        if atom >= d.atoms.shape[1] or atom >= d.eng.atoms.shape[1]:
+            raise IndexError("the atom tables are full")
+        sc[D_NATOMS] = atom + 1
     _push_atom(
         d.eng, atom, q, units, kern[K_COMPUTE, k], kern[K_MEM, k], kern[K_DEMAND, k], begin, end,
         ctx, order,
@@ -687,7 +732,7 @@ def launch(d, s, blocks, mask, prio, stolen, order):
     at[AT_END, atom] = end
     at[AT_PRIO, atom] = prio
     at[AT_ORDER, atom] = order
-    at[AT_POS, atom] = st[ST_POS, s]
+    at[AT_POS, atom] = st[ST_SLOT, s]
     return atom
 
 
@@ -713,7 +758,7 @@ def remaining(d, s):
 @compiled_fn(inline=True)
 def kernel_index(d, s):
     """The current kernel's column in the kernel table."""
-    return d.st[ST_KOFF, s] + d.st[ST_POS, s]
+    return d.st[ST_KCOL, s]
 
 
 @compiled_fn
@@ -775,7 +820,7 @@ def clock_mhz(d):
 
 @compiled_fn
 def set_clock(d, mhz):
-    """Ask for a clock (a valid one); returns when it takes effect (`SharedDevice.set_clock`)."""
+    """Ask for a clock (a valid one); returns when it takes effect."""
     eng, sc = d.eng, d.sc
     effective = sc[D_NOW] + sc[D_SWITCH_NS]
     head, tail = eng.sc[S_CLK_HEAD], eng.sc[S_CLK_TAIL]

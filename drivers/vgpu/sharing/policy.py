@@ -31,8 +31,8 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from drivers.vgpu.engine import Engine
-from drivers.vgpu.policies.compiled import STATIC_STATE, Pol, new_state
 from drivers.vgpu.presets import GpuSpec
+from drivers.vgpu.sharing.compiled import Pol
 from drivers.vgpu.work import KernelDesc
 
 #: Atom priorities the policies use (larger dispatches first).  Equal
@@ -44,7 +44,7 @@ PRIO_STOLEN = 0
 
 
 class Stream(Protocol):
-    """What a policy sees of one stream (`drivers/vgpu/sharing/device.py`'s `DeviceStream`)."""
+    """What a policy sees of one stream: sim.py's `Stream`, or the driver's `ProgramStream`."""
 
     index: int
     hp: bool
@@ -79,7 +79,7 @@ class Stream(Protocol):
 
 
 class Device(Protocol):
-    """What a policy is in charge of (`drivers/vgpu/sharing/device.py`'s `SharedDevice`).
+    """What a policy is in charge of: a `Simulation`, or the driver's `StreamScheduler`.
 
     The harness imports the policies, never the other way round: this is all
     a policy knows of it."""
@@ -230,30 +230,18 @@ class SharingPolicy:
         """Policy-specific figures for the results."""
         return {}
 
-    # -- the compiled form (compiled.py) -------------------------------------
+    # -- a shipped policy's callbacks (compiled.py) ----------------------------
 
     def compiled_setup(self, sim: Any) -> Pol | None:
-        """The state of this policy's compiled form on `sim` (the harness's
-        `Simulation`), set up as `setup` would; None if it has none (for
-        these parameters), and the Python form runs."""
+        """The state of this policy's callbacks on `sim` (a `Simulation` or
+        the driver's `StreamScheduler`); None for a policy written in Python
+        (its methods above run, interpreted: python_policy.py)."""
         return None
 
     def compiled_report(self, pol: Pol) -> dict[str, Any]:
-        """`report`, from the compiled form's state after a run."""
+        """The figures for the results, from the callbacks' state after a run
+        (a policy written in Python: its `report`)."""
         return self.report()
-
-    def static_compiled_setup(self, sim: Any) -> Pol:
-        """The compiled form of a policy that launches each kernel whole, as
-        it is ready, on a fixed `mask(s)` at a fixed `priority(s)`."""
-        self.sim = sim
-        self.setup()
-        streams = sim.streams
-        return new_state(
-            STATIC_STATE,
-            0,
-            masks=[self.mask(s) for s in streams],
-            priorities=[self.priority(s) for s in streams],
-        )
 
     # -- defaults ------------------------------------------------------------
 
