@@ -14,7 +14,7 @@ kernel on its thread), results.py (what is written), run.py (the API),
 cli.py (the command).
 """
 
-from exp.loadgen.run import compare, serve
+from exp.loadgen.run import compare, find_peak, serve
 from exp.loadgen.session import ServeError
 from exp.loadgen.settings import SCENARIOS, ServeSettings, SettingsError
 from exp.loadgen.sut import LoadgenMissing
@@ -26,5 +26,6 @@ __all__ = [
     "ServeSettings",
     "SettingsError",
     "compare",
+    "find_peak",
     "serve",
 ]

@@ -76,6 +76,11 @@ def add_serve_command(sub) -> None:
         "--compare", metavar="POLICIES",
         help="run under each policy (comma-separated, e.g. mps,lithos) and show the table",
     )  # fmt: skip
+    p.add_argument(
+        "--find-peak", action="store_true",
+        help="search for the highest --qps each policy (--policy, or --compare's) holds "
+        "VALID: double from --qps until a run is not, then bisect to within 10%%",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
 
@@ -84,7 +89,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from exp.loadgen import LoadgenMissing, ServeError, ServeSettings, SettingsError, compare, serve
+    from exp.loadgen import (
+        LoadgenMissing,
+        ServeError,
+        ServeSettings,
+        SettingsError,
+        compare,
+        find_peak,
+        serve,
+    )
     from exp.loadgen.results import table
     from exp.loadgen.settings import policy_module
     from exp.loadgen.sut import import_loadgen
@@ -108,7 +121,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"and {settings.min_queries} queries per run ({runs})",
             file=sys.stderr,
         )
-        data = compare(settings, policies, args.out) if policies else serve(settings, args.out)
+        if args.find_peak:
+            say = lambda line: print(f"malv serve: {line}", file=sys.stderr)  # noqa: E731
+            data = find_peak(settings, policies, args.out, progress=say)
+        elif policies:
+            data = compare(settings, policies, args.out)
+        else:
+            data = serve(settings, args.out)
     except (LoadgenMissing, SettingsError, ServeError) as exc:
         print(f"malv serve: {exc}", file=sys.stderr)
         return 2

@@ -75,14 +75,14 @@ def row(label: str, data: dict[str, Any]) -> list[Any]:
         "-" if lg["throughput"] is None else lg["throughput"], f"{met} ({bound})",
         *(virtual.get(f"p{p}", float("nan")) for p in PERCENTILES),
         f"{queries['answered']}/{queries['issued']}", queries["failed"],
-        lag["max_ms"], lag["mean_ms"],
+        lag["p50_ms"], lag["p99_ms"], lag["max_ms"],
     ]  # fmt: skip
 
 
 COLUMNS = (
     "policy", "result", "P50 (ms)", "P90 (ms)", "P99 (ms)", "QPS", "latency bound",
     "virtual P50", "virtual P90", "virtual P99",
-    "answered", "failed", "lag max (ms)", "lag mean (ms)",
+    "answered", "failed", "lag P50 (ms)", "lag P99 (ms)", "lag max (ms)",
 )  # fmt: skip
 
 
@@ -138,7 +138,30 @@ def write_comparison(directory: Path, data: dict[str, Any]) -> None:
     write_markdown(str(directory), text)
 
 
+PEAK_COLUMNS = ("policy", "peak QPS (VALID)", "first QPS not VALID", "runs")
+
+
+def peak_rows(data: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [policy, p["peak_qps"], "-" if p["first_invalid_qps"] is None else p["first_invalid_qps"],
+         len(p["runs"])]
+        for policy, p in data["find_peak"].items()
+    ]  # fmt: skip
+
+
+def write_peaks(directory: Path, data: dict[str, Any]) -> None:
+    write_json(str(directory), data)
+    text = (
+        "# malv serve --loadgen --find-peak: the highest QPS each policy holds VALID\n\n"
+        + describe(data["settings"]) + "\n\n"
+        + markdown_table(PEAK_COLUMNS, peak_rows(data))
+    )  # fmt: skip
+    write_markdown(str(directory), text)
+
+
 def table(data: dict[str, Any]) -> str:
     """results.md's table, for the terminal."""
+    if "find_peak" in data:
+        return markdown_table(PEAK_COLUMNS, peak_rows(data))
     runs = data.get("runs") or {str(data["settings"]["policy"]): data}
     return markdown_table(COLUMNS, [row(policy, run) for policy, run in runs.items()])

@@ -71,3 +71,55 @@ def compare(settings: ServeSettings, policies: tuple[str, ...], out: str | Path)
         data = {"compare": list(policies), "runs": runs}
         results.write_comparison(Path(tmp), data)
     return data
+
+
+#: How close the peak search comes: the highest VALID QPS is within this share of the lowest not.
+PEAK_PRECISION = 0.1
+#: The search stops doubling here: a target this high that stays VALID is reported as at least it.
+PEAK_CEILING_QPS = 2_000.0
+#: ... and stops halving here: a policy not VALID even this low has a peak of 0.
+PEAK_FLOOR_QPS = 1.0
+
+
+def find_peak(
+    settings: ServeSettings, policies: tuple[str, ...], out: str | Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The highest target QPS each policy holds VALID, in the spirit of
+    LoadGen's FindPeakPerformance mode: from `settings.qps`, double the
+    target until a run is not VALID, then bisect between the last VALID
+    target and the first that was not, to within PEAK_PRECISION.  Each run
+    goes into out/POLICY/qps-Q; the peaks into out/results.json and .md."""
+    say = progress or (lambda line: None)
+    with results_dir(str(out)) as tmp:
+        peaks: dict[str, Any] = {}
+        for policy in policies or (str(settings.policy),):
+            tried: dict[str, str] = {}
+
+            def valid(qps: float, policy: str = policy, tried: dict[str, str] = tried) -> bool:
+                run = attrs.evolve(settings, policy=policy, qps=round(qps, 3))
+                data = serve(run, Path(tmp) / policy / f"qps-{run.qps:g}")
+                tried[f"{run.qps:g}"] = data["result"]
+                say(f"{policy} at {run.qps:g} QPS: {data['result']}")
+                return data["result"] == "VALID"
+
+            held, failed = 0.0, settings.qps
+            while failed <= PEAK_CEILING_QPS and valid(failed):
+                held, failed = failed, 2 * failed
+            while (
+                PEAK_FLOOR_QPS <= failed <= PEAK_CEILING_QPS
+                and failed - held > PEAK_PRECISION * failed
+            ):
+                middle = (held + failed) / 2
+                if valid(middle):
+                    held = middle
+                else:
+                    failed = middle
+            peaks[policy] = {
+                "peak_qps": round(held, 3),
+                "first_invalid_qps": None if failed > PEAK_CEILING_QPS else round(failed, 3),
+                "runs": tried,
+            }
+        data = {"find_peak": peaks, "settings": attrs.asdict(settings)}
+        results.write_peaks(Path(tmp), data)
+    return data
