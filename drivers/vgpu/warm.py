@@ -49,19 +49,16 @@ def say(line: str, *, progress: bool = False) -> None:
 say.ticks = 0  # type: ignore[attr-defined]
 
 
-def loop_entries(fns: Any, dev: Any, pol: Any) -> list[tuple[str, Any, tuple]]:
-    """The compiled loop's entry points (`epoch.COMPILED`) with the argument
-    types a run of tables `dev` and policy state `pol` calls them with."""
+def loop_entries(dispatchers: dict[str, Any], dev: Any, pol: Any) -> list[tuple[str, Any, tuple]]:
+    """The compiled loop's dispatchers (`epoch.DISPATCHERS`) with the
+    argument types a run of tables `dev` and policy state `pol` calls them with."""
     d, p, i = typeof(dev), typeof(pol), typeof(0)
-    ints = typeof(dev.st[0])  # an int64 vector, as `LoopRun.inflight_masks` passes
     args = {
-        "run_epoch": (d, p, i), "start": (d, p), "needs_room": (d,),
-        "push_python_timer": (d, i, i), "setup_policy": (d, p), "detach_policy": (d, p),
-        "switch_policy": (d, p, p), "inflight_masks": (d, ints),
-        "rehash": (d, typeof(dev.fifo_hash)), "set_clock": (d, i),
-        "program_submit": (d, p, i, i),
+        "enter": (d, p, p, i, i, i), "needs_room": (d,), "push_python_timer": (d, i, i),
+        "inflight_masks": (d, typeof(dev.st[0])), "rehash": (d, typeof(dev.fifo_hash)),
+        "set_clock": (d, i),
     }  # fmt: skip
-    return [(name, getattr(fns, name), args[name]) for name in fns._fields]
+    return [(name, fn, args[name]) for name, fn in dispatchers.items()]
 
 
 def ensure_compiled(what: str, entries: Sequence[tuple[str, Any, tuple]]) -> float:
@@ -120,7 +117,7 @@ def compile_everything() -> dict[str, float]:
     assert loop is not None
     loop._set_mode(False)
     name = "the GPU sharing loop"
-    taken = {name: ensure_compiled(name, loop_entries(epoch.COMPILED, loop.dev, loop.pol))}
+    taken = {name: ensure_compiled(name, loop_entries(epoch.DISPATCHERS, loop.dev, loop.pol))}
     start = time.monotonic()
     x = np.ones((2, 2), np.float32)
     functional.mlp_forward(x, [x], [np.zeros(2, np.float32)])

@@ -175,7 +175,7 @@ def test_the_default_image_keeps_numba_s_cache_in_the_per_user_cache(images, cac
     assert "gpu-loop: kernel 0 done" in r.stdout
     assert "malvos: compiling the GPU sharing loop with numba, once" in r.stderr
     numba_cache = Path(cache["XDG_CACHE_HOME"]) / "malvos" / "numba" / "image" / "drivers" / "vgpu"
-    assert sorted(p.name for p in (numba_cache / "sharing").glob("epoch.run_epoch-*.nbi"))
+    assert sorted(p.name for p in (numba_cache / "sharing").glob("epoch.enter-*.nbi"))
 
 
 def test_malv_images_lists_each_shipped_manifest_with_a_description():

@@ -83,7 +83,7 @@ from drivers.vgpu.policies import POLICY_NAMES, make_policy
 from drivers.vgpu.presets import a100, scaled
 from drivers.vgpu.sharing import Simulation, Tenant
 from drivers.vgpu.sharing.arrivals import poisson_times_ns
-from drivers.vgpu.sharing.epoch import COMPILED
+from drivers.vgpu.sharing.epoch import ENTER
 from drivers.vgpu.traces import Workload
 from drivers.vgpu.work import KernelDesc
 
@@ -110,7 +110,7 @@ print(json.dumps({{
     "drivers": drivers.__file__,
     "policy_names": POLICY_NAMES,
     "interpreted": sim.loop.interpreted,
-    "compiled_signatures": len(COMPILED.run_epoch.signatures),
+    "compiled_signatures": len(ENTER.signatures),
     "atoms": len(log),
     "masks": sorted({{row[5] for row in log}}),
     "priorities": sorted({{row[6] for row in log}}),

@@ -24,7 +24,7 @@ def test_the_epoch_loop_engine_and_policies_are_stamped_with_every_file_of_the_u
     } <= names  # fmt: skip
     stamp = numba_cache.unit_stamp()
     assert [name for name, _, _ in stamp] == [p.name for p in numba_cache.UNIT]
-    for fn in (*epoch.COMPILED, _run):
+    for fn in (*epoch.DISPATCHERS.values(), _run):
         locator = _locator(fn)
         assert type(locator).__name__.startswith("Unit")
         assert locator.get_source_stamp()[1] == stamp

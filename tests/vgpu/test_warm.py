@@ -56,7 +56,7 @@ def test_the_signatures_warmed_are_those_a_run_calls(capsys):
     sim.run()
     loop = sim.loop
     assert loop is not None and not loop.interpreted
-    for name, fn, sig in warm.loop_entries(epoch.COMPILED, loop.dev, loop.pol):
+    for name, fn, sig in warm.loop_entries(epoch.DISPATCHERS, loop.dev, loop.pol):
         assert sig in fn.overloads, name
 
 

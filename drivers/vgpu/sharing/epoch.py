@@ -524,8 +524,56 @@ INTERPRETED = Entries(
     run_epoch, start, needs_room, push_python_timer, setup_policy, detach_policy, switch_policy,
     inflight_masks, rehash, set_clock, program_submit,
 )  # fmt: skip
-#: The same functions compiled by numba, each with everything it calls (cached).
-COMPILED = Entries(*(compiled_entry(fn) for fn in INTERPRETED))
+
+# What `enter` does: the entry points that reach the policies' callbacks.
+OP_RUN, OP_START, OP_SETUP, OP_DETACH, OP_SWITCH, OP_SUBMIT = range(6)
+
+
+@compiled_fn
+def enter(d, p, q, op, a, b):
+    """The one compiled entry point into the policies' code: `op` says
+    which of run_epoch(d, p, a), start(d, p), setup_policy(d, p),
+    detach_policy(d, p), switch_policy(d, p, q) and program_submit(d, p, a,
+    b).  numba optimizes each entry point with everything it calls, so one
+    entry compiles every policy once, not once per entry point."""
+    if op == OP_RUN:
+        return run_epoch(d, p, a)
+    if op == OP_START:
+        start(d, p)
+    elif op == OP_SETUP:
+        setup_policy(d, p)
+    elif op == OP_DETACH:
+        detach_policy(d, p)
+    elif op == OP_SWITCH:
+        switch_policy(d, p, q)
+    else:
+        program_submit(d, p, a, b)
+    return 0
+
+
+#: The compiled dispatchers (cached): `enter`, and the small entry points
+#: that call no policy.
+ENTER = compiled_entry(enter)
+DISPATCHERS = {
+    "enter": ENTER,
+    **{fn.__name__: compiled_entry(fn) for fn in (
+        needs_room, push_python_timer, inflight_masks, rehash, set_clock,
+    )},
+}  # fmt: skip
+#: The same functions as INTERPRETED, compiled.
+COMPILED = Entries(
+    run_epoch=lambda d, p, end_ns: ENTER(d, p, p, OP_RUN, end_ns, 0),
+    start=lambda d, p: ENTER(d, p, p, OP_START, 0, 0),
+    needs_room=DISPATCHERS["needs_room"],
+    push_python_timer=DISPATCHERS["push_python_timer"],
+    setup_policy=lambda d, p: ENTER(d, p, p, OP_SETUP, 0, 0),
+    detach_policy=lambda d, p: ENTER(d, p, p, OP_DETACH, 0, 0),
+    switch_policy=lambda d, old, new: ENTER(d, old, new, OP_SWITCH, 0, 0),
+    inflight_masks=DISPATCHERS["inflight_masks"],
+    rehash=DISPATCHERS["rehash"],
+    set_clock=DISPATCHERS["set_clock"],
+    program_submit=lambda d, p, s, k: ENTER(d, p, p, OP_SUBMIT, s, k),
+)
 
 #: `launch` as a Python policy calls it.
 INTERPRETED_LAUNCH = launch

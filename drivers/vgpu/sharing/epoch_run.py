@@ -314,7 +314,7 @@ class LoopRun:
         """Running compiled: have every entry point compiled (or loaded from
         numba's cache) now, saying so if it takes a while (warm.py)."""
         if not self.interpreted:
-            entries = warm.loop_entries(epoch.COMPILED, self.dev, self.pol)
+            entries = warm.loop_entries(epoch.DISPATCHERS, self.dev, self.pol)
             warm.ensure_compiled("the GPU sharing loop", entries)
 
     def _held(self, pol: Pol, layout: Layout) -> Pol:
