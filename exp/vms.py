@@ -75,7 +75,7 @@ def settle(ctx, spec: LaunchSpec):
     first = LaunchSpec(f"{spec.name}_first", grid_blocks=1, block_us=1.0, priority=spec.priority)
     yield from ctx.sync((yield from ctx.launch(first)))
     now = yield GetTime()
-    yield Sleep((start + SETTLE_NS - now) / 1000)
+    yield Sleep(max(0, start + SETTLE_NS - now) / 1000)
 
 
 def inference(arrivals_ns: Sequence[int], out: dict[str, Any]):

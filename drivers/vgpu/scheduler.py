@@ -154,10 +154,9 @@ class StreamScheduler:
         #: Contexts' shares of the device (fractions; a VM's `gpu_share`).
         self.shares: dict[int, float] = {}
         #: The kernels launched and not yet finished, by their column in the
-        #: loop's kernel table: (stream, engine kernel id, descriptor).
-        self._kernels: dict[int, tuple[ProgramStream, int, KernelDesc]] = {}
+        #: loop's kernel table: (stream, engine kernel id, descriptor, LaunchSpec).
+        self._kernels: dict[int, tuple[ProgramStream, int, KernelDesc, Any]] = {}
         self._column: dict[int, int] = {}  # engine kernel id -> column
-        self._specs: dict[int, Any] = {}  # column -> its LaunchSpec
         self.policy: SharingPolicy = Advised()
         self.loop: ProgramRun = ProgramRun(self, self.policy)
         self.running = True
@@ -272,8 +271,8 @@ class StreamScheduler:
 
     def _advise_queued(self) -> None:
         """`Advised` is in charge again: the kernels launched meanwhile get its masks."""
-        for column, (s, _, _) in self._kernels.items():
-            self.loop.set_kernel_mask(column, self._advised_mask(s, self._specs[column]))
+        for column, (s, _, _, spec) in self._kernels.items():
+            self.loop.set_kernel_mask(column, self._advised_mask(s, spec))
 
     def submit(self, ctx: int, stream: int, kernel_id: int, desc: KernelDesc, spec: Any) -> None:
         """Queue a launched kernel on its stream; it runs after the stream's earlier ones."""
@@ -288,8 +287,7 @@ class StreamScheduler:
             self._reshare()
         mask = self._advised_mask(s, spec) if self.selected is None else self.full_mask
         column = self.loop.submit(s, desc, mask, int(spec.priority))
-        self._kernels[column] = (s, kernel_id, desc)
-        self._specs[column] = spec
+        self._kernels[column] = (s, kernel_id, desc, spec)
         self._column[kernel_id] = column
         s.pending += 1
         self._collect()
@@ -297,8 +295,7 @@ class StreamScheduler:
     def _collect(self) -> None:
         """Tell the driver of every kernel the loop finished, in order."""
         for column, done_ns in self.loop.finished():
-            s, kernel_id, _ = self._kernels.pop(column)
-            del self._specs[column]
+            s, kernel_id, _, _ = self._kernels.pop(column)
             del self._column[kernel_id]
             s.pending -= 1
             self.gpu.kernel_finished(kernel_id, done_ns)

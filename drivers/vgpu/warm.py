@@ -1,6 +1,6 @@
 """Compiling the vGPU's numba code, visibly, or ahead of time (`drivers/vgpu`).
 
-The sharing loop (`sharing/epoch.py`'s `COMPILED`, with the engine and
+The sharing loop (`sharing/epoch.py`'s `DISPATCHERS`, with the engine and
 every policy's callbacks compiled into it) takes numba about two minutes
 of CPU to compile the first time; numba caches it (numba_cache.py), and
 later runs load it in well under a second.  A run that is about to compile
@@ -36,17 +36,17 @@ def say(line: str, *, progress: bool = False) -> None:
     replaces the one before it (and a line ends in CR LF: the booted
     terminal is in raw mode); elsewhere only every sixth progress line is
     written, each on its own line."""
+    global _progress_lines
     err = sys.stderr
     if err.isatty():
         err.write(f"\r{line}\x1b[K" if progress else f"\r{line}\x1b[K\r\n")
-    elif not progress or say.ticks % 6 == 0:  # type: ignore[attr-defined]
+    elif not progress or _progress_lines % 6 == 0:
         err.write(line + "\n")
-    if progress:
-        say.ticks += 1  # type: ignore[attr-defined]
+    _progress_lines += progress
     err.flush()
 
 
-say.ticks = 0  # type: ignore[attr-defined]
+_progress_lines = 0  # progress lines said so far
 
 
 def loop_entries(dispatchers: dict[str, Any], dev: Any, pol: Any) -> list[tuple[str, Any, tuple]]:

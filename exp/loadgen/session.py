@@ -41,9 +41,17 @@ class ServeError(RuntimeError):
     """The system under test could not be brought up; the message says why."""
 
 
+#: The lag histogram's bins: 0.1 ms wide below 100 ms, then 10 ms wide to
+#: a minute (the last bin also holds what lags more).
+FINE_NS, FINE_BINS = 100_000, 1_000
+COARSE_NS, COARSE_BINS = 10_000_000, 5_990
+
+
 class LagMeter:
-    """How far virtual time is behind the wall clock, sampled while measuring
-    (every sample is kept, 8 bytes per period: 470 KB an hour)."""
+    """How far virtual time is behind the wall clock, sampled while measuring.
+    The samples go into a histogram of fixed size (47 KB), however long the
+    run: its percentiles are the lower edges of their bins (within 0.1 ms
+    below 100 ms, 10 ms above); the maximum and mean are exact."""
 
     def __init__(self, period_ns: int = MONITOR_PERIOD_NS) -> None:
         self.period_ns = period_ns
@@ -51,7 +59,7 @@ class LagMeter:
         self.behind = 0  # samples more than a period behind: the host did not keep up
         self.total_ns = 0
         self.max_ns = 0
-        self.lags_ns = array("q")
+        self.bins = array("q", bytes(8 * (FINE_BINS + COARSE_BINS)))
 
     def sample(self, loop: Any) -> None:
         lag_ns = max(0, loop.wall_virtual_ns() - loop.now_ns)
@@ -59,15 +67,21 @@ class LagMeter:
         self.behind += lag_ns > self.period_ns
         self.total_ns += lag_ns
         self.max_ns = max(self.max_ns, lag_ns)
-        self.lags_ns.append(lag_ns)
+        fine = lag_ns // FINE_NS
+        coarse = FINE_BINS + min(COARSE_BINS - 1, (lag_ns - FINE_NS * FINE_BINS) // COARSE_NS)
+        self.bins[fine if fine < FINE_BINS else coarse] += 1
 
     def percentile_ms(self, p: float) -> float:
         """The `p`th percentile of the lag samples (nearest rank), in ms; 0 without samples."""
-        if not self.lags_ns:
+        if not self.samples:
             return 0.0
-        ordered = sorted(self.lags_ns)
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
-        return ordered[rank - 1] / 1e6
+        rank = max(1, math.ceil(p / 100 * self.samples))
+        seen, b = 0, 0
+        while seen + self.bins[b] < rank:
+            seen += self.bins[b]
+            b += 1
+        edge = b * FINE_NS if b < FINE_BINS else FINE_NS * FINE_BINS + (b - FINE_BINS) * COARSE_NS
+        return min(edge, self.max_ns) / 1e6
 
     def report(self) -> dict[str, Any]:
         mean_ns = self.total_ns / self.samples if self.samples else 0.0

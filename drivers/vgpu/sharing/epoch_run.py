@@ -103,7 +103,8 @@ from drivers.vgpu.sharing.compiled import (
 from drivers.vgpu.sharing.compiled import (
     AT_ORDER as AT_ORD,
 )
-from drivers.vgpu.work import BlockCost
+from drivers.vgpu.sharing.stream import kernel_profile, kernel_sms
+from drivers.vgpu.work import BlockCost, KernelDesc
 
 if TYPE_CHECKING:
     from drivers.vgpu.sharing.sim import Simulation
@@ -153,15 +154,53 @@ def device_scalars(sim: Any) -> np.ndarray:
     return sc
 
 
-def clock_watts(spec: Any) -> np.ndarray:
-    """A busy TPC's dynamic power at each clock step from f_min."""
-    return np.array([spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz], np.float64)
-
-
-def empty_fifo_hash(size: int) -> np.ndarray:
-    fifo_hash = np.zeros((N_FH_ROWS, size), np.int64)
+def new_tables(sim: Any, sc: np.ndarray, n_streams: int, **tables: np.ndarray) -> Dev:
+    """The loop's tables for `sim`'s device, scalars `sc` and `n_streams`
+    streams: fresh and empty, but for `tables` (by `Dev` field) and a stream
+    table of `n_streams` columns, unless given."""
+    spec = sim.spec
+    fifo_hash = np.zeros((N_FH_ROWS, 4 * _START_FIFOS), np.int64)
     fifo_hash[FH_Q] = -1
-    return fifo_hash
+    empty = {
+        "eng": sim.gpu._st,
+        "sc": sc,
+        "st": np.zeros((N_ST_ROWS, n_streams), np.int64),
+        "busy": np.zeros(n_streams, np.float64),
+        "kern": np.zeros((N_K_ROWS, 1), np.int64),
+        "arrivals": np.zeros(1, np.int64),
+        "pend": np.zeros(1, np.int64),
+        "done": np.zeros(1, np.int64),
+        "timers": np.zeros((N_TM_ROWS, _START_TIMERS), np.int64),
+        "atoms": np.zeros((N_AT_ROWS, _START_ATOMS), np.int64),
+        "fifo_hash": fifo_hash,
+        "ctx_order": np.zeros(1, np.int64),
+        "lat": np.zeros((2, 1), np.int64),
+        "clock_w": np.array(
+            [spec.dynamic_power_per_tpc_w(mhz) for mhz in spec.clocks_mhz], np.float64
+        ),
+        "clock_log": np.zeros((2, 64), np.int64),
+        "scratch": np.zeros(SCRATCH_STREAMS + n_streams, np.int64),
+        "words": np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
+        "free": np.zeros(1, np.int64),
+        "fin": np.zeros((2, 1), np.int64),
+        "fifo_free": np.zeros(1, np.int64),
+    }
+    return Dev(**{**empty, **tables})
+
+
+def kernel_column(kernel: KernelDesc, spec: Any) -> np.ndarray:
+    """The rows of the kernel table that follow from `kernel` alone."""
+    cost = BlockCost.of(kernel, spec)
+    column = np.zeros(N_K_ROWS, np.int64)
+    rows = {
+        K_GRID: kernel.grid_blocks, K_BPT: kernel.blocks_per_tpc, K_UNITS: cost.units,
+        K_COMPUTE: cost.compute_ns, K_MEM: cost.mem_ns, K_DEMAND: cost.demand_mbps,
+        K_BLOCK_NS: kernel.block_duration_ns, K_ISO: kernel.isolated_duration_ns(spec.n_tpcs),
+        K_SMS: kernel_sms(kernel, spec), K_PROFILE: kernel_profile(kernel),
+    }  # fmt: skip
+    for row, value in rows.items():
+        column[row] = value
+    return column
 
 
 def compiled_fits(sim: Simulation) -> bool:
@@ -178,11 +217,19 @@ def compiled_module(policy: Any) -> str:
     raise TypeError(f"{type(policy).__name__} has no compiled form")
 
 
+def widened(table: np.ndarray, n: int) -> np.ndarray:
+    """`table` with at least `n` columns (its last axis; at least twice as
+    many, if it grows), the new ones zero."""
+    if table.shape[-1] >= n:
+        return table
+    grown = np.zeros((*table.shape[:-1], max(n, 2 * table.shape[-1])), table.dtype)
+    grown[..., : table.shape[-1]] = table
+    return grown
+
+
 def _doubled(table: np.ndarray) -> np.ndarray:
     """`table` with twice the columns, the new ones zero."""
-    grown = np.zeros((table.shape[0], 2 * table.shape[1]), table.dtype)
-    grown[:, : table.shape[1]] = table
-    return grown
+    return widened(table, 2 * table.shape[-1])
 
 
 def _ints(table: np.ndarray, interpreted: bool) -> np.ndarray:
@@ -225,27 +272,18 @@ class LoopRun:
         spec = sim.spec
         kernels = [k for s in streams for k in s.kernels]
         kern = np.zeros((N_K_ROWS, max(1, len(kernels))), np.int64)
-        costs: dict[int, BlockCost] = {}
+        columns: dict[int, np.ndarray] = {}
         for j, k in enumerate(kernels):
-            cost = costs.get(id(k))
-            if cost is None:
-                cost = costs[id(k)] = BlockCost.of(k, spec)
-            kern[K_GRID, j] = k.grid_blocks
-            kern[K_BPT, j] = k.blocks_per_tpc
-            kern[K_UNITS, j] = cost.units
-            kern[K_COMPUTE, j] = cost.compute_ns
-            kern[K_MEM, j] = cost.mem_ns
-            kern[K_DEMAND, j] = cost.demand_mbps
-            kern[K_BLOCK_NS, j] = k.block_duration_ns
+            column = columns.get(id(k))
+            if column is None:
+                column = columns[id(k)] = kernel_column(k, spec)
+            kern[:, j] = column
         st = np.zeros((N_ST_ROWS, n), np.int64)
         arrivals: list[int] = []
         koff = poff = doff = 0
         for s in streams:
             i = s.index
             t = s.tenant
-            kern[K_ISO, koff : koff + s.n_kernels] = s.iso_ns
-            kern[K_SMS, koff : koff + s.n_kernels] = s.sms
-            kern[K_PROFILE, koff : koff + s.n_kernels] = s.profiles
             st[ST_KIND, i] = KINDS[t.kind]
             st[ST_HP, i] = int(s.hp)
             st[ST_POS, i] = -1
@@ -271,28 +309,15 @@ class LoopRun:
         for j, (effective, mhz) in enumerate(sim.early_clocks):
             clock_log[:, j] = effective, mhz
         sc[D_NCLOCKS] = len(sim.early_clocks)
-        return Dev(
-            eng=sim.gpu._st,
-            sc=sc,
-            st=st,
-            busy=np.zeros(n, np.float64),
-            kern=kern,
+        return new_tables(
+            sim, sc, n, st=st, kern=kern,
             arrivals=np.array(arrivals, dtype=np.int64),
             pend=np.zeros(max(1, poff), np.int64),
             done=np.zeros(max(1, doff), np.int64),
-            timers=np.zeros((N_TM_ROWS, _START_TIMERS), np.int64),
-            atoms=np.zeros((N_AT_ROWS, _START_ATOMS), np.int64),
-            fifo_hash=empty_fifo_hash(4 * _START_FIFOS),
             ctx_order=np.zeros(max(s.ctx for s in streams) + 1, np.int64),
             lat=np.zeros((2, _START_LAT), np.int64),
-            clock_w=clock_watts(spec),
             clock_log=clock_log,
-            scratch=np.zeros(SCRATCH_STREAMS + n, np.int64),
-            words=np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
-            free=np.zeros(1, np.int64),
-            fin=np.zeros((2, 1), np.int64),
-            fifo_free=np.zeros(1, np.int64),
-        )
+        )  # fmt: skip
 
     # -- the mode ---------------------------------------------------------------
 
@@ -312,8 +337,10 @@ class LoopRun:
 
     def _compiled_now(self) -> None:
         """Running compiled: have every entry point compiled (or loaded from
-        numba's cache) now, saying so if it takes a while (warm.py)."""
-        if not self.interpreted:
+        numba's cache) now, saying so if it takes a while (warm.py).  Every
+        run's tables have the same types (a policy's state is bytes), so once
+        each dispatcher has its one signature there is nothing to do."""
+        if not self.interpreted and not all(f.overloads for f in epoch.DISPATCHERS.values()):
             entries = warm.loop_entries(epoch.DISPATCHERS, self.dev, self.pol)
             warm.ensure_compiled("the GPU sharing loop", entries)
 
@@ -382,9 +409,7 @@ class LoopRun:
         if short & epoch.ROOM_ATOMS:
             d = d._replace(atoms=_doubled(d.atoms))
             if d.sc[D_PROGRAMS]:  # room on the free stack for every atom id
-                free = np.zeros(d.atoms.shape[1], d.free.dtype)
-                free[: len(d.free)] = d.free
-                d = d._replace(free=free)
+                d = d._replace(free=widened(d.free, d.atoms.shape[1]))
         if short & epoch.ROOM_FINISHED:
             d = d._replace(fin=_doubled(d.fin))
         if short & epoch.ROOM_TIMERS:

@@ -42,25 +42,13 @@ from drivers.vgpu.sharing.compiled import (
     D_RECYCLE,
     D_STOP_KERNEL,
     FH_Q,
-    K_BLOCK_NS,
-    K_BPT,
-    K_COMPUTE,
-    K_DEMAND,
-    K_GRID,
     K_HOST_NS,
-    K_ISO,
     K_MASK,
-    K_MEM,
     K_PRIO,
-    K_PROFILE,
     K_SLOT,
-    K_SMS,
-    K_UNITS,
     KIND_PROGRAM,
-    N_AT_ROWS,
     N_K_ROWS,
     N_ST_ROWS,
-    N_TM_ROWS,
     SCRATCH_STREAMS,
     ST_CTX,
     ST_HP,
@@ -75,30 +63,20 @@ from drivers.vgpu.sharing.compiled import (
 from drivers.vgpu.sharing.epoch_run import (
     _START_ATOMS,
     _START_FIFOS,
-    _START_TIMERS,
     LoopRun,
     _ints,
-    clock_watts,
     device_scalars,
-    empty_fifo_hash,
+    kernel_column,
+    new_tables,
+    widened,
 )
-from drivers.vgpu.sharing.stream import kernel_profile, kernel_sms
-from drivers.vgpu.work import BlockCost, KernelDesc
+from drivers.vgpu.work import KernelDesc
 
 #: Slots per stream in a policy's per-(stream, kernel) tables.
 KERNEL_SLOTS = 64
 #: Kernel shapes whose table column is kept (`ProgramRun._column`).
 COLUMNS_KEPT = 256
 _FOREVER = 1 << 62
-
-
-def _widened(table: np.ndarray, n: int) -> np.ndarray:
-    """`table` with at least `n` columns (its last axis), the new ones zero."""
-    if table.shape[-1] >= n:
-        return table
-    grown = np.zeros((*table.shape[:-1], max(n, 2 * table.shape[-1])), table.dtype)
-    grown[..., : table.shape[-1]] = table
-    return grown
 
 
 class ProgramRun(LoopRun):
@@ -112,32 +90,16 @@ class ProgramRun(LoopRun):
         sc[D_RECYCLE] = int(not sim.gpu.keep_history)
         sc[D_DURATION_NS] = _FOREVER
         sc[D_NOW] = sim.gpu.now_ns
-        streams = 8
         #: Free kernel columns, lowest first.
         self.free_kernels: list[int] = list(range(255, -1, -1))
         self._columns: dict[tuple, np.ndarray] = {}
-        return Dev(
-            eng=sim.gpu._st,
-            sc=sc,
-            st=np.zeros((N_ST_ROWS, streams), np.int64),
-            busy=np.zeros(streams, np.float64),
-            kern=np.zeros((N_K_ROWS, 256), np.int64),
-            arrivals=np.zeros(1, np.int64),
-            pend=np.zeros(1, np.int64),
-            done=np.zeros(1, np.int64),
-            timers=np.zeros((N_TM_ROWS, _START_TIMERS), np.int64),
-            atoms=np.zeros((N_AT_ROWS, _START_ATOMS), np.int64),
-            fifo_hash=empty_fifo_hash(4 * _START_FIFOS),
+        return new_tables(
+            sim, sc, 8, kern=np.zeros((N_K_ROWS, 256), np.int64),
             ctx_order=np.zeros(16, np.int64),
-            lat=np.zeros((2, 1), np.int64),
-            clock_w=clock_watts(sim.spec),
-            clock_log=np.zeros((2, 64), np.int64),
-            scratch=np.zeros(SCRATCH_STREAMS + streams, np.int64),
-            words=np.zeros(sim.gpu._st.fifo_mask.shape[1], np.uint64),
             free=np.zeros(_START_ATOMS, np.int64),
             fin=np.zeros((2, 2 * epoch.SPARE_ATOMS), np.int64),
             fifo_free=np.zeros(_START_FIFOS, np.int64),
-        )
+        )  # fmt: skip
 
     def _engine_tables(self) -> None:
         """The engine's current tables: it replaces them when it grows (a new context)."""
@@ -201,7 +163,7 @@ class ProgramRun(LoopRun):
         self._replace(
             st=st,
             busy=busy,
-            ctx_order=_widened(np.asarray(d.ctx_order), top),
+            ctx_order=widened(np.asarray(d.ctx_order), top),
             scratch=np.zeros(SCRATCH_STREAMS + st.shape[1], np.int64),
         )
 
@@ -213,7 +175,7 @@ class ProgramRun(LoopRun):
         stream's earlier kernels.  Returns the kernel's column."""
         if not self.free_kernels:
             n = self.dev.kern.shape[1]
-            self._replace(kern=_widened(self.dev.kern, 2 * n))
+            self._replace(kern=widened(self.dev.kern, 2 * n))
             self.free_kernels = list(range(2 * n - 1, n - 1, -1))
         k = self.free_kernels.pop()
         kern = self.dev.kern
@@ -235,19 +197,9 @@ class ProgramRun(LoopRun):
         key = (desc.grid_blocks, desc.blocks_per_tpc, desc.block_duration_ns, desc.mem_fraction)
         column = self._columns.get(key)
         if column is None:
-            spec = self.sim.spec
-            cost = BlockCost.of(desc, spec)
-            column = np.zeros(N_K_ROWS, np.int64)
-            column[[K_GRID, K_BPT, K_UNITS, K_COMPUTE, K_MEM, K_DEMAND, K_BLOCK_NS]] = (
-                desc.grid_blocks, desc.blocks_per_tpc, cost.units, cost.compute_ns, cost.mem_ns,
-                cost.demand_mbps, desc.block_duration_ns,
-            )  # fmt: skip
-            column[[K_ISO, K_SMS, K_PROFILE]] = (
-                desc.isolated_duration_ns(spec.n_tpcs), kernel_sms(desc, spec), kernel_profile(desc)
-            )  # fmt: skip
             if len(self._columns) >= COLUMNS_KEPT:
                 self._columns.pop(next(iter(self._columns)))
-            self._columns[key] = column
+            column = self._columns[key] = kernel_column(desc, self.sim.spec)
         return column
 
     def set_kernel_mask(self, k: int, mask: int) -> None:
@@ -262,10 +214,11 @@ class ProgramRun(LoopRun):
         n = int(d.sc[D_NFIN])
         if not n:
             return []
-        out = list(zip(d.fin[0, :n].tolist(), d.fin[1, :n].tolist(), strict=True))
+        log = zip(d.fin[0, :n].tolist(), d.fin[1, :n].tolist(), strict=True)
+        out = [(int(k), int(t)) for k, t in log]
         d.sc[D_NFIN] = 0
-        self.free_kernels.extend(int(k) for k, _ in reversed(out))
-        return [(int(k), int(t)) for k, t in out]
+        self.free_kernels.extend(k for k, _ in reversed(out))
+        return out
 
     def stop_at(self, k: int) -> None:
         """End the next epoch when kernel column `k` finishes."""
@@ -285,7 +238,7 @@ class ProgramRun(LoopRun):
             super()._grow()
         d = self.dev
         if d.fifo_free.shape[0] < d.eng.fifos.shape[1]:
-            self._replace(fifo_free=_widened(np.asarray(d.fifo_free), d.eng.fifos.shape[1]))
+            self._replace(fifo_free=widened(np.asarray(d.fifo_free), d.eng.fifos.shape[1]))
 
     def _recycle_fifos(self) -> None:
         d = self.dev
@@ -304,7 +257,7 @@ class ProgramRun(LoopRun):
         self.fns.rehash(self.dev, old)
         free = np.asarray(self.dev.fifo_free, np.int64)
         n = int(self.dev.sc[D_NFIFO_FREE])
-        free = _widened(free, n + len(freed))
+        free = widened(free, n + len(freed))
         free[n : n + len(freed)] = sorted(freed, reverse=True)  # lowest id reused first
         self._replace(fifo_free=free)
         self.dev.sc[D_NFIFO_FREE] = n + len(freed)
