@@ -15,6 +15,7 @@ records may.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,17 @@ def ensure_compiled(what: str, entries: Sequence[tuple[str, Any, tuple]]) -> flo
     if failed:
         raise failed[0]
     return time.monotonic() - start
+
+
+def loop_cached() -> bool:
+    """Whether numba's cache holds the sharing loop (its entry's index file
+    is there; one left stale by an edit to the unit still compiles)."""
+    from drivers.vgpu.sharing import epoch
+
+    try:
+        return os.path.exists(epoch.ENTER._cache._cache_file._index_path)
+    except AttributeError:  # numba keeps it elsewhere: assume not
+        return False
 
 
 def compile_everything() -> dict[str, float]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from drivers.vgpu import warm
 from drivers.vgpu.sharing import RunResult, Simulation, Tenant
 from drivers.vgpu.sharing.advised import follow_advisors, policy_module
 from exp.output import Progress
@@ -67,6 +68,8 @@ def run_jobs(
     name: str, jobs: Sequence[RunJob], workers: int | None, quiet: bool
 ) -> list[RunResult]:
     """Run `jobs` in parallel processes; results in the order of `jobs`."""
+    if len(jobs) > 1 and (workers or os.cpu_count() or 1) > 1 and not warm.loop_cached():
+        warm.compile_everything()  # here, once, not in every worker at the same time
     progress = Progress(name, len(jobs), quiet)
     results: list[RunResult | None] = [None] * len(jobs)
 

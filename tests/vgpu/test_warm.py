@@ -64,3 +64,8 @@ def test_malv_compile_warms_the_caches(capsys):
     assert main(["compile"]) == 0
     out = capsys.readouterr().out
     assert "the GPU sharing loop: ready" in out and "the functional kernels: ready" in out
+
+
+def test_the_loop_is_known_cached_once_compiled():
+    warm.compile_everything()
+    assert warm.loop_cached()
