@@ -20,6 +20,7 @@ import ast
 import json
 import tomllib
 import zipfile
+from importlib import metadata, resources
 from pathlib import Path
 
 from image import imagemain
@@ -31,13 +32,22 @@ MANIFESTS = ROOT / "image"
 #: image/'s files that boot an image (not the builder, nor the CLI).
 BOOT_FILES = ("image/__init__.py", "image/manifest.py", "image/runtime.py", "image/terminal.py")
 PACKAGES = imagemain.SEALED
+#: Images that carry the labs (`malv lab`), so that ``python3 course.pyz lab
+#: start sched`` works without malvos installed: the course's, and no other.
+LAB_IMAGES = ("course",)
+LAB_FILES = ("image/labs.py",)
 
 
 def source_catalog(root: Path = ROOT) -> Catalog:
-    """The programs pyproject registers, and the modules in mlaas_modules/."""
-    with open(root / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
-    programs = dict(project["entry-points"]["malvos.programs"])
+    """The programs pyproject registers (an installed malvos, which has no
+    pyproject.toml, lists them as its entry points), and the modules in
+    mlaas_modules/."""
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        with open(pyproject, "rb") as f:
+            programs = dict(tomllib.load(f)["project"]["entry-points"]["malvos.programs"])
+    else:
+        programs = {ep.name: ep.value for ep in metadata.entry_points(group="malvos.programs")}
     modules = {
         p.stem if p.is_file() else p.name
         for p in (root / "mlaas_modules").iterdir()
@@ -46,13 +56,27 @@ def source_catalog(root: Path = ROOT) -> Catalog:
     return Catalog(programs, frozenset(modules))
 
 
-def shipped_manifests(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "image").glob("*.toml"))
+def shipped_manifests() -> list[Path]:
+    """The manifests malvos ships: package data of `image`, in a checkout or installed."""
+    package = Path(str(resources.files("image")))
+    return sorted(package.glob("*.toml"))
+
+
+def find_manifest(spec: str | Path) -> Path:
+    """A manifest's file: `spec` itself, or the shipped manifest of that name
+    (``course`` for image/course.toml), when no file `spec` exists."""
+    path = Path(spec)
+    if path.exists() or path.suffix:
+        return path
+    shipped = {p.stem: p for p in shipped_manifests()}
+    return shipped.get(str(spec), path)
 
 
 def build(manifest_path: str | Path, out: str | Path | None = None, root: Path = ROOT) -> Path:
-    """Write the image that the manifest at `manifest_path` describes; its path."""
+    """Write the image that the manifest at `manifest_path` (a file, or a
+    shipped manifest's name) describes; its path."""
     catalog = source_catalog(root)
+    manifest_path = find_manifest(manifest_path)
     manifest = load(manifest_path, catalog)
     out = Path(out) if out is not None else Path(f"{manifest.name}.pyz")
     members = select_files(manifest, catalog, root)
@@ -107,7 +131,21 @@ def select_files(manifest: Manifest, catalog: Catalog, root: Path = ROOT) -> lis
     chosen.add("mlaas_modules/__init__.py")
     for module in manifest.modules:
         chosen |= _mlaas_module_files(root, module.name)
-    return sorted(_with_parents(chosen))
+    if manifest.name in LAB_IMAGES:
+        chosen |= set(LAB_FILES)
+    # The labs are data, not packages: no __init__.py above them.
+    labs = _lab_files(root) if manifest.name in LAB_IMAGES else set()
+    return sorted(_with_parents(chosen) | labs)
+
+
+def _lab_files(root: Path) -> set[str]:
+    """Every lab's README, starter and grader (image/lab_files/, package data)."""
+    labs = root / "image" / "lab_files"
+    return {
+        p.relative_to(root).as_posix()
+        for p in labs.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 #: The ``__init__.py`` an image gives a namespace package: zipimport finds

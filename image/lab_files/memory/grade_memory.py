@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from exp.memory import belady_faults, reference_string
+from image.labs import advisor_loads
 from kernel import boot
 from kernel.errors import SyscallError
 from kernel.memory import PAGE_SIZE
@@ -42,9 +43,14 @@ def references(workload: str, seed: int) -> tuple[int, tuple[int, ...]]:
     return pages, tuple(refs)
 
 
+#: Checked once, before any test: the student's module loads, isolated.
+student_code_loads = advisor_loads
+
+
 @functools.cache
-def run_string(spec: str, workload: str, seed: int) -> Run:
-    """Read the reference string with the module `spec` (a shipped name or a path) loaded."""
+def run_string(spec: str, workload: str, seed: int, isolated: bool = False) -> Run:
+    """Read the reference string with the module `spec` (a shipped name or a
+    path) loaded; the student's runs `isolated`, in a sandboxed process."""
     pages, refs = references(workload, seed)
     probe: dict = {"loaded": None, "error": None}
 
@@ -53,7 +59,7 @@ def run_string(spec: str, workload: str, seed: int) -> Run:
         for i in range(pages):
             yield MemWrite(base + i * PAGE_SIZE, b"\x01")
         try:
-            probe["loaded"] = (yield ModLoad(spec))["name"]
+            probe["loaded"] = (yield ModLoad(spec, isolated=isolated))["name"]
         except SyscallError as exc:
             probe["error"] = f"insmod refused it: {exc}"
             return
@@ -90,7 +96,7 @@ def verdict(k, probe: dict) -> str | None:
 
 
 def student_run(lab_file, workload: str, seed: int) -> Run:
-    run = run_string(str(lab_file), workload, seed)
+    run = run_string(str(lab_file), workload, seed, isolated=True)
     assert run.error is None, run.error
     return run
 
@@ -116,7 +122,7 @@ def gap_closed(lab_file, workload: str, seed: int) -> tuple[float, str]:
 @pytest.mark.points(10)
 def test_advisor_loads_as_a_memory_advisor(malv_boot, lab_file):
     """the advisor loads as a memory advisor"""
-    rec = malv_boot(cpus=1, gpu=None).mlaas.insmod(str(lab_file))
+    rec = malv_boot(cpus=1, gpu=None).mlaas.insmod(str(lab_file), isolated=True)
     assert rec.kind == "memory", f"{rec.name} is a {rec.kind} advisor, not a memory advisor"
 
 

@@ -17,6 +17,7 @@ import random
 import attrs
 import pytest
 
+from image.labs import advisor_loads
 from kernel import boot
 from kernel.errors import SyscallError
 from kernel.traps import Compute, GetTime, ModLoad, Sleep, Spawn
@@ -58,9 +59,14 @@ def job_mix(seed: int) -> list[Job]:
     return sorted(jobs, key=lambda j: j.arrival_ns)
 
 
+#: Checked once, before any test: the student's module loads, isolated.
+student_code_loads = advisor_loads
+
+
 @functools.cache
-def run_mix(spec: str, seed: int) -> Run:
-    """Run mix `seed` under the module `spec` (a shipped name or a path)."""
+def run_mix(spec: str, seed: int, isolated: bool = False) -> Run:
+    """Run mix `seed` under the module `spec` (a shipped name or a path);
+    the student's module runs `isolated`, in a sandboxed process of its own."""
     jobs = job_mix(seed)
     done: dict[int, float] = {}
     loaded: list[str] = []  # the module's name, once insmod took it
@@ -75,7 +81,7 @@ def run_mix(spec: str, seed: int) -> Run:
 
     def launcher(proc):
         try:
-            info = yield ModLoad(spec)
+            info = yield ModLoad(spec, isolated=isolated)
         except SyscallError as exc:
             errors.append(f"insmod refused it: {exc}")
             return
@@ -114,7 +120,7 @@ def mean(values) -> float:
 
 
 def student_run(lab_file, seed: int) -> Run:
-    run = run_mix(str(lab_file), seed)
+    run = run_mix(str(lab_file), seed, isolated=True)
     assert run.error is None, run.error
     return run
 
@@ -136,7 +142,7 @@ def compared(what: str, student: float, baseline: float, needed: float) -> str:
 @pytest.mark.points(10)
 def test_advisor_loads_as_a_sched_advisor(malv_boot, lab_file):
     """the advisor loads as a sched advisor"""
-    rec = malv_boot(cpus=1, gpu=None).mlaas.insmod(str(lab_file))
+    rec = malv_boot(cpus=1, gpu=None).mlaas.insmod(str(lab_file), isolated=True)
     assert rec.kind == "sched", f"{rec.name} is a {rec.kind} advisor, not a sched advisor"
 
 

@@ -4,23 +4,22 @@ Each test boots a headless one-CPU kernel whose program table has two
 clients, `alice` and `bob`, each running a script of requests (Calls on the
 cap the bank gave it, a receive, a pause) and writing down every answer or
 error.  The student's `bank` is spawned with the clients' names as its
-arguments.  The kernel runs until nothing is left to do, in virtual time.
+arguments; it runs in a sandboxed process of its own, and this kernel
+carries out its traps (`image.labs.sandboxed_program`).  The kernel runs
+until nothing is left to do, in virtual time.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-
 import attrs
 import pytest
 
+from image.labs import program_loads, sandboxed_program
 from kernel import Kernel, KernelConfig, Message
 from kernel.errors import SyscallError
 from kernel.programs import ProgramTable
 from kernel.traps import Call, NBRecv, Sleep
 
-_modules = itertools.count()
 #: Virtual time a scenario may take: a few Calls take microseconds, so only a
 #: bank that computes or sleeps forever reaches it.
 SCENARIO_NS = 10_000_000_000
@@ -33,16 +32,9 @@ class Outcome:
     killed: list[str]  # dmesg lines of tasks killed
 
 
-def load_bank(lab_file):
-    spec = importlib.util.spec_from_file_location(f"lab_ipc_{next(_modules)}", lab_file)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        pytest.fail(f"{lab_file.name} does not import: {type(exc).__name__}: {exc}")
-    if not callable(getattr(module, "bank", None)):
-        pytest.fail(f"{lab_file.name} has no bank(proc) program")
-    return module.bank
+def student_code_loads(lab_file):
+    """Checked once, before any test: the bank loads in its sandbox."""
+    return program_loads(lab_file, "bank")
 
 
 def client(script, answers):
@@ -73,7 +65,7 @@ def run_bank(lab_file, alice, bob) -> Outcome:
     programs.register("bob", client(bob, answers["bob"]))
     k = Kernel(KernelConfig(cpus=1, gpu=None), programs=programs).boot()
     try:
-        pid = k.spawn(load_bank(lab_file), ("alice", "bob"), name="bank")
+        pid = k.spawn(sandboxed_program(lab_file, "bank"), ("alice", "bob"), name="bank")
         k.run(until=k.loop.now_ns + SCENARIO_NS)
         killed = [line[line.index("killed") :] for line in k.log.lines() if "killed " in line]
         status = k.exit_codes.get(pid)
