@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -213,7 +214,8 @@ def _run_grader(lab: Lab, path: Path, on_case: Callable[[str], None]) -> list[Ca
         "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
         "PYTHONDONTWRITEBYTECODE": "1",  # nothing written beside the labs or the student's file
     }
-    command = [sys.executable, "-m", "pytest", str(lab.grader), "-q", "-p", "image.labs"]
+    # -P: the student's directory (the cwd) is not on the grader's import path.
+    command = [sys.executable, "-P", "-m", "pytest", str(lab.grader), "-q", "-p", "image.labs"]
     command += ["-p", "no:cacheprovider", "--rootdir", str(lab.directory), "-c", os.devnull]
     with tempfile.TemporaryFile() as output:
         try:
@@ -441,7 +443,7 @@ def advisor_loads(path: Path) -> str | None:
             str(path), None, seed=0, host=_NoHost(), limits=isolated.Limits(startup_s=load_s)
         )
     except ModuleError as exc:
-        return _refusal(path, str(exc), load_s)
+        return _refusal(path, str(exc.args[0]) if exc.args else "refused", load_s)
     module.close()
     return None
 
@@ -457,6 +459,8 @@ def program_loads(path: Path, function: str) -> str | None:
 
 
 def _refusal(path: Path, why: str, load_s: float) -> str:
+    """The one line a student reads when the file does not load (no loader internals)."""
+    why = re.sub(r"^[\w.<>]*exec_module raised", "its top level raised", why)
     if "within" in why:
         return (
             f"{path.name} did not finish loading within {load_s:g} s: "

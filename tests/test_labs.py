@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -126,8 +127,10 @@ def test_a_grade_counts_only_the_cases_that_passed():
 # -- a student's code cannot game the grade ------------------------------------------------------
 
 #: The sched starter, and a cheat run at its top level.  What it deserves is
-#: the starter's score: it loads, and round robin finishes every job.
+#: the starter's score (it loads, and round robin finishes every job), or 0
+#: for the cheat that writes garbage into its own pipe to the kernel.
 STARTER_SCORE = 30
+DESERVED = {"writes_a_forged_report_to_every_descriptor": 0}
 CHEATS = {
     "atexit_rewrites_the_report": """
 import atexit, json, os
@@ -171,9 +174,14 @@ for path in (pathlib.Path({str(SOLUTIONS)!r}) / "sched" / "my_sched.py",):
 def test_a_module_that_games_the_grader_earns_only_its_real_score(cheat, tmp_path):
     assert (SOLUTIONS / "sched" / "my_sched.py").is_file()  # there to be read, but not by it
     starter = labs.find_lab("sched").directory / "my_sched.py"
-    (tmp_path / "my_sched.py").write_text(starter.read_text() + CHEATS[cheat])
+    # A cheat that fails fails quietly: the module still loads, and earns the starter's score.
+    attempt = (
+        "\ntry:\n" + textwrap.indent(CHEATS[cheat], "    ") + "except BaseException:\n    pass\n"
+    )
+    (tmp_path / "my_sched.py").write_text(starter.read_text() + attempt)
     grade = labs.grade("sched", tmp_path)
-    assert (grade.score, grade.total) == (STARTER_SCORE, 100), labs.format_grade(grade)
+    deserved = DESERVED.get(cheat, STARTER_SCORE)
+    assert (grade.score, grade.total) == (deserved, 100), labs.format_grade(grade)
     assert not (tmp_path / "report.json").exists()
 
 
@@ -290,3 +298,14 @@ def test_a_hostile_program_trap_is_refused_or_built_never_anything_else(name, fi
     assert trap is None or type(trap).__name__ in labs.PROGRAM_TRAPS
     if name not in labs.PROGRAM_TRAPS:
         assert trap is None
+
+
+def test_a_module_that_does_not_import_fails_every_test_with_one_plain_line(tmp_path):
+    (tmp_path / "my_sched.py").write_text("import no_such_module\n")
+    grade = labs.grade("sched", tmp_path)
+    assert grade.score == 0
+    messages = {c.message for c in grade.cases}
+    assert len(messages) == 1, messages
+    (message,) = messages
+    assert message.startswith("my_sched.py does not load: its top level raised ModuleNotFoundError")
+    assert "exec_module" not in message and "EMODULE" not in message
