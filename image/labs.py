@@ -65,6 +65,9 @@ LOAD_LIMIT_S = 10.0
 STEP_LIMIT_S = 2.0
 #: Host seconds a whole grade may take (a grade takes a few; this is the safety net).
 GRADE_LIMIT_S = 300.0
+#: Traps a sandboxed program may make in one run: a lab's program makes tens;
+#: one that loops over traps forever is stopped here, whatever the host's speed.
+MAX_PROGRAM_TRAPS = 10_000
 #: What a sandboxed program's process may use.
 PROGRAM_MEMORY_BYTES = 1 << 30
 PROGRAM_CPU_S = 60
@@ -254,10 +257,12 @@ def _read_report(fd: int, on_case: Callable[[str], None]) -> list[Case] | None:
         elif record[0] == "case" and titles is not None and 0 <= record[1] < len(titles):
             done[record[1]] = Case(*titles[record[1]], str(record[2]), str(record[3]))
             on_case(case_line(done[record[1]], width))
-    if titles is None:
-        return None
     late = time.monotonic() >= deadline
     why = f"the grade ran past {GRADE_LIMIT_S:g} s" if late else "the grader stopped"
+    if titles is None:
+        if late:
+            raise LabError(f"{why} before its first test")
+        return None
     for i, (title, points) in enumerate(titles):
         if i not in done:
             done[i] = Case(title, points, "error", f"{why} before this test finished")
@@ -377,7 +382,9 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
     for i, item in enumerate(items):
         marker = item.get_closest_marker("points")
         doc = getattr(getattr(item, "function", None), "__doc__", None) or item.name
-        titles.append([doc.strip().splitlines()[0].rstrip("."), int(marker.args[0]) if marker else 0])
+        titles.append(
+            [doc.strip().splitlines()[0].rstrip("."), int(marker.args[0]) if marker else 0]
+        )
         _INDEX[item.nodeid] = i
         _OUTCOMES[item.nodeid] = ["passed", ""]
     _report(["collected", titles])
@@ -492,7 +499,9 @@ def sandboxed_program(path: Path, function: str) -> Callable[[Any], Iterator[Any
         try:
             start = ["start", list(proc.argv), proc.pid, proc.name, dict(proc.caps)]
             reply = child.ask(start, step_s)
-            while reply[0] == "trap":
+            for _ in range(MAX_PROGRAM_TRAPS):
+                if reply[0] != "trap":
+                    break
                 trap = _trap_in(reply[1], reply[2])
                 if trap is None:
                     denied = ["throw", "ENOSYS", f"{reply[1]} is not for this lab's programs"]
@@ -501,9 +510,15 @@ def sandboxed_program(path: Path, function: str) -> Callable[[Any], Iterator[Any
                 try:
                     result = yield trap
                 except SyscallError as exc:
-                    reply = child.ask(["throw", exc.errno, str(exc.args[0] if exc.args else "")], step_s)
+                    reply = child.ask(
+                        ["throw", exc.errno, str(exc.args[0] if exc.args else "")], step_s
+                    )
                 else:
                     reply = child.ask(["send", _wire(result)], step_s)
+            if reply[0] == "trap":
+                raise ProgramFailed(
+                    f"{path.name} made {MAX_PROGRAM_TRAPS} traps: does it loop forever?"
+                )
             if reply[0] == "return":
                 return reply[1] if type(reply[1]) is int else None
             raise ProgramFailed(f"{path.name}: {reply[1]}")

@@ -309,3 +309,20 @@ def test_a_module_that_does_not_import_fails_every_test_with_one_plain_line(tmp_
     (message,) = messages
     assert message.startswith("my_sched.py does not load: its top level raised ModuleNotFoundError")
     assert "exec_module" not in message and "EMODULE" not in message
+
+
+def test_a_bank_that_loops_over_traps_forever_is_stopped_by_a_trap_count(tmp_path):
+    (tmp_path / "bank.py").write_text(
+        "from kernel.traps import Yield\ndef bank(proc):\n    while True:\n        yield Yield()\n"
+    )
+    grade = labs.grade("ipc", tmp_path)
+    assert grade.score == 0, labs.format_grade(grade)
+    stopped = f"bank.py made {labs.MAX_PROGRAM_TRAPS} traps: does it loop forever?"
+    assert any(stopped in c.message for c in grade.cases), labs.format_grade(grade)
+
+
+def test_a_grade_that_runs_past_its_limit_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(labs, "GRADE_LIMIT_S", 0.01)
+    (tmp_path / "my_sched.py").write_text("")
+    with pytest.raises(labs.LabError, match=r"^the grade ran past 0.01 s"):
+        labs.grade("sched", tmp_path)
