@@ -23,6 +23,9 @@ from kernel import Kernel, KernelConfig, boot
 
 @pytest.fixture(scope="session", autouse=True)
 def malv_snapshot_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The path of the host key VM snapshots are sealed with, in a temporary
+    directory for the session; every test uses it unasked, so no test makes or
+    reads the user's own key."""
     # (imported here: the plugin's other fixtures need no hypervisor)
     from kernel.hypervisor.seal import KEY_ENV
 
@@ -34,6 +37,9 @@ def malv_snapshot_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 @pytest.fixture
 def malv_boot() -> Iterator[Callable[..., Kernel]]:
+    """A factory of booted headless kernels: ``malv_boot(seed=3, cpus=4)`` or
+    ``malv_boot(KernelConfig(...))`` (seed 0 unless told otherwise).  Every
+    kernel it made is shut down after the test."""
     kernels: list[Kernel] = []
 
     def factory(config: KernelConfig | None = None, **settings: Any) -> Kernel:
@@ -48,4 +54,5 @@ def malv_boot() -> Iterator[Callable[..., Kernel]]:
 
 @pytest.fixture
 def malv_kernel(malv_boot: Callable[..., Kernel]) -> Kernel:
+    """A booted headless kernel, seed 0, at its shell prompt; shut down after the test."""
     return malv_boot()
