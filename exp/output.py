@@ -73,10 +73,51 @@ def int_in(low: int, high: int):
     return check
 
 
-def directory_name(text: str) -> str:
+#: The longest last part of an --out path: its temporary siblings add 14 characters
+#: (``.NAME.old.XXXXXXXX``) and a file name holds at most 255.
+MAX_OUT_NAME = 240
+
+
+def output_directory(text: str) -> str:
+    """An option type for ``--out``: a directory this user can create, or
+    replace, beside its parent's other entries.  Checked when the option is
+    parsed, before any work starts, by making and removing a temporary
+    directory where `results_dir` will make its own: nothing is left behind."""
     if not text.strip() or "\0" in text:
         raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    out = os.path.abspath(text)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    cwd = os.getcwd()
+    if os.path.commonpath([out, cwd]) == out:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds the current directory, which a run would replace; "
+            "name a directory inside it"
+        )
+    parts = out.split(os.sep)
+    if any(len(part) > 255 for part in parts) or len(parts[-1]) > MAX_OUT_NAME:
+        raise argparse.ArgumentTypeError(f"a name in {text!r} is too long")
+    parent = os.path.dirname(out)
+    while not os.path.exists(parent):  # results_dir makes the missing ones
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {parent} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".malv-probe.", dir=parent))
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: no directory can be made in {parent} ({exc.strerror})"
+        ) from None
     return text
+
+
+def seed(text: str) -> int:
+    """An option type for ``--seed``: an integer, 0 or more (numpy's and the
+    kernel's generators take no negative seed)."""
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be 0 or more, got {text!r}")
+    return value
 
 
 def integer(text: str) -> int:
@@ -90,14 +131,12 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     p = OneLineParser(prog=f"malv exp {name}", description=description)
     p.add_argument(
         "--out",
-        type=directory_name,
+        type=output_directory,
         default=os.path.join("results", name),
         help=f"output directory (default results/{name})",
     )
     p.add_argument("--quick", action="store_true", help="a smaller run, for tests and a first look")
-    p.add_argument(
-        "--seed", type=integer, default=0, help="seed of every random choice (default 0)"
-    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -110,6 +149,7 @@ def results_dir(out: str) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would stay on the results
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,6 +162,12 @@ def results_dir(out: str) -> Iterator[str]:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # read by setting it: put straight back
+    os.umask(mask)
+    return mask
 
 
 class Progress:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import signal
 import sys
+import time
 
 from exp.loadgen.cli import add_serve_command
-from exp.output import OneLineParser, integer, nonnegative_int, positive_float
+from exp.output import OneLineParser, integer, nonnegative_int, positive_float, seed
+from image.runtime import add_headless_options, commands, missing_dependency, run_headless
 from kernel import Kernel, KernelConfig
 from kernel.log import FORMATS
 
@@ -45,14 +48,16 @@ def cmd_boot(args: argparse.Namespace) -> int:
         headless=args.headless or args.run is not None,
     )
     if config.headless:
-        return boot_headless(args.run or "", config, vms=args.vms)
+        return boot_headless(
+            args.run or "", config, vms=args.vms, timeout_s=args.timeout, strict=args.strict
+        )
     if not sys.stdin.isatty():
         print(
             'malv boot: standard input is not a terminal; use --headless --run "cmd; cmd"',
             file=sys.stderr,
         )
         return 2
-    from image.terminal import run_interactive
+    from image.terminal import run_interactive  # needs prompt_toolkit: see main
 
     k = Kernel(config, console=_write)  # not headless: realtime
     k.threaded = True
@@ -78,20 +83,26 @@ def start_guests(host: Kernel, vms: int, wait: bool = True) -> None:
             hv.create(f"vm{i}", gpu_share=share).start(wait=wait)
 
 
-def boot_headless(script: str, config: KernelConfig, vms: int = 0) -> int:
+def boot_headless(
+    script: str,
+    config: KernelConfig,
+    vms: int = 0,
+    timeout_s: float | None = None,
+    strict: bool = False,
+) -> int:
     """Boot at max speed (with `vms` guests started), type each
     `;`-separated command, then close the console; init powers off at the
-    end of input, and the guests go down with the host.  Exits 0 on poweroff."""
+    end of input, and the guests go down with the host.  Exits 0 on poweroff
+    when no command failed (image/runtime.py's `run_headless`: `timeout_s`
+    of wall-clock time from here, and `strict`)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     k = Kernel(config, console=_write)
     try:
         k.boot()
         start_guests(k, vms)
-        for command in script.split(";"):
-            if command.strip():
-                k.tty.feed(command.strip())
-        from image.runtime import run_headless
-
-        return run_headless(k)
+        for command in commands(script, strict):
+            k.tty.feed(command)
+        return run_headless(k, deadline=deadline, prog="malv boot")
     finally:
         k.machine.shutdown()
 
@@ -114,9 +125,19 @@ def boot_image(args: argparse.Namespace) -> int:
     except ImageRefused as exc:
         print(f"malv: refused {exc}", file=sys.stderr)
         return 2
-    argv = ["--log-format", args.log_format] + (["--seed", str(args.seed)] if args.seed else [])
+    argv = ["--log-format", args.log_format]
+    argv += ["--seed", str(args.seed)] if args.seed is not None else []
     argv += ["--headless"] * args.headless + (["--run", args.run] if args.run is not None else [])
-    return subprocess.call([sys.executable, args.image, *argv])
+    argv += ["--timeout", repr(args.timeout)] if args.timeout is not None else []
+    argv += ["--strict"] * args.strict
+    child = subprocess.Popen([sys.executable, args.image, *argv])
+    # Ctrl-C reaches the image too (one process group): it says the one line.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -124,12 +145,64 @@ def cmd_build(args: argparse.Namespace) -> int:
     from image.manifest import ManifestError
 
     try:
+        if args.output is not None:
+            check_image_target(args.output, args.force)
         out = build(args.manifest, args.output)
-    except ManifestError as exc:
+    except (ManifestError, TargetRefused) as exc:
         print(f"malv build: {exc}", file=sys.stderr)
         return 2
+    except BaseException:  # Ctrl-C, a full disk: no half-written image is left
+        if args.output is not None:
+            _remove_partial(args.output)
+        raise
     print(f"{out}: {out.stat().st_size} bytes")
     return 0
+
+
+class TargetRefused(Exception):
+    """`malv build -o PATH` would destroy something, or cannot write there."""
+
+
+def check_image_target(path: str, force: bool) -> None:
+    """Refuse an -o that is a directory, cannot be written, or holds a file
+    other than a malvos image (unless `force`): an image is a zip with a
+    manifest and the builder's index."""
+    import os
+    import tempfile
+    import zipfile
+
+    from image.imagemain import INDEX
+
+    if os.path.isdir(path):
+        raise TargetRefused(f"{path} is a directory; name the image file, e.g. {path}/NAME.pyz")
+    if os.path.lexists(path) and not force:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            names = set()
+        if not {"manifest.toml", INDEX} <= names:
+            raise TargetRefused(
+                f"{path} exists and is not a malvos image; not overwriting it (--force does)"
+            )
+    parent = os.path.dirname(os.path.abspath(path))
+    try:  # the builder writes PATH.tmp beside it, then renames it
+        fd, probe = tempfile.mkstemp(prefix=".malv-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TargetRefused(
+            f"cannot write {path}: no file can be made in {parent} ({exc.strerror})"
+        ) from None
+
+
+def _remove_partial(path: str) -> None:
+    """The builder's PATH.tmp, from a build that did not finish."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        os.unlink(f"{path}.tmp")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -147,6 +220,9 @@ def add_image_commands(sub) -> None:
     build = sub.add_parser("build", help="build a single-file image from a manifest")
     build.add_argument("manifest", help="an image manifest, e.g. image/course.toml")
     build.add_argument("-o", "--output", help="the image file (default: NAME.pyz)")
+    build.add_argument(
+        "--force", action="store_true", help="overwrite -o's file even if it is not an image"
+    )
     build.set_defaults(func=cmd_build)
     images = sub.add_parser("images", help="list the shipped image manifests")
     images.set_defaults(func=cmd_images)
@@ -169,7 +245,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
     for name, module in zip(names, modules, strict=True):
         if not args.json:
-            print(f"== {name}")
+            print(f"== {name}", flush=True)
         for figure in module.run(quick=args.quick, **timed):
             print(figure.json() if args.json else figure.line(), flush=True)
     return 0
@@ -220,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
     boot.add_argument(
-        "--seed", type=integer, help="seed for every random choice (default 0, or an image's own)"
+        "--seed", type=seed, help="seed for every random choice (default 0, or an image's own)"
     )
     boot.add_argument("--cpus", type=integer, default=2, help="virtual CPUs (default 2)")
     boot.add_argument(
@@ -242,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="guest VMs to start on the host, vm1..vmN (default 0)",
     )
+    add_headless_options(boot, seconds=positive_float)
     boot.set_defaults(func=cmd_boot)
 
     add_image_commands(sub)
@@ -307,11 +384,22 @@ def main(argv: list[str] | None = None) -> int:
             return busy.main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        hint = missing_dependency(exc)
+        if hint is None:
+            raise
+        print(f"malv: {hint}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"malv: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # an option parser's verdict: 2 for bad input, 0 for --help
         return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, and a shell's 128 + SIGINT
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's \r
+        command = " ".join(argv[:1])
+        print(f"{fresh_line}malv{' ' if command else ''}{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

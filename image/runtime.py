@@ -15,9 +15,14 @@ import argparse
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import sys
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -35,8 +40,50 @@ def cache_dir() -> Path:
     return Path(base) / "malvos"
 
 
+#: Optional packages a command may need: (what for, how to install it).
+OPTIONAL = {
+    "prompt_toolkit": ("the interactive terminal", "pip install prompt_toolkit"),
+    "numba": ("the vGPU", "pip install numba"),
+    "ray": ("--ray", "pip install -e '.[ray]'"),
+    "mlperf_loadgen": ("malv serve", "pip install mlcommons-loadgen"),
+}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str | None:
+    """One line naming an optional package that is not installed and how to
+    install it; None for any other missing module (a bug, not a setup)."""
+    name = (exc.name or "").partition(".")[0]
+    if name not in OPTIONAL:
+        return None
+    needed_by, install = OPTIONAL[name]
+    return f"{needed_by} needs {name}, which is not installed: {install}"
+
+
 def main(image: str, argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        return _main(image, argv)
+    except ModuleNotFoundError as exc:
+        hint = missing_dependency(exc)
+        if hint is None:
+            raise
+        print(f"malvos: {hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("malvos: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # the option parser's verdict
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+def _main(image: str, argv: list[str]) -> int:
+    started = time.monotonic()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # (exp.output's option types are not in an image: the same limits, here)
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"argument --seed: a seed must be 0 or more, got {args.seed}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        parser.error(f"argument --timeout: must be a positive finite number, got {args.timeout}")
     with zipfile.ZipFile(image) as archive:
         info = json.loads(archive.read("image.json"))
         text = archive.read("manifest.toml")
@@ -55,8 +102,9 @@ def main(image: str, argv: list[str]) -> int:
         headless=headless,
         realtime=not headless,
     )
-    script = [*manifest.init, *_commands(args.run or "")]
-    return boot(manifest, config, module_dir, script, headless)
+    script = [*manifest.init, *commands(args.run or "", args.strict)]
+    deadline = None if args.timeout is None else started + args.timeout
+    return boot(manifest, config, module_dir, script, headless, deadline)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,11 +113,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", metavar="CMDS", help='shell commands to run, separated by ";"')
     parser.add_argument("--seed", type=int, help="the seed (default: the manifest's)")
     parser.add_argument("--log-format", choices=FORMATS, default="console")
+    add_headless_options(parser)
     return parser
 
 
-def _commands(script: str) -> list[str]:
-    return [c.strip() for c in script.split(";") if c.strip()]
+def add_headless_options(parser: argparse.ArgumentParser, seconds=float) -> None:
+    """--timeout and --strict, for `malv boot` and an image's own command line
+    (`seconds`: --timeout's option type)."""
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="S",
+        help="headless: give up after S seconds of wall-clock time (exit 124)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="headless: stop at the first failed command, like sh's set -e (exit 1)",
+    )
+
+
+def commands(script: str, strict: bool = False) -> list[str]:
+    """The `;`-separated commands of --run; `set -e` first when `strict`."""
+    return ["set -e"] * strict + [c.strip() for c in script.split(";") if c.strip()]
 
 
 def _write(text: str) -> None:
@@ -80,7 +146,14 @@ def _write(text: str) -> None:
 # -- booting ---------------------------------------------------------------------
 
 
-def boot(manifest: Manifest, config: KernelConfig, module_dir: Path, script, headless) -> int:
+def boot(
+    manifest: Manifest,
+    config: KernelConfig,
+    module_dir: Path,
+    script,
+    headless,
+    deadline: float | None = None,
+) -> int:
     k = Kernel(config, console=_write)
     k.mlaas.module_path = [str(module_dir)]
     if not headless:
@@ -90,6 +163,8 @@ def boot(manifest: Manifest, config: KernelConfig, module_dir: Path, script, hea
                 file=sys.stderr,
             )
             return 2
+        import image.terminal  # noqa: F401 - a missing prompt_toolkit is said before booting
+
         k.threaded = True
     try:
         k.boot()
@@ -99,7 +174,7 @@ def boot(manifest: Manifest, config: KernelConfig, module_dir: Path, script, hea
         start_vms(k, manifest, wait=headless)
         for command in script:
             k.tty.feed(command)
-        return run_headless(k) if headless else _run_interactive(k)
+        return run_headless(k, deadline) if headless else _run_interactive(k)
     finally:
         k.machine.shutdown()
 
@@ -118,17 +193,66 @@ def start_vms(host: Kernel, manifest: Manifest, wait: bool) -> None:
         guest.start(wait=wait)
 
 
-def run_headless(k: Kernel) -> int:
-    """Close the console (init powers off at the end of input) and run; 0 on poweroff."""
+def run_headless(k: Kernel, deadline: float | None = None, prog: str = "malvos") -> int:
+    """Close the console (init powers off at the end of input) and run until
+    the kernel halts, or until `deadline` (time.monotonic()) has passed.
+
+    0 on poweroff when no command failed; 1, with one line, when some did
+    (the shell's "commands failed" summary) or the kernel stopped otherwise;
+    124, as timeout(1) does, when the deadline passed first."""
     k.tty.close()
-    try:
-        k.machine.run()
-    except KernelHalted:
-        pass
+    expired = threading.Event()
+    with _stopped_at(k.machine.loop, deadline, expired):
+        try:
+            k.machine.run()
+        except KernelHalted:
+            pass
+    if not k.halted and expired.is_set():
+        print(f"{prog}: timed out (--timeout); the commands had not finished", file=sys.stderr)
+        return 124
     if not k.halted:
-        print("malvos: the kernel stopped with nothing left to run", file=sys.stderr)
+        print(f"{prog}: the kernel stopped with nothing left to run", file=sys.stderr)
         return 1
-    return 0 if k.halt_reason.startswith("poweroff") else 1
+    if not k.halt_reason.startswith("poweroff"):
+        print(f"{prog}: the kernel halted: {k.halt_reason}", file=sys.stderr)
+        return 1
+    summaries = k.log.find("commands failed")
+    if summaries:
+        last = summaries[-1]
+        if last.get("stopped"):
+            print(f"{prog}: stopped at a failed command (--strict): {last['commands']}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            count = last["count"]
+            print(f"{prog}: {count} command{'s' * (count != 1)} failed: {last['commands']}",
+                  file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+@contextmanager
+def _stopped_at(loop, deadline: float | None, expired: threading.Event) -> Iterator[None]:
+    """Stop `loop` once the wall clock passes `deadline`, from a thread of
+    its own (a max-speed loop never looks at the clock), until the block ends."""
+    if deadline is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(max(0.0, deadline - time.monotonic())):
+            return
+        expired.set()
+        while True:  # until the loop has seen it: run() clears a stop made before it began
+            loop.stop()
+            if done.wait(0.05):
+                return
+
+    threading.Thread(target=watch, name="malvos-timeout", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _run_interactive(k: Kernel) -> int:

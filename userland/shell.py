@@ -5,6 +5,12 @@ Builtins live in `COMMANDS`, one generator function each; their docstrings
 are what `help` prints.  `run PROG [ARGS] [&]` starts a program from the
 program table, in the foreground (Ctrl-C interrupts it) or as a background
 job.  Bad input gets one clear line, never a traceback.
+
+A command fails when it is not found, is used wrongly, gets a system call
+error, or runs a program that exits with a non-zero status.  The shell logs
+each failure ("command failed") and, before it ends or powers off, a summary
+("commands failed") that `malv boot --headless` turns into its exit status.
+`set -e`, as in sh, makes the first failure stop the shell: it powers off.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from kernel.traps import (
     Dmesg,
     GetTime,
     Kill,
+    Log,
     MemInfo,
     Message,
     Poweroff,
@@ -35,6 +42,8 @@ from userland.tracecmd import COMMANDS as TRACE_COMMANDS
 from userland.vmcmds import COMMANDS as VM_COMMANDS
 
 PROMPT = "$ "
+#: Failed commands a summary names (it counts them all).
+NAMED_FAILURES = 5
 
 
 class Shell:
@@ -43,6 +52,9 @@ class Shell:
         self.con = proc.caps["console"]
         self.jobs: dict[int, tuple[int, str]] = {}  # job number -> (pid, command line)
         self.next_job = 1
+        self.failures = 0
+        self.failed: list[str] = []  # the first NAMED_FAILURES failed commands
+        self.errexit = False  # set -e
 
 
 def shell(proc):
@@ -50,29 +62,55 @@ def shell(proc):
     while True:
         r = yield Call(sh.con, Message("readline", PROMPT))
         if r.msg.label != "line":
-            return 0
+            yield from log_failures(sh)
+            return 1 if sh.failures else 0
         for command in str(r.msg.payload).split(";"):
-            yield from run_command(sh, command)
+            status = yield from run_command(sh, command)
+            if status:
+                yield from failed(sh, command.strip(), status)
 
 
 def run_command(sh: Shell, command: str):
+    """Run one command; its status (0: it succeeded)."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         yield from println(sh.proc, f"sh: {exc}")
-        return
+        return 2
     if not argv:
-        return
+        return 0
     fn = COMMANDS.get(argv[0])
     if fn is None:
         yield from println(sh.proc, f"sh: {argv[0]}: command not found (try 'help')")
-        return
+        return 127
     try:
-        yield from fn(sh, argv[1:])
+        status = yield from fn(sh, argv[1:])
     except UsageError as exc:
         yield from println(sh.proc, f"{argv[0]}: {exc}")
+        return 2
     except SyscallError as exc:  # may quote a module (insmod, reload): printed escaped
         yield from println(sh.proc, f"{argv[0]}: {printable(str(exc), None)}")
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+def failed(sh: Shell, command: str, status: int):
+    """A command failed: log it; under `set -e`, stop here and power off."""
+    sh.failures += 1
+    if len(sh.failed) < NAMED_FAILURES:
+        sh.failed.append(command[:200])
+    yield Log("command failed", {"command": command[:200], "status": status})
+    if sh.errexit:
+        yield from println(sh.proc, f"sh: stopping at a failed command (set -e): {command}")
+        yield from cmd_poweroff(sh, [])
+
+
+def log_failures(sh: Shell):
+    """The summary a host reads for its exit status (image/runtime.py)."""
+    if sh.failures:
+        named = "; ".join(sh.failed) + ("; ..." if sh.failures > len(sh.failed) else "")
+        fields = {"count": sh.failures, "commands": named, "stopped": sh.errexit}
+        yield Log("commands failed", fields)
 
 
 # -- commands -------------------------------------------------------------------
@@ -139,8 +177,7 @@ def cmd_run(sh: Shell, args):
     if not args:
         raise UsageError("usage: run PROG [ARGS] [&]")
     if not background:
-        yield from run_foreground(sh, args[0], args[1:], args[0])
-        return
+        return (yield from run_foreground(sh, args[0], args[1:], args[0]))
     pid = yield Spawn(args[0], tuple(args[1:]), caps=sh.proc.caps)
     job = sh.next_job
     sh.next_job += 1
@@ -150,7 +187,7 @@ def cmd_run(sh: Shell, args):
 
 def run_foreground(sh: Shell, program, args, name: str):
     """Start `program` (a name or a generator function) with the shell's caps
-    and wait for it; Ctrl-C on the console interrupts it."""
+    and wait for it; Ctrl-C on the console interrupts it.  Its exit status."""
     pid = yield Spawn(program, tuple(args), caps=sh.proc.caps, name=name)
     yield Send(sh.con, Message("foreground", pid))
     try:
@@ -161,6 +198,7 @@ def run_foreground(sh: Shell, program, args, name: str):
         yield from write(sh.proc, "^C\n")
     elif status != 0:
         yield from println(sh.proc, f"{name}: exited with status {status}")
+    return status
 
 
 def cmd_jobs(sh: Shell, args):
@@ -183,8 +221,17 @@ def cmd_clear(sh: Shell, args):
     yield from write(sh.proc, CLEAR)
 
 
+def cmd_set(sh: Shell, args):
+    """set -e | set +e: stop at the first failed command (power off), or not"""
+    if args not in (["-e"], ["+e"]):
+        raise UsageError("usage: set -e | set +e")
+    sh.errexit = args == ["-e"]
+    yield from ()
+
+
 def cmd_poweroff(sh: Shell, args):
     """poweroff: halt the machine"""
+    yield from log_failures(sh)
     yield from println(sh.proc, "powering off")
     yield Call(sh.con, Message("status"))  # the console has printed everything before this
     yield Poweroff()
@@ -200,6 +247,7 @@ COMMANDS = {
     "run": cmd_run,
     "jobs": cmd_jobs,
     "clear": cmd_clear,
+    "set": cmd_set,
     "poweroff": cmd_poweroff,
 }
 COMMANDS.update(MODULE_COMMANDS)

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from exp.output import directory_name, integer, positive_float, positive_int
+from exp.output import output_directory, positive_float, positive_int, seed
 
 DEFAULT_OUT = "results/serve"
 #: The numeric options: (option, ServeSettings field, type, help).
@@ -70,8 +70,10 @@ def add_serve_command(sub) -> None:
         help="best-effort programs beside the server, comma-separated: gpu-burn, "
         "train:MODEL (a profile or a preset, e.g. train:resnet50_b32_training)",
     )  # fmt: skip
-    p.add_argument("--seed", type=integer, default=d.seed, help="LoadGen's and the kernel's seed")
-    p.add_argument("--out", type=directory_name, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument("--seed", type=seed, default=d.seed, help="LoadGen's and the kernel's seed")
+    p.add_argument(
+        "--out", type=output_directory, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}"
+    )
     p.add_argument(
         "--compare", metavar="POLICIES",
         help="run under each policy (comma-separated, e.g. mps,lithos) and show the table",
