@@ -131,7 +131,7 @@ def test_keys_typed_while_a_program_runs_run_after_it(malv_kernel: Kernel):
     assert malv_kernel.run_until_prompt()
     transcript = "".join(malv_kernel.tty.transcript)
     assert transcript.endswith("$ run sleep 100\n$ run echo after\nafter\n")
-    assert malv_kernel.tty.typed_for_prompt == "upti"  # where the line editor starts
+    assert malv_kernel.tty.claim_prompt() == ("$ ", "upti")  # where the line editor starts
 
 
 def test_an_insmod_refusal_is_printed_once(malv_kernel: Kernel):

@@ -7,7 +7,9 @@ kernel that hosts no VMs the trap fails with ENOSYS.  The shell merges this
 
 from __future__ import annotations
 
+from kernel.errors import SyscallError
 from kernel.traps import Call, Message, VmControl
+from kernel.tty import CONSOLE_ESCAPE
 from userland.lib import UsageError, println
 
 VM_USAGE = (
@@ -68,23 +70,37 @@ def cmd_vm(sh, args):
 
 
 def attach(sh, name: str):
-    """`vm console NAME`: type lines into the guest's shell, until `exit` or end of input."""
+    """`vm console NAME`: type lines into the guest's shell, until `exit`,
+    Ctrl-] or end of input.  While attached, the host's terminal sends Ctrl-C
+    and Ctrl-P to the guest (`Tty.attach`)."""
     rows = yield VmControl("list")
     state = next((r["state"] for r in rows if r["name"] == name), None)
     if state != "running":
         raise UsageError(f"no running vm named {name!r}" + (f" (it is {state})" if state else ""))
-    yield from println(sh.proc, f"vm: attached to {name}'s console; 'exit' comes back to the host")
+    yield VmControl("attach", (name,))
+    yield from println(
+        sh.proc, f"vm: attached to {name}'s console; Ctrl-] or 'exit' comes back to the host"
+    )
+    try:
+        yield from _console_lines(sh, name)
+    except SyscallError:
+        yield VmControl("detach")
+        raise
+    yield VmControl("detach")
+    yield from println(sh.proc, f"vm: back on the host from {name}")
+
+
+def _console_lines(sh, name: str):
     while True:
         r = yield Call(sh.con, Message("readline", f"{name}$ "))
-        if r.msg.label != "line" or str(r.msg.payload).strip() == "exit":
-            break
         line = str(r.msg.payload)
+        if r.msg.label != "line" or line == CONSOLE_ESCAPE or line.strip() == "exit":
+            return
         if not line.strip():
             continue
-        output = yield VmControl("console", (name, line))
+        output = yield VmControl("console", (name, line, "attached"))
         if output:
             yield from println(sh.proc, output.rstrip("\n"))
-    yield from println(sh.proc, f"vm: back on the host from {name}")
 
 
 COMMANDS = {"vm": cmd_vm}

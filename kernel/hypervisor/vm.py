@@ -193,6 +193,8 @@ class Vm:
         self.kernel.shutdown()
         self.hv.scheduler.remove(self.kernel)
         self.hv.machine.detach(self.kernel)
+        if self.hv.host.tty.attached is self.kernel.tty:
+            self.hv.host.tty.detach()
         self.state = VmState.DESTROYED
         self._answer(exc=VmError(f"vm {self.name!r} was destroyed"))
         self.hv.host.log.info("hypervisor", "vm destroyed", vm=self.name)
@@ -299,16 +301,33 @@ class Vm:
             return
         self._when_prompted(reply, None, f"{self.name}: started")
 
-    def console_then(self, line: str, reply: Reply) -> None:
+    def console_then(self, line: str, reply: Reply, attached: bool = False) -> None:
         """Type `line` into the guest's shell; reply with what it printed once
         the shell prompts again.  (Not on a paused guest: it would never
-        answer, and the caller could not resume it.)"""
+        answer, and the caller could not resume it.)  A line typed at the
+        attached console after which Ctrl-] left it runs unwatched."""
         self._expect(VmState.RUNNING, "console")
+        if attached and self.hv.host.tty.attached is not self.kernel.tty:
+            self.kernel.tty.feed(line)
+            reply("")
+            return
         if self._waiting is not None:
             raise VmError(f"vm {self.name!r}: its console is busy")
         capture: list[str] = []
         self._when_prompted(reply, capture)
         self.kernel.tty.feed(line)
+
+    def attach_console(self) -> None:
+        """`vm console NAME`: the host's terminal routes Ctrl-C and Ctrl-P to
+        this guest until Ctrl-], which also stops waiting for a line typed
+        into the guest (what it runs goes on)."""
+        self._expect(VmState.RUNNING, "attach to")
+        self.hv.host.tty.attach(self.kernel.tty, self._left_console)
+
+    def _left_console(self) -> None:
+        capture = self.kernel.tty.capture
+        if self._waiting is not None and capture is not None:  # a console line, not a boot
+            self._answer("".join(capture))
 
     def _when_prompted(
         self, reply: Reply, capture: list[str] | None, answer: str | None = None
@@ -552,9 +571,23 @@ class Hypervisor:
         reply(f"{args[0]}: resumed")
 
     def _op_console(self, args: tuple[Any, ...], reply: Reply) -> None:
-        if len(args) != 2 or type(args[1]) is not str or not args[1].strip():
-            raise VmError("console takes a vm name and a command line")
-        self._vm_of(args[:1]).console_then(args[1], reply)
+        if (
+            len(args) not in (2, 3)
+            or type(args[1]) is not str
+            or not args[1].strip()
+            or args[2:] not in ((), ("attached",))
+        ):
+            raise VmError("console takes a vm name and a command line (and 'attached')")
+        self._vm_of(args[:1]).console_then(args[1], reply, attached=len(args) == 3)
+
+    def _op_attach(self, args: tuple[Any, ...], reply: Reply) -> None:
+        vm = self._vm_of(args)
+        vm.attach_console()
+        reply(vm.name)
+
+    def _op_detach(self, args: tuple[Any, ...], reply: Reply) -> None:
+        self.host.tty.detach()
+        reply(None)
 
     def _op_snapshot(self, args: tuple[Any, ...], reply: Reply) -> None:
         if len(args) != 2 or not all(type(a) is str and a for a in args):
@@ -678,6 +711,8 @@ _OPS: dict[str, Callable[[Hypervisor, tuple[Any, ...], Reply], None]] = {
     "pause": Hypervisor._op_pause,
     "resume": Hypervisor._op_resume,
     "console": Hypervisor._op_console,
+    "attach": Hypervisor._op_attach,
+    "detach": Hypervisor._op_detach,
     "snapshot": Hypervisor._op_snapshot,
     "restore": Hypervisor._op_restore,
 }
