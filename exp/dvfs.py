@@ -7,6 +7,10 @@ frequency sensitivity online and sets the clock to
 recent kernels (slip 1.1 allows 10% slowdown), rate-limited because a clock
 switch takes 20 ms.  Reported per model and on average: energy per request
 saved, and the P99 latency and throughput cost.
+
+`--models` names built-in models or Orion-format profiles by path;
+`--scenario FILE` runs each of a scenario's tenants' models alone instead.
+The notes under "Why ours differ" are written from the run's own figures.
 """
 
 from __future__ import annotations
@@ -23,26 +27,11 @@ from exp.sharing import (
     safe_main,
     setup_line,
 )
+from exp.sharing.notes import dvfs_notes
+from exp.sharing.tables import placeholder_warning
 
 VARIANTS = {"f_max": {}, "dvfs": {"dvfs": True, "slip": SLIP}}
 PAPER = {"energy_saved": 0.26, "p99_cost": 0.07}
-
-NOTES = """
-* **Where the energy goes.** The A100 preset draws 55 W idle, up to 272 W
-  for 54 busy TPCs at 1410 MHz and up to 62 W for DRAM traffic
-  (`drivers/vgpu/presets.py`).  DVFS lowers only the TPCs' dynamic power
-  (frequency times voltage squared; the voltage stops falling below
-  900 MHz) and stretches only the compute-bound part of each block, so a
-  model whose kernels keep few TPCs busy, or are memory-bound, saves less
-  energy per request than its clock drop suggests: idle and memory power
-  are paid for longer.
-* **What it costs.** The governor aims at the slip (10% slowdown of the
-  kernel mix) and rounds the clock down to a 15 MHz step; a request's
-  slowdown is the runtime-weighted mix of its kernels' slowdowns.
-* **Against the paper.** The paper's ~26% at ~7% is measured with NVIDIA's
-  real voltage curve and power draw; ours comes from this model's
-  constants, which the preset file documents.
-"""
 
 
 def summarize(figs: dict[str, dict], models: list[str]) -> dict:
@@ -77,6 +66,7 @@ def report(data: dict) -> str:
     return "\n".join([
         "# DVFS",
         "",
+        *placeholder_warning(cfg["sources"]),
         f"{setup_line(cfg)}; {cfg['duration_s']:g} s per run ({cfg['warmup_s']:g} s warm-up), seeds {cfg['seeds']}; "
         f"slip {SLIP}.",
         "",
@@ -89,7 +79,7 @@ def report(data: dict) -> str:
                         "sensitivity S", "power W"), rows),
         "## Why ours differ",
         "",
-        NOTES.strip(),
+        dvfs_notes(data),
         "",
     ])  # fmt: skip
 

@@ -35,35 +35,6 @@ ROW_PAPER = {
     "lithos_vs_best_baseline_throughput": "1.35x",
 }
 
-NOTES = """
-Energy and power are the device's over the measured window.
-
-* **Training kernels are long and wide.** A ResNet-50 training iteration
-  holds kernels of up to 12,544 blocks and of close to a millisecond; under
-  MPS the training host has up to a thousand of them enqueued ahead of any
-  inference request, and the device serves them first, so HP A waits for
-  the training job's backlog.  LithOS's own atoms are at most 500 us, and a
-  stolen atom is launched only when predicted to fit in that bound, so HP A
-  waits at most one atom for each of its TPCs.
-* **Isolation is not free.** HP A's quota (its slip-1.1 share) makes its
-  requests up to 1.1x slower than on the whole GPU even with no waiting; the
-  paper's 1.19x includes the same kind of loss.
-* **REEF and Orion hold training while HP A runs.** HP A is busy about 12%
-  of the time, so holding the training job's kernels then costs it little,
-  and HP A runs as if alone once the resident training blocks are done.
-  REEF's and Orion's real overheads (intercepting every launch, a polling
-  scheduler thread, profile errors) are not modelled, so here they beat
-  LithOS's tail, whose quota costs HP A up to 1.1x by design.
-* **Synthetic training is gentler.** The synthetic generator draws a
-  kernel's size and duration independently, so its long kernels are rarely
-  also wide; under MPS HP A then finds free TPCs, and the MPS ratio is far
-  smaller than on the real profile (`--trace-dir`).
-* **The MPS ratio depends on load.** At Orion's trace rate ResNet-50 uses
-  about 12% of the GPU, so an MPS request is slow because of the training
-  backlog, not because requests queue behind each other; the paper measures
-  at its own loads.
-"""
-
 
 def comparison_rows(c: dict) -> list[tuple[str, str, str, str]]:
     return colocation_rows(c, ROW_PAPER, {})
@@ -103,7 +74,6 @@ def _main(argv: list[str] | None) -> int:
         policies,
         args,
         PAPER,
-        NOTES,
         comparison_rows,
     )
 

@@ -10,6 +10,10 @@ occupy are dropped first).  Reported per model and on average:
   (the same without): TPC mask size times atom time, the capacity other
   tenants could be given;
 * the cost: P99 request latency and throughput against the run without.
+
+`--models` names built-in models or Orion-format profiles by path;
+`--scenario FILE` runs each of a scenario's tenants' models alone instead.
+The notes under "Why ours differ" are written from the run's own figures.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from exp.sharing import (
     safe_main,
     setup_line,
 )
+from exp.sharing.notes import rightsizing_notes
+from exp.sharing.tables import placeholder_warning
 
 VARIANTS = {
     "full": {},
@@ -34,22 +40,6 @@ VARIANTS = {
     "right-sized": {"rightsizing": True, "slip": SLIP},
 }
 PAPER = {"capacity_saved": 0.26, "cost": 0.04}
-
-NOTES = """
-* **What is saved.** Most of the saving is TPCs a kernel's grid cannot
-  occupy: a kernel of 64 blocks, two per TPC, fills 32 TPCs in one wave, and
-  the other 22 do nothing for it.  The fitted model then trims TPCs where
-  the extra waves cost less than the slip; on this engine that happens
-  mostly for memory-bound kernels, whose blocks run faster when fewer run
-  at once.
-* **What it costs.** Each kernel may lose up to 10% (slip 1.1); the cost
-  of a request is less, since most kernels lose nothing.  Exploration
-  (the probe of a second TPC count per kernel) happens in the first
-  requests and is left out with the warm-up.
-* **Against the paper.** The paper's ~26% is measured on real kernels,
-  whose latency falls smoothly with TPCs; here a kernel runs in whole
-  waves of equal blocks, so trimming to the grid is exact and free.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +80,7 @@ def report(data: dict) -> str:
     return "\n".join([
         "# Right-sizing",
         "",
+        *placeholder_warning(cfg["sources"]),
         f"{setup_line(cfg)}; {cfg['duration_s']:g} s per run, seeds {cfg['seeds']}; slip {SLIP}.",
         "",
         markdown_table(("comparison", "ours (mean of models)", "paper"), [
@@ -105,7 +96,7 @@ def report(data: dict) -> str:
                         if k.endswith("right-sized")}),
         "## Why ours differ",
         "",
-        NOTES.strip(),
+        rightsizing_notes(data),
         "",
     ])  # fmt: skip
 

@@ -17,6 +17,13 @@ runs any other, and `malv exp sweep` sweeps one over load, seed and slip::
     rate_per_s = 20.8             # poisson;  file: file = "...", offset_s, speedup
     slo_factor = 2.0              # or slo_ms; times its isolated request time
     sized = true                  # quota by LithOS's slip rule; else weight
+    measured_on = "v100"          # the GPU the profile was measured on
+
+`measured_on` (a GPU preset: a100, h100, v100) may also stand at the top,
+for every tenant.  Left out, a profile is Orion's, measured on a V100, and
+a built-in model is drawn for the GPU simulated (--trace-dir: its Orion
+profile, a V100's).  Durations measured on another GPU than the one
+simulated are carried to it by the model of `drivers.vgpu.traces.carry_to`.
 
 Every mistake (an unknown key, a value of the wrong type or out of range, a
 missing file) is an `InvalidArgument` of one line naming the file and the key.
@@ -36,16 +43,17 @@ from typing import Any
 import attrs
 
 from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.presets import PRESETS
 from exp.sharing.catalogue import CATALOGUE
 from exp.sharing.tenants import Role
 
 #: The shipped scenarios, by name.
 SHIPPED = Path(__file__).parent / "scenarios"
 
-TOP_KEYS = {"title", "description", "duration_s", "tenants"}
+TOP_KEYS = {"title", "description", "duration_s", "tenants", "measured_on"}
 TENANT_KEYS = {
     "name", "model", "profile", "batch", "kind", "priority", "arrivals", "rate_per_s", "file",
-    "offset_s", "speedup", "slo_ms", "slo_factor", "sized", "weight",
+    "offset_s", "speedup", "slo_ms", "slo_factor", "sized", "weight", "measured_on",
 }  # fmt: skip
 ARRIVALS = ("poisson", "closed", "file")
 
@@ -94,7 +102,8 @@ def parse_scenario(table: dict[str, Any], where: str) -> Scenario:
     if not isinstance(tenants, list) or not tenants:
         raise InvalidArgument(f"{where}: needs at least one [[tenants]] table")
     base = Path(where).parent
-    roles = tuple(_role(t, f"{where}: tenants[{i}]", base) for i, t in enumerate(tenants))
+    device = _device(table, where, None)
+    roles = tuple(_role(t, f"{where}: tenants[{i}]", base, device) for i, t in enumerate(tenants))
     names = [r.name for r in roles]
     if len(set(names)) != len(names):
         raise InvalidArgument(f"{where}: tenant names repeat: {', '.join(names)}")
@@ -113,7 +122,7 @@ def parse_scenario(table: dict[str, Any], where: str) -> Scenario:
     )
 
 
-def _role(t: Any, where: str, base: Path) -> Role:
+def _role(t: Any, where: str, base: Path, device: str | None) -> Role:
     if not isinstance(t, dict):
         raise InvalidArgument(f"{where}: must be a table of keys")
     _known(t, TENANT_KEYS, where)
@@ -155,6 +164,7 @@ def _role(t: Any, where: str, base: Path) -> Role:
         arrival_speedup=_positive(t, "speedup", where, 1.0),
         slo_ms=_positive(t, "slo_ms", where, None),
         slo_factor=_positive(t, "slo_factor", where, 2.0),
+        measured_on=_device(t, where, device),
     )
 
 
@@ -192,6 +202,18 @@ def _path(t: dict, key: str, where: str, base: Path) -> str:
     if not Path(path).is_file():
         raise InvalidArgument(f"{where}.{key}: {text}: no such file (read as {path})")
     return path
+
+
+def _device(t: dict, where: str, default: str | None) -> str | None:
+    """`measured_on`: a GPU preset's name."""
+    if "measured_on" not in t:
+        return default
+    value = t["measured_on"]
+    if value not in PRESETS:
+        raise InvalidArgument(
+            f"{where}.measured_on: must be one of {', '.join(PRESETS)}, got {value!r}"
+        )
+    return value
 
 
 def _choice(t: dict, key: str, choices: tuple[str, ...], default: str, where: str) -> str:

@@ -37,6 +37,11 @@ def _write(text: str) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    if (args.timeout is not None or args.strict) and not (args.headless or args.run is not None):
+        print(
+            "malv boot: --timeout and --strict are for headless boots (--headless)", file=sys.stderr
+        )
+        return 2
     if args.image is not None:
         return boot_image(args)
     config = KernelConfig(

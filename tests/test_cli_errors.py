@@ -252,6 +252,15 @@ def test_timeout_must_be_a_positive_finite_number(value, no_work, capsys):
     assert "argument --timeout: must be a" in err
 
 
+@pytest.mark.parametrize("option", [["--timeout", "5"], ["--strict"]])
+def test_timeout_and_strict_are_refused_without_headless(option, no_work, capsys):
+    code, err = run_cli(["boot", *option], capsys)
+    assert (code, err) == (
+        2,
+        "malv boot: --timeout and --strict are for headless boots (--headless)\n",
+    )
+
+
 def test_a_command_that_never_ends_is_stopped_by_timeout():
     r = malv("boot", "--headless", "--timeout", "1", "--run", "run spin; poweroff")
     assert r.returncode == 124

@@ -2,8 +2,10 @@
 
 A `GpuSpec` is everything the engine, the reference model and the power model
 need to know about a device: its TPCs, memory, bandwidth, clock table and the
-power-model constants.  The presets `a100` and `h100` follow NVIDIA's published
-figures where there are any (TPC count, memory, bandwidth, clock range, TDP);
+power-model constants.  The presets `a100`, `h100` and `v100` follow NVIDIA's
+published figures where there are any (TPC count, memory, bandwidth, clock
+range, TDP); `v100` is the device Orion's kernel profiles were measured on
+(`drivers/vgpu/traces.py` carries durations across devices);
 the power-model constants are this model's own choices and are documented
 field by field below, so experiments can state them.
 
@@ -227,7 +229,40 @@ h100 = GpuSpec(
     peak_fp32_tflops=67.0,
 )
 
-PRESETS: dict[str, GpuSpec] = {spec.name: spec for spec in (a100, h100)}
+# V100 (SXM2 16 GB, the Volta part Orion's profiles were measured on): 6 GPCs,
+# 40 TPCs of 2 SMs, 80 SMs; 900 GB/s HBM2; up to 1530 MHz boost; 300 W TDP;
+# 15.7 TFLOP/s FP32 (NVIDIA Tesla V100 datasheet, 2018; Volta architecture
+# whitepaper, 2017, table 1).  A 32 GB board differs only in memory:
+# `attrs.evolve(v100, memory_bytes=32 * 10**9)`.  Clocks: nvidia-smi lists
+# 135-1530 MHz for the V100's graphics clock in steps of about 7.5 MHz; this
+# table keeps every second one (15 MHz, as the other presets).
+# Power constants (this model's choices, as for the A100; no per-clock power
+# or voltage measurement of the V100 is published): 40 W idle (nvidia-smi
+# reports about 40 W for an idle SXM2 V100 at P0); 3.0 W/(GHz*V^2) per TPC;
+# V = 0.70 V up to 900 MHz then +0.55 mV/MHz (1.047 V at 1530 MHz), the same
+# flat-then-linear shape as the A100's curve; 0.05 W per GB/s (45 W at full
+# bandwidth).  Peak: 286 W, under the 300 W TDP.
+v100 = GpuSpec(
+    name="v100",
+    n_tpcs=40,
+    sms_per_tpc=2,
+    memory_bytes=16 * 10**9,
+    bandwidth_gbps=900.0,
+    min_clock_mhz=135,
+    max_clock_mhz=1530,
+    clock_step_mhz=15,
+    tdp_w=300.0,
+    idle_power_w=40.0,
+    dyn_w_per_tpc_ghz_v2=3.0,
+    v_min=0.70,
+    ridge_clock_mhz=900,
+    volt_per_mhz=0.00055,
+    mem_w_per_gbps=0.05,
+    switch_latency_ns=20_000_000,
+    peak_fp32_tflops=15.7,
+)
+
+PRESETS: dict[str, GpuSpec] = {spec.name: spec for spec in (a100, h100, v100)}
 
 
 def scaled(spec: GpuSpec, n_tpcs: int, switch_latency_ns: int | None = None) -> GpuSpec:

@@ -21,11 +21,17 @@ device, with ``S`` SMs, the kernel ran in ``ceil(SM_usage / S)`` waves, so::
     grid_blocks       = SM_usage
     block_duration_ns = round(Duration / ceil(SM_usage / S))     (at least 1)
 
-``S = 80``: the Orion profiles were measured on V100-class GPUs (80 SMs).
-We assume such an SM does the same work per ns as one SM of the simulated
-device at its maximum clock.  ``Profile`` gives the memory-bound fraction:
+``S`` is the SM count of the device the profile was measured on: 80 for
+Orion's files, measured on a V100 (`ORION_DEVICE`); a scenario may name
+another (`measured_on`).  ``Profile`` gives the memory-bound fraction:
 compute-bound (1) 0.2, memory-bound (0) 0.8, unknown (-1) 0.5.
 ``Memory_footprint`` is kept as the kernel's memory need, in bytes.
+
+Every `Workload` says on which device its durations hold (`measured_on`,
+a preset name; None for the synthetic generator's default, whose kernels
+are drawn for whatever device runs them).  `carry_to` carries a workload
+to the device simulated, by the model stated in its docstring: the one
+place where durations cross devices.
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ import attrs
 import numpy as np
 
 from drivers.vgpu.errors import InvalidArgument, TraceFormatError
+from drivers.vgpu.presets import GpuSpec, get_preset
 from drivers.vgpu.work import KernelDesc
 
-#: SMs of the device the Orion profiles were measured on (V100 class).
-PROFILED_SMS = 80
+#: The device Orion's kernel profiles were measured on (its artifact's V100).
+ORION_DEVICE = "v100"
+#: SMs of that device.
+PROFILED_SMS = get_preset(ORION_DEVICE).n_sms
 #: One model block is one SM's worth of resident thread blocks: two per TPC.
 BLOCKS_PER_TPC = 2
 #: Memory-bound fraction by Orion's Profile column.
@@ -60,6 +69,11 @@ class Workload:
     #: Per kernel, its memory footprint in bytes (0 where unknown).
     memory_footprint_bytes: tuple[int, ...]
     source: str
+    #: The preset the durations were measured on; None: drawn for the
+    #: device that runs them (the synthetic generator's default).
+    measured_on: str | None = None
+    #: The preset `carry_to` carried the durations to; None: not carried.
+    carried_to: str | None = None
 
     def isolated_duration_ns(self, n_tpcs: int) -> int:
         """Kernels back to back, each alone on `n_tpcs` TPCs at max clock."""
@@ -104,9 +118,11 @@ def _integer(path: Path, line: int, column: str, text: str) -> int:
     return int(value)
 
 
-def load_orion_csv(path: str | Path, profiled_sms: int = PROFILED_SMS) -> Workload:
-    """Read an Orion per-kernel profile; TraceFormatError names the file and line."""
+def load_orion_csv(path: str | Path, measured_on: str = ORION_DEVICE) -> Workload:
+    """Read an Orion per-kernel profile measured on the preset `measured_on`;
+    TraceFormatError names the file and line."""
     path = Path(path)
+    profiled_sms = get_preset(measured_on).n_sms
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -150,7 +166,9 @@ def load_orion_csv(path: str | Path, profiled_sms: int = PROFILED_SMS) -> Worklo
         total_ns += duration_ns
     if not kernels:
         raise TraceFormatError(f"{path}: no kernel rows after the header")
-    return Workload(path.stem, tuple(kernels), round(total_ns), tuple(footprints), str(path))
+    return Workload(
+        path.stem, tuple(kernels), round(total_ns), tuple(footprints), str(path), measured_on
+    )
 
 
 #: A whole model's request (an inference, or a training iteration) on a GPU of
@@ -174,6 +192,74 @@ def implausible_duration(workload: Workload) -> str | None:
         f"{workload.source}: its {len(workload.kernels)} kernels sum to {total / 1e6:.4g} ms "
         f"({mean / 1e3:.3g} us each), implausible for a whole model; placeholder durations?"
     )
+
+
+# -- across devices ----------------------------------------------------------------
+
+
+def device_factors(measured_on: GpuSpec, simulated_on: GpuSpec) -> tuple[float, float]:
+    """(compute, memory): what one block's compute-bound and memory-bound
+    time are multiplied by, carried from `measured_on` to `simulated_on`
+    (the model of `carry_to`)."""
+    compute = _per_sm(measured_on.peak_fp32_tflops, measured_on) / _per_sm(
+        simulated_on.peak_fp32_tflops, simulated_on
+    )
+    memory = _per_sm(measured_on.bandwidth_gbps, measured_on) / _per_sm(
+        simulated_on.bandwidth_gbps, simulated_on
+    )
+    return compute, memory
+
+
+def _per_sm(rate: float, spec: GpuSpec) -> float:
+    return rate / spec.n_sms
+
+
+def carry_to(workload: Workload, simulated_on: GpuSpec) -> Workload:
+    """`workload`, measured on the preset `workload.measured_on`, as it runs
+    on `simulated_on`: the one place where durations cross devices.
+
+    The model.  A model block is one SM's worth of resident thread blocks
+    for one wave (module docstring), so what carries across is an SM's
+    time for it; the SM count itself enters through the waves, which the
+    engine recounts from the grid on the simulated device's TPCs.  A block
+    of memory-bound fraction ``m`` and duration ``b`` splits into::
+
+        compute part  (1 - m) * b  x  c,  c = rate_M / rate_D
+        memory part        m  * b  x  r,  r = (BW_M / SMs_M) / (BW_D / SMs_D)
+
+    with ``rate`` one SM's peak FP32 rate (peak TFLOP/s over the SM count:
+    lanes times the maximum clock) and ``BW / SMs`` one SM's share of the
+    DRAM bandwidth: a kernel that fills the device moves the same bytes per
+    block, and a wave of it is bound by the whole device's bandwidth.  The
+    carried block lasts ``b' = b((1 - m)c + m r)``, and its memory-bound
+    fraction becomes ``m r b / b'``.  V100 to A100: c = 1.087 (1530 vs
+    1410 MHz with 64 FP32 lanes per SM on both, to the rounding of the
+    published peaks), r = 0.781 (11.25 vs 14.4 GB/s per SM).
+
+    Not modelled (a stated limitation; no cross-device profile of the same
+    kernels is at hand to validate against, Orion's files being V100-only):
+    tensor cores (an A100 SM does twice a V100 SM's dense FP16 tensor work
+    per clock, so tensor-core kernels run faster there than `c` says),
+    caches (the A100's L2 is 40 MB, the V100's 6 MB), and launch overheads.
+    A workload without `measured_on`, or measured on `simulated_on`, or
+    already carried, is returned as it is.
+    """
+    source = workload.measured_on
+    if source is None or source == simulated_on.name or workload.carried_to is not None:
+        return workload
+    compute, memory = device_factors(get_preset(source), simulated_on)
+    kernels = []
+    for k in workload.kernels:
+        m, b = k.mem_fraction, k.block_duration_ns
+        carried = b * ((1.0 - m) * compute + m * memory)
+        kernels.append(
+            attrs.evolve(
+                k,
+                block_duration_ns=max(1, round(carried)),
+                mem_fraction=min(1.0, m * memory * b / carried),
+            )
+        )
+    return attrs.evolve(workload, kernels=tuple(kernels), carried_to=simulated_on.name)
 
 
 # -- the synthetic generator ---------------------------------------------------
@@ -214,8 +300,15 @@ class ModelSummary:
             raise InvalidArgument(f"{self.name}: median SM usage above the maximum")
 
 
-def synthetic_workload(summary: ModelSummary, seed: int = 0) -> Workload:
+def synthetic_workload(
+    summary: ModelSummary, seed: int = 0, measured_on: str | None = None
+) -> Workload:
     """Kernels drawn to match `summary`; the same seed gives the same workload.
+
+    The summaries are figures of Orion's V100 profiles, but by default the
+    kernels are drawn for the device that runs them (`measured_on` None:
+    `carry_to` leaves them as they are); `measured_on` names a preset to
+    carry them from, as a profile's.
 
     Durations are log-normal with the summary's spread, scaled so that they
     add up to its total exactly; profiles follow its shares; SM usage is
@@ -238,7 +331,12 @@ def synthetic_workload(summary: ModelSummary, seed: int = 0) -> Workload:
         for i, (p, s, d) in enumerate(zip(profiles, sm_usage, durations, strict=True))
     )
     return Workload(
-        summary.name, kernels, int(durations.sum()), (0,) * n, f"synthetic:{summary.name}:{seed}"
+        summary.name,
+        kernels,
+        int(durations.sum()),
+        (0,) * n,
+        f"synthetic:{summary.name}:{seed}",
+        measured_on,
     )
 
 

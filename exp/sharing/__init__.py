@@ -5,12 +5,13 @@
 | catalogue.py  | the models: Orion profiles in --trace-dir, or the synthetic generator |
 | options.py    | the common options, on top of `exp.output.parser`, and `safe_main`  |
 | running.py    | runs as picklable `RunJob`s, swept in parallel processes            |
-| tenants.py    | the tenants' roles, the tenants a run makes of them, input checks   |
+| tenants.py    | roles, the tenants a run makes of them (carried to the GPU), checks |
 | figures.py    | a run's figures, seeds pooled together, and the host's timing       |
 | stats.py      | bootstrap intervals of percentiles and ratios; unstable queues      |
 | trace.py      | the Chrome trace of the GPU timeline                                 |
 | plots.py      | the plots                                                            |
 | tables.py     | results.md: its tables and the comparison with the paper             |
+| notes.py      | results.md's "Why ours differ", written from the run's own figures   |
 | colocation.py | the colocation experiments (stacking, hybrid)                        |
 | variants.py   | the single-tenant comparisons (rightsizing, dvfs)                    |
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.vgpu.errors import InvalidArgument
-from drivers.vgpu.traces import MODELS, ModelSummary, Workload, load_orion_csv, synthetic_workload
+from drivers.vgpu.traces import (
+    MODELS,
+    ORION_DEVICE,
+    ModelSummary,
+    Workload,
+    load_orion_csv,
+    synthetic_workload,
+)
 
 #: Models by key: the Orion profile's file stem, and the published summary
 #: the synthetic generator draws an equivalent from (figures of those profiles).
@@ -47,11 +54,16 @@ MS = 1e6
 SLIP = 1.1
 
 
-def load_model(key: str, trace_dir: str | None, seed: int = 0) -> Workload:
+def load_model(
+    key: str, trace_dir: str | None, seed: int = 0, measured_on: str | None = None
+) -> Workload:
+    """Model `key` as measured: its Orion profile in `trace_dir` (measured on
+    `measured_on`, default Orion's V100), or drawn by the synthetic generator
+    (for the device that runs it, unless `measured_on` names one)."""
     stem, summary = CATALOGUE[key]
     if trace_dir is None:
-        return synthetic_workload(summary, seed)
+        return synthetic_workload(summary, seed, measured_on)
     path = Path(trace_dir) / f"{stem}.csv"
     if not path.is_file():
         raise InvalidArgument(f"{path}: no such profile (model {key!r} reads {stem}.csv)")
-    return load_orion_csv(path)
+    return load_orion_csv(path, measured_on or ORION_DEVICE)

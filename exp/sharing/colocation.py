@@ -20,7 +20,6 @@ from drivers.vgpu.presets import get_preset
 from drivers.vgpu.sharing import RunResult
 from exp.output import results_dir, write_json, write_markdown, write_timing
 from exp.sharing import running
-from exp.sharing.catalogue import DEFAULT_RATE_PER_S
 from exp.sharing.figures import (
     by_label,
     ratio,
@@ -35,11 +34,27 @@ from exp.sharing.plots import plot_allocation, plot_bars, plot_latency_cdf
 from exp.sharing.running import RunJob
 from exp.sharing.stats import ratio_ci
 from exp.sharing.tables import colocation_report
-from exp.sharing.tenants import SLO_FACTOR, Role, build_tenants, check_inputs
+from exp.sharing.tenants import (
+    SLO_FACTOR,
+    Role,
+    arrivals_label,
+    build_tenants,
+    check_inputs,
+    placeholder_notes,
+)
 from exp.sharing.trace import chrome_trace, write_trace
 
 #: The Chrome trace covers this much of each policy's first seed, from the warm-up's end.
 TRACE_SPAN_NS = 30_000_000
+#: LithOS's TPC plot (lithos_tpcs.png) covers this much of its first seed
+#: from the same instant, or the rest of the run where that is shorter.
+PLOT_SPAN_NS = 500_000_000
+#: The label of the run that records it: LithOS's first seed again, only as
+#: far as the plot's window (and a margin for the atoms then in flight),
+#: because a longer trace window in the measured run would sample its TPCs
+#: longer, and those extra events move its energy in the last bits.
+PLOT_LABEL = "lithos (TPC plot)"
+PLOT_MARGIN_NS = 20_000_000
 
 
 SAMPLE_NS = 200_000
@@ -100,6 +115,8 @@ def colocation_jobs(
                     weight=POLICY_WEIGHT.get(policy, 1.0),
                 )  # fmt: skip
             )
+        if seed == args.seed and "lithos" in policies:
+            jobs.append(plot_job(tenants, seed, duration, warmup, start, args))
     return jobs
 
 
@@ -134,20 +151,27 @@ def colocation_results(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     figures = colocation_records(roles, policies, jobs, results)
+    placeholders = placeholder_notes(roles, args, jobs[0].seed)
     return {
         "experiment": name,
         "config": {
             "gpu": args.gpu,
+            "simulated_on": args.gpu,
             "engine": args.engine,
             "trace_dir": args.trace_dir,
-            "arrivals": args.arrivals or f"poisson {DEFAULT_RATE_PER_S}/s",
+            "arrivals": arrivals_label(roles, args),
             "arrival_speedup": args.arrival_speedup,
             "duration_s": duration_ns(args) / 1e9,
             "warmup_s": jobs[0].warmup_ns / 1e9,
             "seeds": seeds(args),
             "slo_factor": SLO_FACTOR,
             "tenants": [
-                {**attrs.asdict(role), "quota": t.quota}
+                {
+                    **attrs.asdict(role),
+                    "quota": t.quota,
+                    "measured_on": t.workload.measured_on or args.gpu,
+                    "placeholder": placeholders.get(role.name),
+                }
                 for role, t in zip(roles, jobs[-1].tenants, strict=True)
             ],
         },
@@ -176,7 +200,7 @@ def colocation_outputs(
     by_policy: dict[str, list[RunResult]] = {}
     traced = []
     for job, r in zip(jobs, results, strict=True):
-        if job.label.startswith("isolated"):
+        if job.label.startswith("isolated") or job.label == PLOT_LABEL:
             continue
         by_policy.setdefault(job.label, []).append(r)
         if job.seed == first_seed:
@@ -192,11 +216,25 @@ def colocation_outputs(
             ("slo_attainment", "SLO attainment (share of requests)"),
         ],  # fmt: skip
     )
-    for label, r in traced:
-        if label == "lithos" and r.atoms:
+    for job, r in zip(jobs, results, strict=True):
+        if job.label == PLOT_LABEL and r.atoms:
+            assert job.trace_window_ns is not None
+            span = job.trace_window_ns[1] - job.trace_window_ns[0]
             n_tpcs = get_preset(data["config"]["gpu"]).n_tpcs
-            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, TRACE_SPAN_NS, n_tpcs)
+            plot_allocation(os.path.join(tmp, "lithos_tpcs.png"), r, names, span, n_tpcs)
     write_trace(tmp, chrome_trace(traced, names))
+
+
+def plot_job(
+    tenants: tuple, seed: int, duration: int, warmup: int, start: int, args: argparse.Namespace
+) -> RunJob:
+    """The run that records lithos_tpcs.png: LithOS's first seed from `start`,
+    for `PLOT_SPAN_NS` or the rest of the run, and no further (`PLOT_LABEL`)."""
+    end = min(duration, start + PLOT_SPAN_NS)
+    return RunJob(
+        PLOT_LABEL, "lithos", {}, tenants, seed, min(duration, end + PLOT_MARGIN_NS), warmup,
+        args.gpu, args.engine, trace_window_ns=(start, end), weight=POLICY_WEIGHT["lithos"],
+    )  # fmt: skip
 
 
 #: The baselines the LithOS paper compares with (§7); ours has more policies.
@@ -272,7 +310,6 @@ def run_colocation(
     policies: list[str],
     args: argparse.Namespace,
     paper: dict,
-    notes: str,
     comparison_rows: Callable[[dict], list[tuple[str, str, str, str]]],
 ) -> int:
     """The stacking and hybrid experiments: run every policy (and each tenant
@@ -286,7 +323,7 @@ def run_colocation(
     data["comparisons"] = colocation_comparisons(data, hp, hp_latencies(jobs, results, hp))
     data["paper"] = paper
     rows = comparison_rows(data["comparisons"])
-    report = colocation_report(data, title, rows, notes)
+    report = colocation_report(data, title, rows)
     with results_dir(args.out) as tmp:
         write_json(tmp, data)
         write_markdown(tmp, report)

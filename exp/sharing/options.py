@@ -1,7 +1,7 @@
 """The sharing experiments' command line (`exp/sharing`).
 
 The common options (--trace-dir, --arrivals, --policies, --duration,
---seed, --out, plus --seeds and --jobs) on top of `exp.output.parser`,
+--seed, --out, plus --seeds, --jobs, --gpu and --allow-placeholder) on top of `exp.output.parser`,
 what they come to (durations, seeds, arrivals), and `safe_main`, which
 turns bad input into one error line.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from drivers.vgpu.errors import InvalidArgument
 from drivers.vgpu.policies import POLICY_NAMES, policy_class
+from drivers.vgpu.presets import PRESETS
 from exp.output import parser, positive_float, positive_int
 
 
@@ -77,7 +78,18 @@ def sharing_parser(
         default=None,
         help="parallel processes (default: the CPU count)",
     )
-    p.add_argument("--gpu", default="a100", choices=("a100", "h100"), help="GPU preset")
+    p.add_argument(
+        "--gpu",
+        default="a100",
+        choices=tuple(PRESETS),
+        help="the GPU preset simulated (default a100); profiles measured on another "
+        "are carried to it (drivers/vgpu/traces.py, carry_to)",
+    )
+    p.add_argument(
+        "--allow-placeholder",
+        action="store_true",
+        help="run a profile of placeholder durations (refused by default), marked in the results",
+    )
     p.add_argument(
         "--engine",
         default="block",

@@ -17,6 +17,8 @@ def plot_latency_cdf(
     path: str, by_policy: dict[str, list[RunResult]], tenants: Sequence[int], names: Sequence[str]
 ) -> None:
     plt = pyplot()
+    from matplotlib import ticker
+
     fig, axes = plt.subplots(1, len(tenants), figsize=(5.5 * len(tenants), 4), squeeze=False)
     for ax, index in zip(axes[0], tenants, strict=True):
         for label, runs in by_policy.items():
@@ -27,18 +29,28 @@ def plot_latency_cdf(
                 style = {"color": "black", "linewidth": 2.5} if label.startswith("lithos") else {}
                 ax.plot(lat / MS, np.arange(1, len(lat) + 1) / len(lat), label=label, **style)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("request latency (ms)")
         ax.set_ylabel("CDF")
         ax.set_title(names[index])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    # The legend stands beside the axes, never over the curves.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               title="policy")  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
 def plot_bars(path: str, rows: list[dict], metrics: Sequence[tuple[str, str]]) -> None:
-    """Grouped bars: for each metric, one group per policy, one bar per tenant."""
+    """Grouped bars: for each metric, one group per policy, one bar per tenant.
+
+    Latencies (`*_ms`) are on a log axis, so that one queue that does not
+    drain, whose latency grows with the run, hides no other bar; such a
+    tenant's bars are hatched and edged in red ("unstable")."""
     plt = pyplot()
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     tenants = list(dict.fromkeys(r["tenant"] for r in rows))
@@ -52,27 +64,44 @@ def plot_bars(path: str, rows: list[dict], metrics: Sequence[tuple[str, str]]) -
             # Percentiles carry their bootstrap interval (`p99_ms` -> `p99_ci_ms`).
             cis = [r.get(key.replace("_ms", "_ci_ms")) for r in mine] if key.endswith("_ms") else []
             err = None
-            if cis and all(c is not None for c in cis):
-                err = np.maximum(0, [[v - c[0] for v, c in zip(values, cis, strict=True)],
-                                     [c[1] - v for v, c in zip(values, cis, strict=True)]])  # fmt: skip
-            ax.bar(np.arange(len(policies)) + k * width, values, width, yerr=err, capsize=2,
-                   label=tenant)  # fmt: skip
+            bounds = [c for c in cis if c is not None]
+            if bounds and len(bounds) == len(cis):
+                err = np.maximum(0, [[v - c[0] for v, c in zip(values, bounds, strict=True)],
+                                     [c[1] - v for v, c in zip(values, bounds, strict=True)]])  # fmt: skip
+            bars = ax.bar(np.arange(len(policies)) + k * width, values, width, yerr=err,
+                          capsize=2, label=tenant, color=f"C{k}")  # fmt: skip
+            for bar, r in zip(bars, mine, strict=True):
+                if r.get("unstable"):
+                    bar.set_hatch("xx")
+                    bar.set_edgecolor("red")
+        if key.endswith("_ms"):
+            ax.set_yscale("log")
         ax.set_xticks(np.arange(len(policies)) + width * (len(tenants) - 1) / 2)
         ax.set_xticklabels(policies, rotation=45, ha="right", fontsize=8)
         ax.set_xlabel("policy")
         ax.set_ylabel(title)
         ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    # Plain patches: a tenant's first bar may be hatched, its legend entry never.
+    handles = [Patch(facecolor=f"C{k}") for k in range(len(tenants))]
+    labels = list(tenants)
+    if any(r.get("unstable") for r in rows):
+        handles.append(Patch(facecolor="white", edgecolor="red", hatch="xx"))
+        labels.append("unstable (queue does not drain)")
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
 def plot_allocation(
     path: str, run: RunResult, names: Sequence[str], span_ns: int, n_tpcs: int
 ) -> None:
-    """The device's TPCs over time: each tenant's own and stolen, stacked.
+    """The device's TPCs over the recorded `span_ns`: each tenant's own and
+    stolen, stacked: sampled every 50 us, then averaged over at most `BINS`
+    equal bins (a long window's instants would alias).
 
     At each sample every TPC counts once: for the tenant whose own atom's
     mask holds it, else for a tenant whose stolen atom's mask holds it, else
@@ -82,7 +111,8 @@ def plot_allocation(
     if not atoms:
         return
     t0 = min(a.launch_ns for a in atoms)
-    times = np.arange(t0, min(t0 + span_ns, max(a.done_ns for a in atoms)), SAMPLE_STEP_NS)
+    end = min(t0 + span_ns, max(a.done_ns for a in atoms))
+    times = np.arange(t0, end, SAMPLE_STEP_NS)
     held = np.zeros((len(names), 2, len(times)), dtype=object)  # [tenant, own/stolen, t] masks
     for a in atoms:
         first, last = np.searchsorted(times, [a.launch_ns, a.done_ns])
@@ -96,7 +126,13 @@ def plot_allocation(
                 mine = int(held[s, stolen, i]) & ~claimed
                 counts[s, stolen, i] = mine.bit_count()
                 claimed |= mine
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    per_bin = max(1, -(-len(times) // BINS))
+    usable = len(times) // per_bin * per_bin
+    if per_bin > 1 and usable:
+        times = times[:usable:per_bin]
+        counts = counts[:, :, :usable].reshape(len(names), 2, -1, per_bin).mean(axis=3)
+    step = SAMPLE_STEP_NS * per_bin
+    fig, ax = plt.subplots(figsize=(12, 3.8))
     layers, labels, colours, hatches = [], [], [], []
     for s, name in enumerate(names):
         for stolen, what in ((0, "own"), (1, "stolen")):
@@ -104,7 +140,8 @@ def plot_allocation(
             labels.append(f"{name} ({what})")
             colours.append(f"C{s}")
             hatches.append("//" if stolen else "")
-    polys = ax.stackplot((times - t0) / MS, layers, labels=labels, colors=colours, step="post")
+    polys = ax.stackplot((times - t0) / MS, layers, labels=labels, colors=colours, step="post",
+                         linewidth=0)  # fmt: skip
     for poly, hatch in zip(polys, hatches, strict=True):
         poly.set_hatch(hatch)
         poly.set_alpha(0.6 if hatch else 0.9)
@@ -112,17 +149,20 @@ def plot_allocation(
     ax.set_ylim(0, n_tpcs * 1.15)
     ax.annotate(f"device: {n_tpcs} TPCs", (0, n_tpcs), xytext=(2, 3), textcoords="offset points",
                 fontsize=8)  # fmt: skip
-    ax.set_xlabel("time from the trace's start (ms)")
-    ax.set_ylabel("TPCs (count)")
-    ax.set_title(f"TPCs each tenant's atoms hold under {run.policy}: own and stolen")
+    ax.set_xlabel(f"time from the first request after the warm-up (ms); mean over "
+                  f"{step / 1e3:g} us bins")  # fmt: skip
+    ax.set_ylabel("TPCs held (mean count)")
+    ax.set_title(f"TPCs each tenant's atoms hold under {run.policy}: own and stolen, "
+                 f"{(end - t0) / MS:.0f} ms of the run")  # fmt: skip
     ax.legend(loc="upper right", fontsize=7, ncol=len(names))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-#: The TPC timeline's sample step.
+#: The TPC timeline's sample step, and the most bins it is averaged into.
 SAMPLE_STEP_NS = 50_000
+BINS = 1000
 
 
 def plot_saving_vs_cost(
@@ -144,8 +184,8 @@ def plot_saving_vs_cost(
     ax.set_xlabel("model")
     ax.set_ylabel("% of the run without the mechanism")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the bars
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

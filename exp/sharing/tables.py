@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 from exp.output import markdown_table
+from exp.sharing.catalogue import CATALOGUE
 from exp.sharing.figures import fmt
+from exp.sharing.notes import colocation_notes
 from exp.sharing.options import P99_SAMPLES
 
 
@@ -61,21 +64,23 @@ def queue_state(r: dict) -> str:
     return "drains" if r["kind"] == "open" else "-"
 
 
-def colocation_report(
-    data: dict, title: str, rows: Sequence[tuple[str, str, str, str]], notes: str
-) -> str:
-    """results.md: the comparison against the paper, the table of every record, the notes."""
+def colocation_report(data: dict, title: str, rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """results.md: the comparison against the paper, the table of every record,
+    and the notes, written from the run's own figures (`exp.sharing.notes`)."""
     cfg = data["config"]
     lines = [
         f"# {title}",
         "",
-        f"{setup_line(cfg)}; "
-        f"arrivals: {cfg['arrivals']}; {cfg['duration_s']:g} s simulated per run "
+        *placeholder_warning(cfg["tenants"]),
+        f"{setup_line(cfg)}.",
+        "",
+        f"Arrivals: {cfg['arrivals']}; {cfg['duration_s']:g} s simulated per run "
         f"({cfg['warmup_s']:g} s warm-up not measured); seeds {cfg['seeds']}.",
         "",
         "Tenants: "
         + "; ".join(
-            f"{t['name']} = {t['model']} ({t['kind']}, quota {t['quota']:.3f})"
+            f"{t['name']} = {model_label(t)}{' (PLACEHOLDER)' if t.get('placeholder') else ''} "
+            f"({t['kind']}, quota {t['quota']:.3f})"
             for t in cfg["tenants"]
         )
         + f".  SLO: {cfg['slo_factor']:g}x the model's isolated request time.",
@@ -103,7 +108,7 @@ def colocation_report(
         predictor_line(data["runs"]),
         "## Why ours differ",
         "",
-        notes.strip(),
+        colocation_notes(data),
         "",
     ]
     return "\n".join(lines)
@@ -124,8 +129,54 @@ def predictor_line(runs: dict) -> str:
 
 
 def setup_line(cfg: dict) -> str:
-    """The GPU and the kernel profiles a run used, for the head of results.md."""
-    return f"GPU {cfg['gpu']}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}"
+    """The GPU simulated and, per tenant (or model), its kernel profile and the
+    GPU it was measured on, for the head of results.md.  A config without
+    tenants (a sweep's) names its profiles' directory."""
+    tenants = cfg.get("tenants") or cfg.get("sources")
+    gpu = cfg.get("simulated_on", cfg["gpu"])
+    if not tenants:
+        return f"GPU {gpu}; kernel profiles: {cfg['trace_dir'] or 'built-in synthetic models'}"
+    sources = "; ".join(
+        profile_source(t, cfg) if t["name"] in (t["model"], _stem(t)) else
+        f"{t['name']}: {profile_source(t, cfg)}"
+        for t in tenants
+    )  # fmt: skip
+    return f"GPU simulated: {gpu}; kernel profiles: {sources}"
+
+
+def _stem(t: dict) -> str:
+    return os.path.splitext(os.path.basename(t["profile"]))[0] if t.get("profile") else ""
+
+
+def model_label(t: dict) -> str:
+    """A tenant's model as a table names it: the profile's file name, or the catalogue key."""
+    return os.path.basename(t["profile"]) if t.get("profile") else t["model"]
+
+
+def profile_source(t: dict, cfg: dict) -> str:
+    """Where a tenant's kernel durations come from, and from which GPU."""
+    gpu = cfg.get("simulated_on", cfg["gpu"])
+    measured = t.get("measured_on") or gpu
+    carried = f", carried to the {gpu}" if measured != gpu else ""
+    if t.get("profile"):
+        return f"{t['profile']} (measured on the {measured}{carried})"
+    if cfg.get("trace_dir"):
+        path = os.path.join(cfg["trace_dir"], f"{CATALOGUE[t['model']][0]}.csv")
+        return f"{path} (measured on the {measured}{carried})"
+    drawn = f"as measured on the {measured}{carried}" if carried else f"drawn for the {gpu}"
+    return f"{t['model']} (built-in synthetic model, {drawn})"
+
+
+def placeholder_warning(tenants: Sequence[dict]) -> list[str]:
+    """A warning at the head of results.md for every placeholder profile run."""
+    marked = [t for t in tenants if t.get("placeholder")]
+    if not marked:
+        return []
+    return [
+        "**Placeholder profiles (run with --allow-placeholder): their latencies are not "
+        "measurements.** " + " ".join(f"{t['name']}: {t['placeholder']}" for t in marked),
+        "",
+    ]
 
 
 def colocation_rows(

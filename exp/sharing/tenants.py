@@ -3,23 +3,32 @@
 A `Role` is a tenant as a scenario file names it (`exp/scenario.py`): its
 model, kind, arrival process, SLO and share of the GPU.  `build_tenants`
 makes a seed's `Tenant`s of the roles for the simulator, at a given load
-(a multiple of the open-loop rates), and `check_inputs` refuses, before
-anything runs, a run too short for the percentiles it reports.
+(a multiple of the open-loop rates), each model's durations carried from
+the device it was measured on to the one simulated (`traces.carry_to`),
+and `check_inputs` refuses, before anything runs, a run too short for the
+percentiles it reports and a profile of placeholder durations.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from collections.abc import Sequence
 
 import attrs
 
 from drivers.vgpu.errors import InvalidArgument
+from drivers.vgpu.presets import get_preset
 from drivers.vgpu.sharing import Tenant
 from drivers.vgpu.sharing.arrivals import arrival_times_ns, load_arrivals, poisson_times_ns
 from drivers.vgpu.sharing.sim import LAUNCH_QUEUE_DEPTH
-from drivers.vgpu.traces import Workload, implausible_duration, load_orion_csv
+from drivers.vgpu.traces import (
+    ORION_DEVICE,
+    Workload,
+    carry_to,
+    implausible_duration,
+    load_orion_csv,
+)
 from exp.sharing.catalogue import DEFAULT_RATE_PER_S, MS, SLIP, load_model
 from exp.sharing.options import min_requests
 
@@ -58,11 +67,15 @@ class Role:
     #: The SLO: `slo_ms`, or `slo_factor` times the isolated request time.
     slo_ms: float | None = None
     slo_factor: float = SLO_FACTOR
+    #: The GPU preset the model's durations were measured on; None: its
+    #: source's own (Orion's files: the V100; the synthetic generator: the
+    #: device simulated).
+    measured_on: str | None = None
 
     @property
     def label(self) -> str:
-        """The model as a table names it: the catalogue key or the profile's path."""
-        return self.profile or self.model
+        """The model as a table names it: the catalogue key or the profile's file name."""
+        return os.path.basename(self.profile) if self.profile else self.model
 
 
 def slip_tpcs(workload: Workload, n_tpcs: int, slip: float = SLIP) -> int:
@@ -81,10 +94,16 @@ def role_quotas(roles: Sequence[Role], workloads: Sequence[Workload], n_tpcs: in
     return [q if r.sized else rest * r.weight / weights for r, q in zip(roles, sized, strict=True)]
 
 
-def role_workload(role: Role, trace_dir: str | None, seed: int) -> Workload:
+def measured_workload(role: Role, trace_dir: str | None, seed: int) -> Workload:
+    """The role's model as it was measured (or drawn), before any carrying."""
     if role.profile is not None:
-        return load_orion_csv(role.profile)
-    return load_model(role.model, trace_dir, seed)
+        return load_orion_csv(role.profile, role.measured_on or ORION_DEVICE)
+    return load_model(role.model, trace_dir, seed, role.measured_on)
+
+
+def role_workload(role: Role, trace_dir: str | None, seed: int, gpu: str = "a100") -> Workload:
+    """The role's model on the simulated GPU preset `gpu` (`traces.carry_to`)."""
+    return carry_to(measured_workload(role, trace_dir, seed), get_preset(gpu))
 
 
 def role_arrivals(
@@ -104,6 +123,35 @@ def role_arrivals(
     return tuple(t - offset_ns for t in times if t >= offset_ns)
 
 
+def arrival_label(role: Role, args: argparse.Namespace) -> str:
+    """An open-loop role's arrival process as results name it: the Poisson
+    rate, or the trace file's name and its mean rate (speed-up applied)."""
+    if args.arrivals is None and role.arrival_file is None:
+        return f"poisson {role.rate_per_s or DEFAULT_RATE_PER_S:g}/s"
+    if args.arrivals is not None:
+        path, speedup, offset = args.arrivals, args.arrival_speedup, 0.0
+    else:
+        path, speedup, offset = role.arrival_file, role.arrival_speedup, role.arrival_offset_s
+    rate = load_arrivals(path).mean_rate_per_s * speedup
+    extras = "".join(
+        (
+            f", speed-up {speedup:g}" if speedup != 1 else "",
+            f", from {offset:g} s" if offset else "",
+        )
+    )
+    return f"trace {os.path.basename(path)} ({rate:.3g}/s{extras})"
+
+
+def arrivals_label(roles: Sequence[Role], args: argparse.Namespace) -> str:
+    """Every open-loop role's arrivals: one label if they all share it, else one each."""
+    labels = {role.name: arrival_label(role, args) for role in roles if role.kind == "open"}
+    if not labels:
+        return "none (every tenant runs closed loop)"
+    if len(set(labels.values())) == 1:
+        return next(iter(labels.values()))
+    return "; ".join(f"{name}: {label}" for name, label in labels.items())
+
+
 def build_tenants(
     roles: Sequence[Role],
     args: argparse.Namespace,
@@ -111,8 +159,8 @@ def build_tenants(
     duration: int,
     load: float = 1.0,
 ):
-    spec_tpcs = 54 if args.gpu == "a100" else 66
-    workloads = [role_workload(role, args.trace_dir, seed) for role in roles]
+    spec_tpcs = get_preset(args.gpu).n_tpcs
+    workloads = [role_workload(role, args.trace_dir, seed, args.gpu) for role in roles]
     quotas = role_quotas(roles, workloads, spec_tpcs)
     tenants = []
     for role, workload, quota in zip(roles, workloads, quotas, strict=True):
@@ -136,12 +184,16 @@ def check_inputs(
     warmup: int,
     load: float = 1.0,
 ) -> None:
-    """Warn (a line each) of implausible profiles; refuse a run in which an
-    open-loop tenant gets fewer requests, over all seeds, than --min-requests."""
-    for role in roles:
-        note = implausible_duration(role_workload(role, args.trace_dir, seeds[0]))
-        if note is not None:
-            print(f"malv exp: warning: {note}", file=sys.stderr)
+    """Refuse a profile of placeholder durations unless --allow-placeholder
+    is given (`placeholder_notes`), and a run in which an open-loop tenant
+    gets fewer requests, over all seeds, than --min-requests."""
+    notes = placeholder_notes(roles, args, seeds[0])
+    if notes and not getattr(args, "allow_placeholder", False):
+        name, note = next(iter(notes.items()))
+        raise InvalidArgument(
+            f"tenant {name!r}: {note} Refused: its latencies would mean nothing; "
+            "--allow-placeholder runs it anyway, marked in the results"
+        )
     need = min_requests(args)
     for role in roles:
         if role.kind != "open":
@@ -157,3 +209,14 @@ def check_inputs(
                 f"window over {len(seeds)} seed(s), fewer than the {need} a P99 needs; "
                 "lengthen --duration or add --seeds"
             )
+
+
+def placeholder_notes(roles: Sequence[Role], args: argparse.Namespace, seed: int) -> dict[str, str]:
+    """Per tenant whose profile holds placeholder durations (Orion's `*_fb0`
+    lists: every row ``-1,1,1,7``), why it looks so (`traces.implausible_duration`)."""
+    notes = {}
+    for role in roles:
+        note = implausible_duration(measured_workload(role, args.trace_dir, seed))
+        if note is not None:
+            notes[role.name] = note
+    return notes
