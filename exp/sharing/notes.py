@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from drivers.vgpu.presets import GpuSpec, get_preset
-from drivers.vgpu.traces import device_factors
+from drivers.vgpu.traces import CARRY_VALIDATION, device_factors
 from exp.sharing.options import P99_SAMPLES
 
 #: A tenant served at less than this share of its isolated throughput is starved.
@@ -42,8 +42,7 @@ def device_note(tenants: Sequence[dict], gpu: str, trace_dir: str | None) -> str
         parts.append(
             f"**Devices.** {names}: durations measured on the {', '.join(carried)}, simulated "
             f"on the {gpu} and carried by `drivers/vgpu/traces.py` (`carry_to`): {factors}.  "
-            "Tensor cores and caches are not in that model, so kernels that lean on them "
-            f"may run at other speeds on a real {gpu}."
+            f"The model is {CARRY_VALIDATION}; tensor cores and caches are not in it."
         )
     if synthetic:
         parts.append(

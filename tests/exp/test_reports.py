@@ -115,6 +115,7 @@ def test_dvfs_and_rightsizing_take_a_scenario_and_profile_paths(tmp_path):
     assert data["config"]["sources"][0]["measured_on"] == "v100"
     md = (out / "results.md").read_text()
     assert "carried to the a100" in md and "**Devices.**" in md
+    assert "Orion's own H100 profiles" in md  # what the carrying model was checked against
     assert (
         malv(["exp", "rightsizing", *QUICK, "--models", "nope.csv", "--out", str(tmp_path / "r")])
         == 2
