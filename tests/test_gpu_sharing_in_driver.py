@@ -225,14 +225,14 @@ def test_the_driver_is_the_only_owner_of_its_engine(malv_kernel: Kernel, module)
         k.loop.call_later(i * 150_000, infer, owner=k)
     scheduler = driver.scheduler
     spy(scheduler.loop, "advance")
-    submitted: list[int] = []  # the context of each kernel submitted
-    submit = scheduler.submit
+    submitted: list[int] = []  # the context of each submission (a kernel or a graph)
+    for name in ("submit", "submit_graph"):
 
-    def spied_submit(ctx, *args, **kwargs):
-        submitted.append(ctx)
-        return submit(ctx, *args, **kwargs)
+        def spied(ctx, *args, _submit=getattr(scheduler, name), **kwargs):
+            submitted.append(ctx)
+            return _submit(ctx, *args, **kwargs)
 
-    scheduler.submit = spied_submit
+        setattr(scheduler, name, spied)
 
     def program(proc, log):
         ctx = yield from open_context(proc)

@@ -47,7 +47,7 @@ invalid and `Advised` takes over.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from drivers.vgpu.errors import GpuError, InvalidArgument
@@ -151,6 +151,9 @@ class StreamScheduler:
         self.on_kernel_done: Callable[[int, int], None] | None = None
         #: Why the selected policy was last dropped for `Advised` (None: it was not).
         self.refused: str | None = None
+        #: Called as soon as `refused` is set (the driver ejects the advisor
+        #: that named the policy before the next kernel asks it for a mask).
+        self.on_refused: Callable[[], None] | None = None
         #: Contexts' shares of the device (fractions; a VM's `gpu_share`).
         self.shares: dict[int, float] = {}
         #: The kernels launched and not yet finished, by their column in the
@@ -232,6 +235,8 @@ class StreamScheduler:
             self.selected = None
             self._put_in_charge(self._fresh())
             self._advise_queued()
+            if self.on_refused is not None:
+                self.on_refused()
 
     def _quotas(self) -> list[float]:
         """Each stream's share: equal without shares; else a context's share
@@ -276,7 +281,35 @@ class StreamScheduler:
 
     def submit(self, ctx: int, stream: int, kernel_id: int, desc: KernelDesc, spec: Any) -> None:
         """Queue a launched kernel on its stream; it runs after the stream's earlier ones."""
-        hp = spec.priority > 0
+        self._submit_run(ctx, stream, [kernel_id], [desc], [spec])
+        self._collect()
+
+    def submit_graph(
+        self, ctx: int, kernel_ids: list[int], descs: Sequence[KernelDesc], specs: Sequence[Any]
+    ) -> None:
+        """Queue a launch graph's kernels, each on its `LaunchSpec.stream`, in
+        order.  Each run of them on one stream in one priority class reaches
+        the loop in one call."""
+        start = 0
+        n = len(specs)
+        while start < n:
+            first = specs[start]
+            stream, hp = first.stream, first.priority > 0
+            end = start + 1
+            while end < n and specs[end].stream == stream and (specs[end].priority > 0) == hp:
+                end += 1
+            self._submit_run(
+                ctx, stream, kernel_ids[start:end], descs[start:end], specs[start:end]
+            )  # fmt: skip
+            start = end
+        self._collect()
+
+    def _submit_run(
+        self, ctx: int, stream: int, kernel_ids: Sequence[int], descs: Sequence[KernelDesc],
+        specs: Sequence[Any],
+    ) -> None:  # fmt: skip
+        """Kernels launched on one stream, all in the class of the first."""
+        hp = specs[0].priority > 0
         s = self.by_stream.get((ctx, stream))
         if s is None:
             s = self.by_stream[(ctx, stream)] = ProgramStream(self, ctx, stream, hp)
@@ -285,12 +318,16 @@ class StreamScheduler:
         elif s.hp != hp:
             s.hp = hp
             self._reshare()
-        mask = self._advised_mask(s, spec) if self.selected is None else self.full_mask
-        column = self.loop.submit(s, desc, mask, int(spec.priority))
-        self._kernels[column] = (s, kernel_id, desc, spec)
-        self._column[kernel_id] = column
-        s.pending += 1
-        self._collect()
+        if self.selected is None:
+            masks = [self._advised_mask(s, spec) for spec in specs]
+        else:
+            masks = [self.full_mask] * len(specs)
+        priorities = [int(spec.priority) for spec in specs]
+        columns = self.loop.submit(s, descs, masks, priorities)
+        for column, kernel_id, desc, spec in zip(columns, kernel_ids, descs, specs, strict=True):
+            self._kernels[column] = (s, kernel_id, desc, spec)
+            self._column[kernel_id] = column
+        s.pending += len(columns)
 
     def _collect(self) -> None:
         """Tell the driver of every kernel the loop finished, in order."""

@@ -123,6 +123,7 @@ GOVERNOR_TICK_US = 10_000  # how often the power advisor is asked while the devi
 REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
 KEEP_FINISHED = 1 << 16  # finished kernels a context remembers, untold, at most
 TRACE_KERNELS = 1 << 16  # the kernels a trace keeps: the last ones launched
+GRAPHS_KEPT = 32  # launch graphs whose checked descriptors are kept (`_graph_descs`)
 TRACE_SAMPLES = 1 << 13  # the clock, power and busy-TPC samples a trace keeps
 
 
@@ -231,6 +232,8 @@ class GpuDriver:
         self._launched: dict[int, tuple[int, int, bool]] = {}  # engine's id -> ctx, id, named
         self._traced_done: dict[int, int] = {}  # kernels the trace keeps, once done
         self._working = 0  # how deep the driver is in its own work (see `_at_work`)
+        #: Launch graphs' checked descriptors (`_graph_descs`).
+        self._graphs: dict[int, tuple[Any, tuple, tuple]] = {}
 
     @property
     def engine(self) -> Any:
@@ -248,6 +251,7 @@ class GpuDriver:
 
             self._scheduler = StreamScheduler(self.engine, self.advised_mask)
             self._scheduler.on_kernel_done = self._kernel_done
+            self._scheduler.on_refused = self._check_refused
         return self._scheduler
 
     @contextlib.contextmanager
@@ -458,20 +462,32 @@ class GpuDriver:
     def launch(self, ctx: _Context, spec: Any) -> int:
         if not isinstance(spec, LaunchSpec):
             raise GpuRequestError(f"launch needs a LaunchSpec, got {type(spec).__name__}")
-        return self._submit(ctx, spec, self._kernel_desc(spec), named=True)
+        return self._submit(ctx, (spec,), (self._kernel_desc(spec),))
 
     def launch_graph(self, ctx: _Context, graph: Any) -> int:
         """Launch a graph's kernels in order; returns the last one's id.  Every
         kernel is checked before any is launched."""
+        return self._submit(ctx, graph.launches, self._graph_descs(graph))
+
+    def _graph_descs(self, graph: Any) -> tuple[Any, ...]:
+        """A launch graph's kernel descriptors, every one checked.  A program
+        launches the same graph again and again: the last GRAPHS_KEPT graphs
+        have theirs kept (by the graph and its tuple of launches, which are
+        immutable)."""
+        entry = self._graphs.get(id(graph))
+        if entry is not None and entry[0] is graph and entry[1] is graph.launches:
+            return entry[2]
         if not isinstance(graph, LaunchGraph) or not graph.launches:
             raise GpuRequestError("launch_graph needs a LaunchGraph of at least one LaunchSpec")
-        if not all(isinstance(spec, LaunchSpec) for spec in graph.launches):
+        if type(graph.launches) is not tuple or not all(
+            isinstance(spec, LaunchSpec) for spec in graph.launches
+        ):
             raise GpuRequestError("a LaunchGraph holds LaunchSpecs only")
-        descs = [self._kernel_desc(spec) for spec in graph.launches]
-        last = len(descs) - 1
-        for i, (spec, desc) in enumerate(zip(graph.launches, descs, strict=True)):
-            kernel = self._submit(ctx, spec, desc, named=i == last)
-        return kernel
+        descs = tuple(self._kernel_desc(spec) for spec in graph.launches)
+        if len(self._graphs) >= GRAPHS_KEPT:
+            self._graphs.pop(next(iter(self._graphs)))
+        self._graphs[id(graph)] = (graph, graph.launches, descs)  # holding it keeps its id
+        return descs
 
     def _kernel_desc(self, spec: LaunchSpec) -> Any:
         from drivers.vgpu.work import KernelDesc
@@ -490,24 +506,32 @@ class GpuDriver:
             raise GpuRequestError(str(exc)) from None
         return desc
 
-    def _submit(self, ctx: _Context, spec: LaunchSpec, desc: Any, named: bool) -> int:
-        """Launch a kernel; returns its id.  `named`: the program gets the id."""
-        engine_id = self.engine.add_kernel(desc)
-        kernel = self._next_kernel
-        self._next_kernel += 1
-        self._engine_id[kernel] = engine_id
-        self._launched[engine_id] = (ctx.ctx, kernel, named)
-        if named:
-            ctx.running.add(kernel)
+    def _submit(self, ctx: _Context, specs: tuple[Any, ...], descs: tuple[Any, ...]) -> int:
+        """Launch kernels in order; returns the last one's id, which the
+        program gets (it waits for the last of a graph)."""
+        engine = self.engine
+        engine_ids = [engine.add_kernel(desc) for desc in descs]
+        first = self._next_kernel
+        last = first + len(descs) - 1
+        self._next_kernel = last + 1
+        for kernel, engine_id in enumerate(engine_ids, first):
+            self._engine_id[kernel] = engine_id
+            self._launched[engine_id] = (ctx.ctx, kernel, kernel == last)
+        ctx.running.add(last)
         if self.timeline is not None:
-            self.timeline.launched(kernel, ctx.ctx, spec.name, self.engine.now_ns)
-            if _keep_last(self.timeline.launches, TRACE_KERNELS):
-                oldest = self.timeline.launches[0][0]  # kernel ids ascend with launches
-                self._traced_done = {k: t for k, t in self._traced_done.items() if k >= oldest}
+            for kernel, spec in enumerate(specs, first):
+                self._trace_launch(ctx, kernel, spec)
         with self._at_work():  # a new stream may ask the advisor for TPCs
-            self.scheduler.submit(ctx.ctx, spec.stream, engine_id, desc, spec)
+            self.scheduler.submit_graph(ctx.ctx, engine_ids, descs, specs)
             self._check_refused()
-        return kernel
+        return last
+
+    def _trace_launch(self, ctx: _Context, kernel: int, spec: LaunchSpec) -> None:
+        assert self.timeline is not None
+        self.timeline.launched(kernel, ctx.ctx, spec.name, self.engine.now_ns)
+        if _keep_last(self.timeline.launches, TRACE_KERNELS):
+            oldest = self.timeline.launches[0][0]  # kernel ids ascend with launches
+            self._traced_done = {k: t for k, t in self._traced_done.items() if k >= oldest}
 
     def set_share(self, ctx: _Context, percent: Any) -> None:
         """Give a context `percent` of the device (None: no share of its own)."""

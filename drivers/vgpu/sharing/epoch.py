@@ -291,19 +291,28 @@ def program_start(d, p, s, k):
 
 @compiled_fn
 def program_submit(d, p, s, k):
-    """A program launched kernel column `k` on stream `s`: it runs after the
-    stream's earlier kernels (`StreamScheduler.submit`)."""
-    st = d.st
-    d.kern[K_NEXT, k] = -1
+    """A program launched the kernel columns from `k` on stream `s`, a chain
+    linked through K_NEXT and ending at -1 (a launch graph's kernels, or
+    one): they run in order after the stream's earlier kernels
+    (`StreamScheduler.submit`)."""
+    st, kern = d.st, d.kern
+    tail = k
+    while kern[K_NEXT, tail] >= 0:
+        tail = kern[K_NEXT, tail]
     if st[ST_POS, s] < 0:
+        rest = kern[K_NEXT, k]
+        kern[K_NEXT, k] = -1
+        if rest >= 0:
+            st[ST_QHEAD, s] = rest
+            st[ST_QTAIL, s] = tail
         program_start(d, p, s, k)
+        return
+    last = st[ST_QTAIL, s]
+    if last >= 0:
+        kern[K_NEXT, last] = k
     else:
-        tail = st[ST_QTAIL, s]
-        if tail >= 0:
-            d.kern[K_NEXT, tail] = k
-        else:
-            st[ST_QHEAD, s] = k
-        st[ST_QTAIL, s] = k
+        st[ST_QHEAD, s] = k
+    st[ST_QTAIL, s] = tail
 
 
 @compiled_fn

@@ -21,6 +21,7 @@ go.  `ProgramRun` is the same loop on tables that change while it runs:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from drivers.vgpu.sharing.compiled import (
     FH_Q,
     K_HOST_NS,
     K_MASK,
+    K_NEXT,
     K_PRIO,
     K_SLOT,
     KIND_PROGRAM,
@@ -76,6 +78,8 @@ from drivers.vgpu.work import KernelDesc
 KERNEL_SLOTS = 64
 #: Kernel shapes whose table column is kept (`ProgramRun._column`).
 COLUMNS_KEPT = 256
+#: Launch graphs whose table columns are kept (`ProgramRun._columns_of`).
+GRAPHS_KEPT = 32
 _FOREVER = 1 << 62
 
 
@@ -93,6 +97,7 @@ class ProgramRun(LoopRun):
         #: Free kernel columns, lowest first.
         self.free_kernels: list[int] = list(range(255, -1, -1))
         self._columns: dict[tuple, np.ndarray] = {}
+        self._graphs: dict[int, tuple[tuple, np.ndarray]] = {}
         return new_tables(
             sim, sc, 8, kern=np.zeros((N_K_ROWS, 256), np.int64),
             ctx_order=np.zeros(16, np.int64),
@@ -169,26 +174,46 @@ class ProgramRun(LoopRun):
 
     # -- kernels ---------------------------------------------------------------
 
-    def submit(self, s: Any, desc: KernelDesc, mask: int, priority: int) -> int:
-        """Program stream `s` launched `desc` (`mask`, `priority`: what its
-        launch asked for, for the driver's default policy); it runs after the
-        stream's earlier kernels.  Returns the kernel's column."""
-        if not self.free_kernels:
-            n = self.dev.kern.shape[1]
-            self._replace(kern=widened(self.dev.kern, 2 * n))
-            self.free_kernels = list(range(2 * n - 1, n - 1, -1))
-        k = self.free_kernels.pop()
+    def submit(
+        self, s: Any, descs: Sequence[KernelDesc], masks: list[int], priorities: list[int]
+    ) -> list[int]:
+        """Program stream `s` launched `descs`, in order (`masks`,
+        `priorities`: what each launch asked for, for the driver's default
+        policy); they run after the stream's earlier kernels.  Returns their
+        columns.  However many there are, the loop hears of them in one call."""
+        n = len(descs)
+        while len(self.free_kernels) < n:
+            width = self.dev.kern.shape[1]
+            self._replace(kern=widened(self.dev.kern, 2 * width))
+            self.free_kernels[:0] = range(2 * width - 1, width - 1, -1)  # used after the rest
+        free = self.free_kernels
+        ks = [free.pop() for _ in range(n)]
         kern = self.dev.kern
-        kern[:, k] = self._column(desc)
-        kern[K_HOST_NS, k] = int(self.dev.sc[D_NOW])
-        kern[K_SLOT, k] = s.slot_of(desc.name)
-        kern[K_MASK, k] = mask
-        kern[K_PRIO, k] = priority
+        kern[:, ks] = self._columns_of(descs)
+        kern[K_HOST_NS, ks] = int(self.dev.sc[D_NOW])
+        kern[K_SLOT, ks] = [s.slot_of(desc.name) for desc in descs]
+        kern[K_MASK, ks] = masks
+        kern[K_PRIO, ks] = priorities
+        kern[K_NEXT, ks] = ks[1:] + [-1]  # a chain, in launch order
         self._engine_tables()
         if self.fns.needs_room(self.dev):
             self._grow()
-        self.fns.program_submit(self.dev, self.pol, s.index, k)
-        return k
+        self.fns.program_submit(self.dev, self.pol, s.index, ks[0])
+        return ks
+
+    def _columns_of(self, descs: Sequence[KernelDesc]) -> np.ndarray:
+        """The kernel table's rows that follow from `descs` alone, a column
+        each.  A program launches the same graph again and again: the last
+        GRAPHS_KEPT tuples of descriptors have theirs kept."""
+        entry = self._graphs.get(id(descs))
+        if entry is not None and entry[0] is descs:
+            return entry[1]
+        columns = np.stack([self._column(desc) for desc in descs], axis=1)
+        if type(descs) is tuple:  # immutable: its columns cannot go stale
+            if len(self._graphs) >= GRAPHS_KEPT:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[id(descs)] = (descs, columns)  # the entry keeps the id taken
+        return columns
 
     def _column(self, desc: KernelDesc) -> np.ndarray:
         """The kernel table's rows that follow from `desc` alone (a program
