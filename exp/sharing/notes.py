@@ -216,6 +216,18 @@ def energy_note(data: dict) -> str:
     )
 
 
+def mig_note(data: dict) -> str:
+    """MIG runs on a preset whose real GPU has no MIG (the V100, a Volta part)."""
+    gpu = data["config"]["gpu"]
+    mig = [r for r in data["records"] if r["policy"] == "mig"]
+    if gpu != "v100" or not mig:
+        return ""
+    return (
+        "**No MIG on a real V100.** Volta has no MIG; the mig runs here split the preset's "
+        f"{get_preset(gpu).n_tpcs} TPCs into slices as an A100 would, which no real V100 offers."
+    )
+
+
 def colocation_notes(data: dict) -> str:
     """The stacking and hybrid experiments' notes, from `data` (results.json)."""
     cfg = data["config"]
@@ -226,7 +238,7 @@ def colocation_notes(data: dict) -> str:
     notes += [load_note(data, t) for t in tenants if t["kind"] == "open"]
     notes += [quota_note(data, t, n_tpcs) for t in tenants]
     notes += [partition_note(data, hp), starvation_note(data, tenants), baseline_note(data),
-              queue_note(data), energy_note(data)]  # fmt: skip
+              queue_note(data), energy_note(data), mig_note(data)]  # fmt: skip
     return bullets(notes)
 
 

@@ -228,3 +228,12 @@ def test_bars_use_a_log_latency_axis_and_mark_unstable_queues(tmp_path, monkeypa
     legend = kept.figures[0].legends[0]
     assert "unstable (queue does not drain)" in [t.get_text() for t in legend.get_texts()]
     assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+def test_mig_on_the_v100_preset_is_said_to_be_no_real_v100s():
+    data = colocation_data(0.9, unstable=False)
+    for r in data["records"]:
+        r["policy"] = "mig" if r["policy"] == "reef" else r["policy"]
+    assert "No MIG" not in colocation_notes(data)
+    data["config"]["gpu"] = "v100"
+    assert "No MIG on a real V100" in colocation_notes(data)
