@@ -129,3 +129,26 @@ def test_a_tenant_runs_its_profile_carried_to_the_gpu_simulated(gpu):
     assert tenants[0].workload.measured_on == "v100"
     assert (tenants[0].workload == raw) == (gpu == "v100")
     assert sum(t.quota for t in tenants) == pytest.approx(1.0)
+
+
+rows = st.lists(
+    st.tuples(st.sampled_from([-1, 0, 1]), st.integers(1, 5000), st.integers(1, 10**7)),
+    min_size=1, max_size=30,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows, source=st.sampled_from(sorted(PRESETS)), target=st.sampled_from(sorted(PRESETS)))
+def test_any_profile_file_carries_within_its_devices_factors(tmp_path_factory, rows, source, target):
+    path = tmp_path_factory.mktemp("p") / "model.csv"
+    path.write_text("Name,Profile,Memory_footprint,SM_usage,Duration\n"
+                    + "".join(f'"k,{i}",{p},0,{sm},{d}\n' for i, (p, sm, d) in enumerate(rows)))  # fmt: skip
+    raw = load_orion_csv(path, source)
+    carried = carry_to(raw, get_preset(target))
+    assert raw.measured_on == source and carried.measured_on == source
+    assert (carried is raw) == (source == target)
+    low, high = sorted(device_factors(get_preset(source), get_preset(target)))
+    for before, after in zip(raw.kernels, carried.kernels, strict=True):
+        b = before.block_duration_ns
+        assert round(b * low) - 1 <= after.block_duration_ns <= round(b * high) + 1
+        assert after.grid_blocks == before.grid_blocks and after.name == before.name
