@@ -139,7 +139,9 @@ rows = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(rows=rows, source=st.sampled_from(sorted(PRESETS)), target=st.sampled_from(sorted(PRESETS)))
-def test_any_profile_file_carries_within_its_devices_factors(tmp_path_factory, rows, source, target):
+def test_any_profile_file_carries_within_its_devices_factors(
+    tmp_path_factory, rows, source, target
+):
     path = tmp_path_factory.mktemp("p") / "model.csv"
     path.write_text("Name,Profile,Memory_footprint,SM_usage,Duration\n"
                     + "".join(f'"k,{i}",{p},0,{sm},{d}\n' for i, (p, sm, d) in enumerate(rows)))  # fmt: skip
