@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from image import labs
@@ -326,3 +326,22 @@ def test_a_grade_that_runs_past_its_limit_says_so(tmp_path, monkeypatch):
     (tmp_path / "my_sched.py").write_text("")
     with pytest.raises(labs.LabError, match=r"^the grade ran past 0.01 s"):
         labs.grade("sched", tmp_path)
+
+
+fragments = st.sampled_from([
+    "import os\n", "raise SystemExit(3)\n", "import atexit; atexit.register(print)\n",
+    "x = 1 / 0\n", "open('forged', 'w')\n", "class C:\n    pass\n", "def f(:\n", "\x00",
+    "from kernel.mlaas import SchedAdvisor\nclass S(SchedAdvisor):\n    name = 's'\n",
+])  # fmt: skip
+
+
+@settings(max_examples=6, deadline=None)
+@given(source=st.lists(fragments | st.text(max_size=20), max_size=4).map("".join))
+def test_any_file_either_loads_or_is_refused_in_one_line_a_student_reads(source, tmp_path_factory):
+    path = tmp_path_factory.mktemp("student") / "my_sched.py"
+    path.write_text(source, errors="surrogateescape")
+    why = labs.advisor_loads(path)
+    if why is not None:
+        assert why.startswith("my_sched.py "), why
+        assert "\n" not in why and "exec_module" not in why and "EMODULE" not in why, why
+    assert not (path.parent / "forged").exists()
