@@ -317,7 +317,8 @@ def main(action: str | None, name: str | None, where: str | None) -> int:
         print(f"malv lab: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nmalv lab: interrupted; nothing was graded", file=sys.stderr)
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C
+        print(f"{fresh_line}malv lab: interrupted; nothing was graded", file=sys.stderr)
         return 130
 
 
