@@ -26,8 +26,9 @@ grader or a peek at the reference solution earns nothing.
 
 **Limits.**  The student's code must load within `LOAD_LIMIT_S` (checked once,
 before any test runs, so a top level that loops forever costs one limit, not
-one per test), a program must yield each trap within `STEP_LIMIT_S`, and the
-whole grade ends at `GRADE_LIMIT_S`.  Each finished test is printed as it
+one per test), a program must yield each trap within `STEP_LIMIT_S` and make
+at most `MAX_PROGRAM_TRAPS` in a run, and the whole grade ends at
+`GRADE_LIMIT_S`.  Each finished test is printed as it
 comes; ^C stops the grader and prints one line.
 """
 
