@@ -385,6 +385,8 @@ def is_profile_path(spec: str) -> bool:
     return spec.endswith(".csv") or Path(spec).is_file()
 
 
-def load_workload(spec: str, seed: int = 0) -> Workload:
-    """A model named on a command line: an Orion-format profile's path, or a preset."""
-    return load_orion_csv(spec) if is_profile_path(spec) else model_workload(spec, seed)
+def load_workload(spec: str, seed: int = 0, simulated_on: GpuSpec | None = None) -> Workload:
+    """A model named on a command line: an Orion-format profile's path (a
+    V100's measurement), or a preset; carried to `simulated_on` when given."""
+    workload = load_orion_csv(spec) if is_profile_path(spec) else model_workload(spec, seed)
+    return workload if simulated_on is None else carry_to(workload, simulated_on)

@@ -15,6 +15,7 @@ from drivers.vgpu.traces import (
     carry_to,
     device_factors,
     load_orion_csv,
+    load_workload,
     synthetic_workload,
 )
 from drivers.vgpu.work import KernelDesc
@@ -154,3 +155,11 @@ def test_any_profile_file_carries_within_its_devices_factors(
         b = before.block_duration_ns
         assert round(b * low) - 1 <= after.block_duration_ns <= round(b * high) + 1
         assert after.grid_blocks == before.grid_blocks and after.name == before.name
+
+
+@pytest.mark.skipif(not ORION.is_dir(), reason="../shared/workloads is absent")
+def test_a_model_named_on_a_command_line_is_carried_when_its_gpu_is_given():
+    path = str(ORION / "resnet50_4_fwd.csv")
+    assert load_workload(path).carried_to is None
+    assert load_workload(path, simulated_on=a100) == carry_to(load_orion_csv(path), a100)
+    assert load_workload("resnet50_b4_inference", simulated_on=a100).carried_to is None
