@@ -6,7 +6,9 @@ starts (kernel/hypervisor/vm.py), with the host's vGPU driver endpoint
 signal (`kick`).  The back end owns ONE context on the host's vGPU for the
 whole VM, labelled with the VM's name and given the VM's share
 (`set_share`), and serves on it what the guest's front end (frontend.py)
-publishes, one msgpack request per chain (wire.py).
+publishes, one binary request per chain (wire.py), every chain published
+by one kick in one wake.  It reads each request through a view of the
+guest's window (`Device.take`), decoded at once into plain values.
 
 Isolation.  Everything a guest names is a virtual id of this VM's own:
 its contexts, buffer handles and kernel ids are numbers the back end hands
@@ -14,6 +16,11 @@ out and translates to host ids, so a guest can name nothing of another
 guest's, and a number it was not given is answered with an error.  The
 (context, stream) pairs of the guest's live contexts map to distinct host
 streams of the VM's context (`VmGpu.free_lane`).
+
+Launches.  The guest names each launched kernel itself, with ids that
+ascend (`next_kernel`): its front end answers a launch without waiting for
+the host.  A launch the host refuses is kept as its context's error
+(`VmGpu.refused`, not in a snapshot) and answers the context's next `sync`.
 
 Blocking.  A `sync` waits for the device, so the dispatcher never makes one:
 it polls the host (`poll`), answers at once if the work is done, and
@@ -94,6 +101,8 @@ class VmGpu:
         self.kernels: dict[int, list[Any]] = state["kernels"]
         #: guest ctx -> its kernels not known to have finished (an index of `kernels`)
         self.unfinished: dict[int, set[int]] = {}
+        #: guest ctx -> why its latest launch was refused, until a sync reports it
+        self.refused: dict[int, str] = {}
         for kernel, (ctx, _, done) in self.kernels.items():
             if done is None:
                 self.unfinished.setdefault(ctx, set()).add(kernel)
@@ -203,12 +212,7 @@ def vgpu_backend(proc):
             if r.badge & QUIESCE and vm.running():
                 jobs.append(SyncJob(None, vm.running()))
             if r.badge & (KICK | QUIESCE):
-                for request in queue.requests():
-                    answer = yield from _serve(proc, ctx_cap, vm, request)
-                    if isinstance(answer, SyncJob):
-                        jobs.append(answer)
-                    else:
-                        queue.complete(request, answer)
+                yield from _serve_ring(proc, ctx_cap, vm, queue, jobs)
         elif r.msg.label == "ready":  # a worker asks for work: it waits on this reply object
             idle.append(reply)
             reply = yield NewReply()
@@ -216,6 +220,19 @@ def vgpu_backend(proc):
             yield Reply(idle.pop(), Message("job", jobs.popleft()))
         queue.quiet = not jobs and len(idle) == WORKERS and not vm.running()
         queue.quiet = queue.quiet and queue.device.outstanding == 0
+
+
+def _serve_ring(proc, ctx_cap: int, vm: VmGpu, queue: Any, jobs: deque[SyncJob]):
+    """Serve every chain the guest has published, in order.  (The guest
+    kicks for what it publishes meanwhile: whether it need not, were the
+    back end to say so, would hang on the host's timing, which a restored
+    VM's back end does not repeat exactly.)"""
+    for request in queue.requests():
+        answer = yield from _serve(proc, ctx_cap, vm, request)
+        if isinstance(answer, SyncJob):
+            jobs.append(answer)
+        else:  # a quiet request's answer raises no interrupt
+            queue.complete(request, answer[0], not answer[1])
 
 
 def _worker(queue: Any, vm: VmGpu):
@@ -265,57 +282,75 @@ def _destroy(ctx_cap: int, vm: VmGpu, ctx: int):
     for kernel in [k for k, entry in vm.kernels.items() if entry[0] == ctx]:
         del vm.kernels[kernel]
     vm.unfinished.pop(ctx, None)
+    vm.refused.pop(ctx, None)
     vm.contexts.pop(ctx, None)
 
 
 def _serve(proc, ctx_cap: int, vm: VmGpu, request: Any):
-    """Serve one guest request: the answer bytes, or a `SyncJob` for a worker."""
+    """Serve one guest request: (the answer bytes, quiet), or a `SyncJob` for a worker."""
+    quiet = False
     try:
-        op, ctx, arg = wire.decode_request(request.data)
-        if op == "create_context":
-            if arg is not None and (type(arg) is not int or arg < 0):
-                raise Refused(f"a quota is bytes or None, got {wire._short(arg)}")
-            new = vm.take_id("ctx")
-            vm.contexts[new] = [arg, 0, None, vm.free_lane()]
-            return wire.encode("context", new)
-        if op == "stats":
-            view = (yield from _host(proc.caps["gpu"], "stats")).msg.payload
-            return wire.encode("stats", _vm_view(vm, view))
-        entry = vm.context(ctx)
-        if op == "alloc":
-            nbytes = wire.check_bytes("an allocation", arg)
-            if entry[0] is not None and entry[1] + nbytes > entry[0]:
-                raise Refused(f"alloc of {nbytes} bytes is over the context's quota {entry[0]}")
-            host_handle = (yield from _host(ctx_cap, "alloc", nbytes)).msg.payload
-            handle = vm.take_id("handle")
-            vm.handles[handle] = [ctx, host_handle, nbytes]
-            entry[1] += nbytes
-            return wire.encode("handle", handle)
-        if op == "free":
-            _, host_handle, nbytes = vm.handle(ctx, arg)
-            yield from _host(ctx_cap, "free", host_handle)
-            del vm.handles[arg]
-            entry[1] -= nbytes
-            return wire.encode("ok", None)
-        if op == "launch":
-            spec = wire.launch_spec(arg)
-            host_spec = attrs.evolve(spec, stream=entry[3] * STREAMS_PER_CONTEXT + spec.stream)
-            host_kernel = (yield from _host(ctx_cap, "launch", host_spec)).msg.payload
-            kernel = vm.take_id("kernel")
-            vm.launched(ctx, kernel, host_kernel)
-            return wire.encode("launched", kernel)
-        if op == "sync":
-            kernels = vm.running(ctx) if arg is None else (arg,)
-            if arg is not None:
-                vm.kernel(ctx, arg)
-            if not (yield from _poll(ctx_cap, vm, kernels)):
-                return SyncJob(request, kernels, ctx=ctx)
-            done = vm.done_ns(kernels, ctx)
-            return wire.encode("done", done if done is not None else (yield GetTime()))
-        # destroy: its kernels are waited for first, so no work outlives it
-        return SyncJob(request, vm.running(ctx), "destroy", ctx)
+        op, ctx, arg, spec, quiet = wire.decode_request(request.data)
+        answer = yield from _answer(proc, ctx_cap, vm, request, op, ctx, arg, spec)
     except (wire.WireError, Refused) as exc:
-        return wire.encode("error", str(exc))
+        answer = wire.encode("error", str(exc))
+    return answer if isinstance(answer, SyncJob) else (answer, quiet)
+
+
+def _answer(proc, ctx_cap: int, vm: VmGpu, request: Any, op: str, ctx: int, arg: Any, spec: Any):
+    """What a decoded request is answered: bytes, or a `SyncJob`; Refused."""
+    if op == "create_context":
+        if arg is not None and not 0 <= arg <= wire.MAX_BYTES:
+            raise Refused(f"a quota is bytes or None, got {wire._short(arg)}")
+        new = vm.take_id("ctx")
+        vm.contexts[new] = [arg, 0, None, vm.free_lane()]
+        return wire.encode("context", new)
+    if op == "stats":
+        view = (yield from _host(proc.caps["gpu"], "stats")).msg.payload
+        return wire.encode("stats", _vm_view(vm, view))
+    entry = vm.context(ctx)
+    if op == "alloc":
+        nbytes = wire.check_bytes("an allocation", arg)
+        if entry[0] is not None and entry[1] + nbytes > entry[0]:
+            raise Refused(f"alloc of {nbytes} bytes is over the context's quota {entry[0]}")
+        host_handle = (yield from _host(ctx_cap, "alloc", nbytes)).msg.payload
+        handle = vm.take_id("handle")
+        vm.handles[handle] = [ctx, host_handle, nbytes]
+        entry[1] += nbytes
+        return wire.encode("handle", handle)
+    if op == "free":
+        _, host_handle, nbytes = vm.handle(ctx, arg)
+        yield from _host(ctx_cap, "free", host_handle)
+        del vm.handles[arg]
+        entry[1] -= nbytes
+        return wire.encode("ok", None)
+    if op == "launch":
+        assert spec is not None  # (decode_request gives a launch its spec)
+        first = vm.state["next_kernel"]
+        if arg is None or not first <= arg <= wire.MAX_ID:
+            raise Refused(f"a launch names a new kernel id, {first} or above, got {arg}")
+        vm.state["next_kernel"] = arg + 1
+        host_spec = attrs.evolve(spec, stream=entry[3] * STREAMS_PER_CONTEXT + spec.stream)
+        try:
+            host_kernel = (yield from _host(ctx_cap, "launch", host_spec)).msg.payload
+        except Refused as exc:
+            vm.refused[ctx] = f"the launch of kernel {arg} was refused: {exc}"
+            raise
+        vm.launched(ctx, arg, host_kernel)
+        return wire.encode("launched", arg)
+    if op == "sync":
+        reason = vm.refused.pop(ctx, None)
+        if reason is not None:
+            raise Refused(reason)
+        kernels = vm.running(ctx) if arg is None else (arg,)
+        if arg is not None:
+            vm.kernel(ctx, arg)
+        if not (yield from _poll(ctx_cap, vm, kernels)):
+            return SyncJob(request, kernels, ctx=ctx)
+        done = vm.done_ns(kernels, ctx)
+        return wire.encode("done", done if done is not None else (yield GetTime()))
+    # destroy: its kernels are waited for first, so no work outlives it
+    return SyncJob(request, vm.running(ctx), "destroy", ctx)
 
 
 def _poll(ctx_cap: int, vm: VmGpu, kernels: tuple[int, ...]):

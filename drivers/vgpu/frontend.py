@@ -20,7 +20,23 @@ A context whose program died without destroying it is reclaimed (its
 buffers freed on the host) when the next context is created.
 
 Each request has a buffer slot of its own in the guest's buffer space: the
-request is written at the slot's start and the answer is written after it.
+request (wire.py's binary record) is written at the slot's start and the
+answer is written after it.
+
+Launches are asynchronous, as CUDA's are: the front end checks the spec,
+names the kernel itself (ids ascend per VM; the back end refuses any other),
+answers the program `launched` at once and publishes the launch without
+parking anyone.  A launch the host refuses is reported by the context's next
+`sync` (the back end keeps the reason), as CUDA reports a launch's error at
+the next synchronisation.
+
+Batching.  The front end takes every request already waiting on its
+endpoint (NBRecv) before it kicks, so the chains published meanwhile go to
+the host with ONE kick (and the back end takes every chain published by
+the time it serves, so kicks that come together cost it one wake).  A
+launch is published *quiet* (wire.QUIET): its answer raises no interrupt,
+and is collected with the next answer that does.  The last free slot never takes a quiet launch, so while a request
+waits for a slot (`backlog`) some chain in flight will interrupt.
 """
 
 from __future__ import annotations
@@ -46,12 +62,14 @@ from kernel.traps import (
     MapDevice,
     Message,
     Mint,
+    NBRecv,
     NewReply,
     Recv,
     Reply,
     Revoke,
 )
 
+_I64 = (-(1 << 63), (1 << 63) - 1)  # what a request's argument holds
 SLOT_BYTES = 16 * 1024  # one request's buffers: the request, then its answer
 REQUEST_BYTES = 4 * 1024
 
@@ -63,7 +81,7 @@ _CONTEXT_OPS = ("alloc", "free", "launch", "sync", "destroy")
 class _Waiter:
     """A caller parked until the answer to its request comes back."""
 
-    reply: int | None  # its reply object (None: the front end's own request)
+    reply: int | None  # its reply object (None: nobody parked: a launch, a reap)
     op: str
     slot: int  # its buffer slot
     ctx: int  # the guest context the request names (0: none)
@@ -81,12 +99,15 @@ class FrontEnd:
         self.waiting: dict[int, _Waiter] = {}  # head -> parked caller
         self.backlog: deque[tuple[bytes, int | None, str, int]] = deque()  # no slot yet
         self.caps: dict[int, int] = {}  # guest ctx -> its minted cap slot
+        self.unkicked = False  # chains published since the last kick
+        self.next_kernel = 1  # the id the next launch gets (the back end's ids ascend)
 
     def publish(self, data: bytes, reply: int | None, op: str, ctx: int) -> bool:
         """Put a request on the ring; False when it waits for a free slot."""
         if not self.free_slots:
             self.backlog.append((data, reply, op, ctx))
             return False
+        self.unkicked = True
         slot = self.free_slots.pop()
         self.queue.memory.write(slot, data)
         head = self.ring.add(
@@ -103,8 +124,20 @@ class FrontEnd:
             if waiter is None:
                 continue
             self.free_slots.append(waiter.slot)
+            if waiter.reply is None and waiter.op == "launch":
+                continue  # answered already; a refusal comes with the next sync
             out.append((waiter, *self._read(waiter.slot + REQUEST_BYTES, length)))
         return out
+
+    def launch(self, ctx: int, spec: LaunchSpec) -> int:
+        """Publish a launch under a kernel id of the front end's; the id.
+        It is quiet unless it takes the last free slot."""
+        kernel = self.next_kernel
+        self.next_kernel += 1
+        quiet = len(self.free_slots) > 1
+        data = wire.encode_request("launch", ctx, kernel, spec, quiet=quiet)
+        self.publish(data, None, "launch", ctx)
+        return kernel
 
     def _read(self, addr: int, length: int) -> tuple[str, Any]:
         if length < 1:
@@ -129,17 +162,20 @@ def vgpu_front(proc):
     spare: list[int] = []
     while True:
         r = yield Recv(ep, reply)
-        if r.msg.label != "notification":
-            request = _request(r)
-            if isinstance(request, Message):  # refused here, as server.py would
-                yield Reply(reply, request)
-            else:
-                op, ctx, arg = request
-                if op == "create_context":  # a new context: first reclaim the abandoned
-                    yield from _reap(front)
-                front.publish(wire.encode(op, ctx, arg), reply, op, ctx)
-                reply = spare.pop() if spare else (yield NewReply())
-                yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
+        while r is not None:  # every request waiting now goes with one kick
+            if r.msg.label != "notification":
+                request = _request(r)
+                if isinstance(request, Message):  # refused here, as server.py would
+                    yield Reply(reply, request)
+                elif request[0] == "launch":  # answered now; the reply object is free again
+                    yield Reply(reply, Message("launched", front.launch(request[1], request[2])))
+                else:
+                    op, ctx, arg = request
+                    if op == "create_context":  # a new context: first reclaim the abandoned
+                        yield from _reap(front)
+                    front.publish(wire.encode_request(op, ctx, arg), reply, op, ctx)
+                    reply = spare.pop() if spare else (yield NewReply())
+            r = yield NBRecv(ep, reply)
         for waiter, label, payload in front.answers():
             answer = yield from _answer(front, ep, waiter, label, payload)
             if waiter.reply is not None:
@@ -148,10 +184,10 @@ def vgpu_front(proc):
                 except SyscallError:  # the caller was killed while it waited
                     pass
                 spare.append(waiter.reply)
-        published = False
         while front.backlog and front.free_slots:
-            published = front.publish(*front.backlog.popleft()) or published
-        if published:
+            front.publish(*front.backlog.popleft())
+        if front.unkicked:
+            front.unkicked = False
             yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
 
 
@@ -164,15 +200,18 @@ def _reap(front: FrontEnd):
         if (yield Derived(slot)) == 0:
             front.caps.pop(ctx)
             yield Delete(slot)
-            front.publish(wire.encode("destroy", ctx, None), None, "destroy", ctx)
+            front.publish(wire.encode_request("destroy", ctx), None, "destroy", ctx)
             yield Log("context reclaimed", (("ctx", ctx), ("reason", "no holder")))
 
 
 def _request(r) -> tuple[str, int, Any] | Message:
     """A caller's message as (op, guest ctx, argument), or the error to answer."""
     label, payload = r.msg.label, r.msg.payload
-    if label == "create_context":
-        return label, 0, payload if isinstance(payload, int) else None
+    if label == "create_context":  # a quota, or None (a ContextRequest: none)
+        quota = payload if isinstance(payload, int) else None
+        if quota is not None and not _I64[0] <= quota <= _I64[1]:
+            return Message("error", f"a quota is bytes or None, got {wire._short(quota)}")
+        return label, 0, None if quota is None else int(quota)
     if label == "stats":
         return label, 0, None
     if label not in _CONTEXT_OPS:
@@ -180,9 +219,15 @@ def _request(r) -> tuple[str, int, Any] | Message:
     if r.badge == 0:
         return Message("error", "this request needs a context cap (from create_context)")
     if label == "launch":
-        if not isinstance(payload, LaunchSpec):
-            return Message("error", f"launch needs a LaunchSpec, got {type(payload).__name__}")
-        payload = wire.spec_fields(payload)
+        try:
+            payload = wire.check_launch(payload)
+        except wire.WireError as exc:
+            return Message("error", str(exc))
+    elif label in ("alloc", "free", "sync"):  # the back end checks the value
+        if payload is not None and (type(payload) is not int or not _I64[0] <= payload <= _I64[1]):
+            return Message("error", f"{label} needs a number, got {wire._short(payload)}")
+    else:
+        payload = None
     return label, r.badge, payload
 
 

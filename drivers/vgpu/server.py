@@ -92,6 +92,7 @@ there is shown, not enforced.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,6 +140,78 @@ class LaunchSpec:
     priority: int = 0
     stream: int = 0
     mask: int | None = None
+
+    def to_wire(self) -> bytes:
+        """This launch as the fixed record a guest's GPU queue carries
+        (`LAUNCH_WIRE`, version 1, 104 bytes, little-endian):
+
+            offset  type     field
+            0       u8       version (1)
+            1       u8       flags: bit 0, a mask follows (else mask is 0)
+            2       u16      stream
+            4       u32      grid_blocks
+            8       f64      block_us
+            16      f64      mem_fraction
+            24      i32      priority
+            28      u16      blocks_per_tpc
+            30      u8       the name's length in UTF-8 bytes, 1..64
+            31      u8       reserved, 0
+            32      u64      mask
+            40      64 B     the name, UTF-8, zero-padded
+
+        InvalidArgument when a field does not fit its slot; the ranges the
+        host accepts are `from_wire`'s."""
+        name = self.name.encode("utf-8") if type(self.name) is str else b""
+        try:
+            return LAUNCH_WIRE.pack(
+                1, 0 if self.mask is None else 1, self.stream, self.grid_blocks,
+                self.block_us, self.mem_fraction, self.priority, self.blocks_per_tpc,
+                len(name), self.mask or 0, name,
+            )  # fmt: skip
+        except (struct.error, TypeError, OverflowError) as exc:
+            raise InvalidArgument(f"a LaunchSpec that does not fit the wire: {exc}") from None
+
+    @classmethod
+    def from_wire(cls, buf: bytes | bytearray | memoryview) -> LaunchSpec:
+        """The LaunchSpec of one `to_wire` record, from a guest: the length,
+        version, flags, padding and every field are checked against the
+        ranges of drivers/vgpu/wire.py, after converting each to a plain
+        built-in value; anything else is InvalidArgument.  It reads exactly
+        `LAUNCH_WIRE.size` bytes and allocates nothing in proportion to `buf`."""
+        from drivers.vgpu.wire import MAX_NAME, SPEC_LIMITS
+
+        if len(buf) != LAUNCH_WIRE.size:
+            raise InvalidArgument(f"a launch record is {LAUNCH_WIRE.size} bytes, got {len(buf)}")
+        (version, flags, stream, grid, block_us, mem_fraction, priority, per_tpc,
+         name_len, mask, raw_name) = LAUNCH_WIRE.unpack(buf)  # fmt: skip
+        if version != 1:
+            raise InvalidArgument(f"launch record version {version} is not 1")
+        if flags & ~1:
+            raise InvalidArgument(f"launch record flags {flags:#x} name unknown bits")
+        if not 0 < name_len <= MAX_NAME or any(raw_name[name_len:]):
+            raise InvalidArgument("a kernel name is 1 to 64 bytes, zero-padded")
+        try:
+            name = str(raw_name[:name_len].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidArgument("a kernel name is UTF-8") from None
+        if not name.isprintable():
+            raise InvalidArgument("a kernel name is printable text")
+        if flags & 1 and mask == 0 or not flags & 1 and mask != 0:
+            raise InvalidArgument("a mask is nonzero exactly when the mask flag is set")
+        values = {
+            "grid_blocks": int(grid), "block_us": float(block_us),
+            "blocks_per_tpc": int(per_tpc), "mem_fraction": float(mem_fraction),
+            "priority": int(priority), "stream": int(stream),
+        }  # fmt: skip
+        for key, (low, high) in SPEC_LIMITS.items():
+            value = values[key]
+            if not low <= value <= high:  # (NaN fails every comparison)
+                raise InvalidArgument(f"{key} must be within {low}..{high}, got {value!r}")
+        return cls(name, mask=int(mask) if flags & 1 else None, **values)
+
+
+#: LaunchSpec's wire record (see `LaunchSpec.to_wire`).
+LAUNCH_WIRE = struct.Struct("<BBHIddiHBxQ64s")
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kernel.hypervisor.virtqueue import Device, Memory, Request, RingLayout
+from kernel.hypervisor.virtqueue import Device, Memory, Request, RingLayout, view
 
 if TYPE_CHECKING:
     from kernel.ipc import Notification
@@ -52,6 +52,10 @@ class JournaledMemory:
 
     def read(self, addr: int, n: int) -> bytes:
         return self.memory.read(addr, n)
+
+    def view(self, addr: int, n: int) -> bytes | memoryview:
+        """A view of the window, not a copy (reads are no input: not journaled)."""
+        return view(self.memory, addr, n)
 
     def write(self, addr: int, data: bytes) -> None:
         data = bytes(data)
@@ -103,5 +107,7 @@ class HostQueue:
     def requests(self) -> list[Request]:
         return self.device.take()
 
-    def complete(self, request: Request, reply: bytes | BaseException) -> None:
-        self.device.finish(request, reply)
+    def complete(
+        self, request: Request, reply: bytes | BaseException, interrupt: bool = True
+    ) -> None:
+        self.device.finish(request, reply, interrupt)

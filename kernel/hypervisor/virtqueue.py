@@ -23,6 +23,11 @@ device sets DEVICE_NEEDS_RESET.  No guest-written value makes the host raise.
 
 A good answer is one status byte (`STATUS_OK`, or an error) followed by the
 handler's reply, so its used length is at least 1.
+
+A back end that answers later (`take`) reads a request through a view
+(`GuestMemory.view`, a memoryview over the cffi arena, bounds-checked), not
+a copy, where the chain has one readable buffer: it must convert what it
+reads to plain values at once, since the guest may write the buffer again.
 """
 
 from __future__ import annotations
@@ -91,6 +96,13 @@ class Memory(Protocol):
     def write(self, addr: int, data: bytes) -> None: ...
 
 
+def view(memory: Memory, addr: int, n: int) -> bytes | memoryview:
+    """`n` bytes of `memory` at `addr`: a view where the memory offers one
+    (`GuestMemory.view`), else a copy; GuestMemoryError outside it."""
+    make = getattr(memory, "view", None)
+    return make(addr, n) if make is not None else memory.read(addr, n)
+
+
 class GuestMemory:
     """A flat cffi byte buffer of guest-physical memory, every access bounds-checked."""
 
@@ -100,6 +112,7 @@ class GuestMemory:
         self.size = size
         self._arena = ffi.new("uint8_t[]", size)
         self._buf = ffi.buffer(self._arena)
+        self._view = memoryview(self._buf)
 
     def contains(self, addr: int, n: int) -> bool:
         return 0 <= addr and 0 <= n and addr + n <= self.size
@@ -111,6 +124,11 @@ class GuestMemory:
     def read(self, addr: int, n: int) -> bytes:
         self._check(addr, n)
         return bytes(self._buf[addr : addr + n])
+
+    def view(self, addr: int, n: int) -> memoryview:
+        """The `n` bytes at `addr`, without a copy: they change as the memory does."""
+        self._check(addr, n)
+        return self._view[addr : addr + n]
 
     def write(self, addr: int, data: bytes) -> None:
         self._check(addr, len(data))
@@ -296,7 +314,7 @@ class Request:
     """What a handler gets: the head, the request bytes, and room for the answer."""
 
     head: int
-    data: bytes
+    data: bytes | memoryview  # a view of guest memory: read it at once, into plain values
     writable_bytes: int
 
 
@@ -362,8 +380,9 @@ class Device:
         self.failed += 1
         return 0
 
-    def _request(self, head: int) -> tuple[Request, list[tuple[int, int]]]:
-        """The request a chain carries and its writable buffers, or ChainError."""
+    def _request(self, head: int, as_view: bool = False) -> tuple[Request, list[tuple[int, int]]]:
+        """The request a chain carries and its writable buffers, or ChainError.
+        `as_view`: a one-buffer request's data is a view of guest memory."""
         chain = self._walk(head)
         readable = [(a, n) for a, n, w in chain if not w]
         if sum(n for _, n in readable) > MAX_REQUEST_BYTES:
@@ -372,7 +391,10 @@ class Device:
         room = sum(n for _, n in writable)
         if room == 0:
             raise ChainError("the chain has no writable buffer for the status")
-        data = b"".join(self.memory.read(a, n) for a, n in readable)
+        if as_view and len(readable) == 1:
+            data: bytes | memoryview = view(self.memory, *readable[0])
+        else:
+            data = b"".join(self.memory.read(a, n) for a, n in readable)
         return Request(head, data, room - 1), writable
 
     def _answer(self, head: int, writable: list[tuple[int, int]], reply: object) -> int:
@@ -432,7 +454,7 @@ class Device:
         refused = 0
         for head in self._published():
             try:
-                request, writable = self._request(head)
+                request, writable = self._request(head, as_view=True)
             except ChainError as exc:
                 self._push_used(head, self._fail(head, str(exc)))
                 refused += 1
@@ -443,8 +465,11 @@ class Device:
             self._notify()
         return taken
 
-    def finish(self, request: Request, reply: bytes | BaseException) -> None:
-        """Answer a request `take` returned, and interrupt the guest."""
+    def finish(
+        self, request: Request, reply: bytes | BaseException, interrupt: bool = True
+    ) -> None:
+        """Answer a request `take` returned, and interrupt the guest (unless
+        not `interrupt`: the guest collects the used entry when it next looks)."""
         writable = self._pending.pop(request.head, None)
         if writable is None or self.broken is not None:
             return  # not outstanding (answered already), or the queue broke meanwhile
@@ -454,7 +479,8 @@ class Device:
             self._break(f"the ring is no longer inside guest memory: {exc}")
             return
         self.served += 1
-        self._notify()
+        if interrupt:
+            self._notify()
 
     @property
     def outstanding(self) -> int:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.vgpu import wire
-from drivers.vgpu.server import LaunchSpec
+from drivers.vgpu.server import LAUNCH_WIRE, LaunchSpec
 from kernel.hypervisor.port import QUIESCE
 from kernel.hypervisor.virtqueue import STATUS_OK
 from tests.hypervisor_gpu.gpu_guests import (
@@ -110,22 +110,28 @@ def _answer(data: bytes) -> list:
     return msgpack.unpackb(data[1:], raw=False)
 
 
+def _header(version: int, op: int, flags: int, ctx: int, arg: int) -> bytes:
+    return wire.REQUEST.pack(version, op, flags, ctx, arg)
+
+
+#: Requests a hostile guest driver may publish: random bytes, headers with
+#: any field, and launch records with any bytes or any field values.
 requests = st.one_of(
-    st.binary(max_size=64),
+    st.binary(max_size=160),
     st.builds(
-        wire.encode,
-        st.sampled_from([*wire.OPS, "nope"]),
-        st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none()),
-        st.one_of(
-            st.none(),
-            st.integers(-(2**63), 2**64 - 1),
-            st.floats(),
-            st.text(max_size=5),
-            st.dictionaries(st.sampled_from(["name", "grid_blocks", "block_us", "stream", "mask"]),
-                            st.one_of(st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=3))),
-        ),
+        _header, st.integers(0, 2), st.integers(0, 8), st.integers(0, 4), st.integers(0, 3),
+        st.integers(-(2**63), 2**63 - 1),
     ),
-    st.builds(lambda xs: msgpack.packb(xs), st.lists(st.integers(-(2**63), 2**64 - 1), max_size=4)),
+    st.builds(
+        lambda ctx, kernel, record: wire.encode_request("launch", ctx, kernel) + record,
+        st.integers(0, 3), st.integers(-5, 2**31), st.binary(min_size=104, max_size=104),
+    ),
+    st.builds(
+        lambda ctx, kernel, grid, block_us, stream, mask: wire.encode_request("launch", ctx, kernel)
+        + LAUNCH_WIRE.pack(1, mask > 0, stream, grid, block_us, 0.0, 0, 2, 1, mask, b"k"),
+        st.integers(0, 3), st.integers(1, 2**31 - 1), st.integers(0, 2**32 - 1), st.floats(),
+        st.integers(0, 2**16 - 1), st.integers(0, 2**64 - 1),
+    ),
 )  # fmt: skip
 
 
@@ -150,7 +156,7 @@ def test_malformed_requests_from_two_guests_get_error_answers_and_all_goes_on(ho
     for raw in guests:
         raw.answers.clear()
         raw.vm.kernel.spawn(
-            raw.publisher([wire.encode("create_context", 0, None)]),
+            raw.publisher([wire.encode_request("create_context", 0)]),
             caps={"gpuq": raw.vm.kernel.devices["gpuq"]}, name="probe",
         )  # fmt: skip
     run_until(host.machine, lambda: all(g.answers for g in guests))
@@ -190,11 +196,11 @@ def test_a_restored_back_end_gets_its_context_id_and_buffers_back():
         RawQueue(raw_guest(first, "other", 20))
         raw = RawQueue(raw_guest(first, "vm1", 30))
         (ctx,), (handle,), (kernel,), (done,) = (
-            ask(first, raw, wire.encode(*request))[0][1:]
+            ask(first, raw, wire.encode_request(*request))[0][1:]
             for request in (
-                ("create_context", 0, None),
+                ("create_context", 0),
                 ("alloc", 1, 1 << 20),
-                ("launch", 1, wire.spec_fields(SMALL)),
+                ("launch", 1, 1, SMALL),
                 ("sync", 1, 1),
             )
         )
@@ -210,7 +216,9 @@ def test_a_restored_back_end_gets_its_context_id_and_buffers_back():
         view = second.shell("gpu")
         assert re.search(rf"\b{state['ctx']}  vm1 +1\.0 ", view), view
         # The guest's ids still name its own context, buffer and finished kernel.
-        answers = ask(second, restored, wire.encode("sync", 1, 1), wire.encode("free", 1, 1))
+        answers = ask(
+            second, restored, wire.encode_request("sync", 1, 1), wire.encode_request("free", 1, 1)
+        )
         assert answers == [["done", done], ["ok", None]]
     finally:
         second.hv.shutdown()
@@ -219,8 +227,8 @@ def test_a_restored_back_end_gets_its_context_id_and_buffers_back():
 
 def test_quiesce_syncs_launched_kernels_until_the_queue_is_quiet(host):
     raw = RawQueue(raw_guest(host, "vm1", 50))
-    ask(host, raw, wire.encode("create_context", 0, None))
-    (answer,) = ask(host, raw, wire.encode("launch", 1, wire.spec_fields(SMALL)))
+    ask(host, raw, wire.encode_request("create_context", 0))
+    (answer,) = ask(host, raw, wire.encode_request("launch", 1, 1, SMALL))
     queue = raw.vm.queues[0]
     assert answer[0] == "launched" and not queue.quiet
     queue.signal(QUIESCE)
@@ -256,3 +264,58 @@ def test_programs_run_one_after_another_reuse_one_host_stream_and_the_whole_shar
         run_until(host.machine, lambda: bool(done))  # noqa: B023 (run before the next)
     view = host.shell("gpu")
     assert "quota_tpcs=27 " in view, view  # one stream with all of 50% of 54 TPCs
+
+
+def test_a_launch_the_host_refuses_is_reported_by_the_contexts_next_sync(host):
+    vm = host.hv.create("vm1", gpu_share=50).start()
+    answers: list[str] = []
+    beyond = LaunchSpec("beyond", grid_blocks=1, block_us=1.0, mask=1 << 60)  # no TPC 60 on an a100
+
+    def program(proc):
+        from userland.gpulib import GpuRequestFailed, open_context
+
+        ctx = yield from open_context(proc)
+        answers.append(f"launched {(yield from ctx.launch(beyond))}")
+        for _ in range(2):  # reported once, then the context goes on
+            try:
+                answers.append(f"done {(yield from ctx.sync())}")
+            except GpuRequestFailed as exc:
+                answers.append(f"error: {exc}")
+
+    spawn_gpu(vm, program)
+    run_until(host.machine, lambda: len(answers) == 3)
+    assert answers[0] == "launched 1"
+    assert answers[1].startswith("error: the launch of kernel 1 was refused"), answers
+    assert answers[2].startswith("done"), answers
+
+
+def test_launches_are_answered_at_once_and_published_quiet_in_batches(host):
+    vm = host.hv.create("vm1", gpu_share=50).start()
+    results: list[dict] = []
+    tiny = LaunchSpec("tiny", grid_blocks=1, block_us=5.0)
+    first = len(vm.journal.entries)
+    for i in range(4):
+        spawn_gpu(vm, gpu_work(results, kernels=8, spec=tiny), name=f"work{i}")
+    run_until(host.machine, lambda: len(results) == 4)
+    kinds = [entry.kind for entry in vm.journal.entries[first:]]
+    requests = 4 * (8 + 4)  # each program: create, alloc, 8 launches, sync, destroy
+    # Only the answers a caller waits for interrupt the guest: not the launches'.
+    assert kinds.count("irq") <= 4 * 4
+    # Requests that wait on the front end's endpoint together go with one kick.
+    assert kinds.count("hc") < requests
+    ids = sorted(k for r in results for k in r["kernels"])
+    assert ids == list(range(1, 33))  # the front end's ids, each once
+
+
+def test_a_launch_naming_an_old_kernel_id_is_refused(host):
+    raw = RawQueue(raw_guest(host, "vm1", 50))
+    ask(host, raw, wire.encode_request("create_context", 0))
+    answers = ask(
+        host, raw,
+        wire.encode_request("launch", 1, 5, SMALL),
+        wire.encode_request("launch", 1, 5, SMALL),
+        wire.encode_request("launch", 1, 3, SMALL),
+        wire.encode_request("launch", 1, None, SMALL),
+    )  # fmt: skip
+    assert answers[0] == ["launched", 5]
+    assert all(a[0] == "error" and "new kernel id, 6 or above" in a[1] for a in answers[1:])
