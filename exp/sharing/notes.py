@@ -77,8 +77,8 @@ def load_note(data: dict, tenant: dict) -> str:
     busy = iso["throughput_rps"] * iso["mean_ms"] / 1e3
     text = (
         f"**Load.** Alone, {tenant['name']} completed {iso['throughput_rps']:.1f} requests/s "
-        f"({data['config']['arrivals']} offered) at {iso['mean_ms']:.2f} ms each, so it kept "
-        f"the GPU busy {100 * busy:.0f}% of the time."
+        f"at {iso['mean_ms']:.2f} ms each, so it kept the GPU busy {100 * busy:.0f}% of the "
+        f"time (offered: {data['config']['arrivals']})."
     )
     mps = _record(data, "mps", tenant["name"])
     if mps is not None and not mps["unstable"]:
@@ -193,8 +193,8 @@ def baseline_note(data: dict) -> str:
     return (
         f"**LithOS is not the lowest tail here.** {c['best_other']}'s P99 for {c['tenant']} is "
         f"{ratio:.2f}x LithOS's ({c['best_other_p99_ms']:.2f} vs {c['lithos_p99_ms']:.2f} ms); "
-        f"LithOS's own is {c['lithos_vs_isolated_p99']:.2f}x isolated, within what its quota "
-        "allows (slip 1.1 per request, and at most one atom of wait per TPC)."
+        f"LithOS's own is {c['lithos_vs_isolated_p99']:.2f}x isolated, of which its quota "
+        "alone allows up to 1.1x (the slip); the rest is waiting for its TPCs."
         + (
             "  REEF's kill of running best-effort kernels is not modelled (the engine never "
             "evicts a running block), nor are REEF's and Orion's interception costs."
