@@ -103,7 +103,8 @@ def _key_bindings(k: Kernel, pasted: list[str]) -> KeyBindings:
     def _procdump(event) -> None:
         k.tty.procdump()
 
-    @bindings.add("c-]", filter=Condition(lambda: k.tty.attached is not None))
+    # eager: at once, not as the start of emacs's Ctrl-] CHAR (search for CHAR)
+    @bindings.add("c-]", filter=Condition(lambda: k.tty.attached is not None), eager=True)
     def _leave_console(event) -> None:
         event.app.exit(exception=ConsoleEscape())
 

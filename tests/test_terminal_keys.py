@@ -28,7 +28,7 @@ import pytest
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|.)")
 ENTER = "\r"  # what a terminal sends for Enter
-CTRL_C, CTRL_P, CTRL_ESCAPE = "\x03", "\x10", "\x1d"
+CTRL_C, CTRL_D, CTRL_P, CTRL_ESCAPE = "\x03", "\x04", "\x10", "\x1d"
 TIMEOUT_S = 120  # overall, per wait: generous, for a slow or busy host
 
 
@@ -164,11 +164,17 @@ def test_vm_console_says_how_to_leave_and_ctrl_escape_leaves(host_terminal: Term
     term.type("vm console vm1" + ENTER)
     term.wait_for(r"Ctrl-\]")
     term.prompt("vm1")
-    term.type(CTRL_ESCAPE)
+    term.type(CTRL_ESCAPE + "run echo h'x'z" + ENTER)  # the line right after it is the host's
+    term.wait_for(r"back on the host")
+    term.wait_for(r"^hxz$")
+    term.prompt()
+    term.type("vm console vm1" + ENTER)
+    term.prompt("vm1")
+    term.type(CTRL_D)  # at the guest's prompt: leaves the console, not the host
     term.wait_for(r"back on the host")
     term.prompt()
-    term.type("run echo h'x'z" + ENTER)
-    term.wait_for(r"^hxz$")
+    term.type("run echo i'x'z" + ENTER)
+    term.wait_for(r"^ixz$")
 
 
 def test_ctrl_c_and_ctrl_p_in_vm_console_reach_the_guest(host_terminal: Terminal):
