@@ -65,6 +65,10 @@ from drivers.vgpu.work import UNITS_PER_TPC, BlockCost, KernelDesc, check_mask
 
 #: Virtual time after which nothing can happen; `advance(None)` runs up to it.
 FOREVER_NS = 1 << 62
+#: Descriptors whose block costs an engine without history keeps once no
+#: kernel of theirs is live (`add_kernel`): a driver's programs launch the
+#: same few graphs again and again.
+IDLE_COSTS_KEPT = 4096
 #: Priorities are within (-PRIORITY_LIMIT, PRIORITY_LIMIT).
 PRIORITY_LIMIT = 1 << 31
 #: How atoms of equal priority share the TPCs (see `reference.py`, "Dispatch"):
@@ -184,9 +188,11 @@ class VirtualGpu(abc.ABC):
         self._ctx_order: dict[int, int] = {}  # per context, the order of its last launch
         # Block costs by kernel descriptor: a driver registers the same
         # descriptor again for every run of a model (identity, not equality).
-        # Without history, an entry lives while a kernel of it does.
+        # Without history, an entry lives while a kernel of it does, and
+        # then while it is among the last IDLE_COSTS_KEPT idle ones.
         self._cost_of: dict[int, tuple[KernelDesc, BlockCost]] = {}
         self._cost_users: dict[int, int] = {}
+        self._idle_costs: dict[int, None] = {}  # in the order they fell idle
         self._kernels_completed = 0
 
     # -- contexts ------------------------------------------------------------
@@ -243,15 +249,21 @@ class VirtualGpu(abc.ABC):
             cached = self._cost_of[key] = (kernel, BlockCost.of(kernel, self.spec))
         if not self.keep_history:
             self._cost_users[key] = self._cost_users.get(key, 0) + 1
+            self._idle_costs.pop(key, None)
         free = self._free_kernels
-        kernel_id = heapq.heappop(free) if free else len(self._kernels)
-        set_by_id(self._kernels, kernel_id, kernel)
-        set_by_id(self._costs, kernel_id, cached[1])
-        set_by_id(self._launched_begins, kernel_id, [])
-        set_by_id(self._launched_ends, kernel_id, [])
-        set_by_id(self._kernel_blocks_done, kernel_id, 0)
-        set_by_id(self._kernel_done_ns, kernel_id, None)
-        set_by_id(self._kernel_ctx, kernel_id, -1)
+        if free:  # a released id: `_forget_kernel` left its bookkeeping fresh
+            kernel_id = heapq.heappop(free)
+            self._kernels[kernel_id] = kernel
+            self._costs[kernel_id] = cached[1]
+            return kernel_id
+        kernel_id = len(self._kernels)
+        self._kernels.append(kernel)
+        self._costs.append(cached[1])
+        self._launched_begins.append([])
+        self._launched_ends.append([])
+        self._kernel_blocks_done.append(0)
+        self._kernel_done_ns.append(None)
+        self._kernel_ctx.append(-1)
         return kernel_id
 
     def release_kernel(self, kernel_id: int) -> None:
@@ -271,12 +283,18 @@ class VirtualGpu(abc.ABC):
         return launched != self._kernel_blocks_done[kernel_id]
 
     def _forget_kernel(self, kernel_id: int) -> None:
-        key = id(self._kernels[kernel_id])
+        desc = cast(KernelDesc, self._kernels[kernel_id])
+        key = id(desc)
         users = self._cost_users.pop(key) - 1
         if users:
             self._cost_users[key] = users
-        else:
+        elif desc.fn is not None:  # a batch's own computation, with its inputs: not kept
             del self._cost_of[key]
+        else:  # kept a while: a driver launches the same descriptors again
+            self._idle_costs[key] = None
+            if len(self._idle_costs) > IDLE_COSTS_KEPT:
+                oldest = next(iter(self._idle_costs))
+                del self._idle_costs[oldest], self._cost_of[oldest]
         self._kernels[kernel_id] = self._costs[kernel_id] = None
         self._launched_begins[kernel_id] = []
         self._launched_ends[kernel_id] = []

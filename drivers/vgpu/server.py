@@ -125,6 +125,8 @@ REAP_PERIOD_NS = 1_000_000  # how often idle contexts are checked for holders
 KEEP_FINISHED = 1 << 16  # finished kernels a context remembers, untold, at most
 TRACE_KERNELS = 1 << 16  # the kernels a trace keeps: the last ones launched
 GRAPHS_KEPT = 32  # launch graphs whose checked descriptors are kept (`_graph_descs`)
+DESCS_KEPT = 1024  # launches' descriptors kept by value (`_kernel_desc`)
+_PLAIN = (str, int, float)  # the types a kept launch's values have, exactly
 TRACE_SAMPLES = 1 << 13  # the clock, power and busy-TPC samples a trace keeps
 
 
@@ -305,6 +307,8 @@ class GpuDriver:
         self._launched: dict[int, tuple[int, int, bool]] = {}  # engine's id -> ctx, id, named
         self._traced_done: dict[int, int] = {}  # kernels the trace keeps, once done
         self._working = 0  # how deep the driver is in its own work (see `_at_work`)
+        #: Launches' checked descriptors, by their values (`_kernel_desc`).
+        self._descs: dict[tuple, Any] = {}
         #: Launch graphs' checked descriptors (`_graph_descs`).
         self._graphs: dict[int, tuple[Any, tuple, tuple]] = {}
 
@@ -563,6 +567,32 @@ class GpuDriver:
         return descs
 
     def _kernel_desc(self, spec: LaunchSpec) -> Any:
+        """The checked kernel descriptor of a launch.  Launches of plain
+        values that a program repeats get the same descriptor (the last
+        DESCS_KEPT kept), so the engine knows its block costs already."""
+        if spec.mask is not None:
+            from drivers.vgpu.work import check_mask
+
+            try:
+                check_mask(spec.mask, self.engine.spec.n_tpcs)
+            except (ValueError, TypeError) as exc:
+                raise GpuRequestError(str(exc)) from None
+        values = (
+            spec.name, spec.grid_blocks, spec.blocks_per_tpc, spec.block_us, spec.mem_fraction,
+            spec.priority,
+        )  # fmt: skip
+        key = tuple((type(v), v) for v in values)  # 1 and True, or 1 and 1.0, differ here
+        if not all(t in _PLAIN for t, _ in key):
+            return self._new_kernel_desc(spec)
+        desc = self._descs.get(key)
+        if desc is None:
+            desc = self._new_kernel_desc(spec)
+            if len(self._descs) >= DESCS_KEPT:
+                self._descs.pop(next(iter(self._descs)))
+            self._descs[key] = desc
+        return desc
+
+    def _new_kernel_desc(self, spec: LaunchSpec) -> Any:
         from drivers.vgpu.work import KernelDesc
 
         try:
@@ -571,10 +601,6 @@ class GpuDriver:
                 block_duration_ns=round(spec.block_us * 1000), mem_fraction=spec.mem_fraction,
                 priority=spec.priority,
             )  # fmt: skip
-            if spec.mask is not None:
-                from drivers.vgpu.work import check_mask
-
-                check_mask(spec.mask, self.engine.spec.n_tpcs)
         except (ValueError, TypeError) as exc:
             raise GpuRequestError(str(exc)) from None
         return desc
