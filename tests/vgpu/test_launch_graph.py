@@ -118,3 +118,18 @@ def test_the_kept_graphs_are_bounded():
     for i in range(3 * GRAPHS_KEPT):
         driver.launch_graph(ctx, LaunchGraph([LaunchSpec(f"k{i}", 1, 1.0)]))
     assert len(driver._graphs) == GRAPHS_KEPT
+
+
+def test_repeated_launches_share_a_descriptor_and_a_look_alike_is_still_checked():
+    driver, _ = _driver_with_context()
+    first = driver._kernel_desc(LaunchSpec("k", 8, 10.0, priority=1))
+    assert driver._kernel_desc(LaunchSpec("k", 8, 10.0, priority=1)) is first
+    for odd in (True, 1.0):  # equal to 1, and hashed alike: refused all the same
+        with pytest.raises(GpuRequestError, match="priority must be an integer"):
+            driver._kernel_desc(LaunchSpec("k", 8, 10.0, priority=odd))
+
+    class Name(str):
+        def __hash__(self):
+            raise RuntimeError("a program's own hash is never called")
+
+    assert driver._kernel_desc(LaunchSpec(Name("k"), 8, 10.0)).name == "k"
