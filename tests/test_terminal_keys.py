@@ -312,3 +312,31 @@ def test_ctrl_escape_on_the_host_alone_does_nothing(malv_kernel):
     assert malv_kernel.run_until_prompt()
     malv_kernel.tty.escape()
     assert malv_kernel.shell("run echo still here") == "still here\n"
+
+
+def test_keys_routed_to_a_guest_are_in_its_snapshot(host, tmp_path):
+    """Ctrl-C and the lines Ctrl-] hands over reach the guest as its own
+    input, journaled: its snapshot replays them to the same guest."""
+    from kernel.hypervisor import snapshot as snapshots
+
+    host.tty.feed("run spin 600000")
+    host.machine.run(until=host.machine.now_ns + 20_000_000)
+    host.tty.interrupt()
+    assert host.run_until_prompt(1_000_000_000) and host.tty.waiting_prompt == "g$ "
+    host.tty.type_key("run echo handed-over\nrun ec")  # a whole line and part of one, then
+    host.tty.escape()  # Ctrl-] before the console took them: they are the guest's
+    host.machine.run(until=host.machine.now_ns + 10_000_000)
+    assert host.run_until_prompt(1_000_000_000) and host.tty.waiting_prompt == "$ "
+    vm = host.hv.get("g")
+
+    def state() -> tuple[str, str, str]:
+        hashed = snapshots.state_hash(vm.kernel, vm.window, vm._console)
+        return vm.console_output, vm.kernel.tty.typed, hashed
+
+    info = vm.snapshot(str(tmp_path / "g.snap"))
+    left = state()
+    assert left[0].endswith("$ run spin 600000\n^C\n$ run echo handed-over\nhanded-over\n")
+    assert left[1] == "run ec"
+    host.hv.destroy("g")
+    vm = host.hv.restore(info.path)
+    assert state() == left
