@@ -200,16 +200,15 @@ class LaunchSpec:
             raise InvalidArgument("a kernel name is printable text")
         if flags & 1 and mask == 0 or not flags & 1 and mask != 0:
             raise InvalidArgument("a mask is nonzero exactly when the mask flag is set")
-        values = {
-            "grid_blocks": int(grid), "block_us": float(block_us),
-            "blocks_per_tpc": int(per_tpc), "mem_fraction": float(mem_fraction),
-            "priority": int(priority), "stream": int(stream),
-        }  # fmt: skip
+        spec = cls(
+            name, int(grid), float(block_us), int(per_tpc), float(mem_fraction), int(priority),
+            int(stream), int(mask) if flags & 1 else None,
+        )  # fmt: skip
         for key, (low, high) in SPEC_LIMITS.items():
-            value = values[key]
+            value = getattr(spec, key)
             if not low <= value <= high:  # (NaN fails every comparison)
                 raise InvalidArgument(f"{key} must be within {low}..{high}, got {value!r}")
-        return cls(name, mask=int(mask) if flags & 1 else None, **values)
+        return spec
 
 
 #: LaunchSpec's wire record (see `LaunchSpec.to_wire`).
