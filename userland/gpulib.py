@@ -47,6 +47,9 @@ class GpuContext:
         return (yield from gpu_request(self.cap, "alloc", size_bytes)).msg.payload
 
     def launch(self, spec: Any):  # a drivers.vgpu.server.LaunchSpec
+        """Launch a kernel; returns its id.  In a guest the launch is answered
+        at once (drivers/vgpu/frontend.py): a refusal by the host comes with
+        the context's next `sync`."""
         return (yield from gpu_request(self.cap, "launch", spec)).msg.payload
 
     def launch_graph(self, graph: Any):  # a drivers.vgpu.server.LaunchGraph
