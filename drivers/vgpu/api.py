@@ -279,7 +279,10 @@ class VirtualGpu(abc.ABC):
 
     def _kernel_in_flight(self, kernel_id: int) -> bool:
         begins, ends = self._launched_begins[kernel_id], self._launched_ends[kernel_id]
-        launched = sum(end - begin for begin, end in zip(begins, ends, strict=True))
+        if len(begins) == 1:  # one range: a kernel the sharing loop ran (`kernel_finished`)
+            launched = ends[0] - begins[0]
+        else:
+            launched = sum(end - begin for begin, end in zip(begins, ends, strict=True))
         return launched != self._kernel_blocks_done[kernel_id]
 
     def _forget_kernel(self, kernel_id: int) -> None:

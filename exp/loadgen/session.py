@@ -130,7 +130,13 @@ class ServingKernel:
             raise
 
     def _boot(self) -> None:
-        """Boot, insert the policy's module, start the server and the co-located load."""
+        """Load the compiled GPU code; boot, insert the policy's module, start
+        the server and the co-located load."""
+        from drivers.vgpu.warm import compile_everything
+
+        # Loaded (or compiled) now, not by the first query's launch, which
+        # would stall the realtime kernel for seconds while LoadGen measures.
+        compile_everything()
         k, settings = self.kernel, self.settings
         k.boot()
         if settings.policy is not None:

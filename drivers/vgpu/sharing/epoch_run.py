@@ -239,6 +239,59 @@ def _ints(table: np.ndarray, interpreted: bool) -> np.ndarray:
     return table.astype(object if interpreted else np.int64)
 
 
+class DirectCalls:
+    """The compiled loop's entry points, its hot ones (`run_epoch`,
+    `program_submit`, `needs_room`) called past numba's dispatcher.
+
+    The dispatcher works out the numba type of every argument on every
+    call, and the tables are two tuples of some forty arrays: that costs
+    about 40 us a call, the compiled function itself about 7 us when it has
+    little to do (the booted driver calls it at every wake and launch).
+    The tables (`Dev`) and a policy's state (`Pol`) are immutable tuples,
+    replaced whenever one of their arrays is, so their types are worked out
+    once per pair of tuples, by the dispatcher's own `typeof_pyval`, and the
+    compiled overload for exactly those types is called.  Tables for which
+    none is compiled go through the dispatcher, which compiles one."""
+
+    def __init__(self) -> None:
+        self._d: Any = None
+        self._p: Any = None
+        self._enter: Any = None
+        self._room: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(epoch.COMPILED, name)  # the rest, through the dispatchers
+
+    def _bind(self, d: Any, p: Any) -> None:
+        enter, room = epoch.ENTER, epoch.DISPATCHERS["needs_room"]
+        td, tp, i = enter.typeof_pyval(d), enter.typeof_pyval(p), enter.typeof_pyval(0)
+        found = enter.overloads.get((td, tp, tp, i, i, i))
+        self._enter = None if found is None else found.entry_point
+        found = room.overloads.get((td,))
+        self._room = None if found is None else found.entry_point
+        self._d, self._p = d, p
+
+    def run_epoch(self, d: Any, p: Any, end_ns: int) -> int:
+        if d is not self._d or p is not self._p:
+            self._bind(d, p)
+        if self._enter is None:
+            return epoch.COMPILED.run_epoch(d, p, end_ns)
+        return self._enter(d, p, p, epoch.OP_RUN, int(end_ns), 0)
+
+    def program_submit(self, d: Any, p: Any, s: int, k: int) -> None:
+        if d is not self._d or p is not self._p:
+            self._bind(d, p)
+        if self._enter is None:
+            epoch.COMPILED.program_submit(d, p, s, k)
+        else:
+            self._enter(d, p, p, epoch.OP_SUBMIT, int(s), int(k))
+
+    def needs_room(self, d: Any) -> int:
+        if d is not self._d or self._room is None:
+            return epoch.COMPILED.needs_room(d)
+        return self._room(d)
+
+
 class LoopRun:
     """The loop's tables for one simulation, and the Python timers between epochs."""
 
@@ -333,7 +386,7 @@ class LoopRun:
         self.interpreted = interpreted
         if hasattr(self, "pol"):
             self.pol = self._held(self.pol, self.pol_layout)
-        self.fns = epoch.INTERPRETED if interpreted else epoch.COMPILED
+        self.fns = epoch.INTERPRETED if interpreted else DirectCalls()
 
     def _compiled_now(self) -> None:
         """Running compiled: have every entry point compiled (or loaded from
