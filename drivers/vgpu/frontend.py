@@ -35,7 +35,10 @@ endpoint (NBRecv) before it kicks, so the chains published meanwhile go to
 the host with ONE kick (and the back end takes every chain published by
 the time it serves, so kicks that come together cost it one wake).  A
 launch is published *quiet* (wire.QUIET): its answer raises no interrupt,
-and is collected with the next answer that does.  The last free slot never takes a quiet launch, so while a request
+and is collected with the next answer that does.  Callers are answered
+after the kick, the last of them with the front end's next wait
+(ReplyRecv), which hands its vCPU straight to that caller: a launch + sync
+loop costs the guest one vCPU grant per round trip, not three.  The last free slot never takes a quiet launch, so while a request
 waits for a slot (`backlog`) some chain in flight will interrupt.
 """
 
@@ -66,6 +69,7 @@ from kernel.traps import (
     NewReply,
     Recv,
     Reply,
+    ReplyRecv,
     Revoke,
 )
 
@@ -158,37 +162,47 @@ def vgpu_front(proc):
     queue = yield MapDevice(proc.caps["gpuq"])
     front = FrontEnd(queue)
     yield BindNotification(proc.caps["gpuq"])  # the queue's interrupt wakes our Recv
-    reply = yield NewReply()
+    reply = yield NewReply()  # the reply object the next caller is bound to
     spare: list[int] = []
+    last: tuple[int, Message] | None = None  # the answer given with the next wait
     while True:
-        r = yield Recv(ep, reply)
+        if last is None:
+            r = yield Recv(ep, reply)
+        else:  # answer and wait in one trap: the CPU goes straight to the caller
+            spare.append(reply)
+            reply, msg = last
+            r = yield ReplyRecv(ep, reply, msg)
+        due: list[tuple[int, Message]] = []  # (reply object, answer) of callers to answer
         while r is not None:  # every request waiting now goes with one kick
             if r.msg.label != "notification":
                 request = _request(r)
                 if isinstance(request, Message):  # refused here, as server.py would
-                    yield Reply(reply, request)
-                elif request[0] == "launch":  # answered now; the reply object is free again
-                    yield Reply(reply, Message("launched", front.launch(request[1], request[2])))
+                    due.append((reply, request))
+                elif request[0] == "launch":  # answered without waiting for the host
+                    due.append((reply, Message("launched", front.launch(*request[1:]))))
                 else:
                     op, ctx, arg = request
                     if op == "create_context":  # a new context: first reclaim the abandoned
                         yield from _reap(front)
                     front.publish(wire.encode_request(op, ctx, arg), reply, op, ctx)
-                    reply = spare.pop() if spare else (yield NewReply())
+                reply = spare.pop() if spare else (yield NewReply())
             r = yield NBRecv(ep, reply)
         for waiter, label, payload in front.answers():
             answer = yield from _answer(front, ep, waiter, label, payload)
             if waiter.reply is not None:
-                try:
-                    yield Reply(waiter.reply, answer)
-                except SyscallError:  # the caller was killed while it waited
-                    pass
-                spare.append(waiter.reply)
+                due.append((waiter.reply, answer))
         while front.backlog and front.free_slots:
             front.publish(*front.backlog.popleft())
-        if front.unkicked:
+        if front.unkicked:  # kicked before anyone is answered: the host starts first
             front.unkicked = False
             yield Hypercall(int(Hc.GPU_SUBMIT), (queue.queue,))
+        last = due.pop() if due else None
+        for obj, msg in due:
+            try:
+                yield Reply(obj, msg)
+            except SyscallError:  # the caller was killed while it waited
+                pass
+            spare.append(obj)
 
 
 def _reap(front: FrontEnd):
