@@ -617,19 +617,25 @@ class GpuDriver:
             self._launched[engine_id] = (ctx.ctx, kernel, kernel == last)
         ctx.running.add(last)
         if self.timeline is not None:
-            for kernel, spec in enumerate(specs, first):
-                self._trace_launch(ctx, kernel, spec)
+            self._trace_launches(ctx, first, specs)
         with self._at_work():  # a new stream may ask the advisor for TPCs
             self.scheduler.submit_graph(ctx.ctx, engine_ids, descs, specs)
             self._check_refused()
         return last
 
-    def _trace_launch(self, ctx: _Context, kernel: int, spec: LaunchSpec) -> None:
-        assert self.timeline is not None
-        self.timeline.launched(kernel, ctx.ctx, spec.name, self.engine.now_ns)
-        if _keep_last(self.timeline.launches, TRACE_KERNELS):
-            oldest = self.timeline.launches[0][0]  # kernel ids ascend with launches
-            self._traced_done = {k: t for k, t in self._traced_done.items() if k >= oldest}
+    def _trace_launches(self, ctx: _Context, first: int, specs: tuple[Any, ...]) -> None:
+        """Trace kernels `first`, `first` + 1, ... launched now by `ctx`."""
+        timeline = self.timeline
+        assert timeline is not None
+        now_ns = self.engine.now_ns
+        for kernel, spec in enumerate(specs, first):
+            timeline.launched(kernel, ctx.ctx, spec.name, now_ns)
+        gone = timeline.launches[0][0]
+        if _keep_last(timeline.launches, TRACE_KERNELS):
+            # Kernel ids ascend with launches: those cut are the ids from
+            # the old first to the new one, and so are their completions.
+            for kernel in range(gone, timeline.launches[0][0]):
+                self._traced_done.pop(kernel, None)
 
     def set_share(self, ctx: _Context, percent: Any) -> None:
         """Give a context `percent` of the device (None: no share of its own)."""

@@ -14,6 +14,7 @@ trace (`trace_start`) when LoadGen starts, and at the end takes the trace
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from array import array
@@ -121,6 +122,7 @@ class ServingKernel:
         self.measuring = False
         self.trace_events: list[dict[str, Any]] = []
         self._stop = Notification()
+        self._frozen = False  # `start` froze the collector's view (gc.freeze)
         self._tracing = False
         self._thread = threading.Thread(target=self._run, name="malvos-kernel", daemon=True)
         try:
@@ -207,6 +209,12 @@ class ServingKernel:
             raise ServeError(
                 f"the inference server did not start: {said[-1] if said else self.port.down}"
             )
+        # What boot and warm-up made lives as long as the kernel: out of the
+        # collector's sight, a full collection does not stall the realtime
+        # kernel for a tenth of a second every few seconds (`stop` undoes it).
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
         self.kernel.loop.call_soon_threadsafe(self._begin)
 
     def post(self, callback: Any, arg: Any = None) -> None:
@@ -216,6 +224,9 @@ class ServingKernel:
     def stop(self) -> None:
         """Take the trace, power the kernel off, and release it."""
         k = self.kernel
+        if self._frozen:
+            gc.unfreeze()  # the host process goes on: its garbage is collectable again
+            self._frozen = False
         if self._thread.is_alive():
             self.post(self._end)
             self._thread.join(STOP_TIMEOUT_S)

@@ -188,13 +188,14 @@ class ProgramRun(LoopRun):
             self.free_kernels[:0] = range(2 * width - 1, width - 1, -1)  # used after the rest
         free = self.free_kernels
         ks = [free.pop() for _ in range(n)]
+        at = np.array(ks)  # an index array, converted once
         kern = self.dev.kern
-        kern[:, ks] = self._columns_of(descs)
-        kern[K_HOST_NS, ks] = int(self.dev.sc[D_NOW])
-        kern[K_SLOT, ks] = [s.slot_of(desc.name) for desc in descs]
-        kern[K_MASK, ks] = masks
-        kern[K_PRIO, ks] = priorities
-        kern[K_NEXT, ks] = ks[1:] + [-1]  # a chain, in launch order
+        kern[:, at] = self._columns_of(descs)
+        kern[K_HOST_NS, at] = int(self.dev.sc[D_NOW])
+        kern[K_SLOT, at] = [s.slot_of(desc.name) for desc in descs]
+        kern[K_MASK, at] = masks
+        kern[K_PRIO, at] = priorities
+        kern[K_NEXT, at] = ks[1:] + [-1]  # a chain, in launch order
         self._engine_tables()
         if self.fns.needs_room(self.dev):
             self._grow()
