@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument(
         "--gpu",
-        choices=("a100", "h100", "none"),
+        choices=("a100", "h100", "v100", "none"),
         default="a100",
         help="the vGPU preset (default a100)",
     )

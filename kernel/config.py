@@ -29,7 +29,7 @@ DEVICES = ("tty", "irq", "mlaas", "gpuq")
 
 #: The vGPU driver's device presets (drivers/vgpu/presets.py; a test keeps the
 #: two lists equal, since the kernel does not import drivers).
-GPU_PRESETS = ("a100", "h100")
+GPU_PRESETS = ("a100", "h100", "v100")
 
 TRAP_COST_NS = 200  # fixed cost of entering and leaving the kernel
 DEFAULT_FRAMES = 2048  # 8 MiB of physical memory

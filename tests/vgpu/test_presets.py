@@ -52,8 +52,8 @@ def test_memory_power_counts_only_delivered_bandwidth():
 
 def test_get_preset_ignores_case_and_names_the_known_presets_when_unknown():
     assert get_preset("A100") is a100 and get_preset(" h100 ") is h100
-    with pytest.raises(InvalidArgument, match="unknown GPU preset 'v100'.*a100, h100"):
-        get_preset("v100")
+    with pytest.raises(InvalidArgument, match="unknown GPU preset 'b200'.*a100, h100, v100"):
+        get_preset("b200")
 
 
 @pytest.mark.parametrize(
