@@ -34,6 +34,20 @@ def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
     assert sum(e.get("cat") == "query" for e in events) == queries["served"]
 
 
+def test_the_host_keeps_up_with_a_server_beside_a_training_job(tmp_path):
+    """The booted kernel keeps pace with the wall clock while it serves
+    beside `train:resnet50_b32_training`.  The bounds are loose, for a busy
+    host: a kernel that cannot keep up falls behind by about as much as the
+    run is long (seconds; `malv bench serve` measures the real figures)."""
+    data = serve(
+        short_run(colocate=("train:resnet50_b32_training",), min_duration_s=3.0), tmp_path / "s"
+    )
+    lag = data["realtime_lag"]
+    assert lag["samples"] >= 100, lag
+    assert lag["p50_ms"] < 500 and lag["max_ms"] < 2_500, lag
+    assert data["loadgen"]["result"] == "VALID"
+
+
 def test_compare_runs_each_policy_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["serve", "--loadgen", "Server", "--compare", "mps,lithos", "--out", str(out),
