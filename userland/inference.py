@@ -23,21 +23,27 @@ import functools
 from typing import Any
 
 from kernel.traps import MapDevice, Spawn, Wait
-from userland.gpulib import GpuContext, open_context
+from userland.gpulib import GpuContext, gpu_request, open_context
 from userland.lib import UsageError, int_arg, println, program
 
 HIGH_PRIORITY = 1
 BEST_EFFORT = 0
 
 
-def load_model(spec: str, priority: int, stream: int = 0) -> tuple[str, Any]:
-    """A model's name and its kernels as one launch graph on `stream`, at `priority`."""
+def load_model(
+    spec: str, priority: int, stream: int = 0, device: str | None = None
+) -> tuple[str, Any]:
+    """A model's name and its kernels as one launch graph on `stream`, at
+    `priority`; a profile measured on another GPU is carried to `device`
+    (a preset's name, the booted vGPU's: traces.carry_to)."""
     from drivers.vgpu.errors import GpuError
+    from drivers.vgpu.presets import get_preset
     from drivers.vgpu.traces import load_workload
     from userland.gpulib import LaunchGraph, LaunchSpec
 
     try:
-        workload = load_workload(spec)
+        simulated_on = None if device is None else get_preset(device)
+        workload = load_workload(spec, simulated_on=simulated_on)
     except GpuError as exc:
         raise UsageError(str(exc)) from None
     launches = (
@@ -53,6 +59,12 @@ def load_model(spec: str, priority: int, stream: int = 0) -> tuple[str, Any]:
         for k in workload.kernels
     )
     return workload.name, LaunchGraph(launches)
+
+
+def _device(proc):
+    """The booted vGPU's preset name (the driver's `stats`)."""
+    answer = yield from gpu_request(proc.caps["gpu"], "stats")
+    return answer.msg.payload.preset
 
 
 def run_model(ctx, graph: Any):
@@ -95,8 +107,11 @@ def inference_server(proc):
     streams, specs = _server_args(tuple(proc.argv))
     if "queries" not in proc.caps or "irq" not in proc.caps:
         raise UsageError("no queries device (malv serve starts the server with one)")
-    by_stream = [dict(load_model(spec, HIGH_PRIORITY, i) for spec in specs) for i in range(streams)]
     ctx = yield from open_context(proc)
+    device = yield from _device(proc)
+    by_stream = [
+        dict(load_model(spec, HIGH_PRIORITY, i, device) for spec in specs) for i in range(streams)
+    ]
     for graph in by_stream[0].values():
         # A first run of each model: the device's first use (compiling or
         # loading the engine) is not charged to the first query.
@@ -121,9 +136,9 @@ def gpu_train(proc):
     iteration, best effort (ITERATIONS 0, the default: until killed)."""
     if not proc.argv:
         raise UsageError("usage: gpu-train MODEL [ITERATIONS]")
-    name, graph = load_model(proc.argv[0], BEST_EFFORT)
     iterations = int_arg(proc.argv, 1, "iterations", default=0, minimum=0)
     ctx = yield from open_context(proc)
+    name, graph = load_model(proc.argv[0], BEST_EFFORT, device=(yield from _device(proc)))
     done = 0
     while iterations == 0 or done < iterations:
         yield from run_model(ctx, graph)

@@ -163,3 +163,19 @@ def test_a_model_named_on_a_command_line_is_carried_when_its_gpu_is_given():
     assert load_workload(path).carried_to is None
     assert load_workload(path, simulated_on=a100) == carry_to(load_orion_csv(path), a100)
     assert load_workload("resnet50_b4_inference", simulated_on=a100).carried_to is None
+
+
+@pytest.mark.skipif(not ORION.is_dir(), reason="../shared/workloads is absent")
+def test_a_booted_programs_profile_is_carried_to_the_booted_gpu():
+    """`inference-server` and `gpu-train` (malv serve) launch a V100 profile
+    as it runs on the vGPU they were booted with."""
+    from userland.inference import load_model
+
+    path = str(ORION / "resnet50_4_fwd.csv")
+    carried = carry_to(load_orion_csv(path), a100).kernels
+    _, graph = load_model(path, 1, device="a100")
+    assert [round(s.block_us * 1000) for s in graph.launches] == [
+        k.block_duration_ns for k in carried
+    ]
+    _, as_measured = load_model(path, 1, device="v100")
+    assert as_measured.launches != graph.launches
