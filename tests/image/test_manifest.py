@@ -98,7 +98,7 @@ def test_kernel_settings_module_params_and_init_script_are_read():
         ('programs = "sh"\n', "programs", "expected a list of strings"),
         (MINIMAL + "[kernel]\ncpus = 'two'\n", "kernel.cpus", "must be an integer"),
         (MINIMAL + "[kernel]\ncpus = 0\n", "kernel.cpus", "between 1 and 64"),
-        (MINIMAL + '[kernel]\ngpu = "v100"\n', "kernel.gpu", "a100, h100"),
+        (MINIMAL + '[kernel]\ngpu = "b200"\n', "kernel.gpu", "a100, h100, v100"),
         (MINIMAL + '[[modules]]\nname = "nosuch"\n', "modules[0].name", "no module named"),
         (MINIMAL + '[[modules]]\nname = "lru"\nload = "yes"\n', "modules[0].load", "true or"),
         (MINIMAL + '[[modules]]\nname = "lru"\nparams = { a = [1] }\n', "modules[0].params.a", ""),
