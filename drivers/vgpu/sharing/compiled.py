@@ -193,8 +193,15 @@ def compiled_fn(fn: Callable | None = None, *, inline: bool = False) -> Any:
     or interpreted, step by step (`INTERPRETED`: a researcher's Python
     policy, a device wider than 63 TPCs, a debugger).  With `inline`, numba
     inlines it where it is called: a call passes the whole `Dev` tuple,
-    which costs more than a small accessor."""
-    wrap = register_jitable(_nrt=False, inline="always" if inline else "never")
+    which costs more than a small accessor.
+
+    numba makes it no C wrapper, which nothing calls: the loop links it in.
+    Each function so compiled is a library of its own, which LLVM optimizes
+    and turns into machine code with everything it calls: a cold compile's
+    CPU grows with how deep the calls from an entry point go."""
+    wrap = register_jitable(
+        _nrt=False, no_cfunc_wrapper=True, inline="always" if inline else "never"
+    )
     return wrap if fn is None else wrap(fn)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from drivers.vgpu.engine import A_BUSY_NS, A_DONE_NS, RUN_LOG_FULL, S_CLK_TAIL, S_NDONE, _run
 from drivers.vgpu.sharing import dispatch
 from drivers.vgpu.sharing.compiled import (
@@ -118,6 +120,12 @@ EPOCH_PYTHON = 1  # a Python timer is due: its handle is in sc[D_HANDLE]
 EPOCH_GROW = 2  # a table is close to full
 EPOCH_BLOCK_LOG = 3  # the engine's block log (`record_blocks`) needs room
 EPOCH_STOPPED = 4  # the kernel sc[D_STOP_KERNEL] finished
+
+#: The engine's run stops at the first completion.  A numpy bool, not the
+#: literal True: numba types a literal as a type of its own, and would
+#: compile the engine's `_run` (about 20 s of CPU) a second time, beside
+#: the one the interpreted loop and `Engine` call.
+STOP_ON_COMPLETION = np.bool_(True)
 
 
 # -- the policy in charge: dispatch.py, generated from registry.py -------------
@@ -413,7 +421,7 @@ def run_epoch(d, p, end_ns):
         t_next = end_ns
         if sc[D_NTIMERS] > 0 and tm[TM_T, 0] < end_ns:
             t_next = tm[TM_T, 0]
-        if _run(eng, t_next, True) == RUN_LOG_FULL:
+        if _run(eng, t_next, STOP_ON_COMPLETION) == RUN_LOG_FULL:
             return EPOCH_BLOCK_LOG
         n = eng.sc[S_NDONE]
         if n > 0:
