@@ -84,7 +84,7 @@ BASE_METHOD = '''
         return None
 '''
 
-VALIDATOR = '''
+VALIDATOR = """
 def _check_cpu(answer: Any, task: Any, ncpus: int) -> int | None:
     from kernel.mlaas.answers import InvalidAnswer, plain_optional_int
 
@@ -94,11 +94,11 @@ def _check_cpu(answer: Any, task: Any, ncpus: int) -> int | None:
     return cpu
 
 
-'''
+"""
 
 ROW = '        CallbackSpec("preferred_cpu", "sched", False, ("task", "plain"), _check_cpu),\n'
 
-MODULE = '''
+MODULE = """
 from kernel.mlaas import SchedAdvisor
 
 
@@ -107,9 +107,9 @@ class Toy(SchedAdvisor):
 
     def preferred_cpu(self, task, ncpus):
         return {answer}
-'''
+"""
 
-CALLER = '''
+CALLER = """
 import json, sys
 from kernel import Kernel
 from kernel.traps import Compute
@@ -133,7 +133,7 @@ for mode, isolated in (("in_process", False), ("isolated", True)):
         }
         k.shutdown()
 print(json.dumps(out))
-'''
+"""
 
 
 def _follow_the_recipe(copy: Path) -> None:
