@@ -321,18 +321,9 @@ class MemoryManager:
         if not candidates:
             raise OutOfMemory("no frame can be evicted")
         victim = self._ask("select_victim", candidates)
-        if (
-            type(victim) is not int
-            or victim < 0
-            or victim >= self.nframes
-            or self.owner[victim] is None
-            or victim == protect
-        ):
-            self._policy_fault(
-                "invalid",
-                f"select_victim returned a {type(victim).__name__} that is not a candidate frame",
-            )
-            victim = self._fallback.select_victim(self, candidates)
+        policy = self.policy
+        if type(policy) is not ClockPolicy and not getattr(policy, "answers_checked", False):
+            victim = self._checked_victim(victim, candidates)
         owner = self.owner[victim]
         assert owner is not None
         aspace, vpn = owner
@@ -362,6 +353,22 @@ class MemoryManager:
         except Exception as exc:  # the policy's fault, not the kernel's
             self._policy_fault("raised", f"{method} raised {type(exc).__name__}")
             return getattr(self._fallback, method)(self, *args)
+
+    def _checked_victim(self, victim: Any, candidates: list[int]) -> int:
+        """An unguarded policy's victim (one set here by hand, not an MLaaS
+        binding, whose answers the guard checked) meets the same rule, its row's
+        in the MLaaS callback table; CLOCK decides if it does not."""
+        from kernel.mlaas.advisors import CALLBACK_TABLE
+        from kernel.mlaas.faults import InvalidAnswer
+
+        try:
+            checked = CALLBACK_TABLE["select_victim"].check(victim, candidates)
+        except InvalidAnswer as exc:
+            self._policy_fault("invalid", str(exc))
+            checked = None
+        if checked is None:
+            return self._fallback.select_victim(self, candidates)
+        return int(checked)
 
     def _policy_fault(self, kind: str, message: str) -> None:
         """Report a misbehaving policy.  The handler (the MLaaS core) decides

@@ -18,8 +18,10 @@ parameters, and a read-only view of what it advises on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
 
 if TYPE_CHECKING:
     from kernel.mlaas.context import AdvisorContext, TaskView
@@ -173,9 +175,201 @@ def callbacks_of(base: type[Advisor]) -> tuple[str, ...]:
     return tuple(n for n, v in vars(base).items() if callable(v) and not n.startswith("_"))
 
 
-CALLBACKS: dict[str, tuple[str, ...]] = {kind: callbacks_of(base) for kind, base in BASES.items()}
-
-
 def overrides(cls: type, base: type[Advisor], name: str) -> bool:
     """Does `cls` replace `base`'s no-op `name`?"""
     return getattr(cls, name, None) is not getattr(base, name, None)
+
+
+# ======================================================================
+# The callback table: one row per callback
+# ======================================================================
+#
+# Everything else about a callback derives from its row: the bindings'
+# wrappers ask through `check`, the isolated proxy encodes arguments by
+# `args` and decodes the answer by `answer` (`isolated.py`), and the child
+# rebuilds the arguments and puts the answer on the wire by the same names
+# (`child.py`).  A new callback is a no-op method on its base above, a row
+# here, and the kernel code that asks it (docs/recipes/mlaas-callback.md).
+
+#: Argument kinds on the wire.  ``plain``: an int, bool or str, sent as it
+#: is.  ``frames``: a list of ints.  ``task``: a `TaskView`.  ``tasks``: a list
+#: of them.  ``contexts``: ints or kernel objects (GPU contexts).  ``device``:
+#: a kernel object, sent as a copy of its plain attributes.  ``state``: plain
+#: data handed over on reload.
+ARG_KINDS = frozenset({"plain", "frames", "task", "tasks", "contexts", "device", "state"})
+#: Answer kinds on the wire.  ``plain``: plain data.  ``task``: one of the
+#: `TaskView`s the callback was given (sent as its pid).  ``pages``: prefetch's
+#: vpns and (pid, vpn) pairs.
+ANSWER_KINDS = frozenset({"plain", "task", "pages"})
+
+#: At most this many pages are prefetched per fault.
+MAX_PREFETCH_PAGES = 32
+#: The time slices a sched advisor may grant.
+MIN_SLICE_NS = 10_000
+MAX_SLICE_NS = 10_000_000_000
+#: A TPC allocation names at most this many contexts.
+MAX_CONTEXTS = 4096
+
+
+def _member(ascending: Sequence[int], value: int) -> bool:
+    from bisect import bisect_left
+
+    i = bisect_left(ascending, value)
+    return i < len(ascending) and ascending[i] == value
+
+
+# Validators: ``check(answer, *args)`` runs inside the guard (`Mlaas.ask`) on
+# the module's raw answer and the arguments it was asked with; it returns the
+# answer as plain values (None: no opinion) or raises `InvalidAnswer`, which
+# ejects the module as ``invalid``.  They are the only rules an answer meets.
+
+
+def _no_answer(answer: Any, *args: Any) -> None:
+    return None
+
+
+def _check_victim(answer: Any, candidates: Sequence[int]) -> int | None:
+    from kernel.mlaas.answers import InvalidAnswer, plain_optional_int
+
+    frame = plain_optional_int(answer, "select_victim's answer")
+    if frame is not None and not _member(candidates, frame):
+        raise InvalidAnswer(f"select_victim returned {frame}, not one of the candidate frames")
+    return frame
+
+
+def _check_prefetch(answer: Any, pid: int, vpn: int) -> list[int | tuple[int, int]]:
+    from kernel.mlaas.answers import plain_items, plain_page
+
+    items = plain_items(answer, "prefetch's answer", MAX_PREFETCH_PAGES)
+    return [plain_page(item, "prefetch's answer") for item in items]
+
+
+def _check_slice(answer: Any, task: Any) -> int | None:
+    from kernel.mlaas.answers import InvalidAnswer, plain_optional_int
+
+    ns = plain_optional_int(answer, "time_slice's answer")
+    if ns is not None and not MIN_SLICE_NS <= ns <= MAX_SLICE_NS:
+        raise InvalidAnswer(
+            f"time_slice returned {ns} ns, not a slice in [{MIN_SLICE_NS}, {MAX_SLICE_NS}] ns"
+        )
+    return ns
+
+
+def _check_chosen(answer: Any, candidates: Any, cpu: int) -> int | None:
+    """select_next's answer: one of the `TaskView`s it was given, read as its pid.
+    (Whether that pid is runnable is the scheduler's table to say: `bindings.py`.)"""
+    from kernel.mlaas.answers import InvalidAnswer
+    from kernel.mlaas.context import TaskView
+    from kernel.mlaas.faults import describe_value
+
+    if answer is None:
+        return None
+    if type(answer) is not TaskView:
+        raise InvalidAnswer(
+            f"select_next returned {describe_value(answer)}, not one of the TaskViews it was given"
+        )
+    pid: int = tuple.__getitem__(answer, 0)  # type: ignore[assignment]
+    return pid
+
+
+def _check_masks(answer: Any, contexts: Sequence[int], n_tpcs: int) -> dict[int, int] | None:
+    from kernel.mlaas.answers import InvalidAnswer, plain_int_map
+
+    if answer is None:
+        return None
+    masks = plain_int_map(answer, "tpc_allocation's answer", MAX_CONTEXTS)
+    asked = set(contexts)
+    full = (1 << n_tpcs) - 1
+    for ctx, mask in masks.items():
+        if ctx not in asked:
+            raise InvalidAnswer(f"tpc_allocation named context {ctx}, which was not asked about")
+        if mask <= 0 or mask & ~full:
+            raise InvalidAnswer(
+                f"tpc_allocation gave context {ctx} mask {mask:#x}: "
+                f"a mask must name at least one of TPCs 0-{n_tpcs - 1} and no other"
+            )
+    return masks
+
+
+def _check_clock(answer: Any, device: Any) -> int | None:
+    from kernel.mlaas.answers import InvalidAnswer, plain_optional_int
+
+    mhz = plain_optional_int(answer, "frequency's answer")
+    clocks = device.clocks_mhz
+    if mhz is not None and mhz not in clocks:
+        lo, hi = min(clocks), max(clocks)
+        raise InvalidAnswer(
+            f"frequency returned {mhz} MHz, not a clock of the device ({lo}-{hi} MHz)"
+        )
+    return mhz
+
+
+@attrs.frozen
+class CallbackSpec:
+    """One callback: who has it, how it travels, and what answer it may give.
+
+    `notice`: it has no answer, so an isolated module's calls are queued and
+    sent with the next question (`isolated.py`).  `args`: one `ARG_KINDS`
+    name per argument, how it is encoded for an isolated module and rebuilt
+    in its child.  `answer`: an `ANSWER_KINDS` name.  `check`: the validator.
+    """
+
+    name: str
+    kind: str
+    notice: bool
+    args: tuple[str, ...]
+    check: Callable[..., Any]
+    answer: str = "plain"
+
+    def __attrs_post_init__(self) -> None:
+        unknown = set(self.args) - ARG_KINDS
+        if unknown or self.answer not in ANSWER_KINDS:
+            raise ValueError(f"callback {self.name}: unknown wire kinds {unknown or self.answer}")
+
+
+def _notice(name: str, kind: str, *args: str) -> CallbackSpec:
+    return CallbackSpec(name, kind, True, args, _no_answer)
+
+
+#: The callbacks, by name.  Lifecycle calls are in `LIFECYCLE_SPECS`.
+CALLBACK_TABLE: dict[str, CallbackSpec] = {
+    spec.name: spec
+    for spec in (
+        _notice("on_access", "memory", "plain", "plain", "plain"),
+        _notice("on_fault", "memory", "plain", "plain", "plain"),
+        _notice("on_evict", "memory", "plain", "plain", "plain"),
+        _notice("on_launch", "memory", "plain", "plain"),
+        CallbackSpec("select_victim", "memory", False, ("frames",), _check_victim),
+        CallbackSpec("prefetch", "memory", False, ("plain", "plain"), _check_prefetch, "pages"),
+        _notice("on_spawn", "sched", "task"),
+        CallbackSpec("select_next", "sched", False, ("tasks", "plain"), _check_chosen, "task"),
+        CallbackSpec("time_slice", "sched", False, ("task",), _check_slice),
+        _notice("on_exit", "sched", "task", "plain"),
+        CallbackSpec("tpc_allocation", "gpu", False, ("contexts", "plain"), _check_masks),
+        CallbackSpec("frequency", "power", False, ("device",), _check_clock),
+    )
+}
+
+#: The lifecycle calls, for the isolated protocol (the core checks their answers).
+LIFECYCLE_SPECS: dict[str, CallbackSpec] = {
+    spec.name: spec
+    for spec in (
+        CallbackSpec("on_load", "", False, (), _no_answer),
+        CallbackSpec("on_unload", "", False, (), _no_answer),
+        CallbackSpec("export_state", "", False, (), _no_answer),
+        CallbackSpec("import_state", "", False, ("state",), _no_answer),
+    )
+}
+
+
+def spec_of(name: str) -> CallbackSpec:
+    """The row of callback or lifecycle call `name`."""
+    spec = CALLBACK_TABLE.get(name)
+    return spec if spec is not None else LIFECYCLE_SPECS[name]
+
+
+#: The callback names of each kind of advisor, from the table.
+CALLBACKS: dict[str, tuple[str, ...]] = {
+    kind: tuple(spec.name for spec in CALLBACK_TABLE.values() if spec.kind == kind)
+    for kind in BASES
+}

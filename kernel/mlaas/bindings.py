@@ -15,21 +15,20 @@ the ops a scheduler defines): the hook points test for them with
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from time import thread_time_ns
 from typing import TYPE_CHECKING, Any
 
 from kernel.memory import SWAP_IO_NS
-from kernel.mlaas.answers import (
-    plain_int_map,
-    plain_items,
-    plain_optional_int,
-    plain_page,
-    plain_str,
+from kernel.mlaas.advisors import (  # noqa: F401  (the limits are read from here too)
+    CALLBACK_TABLE,
+    MAX_CONTEXTS,
+    MAX_PREFETCH_PAGES,
+    MAX_SLICE_NS,
+    MIN_SLICE_NS,
 )
+from kernel.mlaas.answers import plain_str
 from kernel.mlaas.context import TaskView
 from kernel.mlaas.context import _source as context_source
 from kernel.mlaas.faults import HostInterrupt, InvalidAnswer, describe_value, guard, settle
@@ -40,42 +39,43 @@ if TYPE_CHECKING:
     from kernel.mlaas.core import Mlaas, ModuleRecord
     from kernel.task import Task
 
-#: At most this many pages are prefetched per fault.
-MAX_PREFETCH_PAGES = 32
-#: The time slices a sched advisor may grant.
-MIN_SLICE_NS = 10_000
-MAX_SLICE_NS = 10_000_000_000
-#: A TPC allocation names at most this many contexts.
-MAX_CONTEXTS = 4096
-
 FAULTED = object()  # what `Mlaas.ask` returns when the module was ejected
 
 
-def _member(ascending: list[int], value: int) -> bool:
-    i = bisect_left(ascending, value)
-    return i < len(ascending) and ascending[i] == value
+def checked(name: str, args: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """The answer check `Mlaas.ask` runs for callback `name` asked with `args`:
+    its row's validator (`advisors.CALLBACK_TABLE`), the only one."""
+    check = CALLBACK_TABLE[name].check
+    return lambda answer: check(answer, *args)
 
 
-def _victim(answer: Any) -> int | None:
-    return plain_optional_int(answer, "select_victim's answer")
+def ask_callback(core: Mlaas, rec: ModuleRecord, name: str, *args: Any) -> Any:
+    """Ask `rec`'s callback `name` under the guard, its answer checked by its
+    row; None where the module has no opinion or was ejected (the caller then
+    takes its default).  The module is handed its own copy of each list, so
+    the check reads the kernel's, which the module cannot have changed."""
+    given = tuple(list(a) if type(a) is list else a for a in args)
+    answer = core.ask(rec, rec.methods[name], given, checked(name, args))
+    return None if answer is FAULTED else answer
 
 
-def _prefetch(answer: Any) -> list[int | tuple[int, int]]:
-    items = plain_items(answer, "prefetch's answer", MAX_PREFETCH_PAGES)
-    return [plain_page(item, "prefetch's answer") for item in items]
-
-
-def _slice(answer: Any) -> int | None:
-    ns = plain_optional_int(answer, "time_slice's answer")
-    if ns is not None and not MIN_SLICE_NS <= ns <= MAX_SLICE_NS:
-        raise InvalidAnswer(
-            f"time_slice returned {ns} ns, not a slice in [{MIN_SLICE_NS}, {MAX_SLICE_NS}] ns"
-        )
-    return ns
+def advise(core: Mlaas, name: str, *args: Any) -> Any:
+    """The attached advisor's checked answer to callback `name`, or None (no
+    advisor of its kind, the callback not overridden, no opinion, or a fault).
+    The one wrapper a new callback's caller needs; `args` are what the
+    module is given."""
+    rec = core.attached.get(CALLBACK_TABLE[name].kind)
+    if rec is None or name not in rec.overridden:
+        return None
+    return ask_callback(core, rec, name, *args)
 
 
 class MemoryBinding:
     """Stands in `MemoryManager.policy` and its notice hooks."""
+
+    #: Its answers were checked by the guard (their rows' validators): the
+    #: memory manager does not check them again.
+    answers_checked = True
 
     def __init__(self, core: Mlaas, record: ModuleRecord, default: Any) -> None:
         self.core = core
@@ -129,23 +129,15 @@ class MemoryBinding:
     # -- answers ------------------------------------------------------------------
 
     def _select_victim(self, mm: MemoryManager, candidates: list[int]) -> int:
-        rec = self.record
-        answer = self.core.ask(rec, rec.methods["select_victim"], (list(candidates),), _victim)
-        if answer is FAULTED or answer is None:
-            return self.default.select_victim(mm, candidates)
-        if not _member(candidates, answer):
-            self.core.eject(
-                rec, "invalid", f"select_victim returned {answer}, not one of the candidate frames"
-            )
-            return self.default.select_victim(mm, candidates)
-        return answer
+        answer = ask_callback(self.core, self.record, "select_victim", candidates)
+        return self.default.select_victim(mm, candidates) if answer is None else answer
 
     def _prefetch(
         self, mm: MemoryManager, aspace: AddressSpace, vpn: int
     ) -> list[tuple[AddressSpace, int]]:
         rec = self.record
-        answer = self.core.ask(rec, rec.methods["prefetch"], (aspace.pid, vpn), _prefetch)
-        if answer is FAULTED or not answer:
+        answer = ask_callback(self.core, rec, "prefetch", aspace.pid, vpn)
+        if not answer:
             return []
         pages = self._pages(aspace, answer)
         if self.background and self._draining is None and rec.state == "live":
@@ -229,6 +221,9 @@ class Candidates:
 class SchedBinding:
     """Stands in `Scheduler.advisor`."""
 
+    #: Its answers were checked by the guard: the scheduler does not check them again.
+    answers_checked = True
+
     def __init__(self, core: Mlaas, record: ModuleRecord) -> None:
         self.core = core
         self.record = record
@@ -259,21 +254,7 @@ class SchedBinding:
             close()
 
     def _time_slice(self, task: Task) -> int | None:
-        rec = self.record
-        answer = self.core.ask(rec, rec.methods["time_slice"], (self.core.view_of(task),), _slice)
-        return None if answer is FAULTED else answer
-
-
-def _chosen_pid(answer: Any) -> int | None:
-    """select_next's answer: one of the `TaskView`s it was given, read as its pid."""
-    if answer is None:
-        return None
-    if type(answer) is not TaskView:
-        raise InvalidAnswer(
-            f"select_next returned {describe_value(answer)}, not one of the TaskViews it was given"
-        )
-    pid: int = tuple.__getitem__(answer, 0)  # type: ignore[assignment]
-    return pid
+        return ask_callback(self.core, self.record, "time_slice", self.core.view_of(task))
 
 
 def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -> Any:
@@ -284,6 +265,7 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
     cheaper to reach than attributes); keep the two in step.
     """
     select: Callable[..., Any] | None = rec.methods["select_next"]
+    chosen_pid = CALLBACK_TABLE["select_next"].check
     slot = rec.slot
     isolated = rec.isolated
     watchdog = core.watchdog
@@ -310,7 +292,7 @@ def _select_next_guard(core: Mlaas, rec: ModuleRecord, candidates: Candidates) -
         try:
             try:
                 answer = select(candidates, cpu)  # type: ignore[misc]
-                pid = None if answer is None else _chosen_pid(answer)
+                pid = None if answer is None else chosen_pid(answer, candidates, cpu)
                 answer = None  # released under the guard
             except HostInterrupt:
                 slot.call = 0
@@ -370,36 +352,13 @@ class GpuAdvice:
     def __init__(self, core: Mlaas) -> None:
         self.core = core
 
-    def _ask(self, kind: str, callback: str, args: tuple, check: Any) -> tuple[Any, Any]:
-        rec = self.core.attached.get(kind)
-        if rec is None or callback not in rec.overridden:
-            return None, None
-        answer = self.core.ask(rec, rec.methods[callback], args, check)
-        return (None, None) if answer is FAULTED or answer is None else (rec, answer)
-
     def _invalid(self, rec: ModuleRecord, message: str) -> None:
         self.core.eject(rec, "invalid", message)
 
     def tpc_allocation(self, contexts: list[Any], n_tpcs: int) -> dict[int, int] | None:
         """A TPC mask for each context id."""
         ids = [c if isinstance(c, int) else c.ctx for c in contexts]
-        check = partial(_masks, what="tpc_allocation's answer")
-        rec, answer = self._ask("gpu", "tpc_allocation", (list(ids), n_tpcs), check)
-        if rec is None:
-            return None
-        asked = set(ids)
-        full = (1 << n_tpcs) - 1
-        for ctx, mask in answer.items():
-            if ctx not in asked:
-                self._invalid(rec, f"tpc_allocation named context {ctx}, which was not asked about")
-                return None
-            if mask <= 0 or mask & ~full:
-                self._invalid(
-                    rec,
-                    f"tpc_allocation gave context {ctx} mask {mask:#x}: "
-                    f"a mask must name at least one of TPCs 0-{n_tpcs - 1} and no other",
-                )
-                return None
+        answer: dict[int, int] | None = advise(self.core, "tpc_allocation", ids, n_tpcs)
         return answer
 
     def sharing_policy(self) -> tuple[str, dict[str, Any]] | None:
@@ -422,19 +381,5 @@ class GpuAdvice:
 
     def frequency(self, device: Any) -> int | None:
         """A clock in MHz, one of `device.clocks_mhz`."""
-        rec, answer = self._ask(
-            "power", "frequency", (device,), partial(plain_optional_int, what="frequency's answer")
-        )
-        if rec is None:
-            return None
-        if answer not in device.clocks_mhz:
-            lo, hi = min(device.clocks_mhz), max(device.clocks_mhz)
-            self._invalid(
-                rec, f"frequency returned {answer} MHz, not a clock of the device ({lo}-{hi} MHz)"
-            )
-            return None
+        answer: int | None = advise(self.core, "frequency", device)
         return answer
-
-
-def _masks(answer: Any, what: str) -> dict[int, int] | None:
-    return None if answer is None else plain_int_map(answer, what, MAX_CONTEXTS)

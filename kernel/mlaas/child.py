@@ -420,35 +420,64 @@ class CallbackFault(Exception):
         self.message = message
 
 
-#: The callbacks whose arguments are not plain on the wire, and how to rebuild them.
-#: (The others' arguments are ints, bools and strs, passed as they come.)
-_REBUILD: dict[str, Any] = {
-    "on_spawn": lambda args, tasks: (tasks.view(args[0]),),
-    "time_slice": lambda args, tasks: (tasks.view(args[0]),),
-    "on_exit": lambda args, tasks: (tasks.view(args[0]), args[1]),
-    "select_next": lambda args, tasks: ([tasks.view(f) for f in args[0]], args[1]),
-    "frequency": lambda args, tasks: (Snapshot(args[0]),),
-    "tpc_allocation": lambda args, tasks: (
-        [c if type(c) is int else Snapshot(c) for c in args[0]],
-        args[1],
-    ),
+#: How each argument kind of the callback table (`advisors.ARG_KINDS`) is
+#: rebuilt from the wire; the kernel encodes it by the same name
+#: (`isolated.ENCODE_ARG`).
+REBUILD_ARG: dict[str, Any] = {
+    "plain": lambda value, tasks: value,
+    "frames": lambda value, tasks: value,
+    "task": lambda value, tasks: tasks.view(value),
+    "tasks": lambda value, tasks: [tasks.view(f) for f in value],
+    "contexts": lambda value, tasks: [c if type(c) is int else Snapshot(c) for c in value],
+    "device": lambda value, tasks: Snapshot(value),
+    "state": lambda value, tasks: value,
 }
 
 
-def _answer_of(method: str, answer: Any, tasks: TaskViews) -> Any:
+def _task_answer(method: str, answer: Any, tasks: TaskViews) -> Any:
+    if type(answer) is tasks.cls:
+        return answer.pid
+    raise CallbackFault("invalid", f"{method} returned {short_repr(answer)}, not a task")
+
+
+def _pages_answer(method: str, answer: Any, tasks: TaskViews) -> Any:
+    if isinstance(answer, (str, bytes, dict)) or not isinstance(answer, Iterable):
+        raise CallbackFault(
+            "invalid", f"{method} returned {short_repr(answer)}, not a list of pages"
+        )
+    return list(islice(answer, MAX_PREFETCH_ITEMS))
+
+
+#: How each answer kind (`advisors.ANSWER_KINDS`) is put on the wire, before `plain`.
+ENCODE_ANSWER: dict[str, Any] = {
+    "plain": lambda method, answer, tasks: answer,
+    "task": _task_answer,
+    "pages": _pages_answer,
+}
+
+
+def _rebuilder(method: str) -> Any:
+    """The call's argument rebuilder from its row, or None where every argument is plain."""
+    from kernel.mlaas.advisors import spec_of
+
+    kinds = spec_of(method).args
+    if all(kind == "plain" for kind in kinds):
+        return None
+    rebuilders = tuple(REBUILD_ARG[kind] for kind in kinds)
+    return lambda args, tasks: tuple(r(a, tasks) for r, a in zip(rebuilders, args, strict=True))
+
+
+def _answer_encoder(method: str) -> Any:
+    from kernel.mlaas.advisors import spec_of
+
+    return ENCODE_ANSWER[spec_of(method).answer]
+
+
+def _wire_answer(method: str, answer: Any, tasks: TaskViews) -> Any:
     """The callback's answer for the wire; CallbackFault("invalid") if it has none."""
     if answer is None:
         return None
-    if method == "select_next":
-        if type(answer) is tasks.cls:
-            return answer.pid
-        raise CallbackFault("invalid", f"select_next returned {short_repr(answer)}, not a task")
-    if method == "prefetch":
-        if isinstance(answer, (str, bytes, dict)) or not isinstance(answer, Iterable):
-            raise CallbackFault(
-                "invalid", f"prefetch returned {short_repr(answer)}, not a list of pages"
-            )
-        answer = list(islice(answer, MAX_PREFETCH_ITEMS))
+    answer = _answer_encoder(method)(method, answer, tasks)
     try:
         return plain(answer)
     except TypeError as exc:
@@ -479,6 +508,16 @@ class Server:
         self.advisor = advisor
         self.ctx = ctx
         self.tasks = tasks
+        self._rebuilders: dict[str, Any] = {}
+
+    def _rebuild(self, method: str) -> Any:
+        """The method's rebuilder, derived from its row once (the kernel names
+        only methods the module overrides, all of them in the table)."""
+        try:
+            return self._rebuilders[method]
+        except KeyError:
+            rebuild = self._rebuilders[method] = _rebuilder(method)
+            return rebuild
 
     def serve(self) -> None:
         while True:
@@ -519,7 +558,7 @@ class Server:
             for notice in notices:
                 ctx.now_ns = notice[0]
                 method = notice[1]
-                rebuild = _REBUILD.get(method)
+                rebuild = self._rebuild(method)
                 if rebuild is None:
                     getattr(advisor, method)(*notice[2:])
                 else:
@@ -533,7 +572,7 @@ class Server:
     def _question(self, method: str, args: list[Any], now_ns: int) -> tuple[Any, int]:
         channel = self.channel
         self.ctx.now_ns = now_ns
-        rebuild = _REBUILD.get(method)
+        rebuild = self._rebuild(method)
         call_args = tuple(args) if rebuild is None else rebuild(args, self.tasks)
         fn = getattr(self.advisor, method)
         channel.in_callback = True
@@ -546,7 +585,7 @@ class Server:
             spent = thread_time_ns() - t0
             channel.in_callback = False
         try:
-            return _answer_of(method, answer, self.tasks), spent
+            return _wire_answer(method, answer, self.tasks), spent
         except BaseException as exc:  # the answer's own code (__iter__, __index__, ...) failed
             raise _failure(method, exc) from None
 

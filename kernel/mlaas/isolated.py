@@ -93,7 +93,16 @@ from typing import Any, Protocol
 import attrs
 
 from kernel.mlaas import loader, sandbox
-from kernel.mlaas.advisors import BASES, CALLBACKS, LIFECYCLE, MAX_BUDGET_US, SUPPORTED_API_VERSIONS
+from kernel.mlaas.advisors import (
+    BASES,
+    CALLBACK_TABLE,
+    CALLBACKS,
+    LIFECYCLE,
+    LIFECYCLE_SPECS,
+    MAX_BUDGET_US,
+    SUPPORTED_API_VERSIONS,
+    CallbackSpec,
+)
 from kernel.mlaas.child import (
     MAX_LOG_LINES,
     QUERIES,
@@ -777,42 +786,54 @@ def _prefetch_answer(answer: Any, *args: Any) -> Any:
     return [tuple(item) if type(item) is list and len(item) == 2 else item for item in answer]
 
 
-def _same(*args: Any) -> tuple[Any, ...]:
-    return args
+def _as_is(value: Any, *args: Any) -> Any:
+    return value
 
 
-def _as_is(answer: Any, *args: Any) -> Any:
-    return answer
+def _frames(candidates: Any) -> list[int]:
+    return candidates if type(candidates) is list else list(candidates)
 
 
-#: How each callback's arguments go on the wire.
-_ENCODE: dict[str, Callable[..., tuple[Any, ...]]] = {
-    "select_victim": lambda candidates: (
-        candidates if type(candidates) is list else list(candidates),
-    ),
-    "on_spawn": lambda task: (_task_fields(task),),
-    "time_slice": lambda task: (_task_fields(task),),
-    "on_exit": lambda task, runtime_ns: (_task_fields(task), runtime_ns),
-    "select_next": lambda candidates, cpu: ([_task_fields(v) for v in candidates], cpu),
-    "tpc_allocation": lambda contexts, n_tpcs: (
-        [c if type(c) is int else _snapshot(c) for c in contexts],
-        n_tpcs,
-    ),
-    "frequency": lambda device: (_snapshot(device),),
-    "import_state": lambda state: (_plain_state(state),),
+def _contexts(contexts: Any) -> list[Any]:
+    return [c if type(c) is int else _snapshot(c) for c in contexts]
+
+
+#: How each argument kind of the callback table (`advisors.ARG_KINDS`) goes on
+#: the wire; the child rebuilds it by the same name (`child.REBUILD_ARG`).
+ENCODE_ARG: dict[str, Callable[[Any], Any]] = {
+    "plain": _as_is,
+    "frames": _frames,
+    "task": _task_fields,
+    "tasks": lambda views: [_task_fields(v) for v in views],
+    "contexts": _contexts,
+    "device": _snapshot,
+    "state": _plain_state,
 }
-#: How each question's answer comes back (given the call's own arguments).
-_DECODE: dict[str, Callable[..., Any]] = {
-    "select_next": _select_next_answer,
-    "prefetch": _prefetch_answer,
+#: How each answer kind (`advisors.ANSWER_KINDS`) comes back, given the call's arguments.
+DECODE_ANSWER: dict[str, Callable[..., Any]] = {
+    "plain": _as_is,
+    "task": _select_next_answer,
+    "pages": _prefetch_answer,
 }
-#: Callbacks without an answer: queued, not asked.
-NOTICES = frozenset({"on_access", "on_fault", "on_evict", "on_launch", "on_spawn", "on_exit"})
 
 
-def _method(name: str) -> Callable[..., Any]:
-    encode_args = _ENCODE.get(name)
-    if name in NOTICES:
+def _encoder(spec: CallbackSpec) -> Callable[..., tuple[Any, ...]] | None:
+    """The callback's argument encoder, or None where every argument is plain."""
+    if all(kind == "plain" for kind in spec.args):
+        return None
+    encoders = tuple(ENCODE_ARG[kind] for kind in spec.args)
+
+    def encode_args(*args: Any) -> tuple[Any, ...]:
+        return tuple(enc(arg) for enc, arg in zip(encoders, args, strict=True))
+
+    return encode_args
+
+
+def _method(spec: CallbackSpec) -> Callable[..., Any]:
+    """The proxy's method for one row of the callback table."""
+    name = spec.name
+    encode_args = _encoder(spec)
+    if spec.notice:
         # The hot path of a memory advisor (on_access): queue, nothing more.
         if encode_args is None:
 
@@ -838,8 +859,8 @@ def _method(name: str) -> Callable[..., Any]:
 
         notice.__name__ = name
         return notice
-    encode_question = encode_args or _same
-    decode_answer = _DECODE.get(name, _as_is)
+    encode_question = encode_args or (lambda *args: args)
+    decode_answer = DECODE_ANSWER[spec.answer]
 
     def question(self: Any, *args: Any) -> Any:
         return decode_answer(self._isolated._ask(name, encode_question(*args)), *args)
@@ -848,8 +869,9 @@ def _method(name: str) -> Callable[..., Any]:
     return question
 
 
-_METHODS = {name: _method(name) for names in CALLBACKS.values() for name in names}
-_METHODS.update({name: _method(name) for name in LIFECYCLE})
+_METHODS = {
+    name: _method(spec) for name, spec in (*CALLBACK_TABLE.items(), *LIFECYCLE_SPECS.items())
+}
 
 
 def _proxy_class(module: IsolatedModule) -> type:
