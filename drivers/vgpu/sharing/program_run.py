@@ -97,7 +97,7 @@ class ProgramRun(LoopRun):
         #: Free kernel columns, lowest first.
         self.free_kernels: list[int] = list(range(255, -1, -1))
         self._columns: dict[tuple, np.ndarray] = {}
-        self._graphs: dict[int, tuple[tuple, np.ndarray]] = {}
+        self._graphs: dict[tuple[int, ...], tuple[tuple, np.ndarray]] = {}
         return new_tables(
             sim, sc, 8, kern=np.zeros((N_K_ROWS, 256), np.int64),
             ctx_order=np.zeros(16, np.int64),
@@ -205,15 +205,16 @@ class ProgramRun(LoopRun):
     def _columns_of(self, descs: Sequence[KernelDesc]) -> np.ndarray:
         """The kernel table's rows that follow from `descs` alone, a column
         each.  A program launches the same graph again and again: the last
-        GRAPHS_KEPT tuples of descriptors have theirs kept."""
-        entry = self._graphs.get(id(descs))
-        if entry is not None and entry[0] is descs:
+        GRAPHS_KEPT runs of descriptors have theirs kept, by the descriptors'
+        identities (a graph's run on one stream is a new slice each time)."""
+        key = tuple(map(id, descs))
+        entry = self._graphs.get(key)
+        if entry is not None:  # the entry holds the descriptors: their ids are theirs
             return entry[1]
         columns = np.stack([self._column(desc) for desc in descs], axis=1)
-        if type(descs) is tuple:  # immutable: its columns cannot go stale
-            if len(self._graphs) >= GRAPHS_KEPT:
-                self._graphs.pop(next(iter(self._graphs)))
-            self._graphs[id(descs)] = (descs, columns)  # the entry keeps the id taken
+        if len(self._graphs) >= GRAPHS_KEPT:
+            self._graphs.pop(next(iter(self._graphs)))
+        self._graphs[key] = (tuple(descs), columns)
         return columns
 
     def _column(self, desc: KernelDesc) -> np.ndarray:
