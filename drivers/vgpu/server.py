@@ -270,6 +270,53 @@ class GpuRequestError(Exception):
     pass
 
 
+class _Chain:
+    """The kernels of one stream that a program's waited kernel runs behind,
+    as a lower bound on when it can complete (`earliest_ns`).
+
+    A stream runs its kernels one after another, and no block runs faster
+    than it would alone on the whole device at the highest clock
+    (`least_ns`), so the waited kernel cannot complete before its stream's
+    unfinished kernels of the same launch have each taken at least that
+    long.  Earlier launches still queued on the stream only make it later.
+    The driver wakes for a waiter at this bound, not at every block the
+    device ends meanwhile: the device's results do not depend on when the
+    driver wakes, only the driver's work does."""
+
+    __slots__ = ("first", "offsets", "rest_ns", "head", "since_ns")
+
+    def __init__(self, first: int, offsets: tuple[int, ...], rest_ns: tuple[int, ...], now_ns: int):
+        self.first = first  # the launch's first kernel id
+        self.offsets = offsets  # the chain's kernels, as offsets from `first`, in order
+        self.rest_ns = rest_ns  # rest_ns[i]: the least time of chain kernels i, i + 1, ...
+        self.head = 0  # the chain's first unfinished kernel
+        self.since_ns = now_ns  # when the head could start: launch, or the one before done
+
+    def finished(self, kernel: int, done_ns: int) -> None:
+        if self.head < len(self.offsets) and kernel - self.first == self.offsets[self.head]:
+            self.head += 1
+            self.since_ns = done_ns
+
+    def earliest_ns(self, now_ns: int) -> int:
+        """The earliest the waited kernel can complete, at `now_ns` with the head unfinished."""
+        h, rest = self.head, self.rest_ns
+        if h >= len(self.offsets):
+            return now_ns
+        later = rest[h + 1] if h + 1 < len(rest) else 0
+        return max(now_ns, self.since_ns + rest[h] - later) + later
+
+
+def least_ns(desc: Any, spec: Any) -> int:
+    """The least time a kernel takes: its blocks in full waves on the whole
+    device, each as short as a block gets (the highest clock, uncontended
+    memory: `BlockCost`)."""
+    from drivers.vgpu.work import BlockCost
+
+    cost = BlockCost.of(desc, spec)
+    waves = -(-desc.grid_blocks // (spec.n_tpcs * desc.blocks_per_tpc))
+    return waves * (cost.compute_ns + cost.mem_ns)
+
+
 class _Context:
     def __init__(self, ctx: int, cap_slot: int, owner: str = "program") -> None:
         self.ctx = ctx
@@ -303,13 +350,15 @@ class GpuDriver:
         self.timeline: GpuTimeline | None = None  # while the shell's `trace` records
         self._next_kernel = 0  # the next kernel id handed to a program
         self._engine_id: dict[int, int] = {}  # running kernels: kernel id -> the engine's
-        self._launched: dict[int, tuple[int, int, bool]] = {}  # engine's id -> ctx, id, named
+        self._launched: dict[int, tuple[int, int, int]] = {}  # engine's id -> ctx, id, last
+        #: Running launches' chains to the kernel their program waits for, by its id.
+        self._chains: dict[int, _Chain] = {}
         self._traced_done: dict[int, int] = {}  # kernels the trace keeps, once done
         self._working = 0  # how deep the driver is in its own work (see `_at_work`)
         #: Launches' checked descriptors, by their values (`_kernel_desc`).
         self._descs: dict[tuple, Any] = {}
-        #: Launch graphs' checked descriptors (`_graph_descs`).
-        self._graphs: dict[int, tuple[Any, tuple, tuple]] = {}
+        #: Launch graphs' checked descriptors and chains (`_graph_descs`).
+        self._graphs: dict[int, tuple[Any, tuple, tuple, tuple]] = {}
 
     @property
     def engine(self) -> Any:
@@ -458,6 +507,19 @@ class GpuDriver:
             self._scheduler.catch_up(now_ns)
         return self._scheduler.next_event_ns()
 
+    def earliest_done_ns(self, waiters: list[tuple[int, int | None, int]], now_ns: int) -> int:
+        """The earliest any of `waiters` can have its work done (`_Chain`);
+        `now_ns` for one that waits for a whole context's work."""
+        earliest = None
+        for _, kernel, _ in waiters:
+            chain = None if kernel is None else self._chains.get(kernel)
+            at = now_ns if chain is None else chain.earliest_ns(now_ns)
+            if earliest is None or at < earliest:
+                earliest = at
+                if at <= now_ns:
+                    break
+        return now_ns if earliest is None else earliest
+
     def finished(self, ctx_id: int, kernel: int | None) -> int | None:
         """The completion time of a kernel the context knows (or of all the
         context's work), or None while it runs."""
@@ -483,10 +545,14 @@ class GpuDriver:
         launched = self._launched.pop(engine_id, None)
         if launched is None:  # not launched through the driver
             return
-        _, kernel, named = launched
+        _, kernel, last = launched
         done_ns = self.engine.kernel_done_ns(engine_id)
         assert done_ns is not None  # the scheduler heard it finish
         del self._engine_id[kernel]
+        named = kernel == last
+        chain = self._chains.pop(last, None) if named else self._chains.get(last)
+        if chain is not None and not named:
+            chain.finished(kernel, done_ns)
         ctx = self.contexts.get(ctx_id)
         if ctx is not None and named:
             ctx.running.discard(kernel)
@@ -538,21 +604,23 @@ class GpuDriver:
     def launch(self, ctx: _Context, spec: Any) -> int:
         if not isinstance(spec, LaunchSpec):
             raise GpuRequestError(f"launch needs a LaunchSpec, got {type(spec).__name__}")
-        return self._submit(ctx, (spec,), (self._kernel_desc(spec),))
+        desc = self._kernel_desc(spec)
+        return self._submit(ctx, (spec,), (desc,), ((0,), (least_ns(desc, self.engine.spec),)))
 
     def launch_graph(self, ctx: _Context, graph: Any) -> int:
         """Launch a graph's kernels in order; returns the last one's id.  Every
         kernel is checked before any is launched."""
-        return self._submit(ctx, graph.launches, self._graph_descs(graph))
+        return self._submit(ctx, graph.launches, *self._graph_descs(graph))
 
-    def _graph_descs(self, graph: Any) -> tuple[Any, ...]:
-        """A launch graph's kernel descriptors, every one checked.  A program
-        launches the same graph again and again: the last GRAPHS_KEPT graphs
-        have theirs kept (by the graph and its tuple of launches, which are
-        immutable)."""
+    def _graph_descs(self, graph: Any) -> tuple[tuple[Any, ...], tuple]:
+        """A launch graph's kernel descriptors, every one checked, and its last
+        kernel's chain: the offsets of the kernels on its stream, and the
+        least time from each of them on (`_Chain`).  A program launches the
+        same graph again and again: the last GRAPHS_KEPT graphs have theirs
+        kept (by the graph and its tuple of launches, which are immutable)."""
         entry = self._graphs.get(id(graph))
         if entry is not None and entry[0] is graph and entry[1] is graph.launches:
-            return entry[2]
+            return entry[2], entry[3]
         if not isinstance(graph, LaunchGraph) or not graph.launches:
             raise GpuRequestError("launch_graph needs a LaunchGraph of at least one LaunchSpec")
         if type(graph.launches) is not tuple or not all(
@@ -560,10 +628,17 @@ class GpuDriver:
         ):
             raise GpuRequestError("a LaunchGraph holds LaunchSpecs only")
         descs = tuple(self._kernel_desc(spec) for spec in graph.launches)
+        stream = graph.launches[-1].stream
+        offsets = tuple(i for i, spec in enumerate(graph.launches) if spec.stream == stream)
+        rest, total = [], 0
+        for i in reversed(offsets):
+            total += least_ns(descs[i], self.engine.spec)
+            rest.append(total)
+        chain = (offsets, tuple(reversed(rest)))
         if len(self._graphs) >= GRAPHS_KEPT:
             self._graphs.pop(next(iter(self._graphs)))
-        self._graphs[id(graph)] = (graph, graph.launches, descs)  # holding it keeps its id
-        return descs
+        self._graphs[id(graph)] = (graph, graph.launches, descs, chain)  # holding it keeps its id
+        return descs, chain
 
     def _kernel_desc(self, spec: LaunchSpec) -> Any:
         """The checked kernel descriptor of a launch.  Launches of plain
@@ -604,9 +679,12 @@ class GpuDriver:
             raise GpuRequestError(str(exc)) from None
         return desc
 
-    def _submit(self, ctx: _Context, specs: tuple[Any, ...], descs: tuple[Any, ...]) -> int:
+    def _submit(
+        self, ctx: _Context, specs: tuple[Any, ...], descs: tuple[Any, ...], chain: tuple
+    ) -> int:
         """Launch kernels in order; returns the last one's id, which the
-        program gets (it waits for the last of a graph)."""
+        program gets (it waits for the last of a graph); `chain` is its chain's
+        offsets and least times (`_Chain`)."""
         engine = self.engine
         engine_ids = [engine.add_kernel(desc) for desc in descs]
         first = self._next_kernel
@@ -614,8 +692,9 @@ class GpuDriver:
         self._next_kernel = last + 1
         for kernel, engine_id in enumerate(engine_ids, first):
             self._engine_id[kernel] = engine_id
-            self._launched[engine_id] = (ctx.ctx, kernel, kernel == last)
+            self._launched[engine_id] = (ctx.ctx, kernel, last)
         ctx.running.add(last)
+        self._chains[last] = _Chain(first, chain[0], chain[1], engine.now_ns)
         if self.timeline is not None:
             self._trace_launches(ctx, first, specs)
         with self._at_work():  # a new stream may ask the advisor for TPCs
@@ -765,11 +844,16 @@ def gpu_server(proc):
             period_us: float = GOVERNOR_TICK_US
             if still:
                 # A waiter is answered when its work completes, which can
-                # only be at the device's or the policy's next event: wake
-                # then (polling every sync tick if the device is ahead).
+                # only be at one of the device's or the policy's events, and
+                # not before its stream's kernels can have run: wake at the
+                # later of the two (polling every sync tick if the device is
+                # ahead), and at least every governor tick for the advisors.
                 event_ns = driver.next_event_ns(now)
                 if event_ns is not None:
-                    period_us = (event_ns - now + 0.5) / 1000 if event_ns > now else SYNC_TICK_US
+                    due_ns = max(event_ns, driver.earliest_done_ns(still, now))
+                    period_us = (due_ns - now + 0.5) / 1000 if due_ns > now else SYNC_TICK_US
+                    if driver.advice is not None:
+                        period_us = min(period_us, GOVERNOR_TICK_US)
                     period_us = max(period_us, wake_us)
             due_ns = now + int(period_us * 1000)
             if tick_ns is None or due_ns < tick_ns:

@@ -94,9 +94,10 @@ def test_a_graph_is_checked_once_and_its_last_kernel_is_the_programs():
     driver, ctx = _driver_with_context()
     graph = LaunchGraph([LaunchSpec("a", 8, 10.0), LaunchSpec("b", 8, 10.0)])
     first = driver.launch_graph(ctx, graph)
-    descs = driver._graph_descs(graph)
+    descs, chain = driver._graph_descs(graph)
     second = driver.launch_graph(ctx, graph)
-    assert driver._graph_descs(graph) is descs  # the same checked descriptors
+    again = driver._graph_descs(graph)
+    assert again[0] is descs and again[1] is chain  # the same checked descriptors
     assert ctx.running == {first, second}  # a graph's last kernel is the one it names
     assert second == first + 2
 
