@@ -72,6 +72,11 @@ def find_manifest(spec: str | Path) -> Path:
     return shipped.get(str(spec), path)
 
 
+def default_output(manifest_path: str | Path, root: Path = ROOT) -> Path:
+    """Where `build` writes the image when no output is named: NAME.pyz."""
+    return Path(f"{load(find_manifest(manifest_path), source_catalog(root)).name}.pyz")
+
+
 def build(manifest_path: str | Path, out: str | Path | None = None, root: Path = ROOT) -> Path:
     """Write the image that the manifest at `manifest_path` (a file, or a
     shipped manifest's name) describes; its path."""

@@ -146,26 +146,29 @@ def boot_image(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from image.builder import build
+    from image.builder import build, default_output
     from image.manifest import ManifestError
 
+    target = args.output
     try:
-        if args.output is not None:
-            check_image_target(args.output, args.force)
-        out = build(args.manifest, args.output)
+        if target is None:
+            target = str(default_output(args.manifest))
+        check_image_target(target, args.force)
+        out = build(args.manifest, target)
     except (ManifestError, TargetRefused) as exc:
         print(f"malv build: {exc}", file=sys.stderr)
         return 2
     except BaseException:  # Ctrl-C, a full disk: no half-written image is left
-        if args.output is not None:
-            _remove_partial(args.output)
+        if target is not None:
+            _remove_partial(target)
         raise
     print(f"{out}: {out.stat().st_size} bytes")
     return 0
 
 
 class TargetRefused(Exception):
-    """`malv build -o PATH` would destroy something, or cannot write there."""
+    """`malv build` would destroy something at its output path (-o's, or the
+    default NAME.pyz), or cannot write there."""
 
 
 def check_image_target(path: str, force: bool) -> None:
@@ -226,7 +229,9 @@ def add_image_commands(sub) -> None:
     build.add_argument("manifest", help="an image manifest, e.g. image/course.toml")
     build.add_argument("-o", "--output", help="the image file (default: NAME.pyz)")
     build.add_argument(
-        "--force", action="store_true", help="overwrite -o's file even if it is not an image"
+        "--force",
+        action="store_true",
+        help="overwrite the image file even if what is there is not an image",
     )
     build.set_defaults(func=cmd_build)
     images = sub.add_parser("images", help="list the shipped image manifests")

@@ -108,6 +108,22 @@ def test_build_force_overwrites_and_an_earlier_image_is_replaced_unasked(tmp_pat
     capsys.readouterr()
 
 
+def test_build_without_o_guards_its_default_name_as_well(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "course.pyz").write_text("mine\n")  # the default NAME.pyz, not an image
+    code, err = run_cli(["build", COURSE], capsys)
+    assert code == 2
+    assert err == (
+        "malv build: course.pyz exists and is not a malvos image; not overwriting it (--force does)\n"
+    )
+    assert (tmp_path / "course.pyz").read_text() == "mine\n"
+    assert cli.main(["build", COURSE, "--force"]) == 0
+    assert cli.main(["build", COURSE]) == 0  # an image it wrote: replaced unasked
+    assert "manifest.toml" in zipfile.ZipFile(tmp_path / "course.pyz").namelist()
+    assert entries(tmp_path) == ["course.pyz"]
+    capsys.readouterr()
+
+
 def test_build_refuses_a_directory_and_leaves_nothing_behind(tmp_path, capsys):
     target = tmp_path / "adir"
     target.mkdir()
