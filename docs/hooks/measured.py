@@ -48,7 +48,9 @@ def image_sizes() -> dict[str, int]:
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in shipped_manifests():
-            sizes[manifest.stem] = build(manifest, Path(tmp) / f"{manifest.stem}.pyz").stat().st_size
+            sizes[manifest.stem] = (
+                build(manifest, Path(tmp) / f"{manifest.stem}.pyz").stat().st_size
+            )
     return sizes
 
 

@@ -117,8 +117,6 @@ def _console_commands(lines: list[str]) -> list[Command]:
 
 def _strip_comment(line: str) -> str:
     """A command without its trailing `# comment` (outside quotes)."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=False)
-    lexer.commenters = ""
     in_quote = None
     for i, ch in enumerate(line):
         if in_quote:
@@ -170,12 +168,15 @@ def examples(root: Path = ROOT) -> list[Example]:
 
 
 def unlabelled_commands(root: Path = ROOT) -> list[str]:
-    """Lines of fenced blocks with no language that look like shell commands: an example
-    that would escape the collector."""
+    """Lines of fenced blocks with no language (or `text`) that look like shell commands: an
+    example that would escape the collector. A recipe's transcripts (docs/recipes/) are
+    exempt: the test that walks the recipe through runs them, after the recipe's edits."""
     bad = []
     for path in doc_files(root):
+        if path.parent.name == "recipes":
+            continue
         for line, language, _, lines in blocks(path.read_text()):
-            if language:
+            if language not in ("", "text"):
                 continue
             for text in lines:
                 if text.startswith(("$ ", "python3 ", "pip ")) or _MALV_COMMAND.match(text):
@@ -184,20 +185,29 @@ def unlabelled_commands(root: Path = ROOT) -> list[str]:
 
 
 _MALV_COMMAND = re.compile(r"malv [a-z-]+(\s|$)")  # not "malv build: ..." (a message)
-_MALV = re.compile(r"(^|[;&|]\s*|--\s+)malv(?=\s)")
+_MALV = re.compile(r"(^|[;&|]\s*|--\s+)malv(?=\s)", re.M)
+_PYTHON = re.compile(r"(^|[;&|]\s*)python3(?=\s)", re.M)
 
 
-def shell_line(example: Example, python: str) -> list[str]:
-    """The bash command lines that run `example`, `malv` replaced by this checkout's CLI."""
+def runs(example: Example, python: str) -> list[tuple[str, tuple[str, ...]]]:
+    """What running `example` takes: bash scripts, each with the lines it must print.
+
+    A `sh` example is one script (`set -e`: it stops at the first command that fails); a
+    `console` example is a script per command, each checked against the lines shown under
+    it; a `malvos-shell` example is one headless boot that types every command. `malv` is
+    replaced by this checkout's CLI, `python3` by `python`."""
     cli = f"{shlex.quote(python)} -m image.cli"
     if example.malvos_shell:
         script = "; ".join(c.line for c in example.commands)
         if not script.rstrip().endswith("poweroff"):
             script += "; poweroff"
-        return [f"{cli} boot --headless --run {shlex.quote(script)}"]
-    lines = []
-    for c in example.commands:
-        line = _MALV.sub(lambda m: m.group(1) + cli, c.line)
-        line = re.sub(r"(^|[;&|]\s*)python3(?=\s)", lambda m: m.group(1) + shlex.quote(python), line)
-        lines.append(line)
-    return lines
+        shown = tuple(s for c in example.commands for s in c.shown)
+        return [(f"{cli} boot --headless --run {shlex.quote(script)}", shown)]
+
+    def local(text: str) -> str:
+        text = _MALV.sub(lambda m: m.group(1) + cli, text)
+        return _PYTHON.sub(lambda m: m.group(1) + shlex.quote(python), text)
+
+    if example.language == "sh":
+        return [("set -e\n" + local("\n".join(c.line for c in example.commands)), ())]
+    return [(local(c.line), c.shown) for c in example.commands]

@@ -80,10 +80,15 @@ def test_a_guest_calls_the_hypercall_the_recipe_adds(tmp_path):
     for anchor, addition in (
         ("    GPU_SUBMIT = 5\n", NUMBER),
         ("\n\n@attrs.frozen\nclass Hypercall:", "\n\n" + HANDLER.rstrip("\n")),
-        ("        Hypercall(Hc.GPU_SUBMIT, hc_gpu_submit, (Param(\"queue\", int, 0, 0xFFFF),)),\n", ROW),
+        (
+            '        Hypercall(Hc.GPU_SUBMIT, hc_gpu_submit, (Param("queue", int, 0, 0xFFFF),)),\n',
+            ROW,
+        ),
     ):
         assert text.count(anchor) == 1, anchor
-        text = text.replace(anchor, anchor + addition if anchor.endswith("\n") else addition + anchor)
+        text = text.replace(
+            anchor, anchor + addition if anchor.endswith("\n") else addition + anchor
+        )
     source.write_text(text)
 
     got = _guest_answers(tmp_path)

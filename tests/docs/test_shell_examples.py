@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from doc_examples import ROOT, Example, examples, shell_line, unlabelled_commands
+from doc_examples import ROOT, Example, examples, runs, unlabelled_commands
 
 TIMEOUT_S = 300
 SLOW_TIMEOUT_S = 3600
@@ -47,11 +46,7 @@ def test_shell_example_runs_as_shown(example: Example, workdir: Path) -> None:
         pytest.skip(f"{example.id} reads {example.needs}, which is not here")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     timeout = SLOW_TIMEOUT_S if example.slow else TIMEOUT_S
-    lines = shell_line(example, sys.executable)
-    if example.malvos_shell:  # one headless boot; everything shown is in its output
-        pairs = [(lines[0], tuple(s for c in example.commands for s in c.shown))]
-    else:
-        pairs = [(line, c.shown) for c, line in zip(example.commands, lines, strict=True)]
+    pairs = runs(example, sys.executable)
     for i, (line, shown) in enumerate(pairs):
         status = example.exit if i == len(pairs) - 1 else 0  # `exit=N`: the last command's
         result = subprocess.run(
@@ -96,5 +91,10 @@ def test_only_the_quick_start_is_not_run():
 
 def test_there_are_examples_in_every_kind_of_page():
     paths = {e.path for e in RUN}
-    for page in ("README.md", "docs/guides/boot.md", "docs/guides/images.md", "docs/guides/labs.md"):
+    for page in (
+        "README.md",
+        "docs/guides/boot.md",
+        "docs/guides/images.md",
+        "docs/guides/labs.md",
+    ):
         assert page in paths
