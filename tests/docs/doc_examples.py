@@ -93,6 +93,8 @@ def _sh_commands(lines: list[str]) -> list[Command]:
     commands, pending = [], ""
     for raw in lines:
         line = raw.rstrip()
+        if pending:  # a continued line: its indentation is layout
+            line = line.lstrip()
         if line.endswith("\\"):
             pending += line[:-1].rstrip() + " "
             continue
