@@ -185,7 +185,7 @@ def record_boot_times(boots: int = 7, runs: int = 2) -> dict:
     return {"images": images, "how": how}
 
 
-def record_bench(names: list[str], runs: int = 3) -> dict:
+def record_bench(names: list[str], runs: int = 2) -> dict:
     """`malv bench NAME --json`, `runs` times over, for each of `names`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     host = _host()

@@ -72,5 +72,5 @@ def test_the_recorded_benchmarks_are_ones_malv_bench_runs():
     from image.cli import BENCHMARKS
 
     data = json.loads(measured.BENCH.read_text())
-    prefixes = {f["name"].split(".")[0] for run in data["runs"] for f in run}
+    prefixes = {re.split(r"[. ]", f["name"])[0] for run in data["runs"] for f in run}
     assert prefixes <= set(BENCHMARKS)
