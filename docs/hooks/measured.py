@@ -99,7 +99,7 @@ def bench_table(data: dict) -> str:
         if baselines:
             base = f"{seen[0].get('baseline_name', 'baseline')}: " + _range(baselines, _fmt)
         ratios = [f["ratio"] for f in seen if f.get("ratio") is not None]
-        ratio = _range(ratios, "{:.2f}") + "×" if ratios else "—"
+        ratio = _range(ratios, _fmt) + "×" if ratios else "—"
         rows.append(f"| `{name}` | {value} | {base} | {ratio} | {seen[0].get('target', '—')} |")
     how = data.get("how", "")
     return "\n".join(rows) + (f"\n\n{how}" if how else "")
