@@ -50,6 +50,13 @@ class KernelHalted(RuntimeError):
 
 
 class Kernel:
+    """One kernel: its CPUs, tasks, memory, capabilities, MLaaS registry and console.
+
+    Made from a `KernelConfig` (or its fields as keywords), on a `Machine` of its own unless
+    given one; `boot()` starts the boot plan's servers and init and runs to the shell prompt
+    (`kernel.boot` does both).  A kernel is a context manager that shuts it down at the end.
+    """
+
     def __init__(
         self,
         config: KernelConfig | None = None,
@@ -301,6 +308,8 @@ class Kernel:
         self.shutdown()
 
     def halt(self, reason: str) -> None:
+        """Stop the kernel (a poweroff or a panic, named by `reason`): its CPUs run no more,
+        its halt hooks run, and its machine is told.  Idempotent."""
         if self.halted:
             return
         self.log.info("kernel", "halted", reason=reason)
@@ -346,6 +355,7 @@ class Kernel:
 
     @property
     def uptime_ns(self) -> int:
+        """Virtual time since boot, in ns."""
         return self.loop.now_ns - self.boot_ns
 
     def proclist(self) -> tuple[tuple, ...]:
