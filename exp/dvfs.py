@@ -1,10 +1,12 @@
 """`malv exp dvfs`: LithOS with and without DVFS, per model (LithOS §6).
 
 Each inference model runs alone on the GPU, closed loop, under `lithos` at
-the maximum clock and with the DVFS governor, which measures every kernel's
-frequency sensitivity online and sets the clock to
-``f_max / (1 + slip / S)`` for the runtime-weighted sensitivity ``S`` of the
-recent kernels (slip 1.1 allows 10% slowdown), rate-limited because a clock
+the maximum clock and with the DVFS governor, which sets the clock to
+``f_max / (1 + slip / S)`` (slip 1.1 allows 10% slowdown), rounded up to a
+clock step, for the frequency sensitivity ``S`` of the most sensitive
+high-priority tenant: the share of its isolated time that scales with the
+clock (`estimate="observed"` would measure each kernel's sensitivity online
+and weight it by runtime, as the paper does); rate-limited because a clock
 switch takes 20 ms.  Reported per model and on average: energy per request
 saved, and the P99 latency and throughput cost.
 

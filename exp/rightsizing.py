@@ -1,10 +1,13 @@
 """`malv exp rightsizing`: LithOS with and without right-sizing, per model (LithOS §5.5).
 
 Each inference model runs alone on the GPU, closed loop, under `lithos`
-twice: giving every kernel all its quota (the whole GPU), and right-sized,
-where every kernel gets the fewest TPCs its fitted ``l(t) = m/t + b``
-predicts within slip 1.1 of the whole GPU's latency (TPCs the grid cannot
-occupy are dropped first).  Reported per model and on average:
+three times: giving every kernel all its quota (the whole GPU); trimmed,
+where a kernel gets only the TPCs its grid can occupy; and right-sized,
+where it gets the fewest TPCs on which its isolated time stays within
+slip 1.1 of its time on the whole GPU (every block of a kernel takes one
+isolated time, so that is its count of waves; `estimate="observed"` would
+fit ``l(t) = m/t + b`` to measured latencies instead, as the paper does).
+Reported per model and on average:
 
 * capacity saved: 1 - (TPC time allocated per request, right-sized) /
   (the same without): TPC mask size times atom time, the capacity other

@@ -20,4 +20,6 @@ class GpuLithos(GpuAdvisor):
         "rightsizing_fit": True,
         "dvfs": False,
         "slip": 1.1,
+        "estimate": "isolated",
+        "lend_best_effort": True,
     }

@@ -74,3 +74,7 @@ def small_tenants():
         Tenant("job", job, "closed", quota=0.25),
         Tenant("be", be, "be", quota=0.25, run_ahead=64),
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: the fuller runs, left out of the default tier")

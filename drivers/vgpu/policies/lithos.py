@@ -26,19 +26,40 @@ Learning on GPUs" (SOSP 2025).  The policy puts its mechanisms together:
   waits for the blocks running on its TPCs, not for the atoms (or whole
   kernel) queued behind them.  Nor are their TPCs stolen meanwhile: the
   busy-until timers know nothing of them;
+* a best-effort tenant's TPCs are lent to the high-priority ones
+  (`lend_best_effort`, on by default; ours, not the paper's): a
+  high-priority atom takes them busy or not, at a priority above the
+  owner's atoms, so it waits for the blocks running there and for nothing
+  queued behind them.  Each high-priority tenant keeps its quota and gains
+  the best-effort ones', so the second is not left to the first's idle
+  TPCs;
 * right-sizing (§5.5, off by default) gives each kernel only the TPCs it
-  needs within slip 1.1, from the owner's quota first;
-* DVFS (§6, off by default) sets the clock from the runtime weighted
-  frequency sensitivity of the recent kernels, rate-limited.
+  needs within the slip of what it would run on without it (its quota,
+  the TPCs it may steal now and those lent to it), from the owner's quota
+  first, then stolen, then lent;
+* DVFS (§6, off by default) sets the clock so that work of the most
+  clock-sensitive high-priority tenant slows by at most the slip,
+  rate-limited.
+
+Right-sizing and DVFS estimate a kernel's slowdown (`estimate`) from the
+isolated block times the engine knows, by default: a kernel's blocks all
+take one time, so on t TPCs it takes waves(t) / waves(t_all) of its time
+on t_all, and at clock f its blocks take compute * f_max / f + memory.
+Neither is skewed by interference, which the paper's online measurements
+(`estimate="observed"`: latency fitted on 1 / TPCs, latency at two clocks,
+both measured in the mix) are: a kernel slowed by its neighbours looks
+insensitive to TPCs and clock alike.  `docs/lithos-vs-paper.md` lists
+where this file departs from the paper, and why.
 
 Each mechanism is a function below, called compiled by the loop or, from
 a test, interpreted: `claim`/`stealable` (the TPC scheduler),
 `atom_blocks` (atoms), `observe` (the predictor; a misprediction is an
-error over 50 us), `choose`/`sizer_observe` (right-sizing: latency fitted
-as l(t) = m/t + b, the smallest knee within the slip) and
-`governor_observe`/`target_mhz`/`decide` (DVFS: f = f_max / (1 + slip/S),
-rate-limited).  `drivers/vgpu/lithos` keeps the quota layout.  Kernels are keyed
-by stream and kernel slot: in the simulator, tenant and position in the
+error over 50 us), `choose`/`sizer_observe` (right-sizing: the smallest knee
+within the slip, on isolated wave counts or on latency fitted as
+l(t) = m/t + b) and `governor_observe`/`target_mhz`/`decide` (DVFS:
+f = f_max / (1 + slip/S), rate-limited), `lendable` (lending).
+`drivers/vgpu/lithos` keeps the quota layout.  Kernels are keyed by
+stream and kernel slot: in the simulator, tenant and position in the
 request, the predictor's "kernel and its position in the batch"; in the
 booted driver, context stream and a slot per kernel name.  A kernel never
 seen before is estimated from its descriptor's block time until its first
@@ -78,10 +99,15 @@ from drivers.vgpu.sharing.compiled import (
     D_OPEN_ATOM,
     K_BLOCK_NS,
     K_BPT,
+    K_COMPUTE,
+    K_ISO,
+    K_MEM,
     MAX_STREAMS,
     MAX_TPCS,
     POLICY_TIMERS,
     ST_GRID,
+    ST_HAS_KERNEL,
+    ST_HP,
     ST_INFLIGHT,
     ST_LAUNCHED,
     ST_SLOT,
@@ -104,7 +130,14 @@ from drivers.vgpu.sharing.compiled import (
     state_of,
     state_values,
 )
-from drivers.vgpu.sharing.policy import PRIO_NORMAL, PRIO_STOLEN, SharingPolicy, microseconds, plain
+from drivers.vgpu.sharing.policy import (
+    PRIO_HIGH,
+    PRIO_NORMAL,
+    PRIO_STOLEN,
+    SharingPolicy,
+    microseconds,
+    plain,
+)
 
 
 class Lithos(SharingPolicy):
@@ -121,6 +154,8 @@ class Lithos(SharingPolicy):
         "rightsizing_fit": plain("rightsizing_fit"),
         "dvfs": plain("dvfs"),
         "slip": plain("slip"),
+        "estimate": plain("estimate"),
+        "lend_best_effort": plain("lend_best_effort"),
     }
 
     def __init__(
@@ -137,6 +172,8 @@ class Lithos(SharingPolicy):
         rightsizing_fit: bool = True,
         dvfs: bool = False,
         slip: float = 1.1,
+        estimate: str = "isolated",
+        lend_best_effort: bool = True,
         dvfs_period_ns: int = 50_000_000,
         dvfs_min_interval_ns: int = 200_000_000,
     ) -> None:
@@ -151,6 +188,8 @@ class Lithos(SharingPolicy):
         self.rightsizing_fit = rightsizing_fit
         self.dvfs = dvfs
         self.slip = slip
+        self.estimate = estimate
+        self.lend_best_effort = lend_best_effort
         self.dvfs_period_ns = dvfs_period_ns
         self.dvfs_min_interval_ns = dvfs_min_interval_ns
 
@@ -170,11 +209,19 @@ class Lithos(SharingPolicy):
             raise ValueError(f"lithos: {len(quotas)} quotas for {n} tenants")
         if self.slip < 1.0:
             raise ValueError(f"right-sizing and DVFS slip must be at least 1, got {self.slip}")
+        if self.estimate not in ESTIMATES:
+            raise ValueError(
+                f"lithos: estimate must be one of {', '.join(ESTIMATES)}, got {self.estimate!r}"
+            )
         if n > MAX_STREAMS or t > MAX_TPCS:
             raise ValueError(f"lithos: at most {MAX_STREAMS} tenants and {MAX_TPCS} TPCs")
         tpcs = TpcScheduler(t, quotas, self.max_stolen)
         width = max((s.kernel_slots for s in streams), default=1)
         full = (1 << t) - 1
+        best_effort = 0
+        for s, mask in zip(streams, tpcs.own_mask, strict=True):
+            if not s.hp:
+                best_effort |= mask
         pol = new_state(
             STATE, 0,
             atom_min_ns=self.atom_min_ns,
@@ -188,6 +235,9 @@ class Lithos(SharingPolicy):
             threshold_ns=50_000,
             rightsizing=int(self.rightsizing),
             fit=int(self.rightsizing_fit),
+            isolated=int(self.estimate == "isolated"),
+            lend=int(self.lend_best_effort),
+            best_effort_mask=best_effort,
             dvfs=int(self.dvfs),
             last_change_ns=-(1 << 62),
             dvfs_period_ns=self.dvfs_period_ns,
@@ -228,6 +278,7 @@ class Lithos(SharingPolicy):
         }
         if st["rightsizing"] and st["decisions"]:
             out["rightsized_tpc_share"] = int(st["given"]) / int(st["available"])
+        out["lent_atoms"] = int(st["lent_atoms"])
         if st["dvfs"]:
             sensitivity = float(st["last_sensitivity"])
             out["clock_changes"] = int(st["changes"])
@@ -237,6 +288,12 @@ class Lithos(SharingPolicy):
 
 
 _FOREVER = 1 << 62
+#: How right-sizing and DVFS estimate a kernel's slowdown: "isolated", from
+#: the block times the engine knows (TPC count and clock alone, no
+#: interference: see the module's doc); "observed", the paper's online
+#: measurements of the kernel's latency (a fit on 1 / TPCs; latency at two
+#: clocks).
+ESTIMATES = ("isolated", "observed")
 
 STATE = named_state(
     atom_min_ns=np.int64,
@@ -255,6 +312,10 @@ STATE = named_state(
     threshold_ns=np.int64,
     rightsizing=np.int64,
     fit=np.int64,
+    isolated=np.int64,  # right-sizing and DVFS estimate from isolated block times
+    lend=np.int64,  # best-effort tenants' TPCs are lent to high-priority ones
+    best_effort_mask=np.int64,  # the TPCs best-effort tenants own
+    lent_atoms=np.int64,
     dvfs=np.int64,
     decisions=np.int64,  # right-sizing: kernels sized, TPCs given, TPCs they could have had
     given=np.int64,
@@ -293,6 +354,10 @@ STATE = named_state(
     kernel_tpcs=(np.int64, MAX_STREAMS),  # the TPCs right-sizing gave the kernel, -1: no choice
     kernel_used=(np.int64, MAX_STREAMS),  # the most it ran on
     kernel_clock=(np.int64, MAX_STREAMS),  # the clock it started at
+    # DVFS on isolated block times: per stream, the isolated time of the
+    # kernels started so far, and its part that scales with the clock.
+    iso_ns=(np.float64, MAX_STREAMS),
+    compute_ns=(np.float64, MAX_STREAMS),
     # Per TPC.
     owner=(np.int64, MAX_TPCS),
     busy_until=(np.int64, MAX_TPCS),
@@ -306,6 +371,7 @@ ATOM = named_table(
     predicted=np.int64,  # -1: none
     stolen=np.int64,
     queued=np.int64,
+    lent=np.int64,  # on a best-effort tenant's TPCs, lent
     inherited=np.int64,  # 1: in flight when the policy took over, and not done yet
 )
 atom_of = atom_record(ATOM)
@@ -356,6 +422,14 @@ def stealable(d, p, s, now):
     st = state(p)
     if st["stolen_out"][s] >= st["max_stolen"]:
         return 0
+    return idle_tpcs(d, p, now) & st["not_owned"][s]
+
+
+@compiled_fn
+def idle_tpcs(d, p, now):
+    """The TPCs whose busy-until timers have run out (kept until the first
+    of the others runs out)."""
+    st = state(p)
     if now >= st["idle_until"]:
         busy_until = st["busy_until"]
         idle = 0
@@ -368,7 +442,7 @@ def stealable(d, p, s, now):
                 until = b
         st["idle"] = idle
         st["idle_until"] = until
-    return st["idle"] & st["not_owned"][s]
+    return st["idle"]
 
 
 @compiled_fn
@@ -442,12 +516,17 @@ def compiled_kernel_ready(d, p, s):
     st["kernel_start"][s] = d.sc[D_NOW]
     st["kernel_clock"][s] = clock_mhz(d)
     st["kernel_used"][s] = 0
+    k = kernel_index(d, s)
     if st["rightsizing"]:
-        own = popcount(st["own_mask"][s]) or d.sc[D_NTPCS]
-        k = kernel_index(d, s)
         st["kernel_tpcs"][s] = choose(
-            p, s, d.st[ST_SLOT, s], d.st[ST_GRID, s], d.kern[K_BPT, k], own
+            p, s, d.st[ST_SLOT, s], d.st[ST_GRID, s], d.kern[K_BPT, k], reference_tpcs(d, p, s)
         )  # fmt: skip
+    if st["dvfs"] and st["isolated"]:
+        iso = float(d.kern[K_ISO, k])
+        block_ns = d.kern[K_COMPUTE, k] + d.kern[K_MEM, k]
+        st["iso_ns"][s] += iso
+        if block_ns > 0:
+            st["compute_ns"][s] += iso * d.kern[K_COMPUTE, k] / block_ns
     pump(d, p, s)
 
 
@@ -467,7 +546,8 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
     start = d.atoms[AT_LAUNCH_NS, atom]
     if a["queued"]:
         start = max(start, st["own_done"][s])
-    observe(p, s, d.atoms[AT_POS, atom], a["waves"], now - start, a["predicted"])
+    if not a["lent"]:
+        observe(p, s, d.atoms[AT_POS, atom], a["waves"], now - start, a["predicted"])
     if a["stolen"]:
         st["stolen_out"][s] -= 1
     else:
@@ -478,7 +558,7 @@ def compiled_atom_done(d, p, s, atom, kernel_done):
         if st["rightsizing"]:
             sizer_observe(p, s, pos, st["kernel_used"][s], latency)
         clock = st["kernel_clock"][s]
-        if st["dvfs"] and clock == clock_mhz(d):
+        if st["dvfs"] and not st["isolated"] and clock == clock_mhz(d):
             governor_observe(d, p, s, pos, latency, clock)
     else:
         pump(d, p, s)
@@ -540,7 +620,8 @@ def pump(d, p, s):
 
 @compiled_fn
 def step(d, p, s):
-    """Launch the next atom of `s` (own part, stolen part or both); False if no TPC."""
+    """Launch the next atom of `s` (own part, stolen part, lent part or
+    several); False if no TPC."""
     st, ds = state(p), d.st
     now = d.sc[D_NOW]
     want = st["kernel_tpcs"][s]
@@ -555,15 +636,30 @@ def step(d, p, s):
     known = not np.isnan(learned)
     wave_ns = learned if known else float(d.kern[K_BLOCK_NS, k])
     stolen = 0
+    lent = 0
     if st["stealing"] and (want < 0 or want > n_own):
         stolen = stealable(d, p, s, now)
+        lent = lendable(d, p, s) & ~stolen  # busy ones: `s` outranks their owner
         if st["inherited"]:
             stolen &= ~inherited_tpcs(d, p)
-        if stolen and want >= 0:
+            lent &= ~inherited_tpcs(d, p)
+        if want >= 0:
             stolen = first_tpcs(stolen, want - n_own)
+            lent = first_tpcs(lent, want - n_own - popcount(stolen))
+    if stolen and lent and st["stolen_out"][s] + 2 > st["max_stolen"]:
+        lent = 0  # one part more than the bound on borrowed atoms allows
     remaining = ds[ST_GRID, s] - ds[ST_LAUNCHED, s]
+    if lent:
+        # Lent TPCs start once the owner's running blocks end: worth it
+        # only if the rest of the kernel ends sooner for them.
+        n_have = n_own + popcount(stolen)
+        n_lent = popcount(lent)
+        with_ns = lend_wait_ns(d, p) + math.ceil(remaining / ((n_have + n_lent) * bpt)) * wave_ns
+        if n_have and with_ns >= math.ceil(remaining / (n_have * bpt)) * wave_ns:
+            lent = 0
     while True:
-        n_all = n_own + popcount(stolen)
+        n_stolen = popcount(stolen)
+        n_all = n_own + n_stolen + popcount(lent)
         if n_all == 0:
             return False
         blocks = remaining
@@ -571,13 +667,17 @@ def step(d, p, s):
             blocks = atom_blocks(p, remaining, n_all, bpt, wave_ns)
         waves = math.ceil(blocks / (n_all * bpt))
         own_blocks = min(blocks, waves * n_own * bpt)
-        stolen_blocks = blocks - own_blocks
-        if stolen_blocks and waves * wave_ns > st["atom_max_ns"] and n_own:
-            stolen = 0  # too long to run on TPCs an owner may want back
+        stolen_blocks = min(blocks - own_blocks, waves * n_stolen * bpt)
+        lent_blocks = blocks - own_blocks - stolen_blocks
+        if stolen_blocks + lent_blocks and waves * wave_ns > st["atom_max_ns"] and n_own:
+            stolen = lent = 0  # too long to run on TPCs an owner may want back
             continue
         break
-    if stolen_blocks:  # take only the stolen TPCs the blocks can occupy
+    # Take only the stolen and lent TPCs the blocks can occupy.
+    if stolen_blocks:
         stolen = first_tpcs(stolen, math.ceil(stolen_blocks / (waves * bpt)))
+    if lent_blocks:
+        lent = first_tpcs(lent, math.ceil(lent_blocks / (waves * bpt)))
     duration = round(waves * wave_ns)
     predicted = duration if known else -1
     used = 0
@@ -594,21 +694,77 @@ def step(d, p, s):
         a["predicted"] = round(own_waves * wave_ns) if known else -1
         a["stolen"] = 0
         a["queued"] = queued
+        a["lent"] = 0
         st["own_atoms"] += 1
         used += n_own
     if stolen_blocks:
-        claim(p, stolen, now + duration)
-        st["stolen_out"][s] += 1
-        a = atom_of(p, launch(d, s, stolen_blocks, stolen, PRIO_STOLEN, 1, -1))
-        a["present"] = 1
-        a["waves"] = waves
-        a["predicted"] = predicted
-        a["stolen"] = 1
-        a["queued"] = 0
+        borrow(d, p, s, stolen_blocks, stolen, PRIO_STOLEN, waves, predicted, now + duration)
         st["stolen_atoms"] += 1
         used += popcount(stolen)
+    if lent_blocks:
+        atom = borrow(d, p, s, lent_blocks, lent, PRIO_HIGH, waves, predicted, now + duration)
+        atom_of(p, atom)["lent"] = 1  # its time includes the wait for the owner's blocks
+        st["lent_atoms"] += 1
+        used += popcount(lent)
     st["kernel_used"][s] = max(st["kernel_used"][s], used)
     return True
+
+
+@compiled_fn
+def borrow(d, p, s, blocks, mask, priority, waves, predicted, until_ns):
+    """Launch `blocks` of stream `s` on another tenant's TPCs `mask`: a
+    stolen or lent part, counted against `max_stolen`; its atom id."""
+    st = state(p)
+    claim(p, mask, until_ns)
+    st["stolen_out"][s] += 1
+    atom = launch(d, s, blocks, mask, priority, 1, -1)
+    a = atom_of(p, atom)
+    a["present"] = 1
+    a["waves"] = waves
+    a["predicted"] = predicted
+    a["stolen"] = 1
+    a["queued"] = 0
+    a["lent"] = 0
+    return atom
+
+
+@compiled_fn
+def lend_wait_ns(d, p):
+    """The longest a lent TPC may stay busy with its owner's block: the
+    longest isolated block time of the best-effort tenants' current kernels."""
+    wait = 0
+    for j in range(d.sc[D_NSTREAMS]):
+        if not d.st[ST_HP, j] and d.st[ST_HAS_KERNEL, j]:
+            wait = max(wait, d.kern[K_BLOCK_NS, kernel_index(d, j)])
+    return wait
+
+
+@compiled_fn
+def lendable(d, p, s):
+    """The best-effort tenants' TPCs that high-priority stream `s` may have
+    whether or not they are busy, at a priority above their owners' atoms
+    (0 where lending is off, `s` is best effort, or its stolen atoms are at
+    the bound)."""
+    st = state(p)
+    if not st["lend"] or not d.st[ST_HP, s] or st["stolen_out"][s] >= st["max_stolen"]:
+        return 0
+    return st["best_effort_mask"] & st["not_owned"][s]
+
+
+@compiled_fn
+def reference_tpcs(d, p, s):
+    """The TPCs stream `s`'s next kernel would run on without right-sizing:
+    its own, those it may steal now and those lent to it (all TPCs where
+    that is none).  Right-sizing's slip is counted against this."""
+    st = state(p)
+    n = popcount(st["own_mask"][s])
+    if st["stealing"]:  # whether or not `s` is at its bound on stolen atoms now
+        others = st["not_owned"][s]
+        idle = idle_tpcs(d, p, d.sc[D_NOW]) & others
+        n += popcount(idle)
+        if st["lend"] and d.st[ST_HP, s]:
+            n += popcount(st["best_effort_mask"] & others & ~idle)
+    return min(n, d.sc[D_NTPCS]) if n else d.sc[D_NTPCS]
 
 
 @compiled_fn
@@ -686,8 +842,15 @@ def choose(p, s, pos, grid, bpt, t_all):
 @compiled_fn
 def _choose(p, s, pos, grid, bpt, w_all, t_first):
     st, k = state(p), kernel_of(p, s, pos)
+    if not st["fit"]:
+        return t_first
+    if st["isolated"]:
+        # Every block of a kernel takes the same isolated time, so on t TPCs
+        # the kernel takes waves(t) / waves(t_all) of its time on t_all: the
+        # fewest TPCs whose waves stay within the slip.
+        return knee(grid, bpt, max(w_all, int(math.floor(st["slip"] * w_all + 1e-9))))
     n = k["fit_n"]
-    if n == 0 or not st["fit"]:
+    if n == 0:
         return t_first
     seen = k["t_seen"]
     if popcount(seen) < 2:
@@ -760,6 +923,8 @@ def governor_observe(d, p, s, pos, latency_ns, clock):
 def target_mhz(d, p):
     """The clock for the window's mix, f = f_max / (1 + slip / S); -1: nothing ran."""
     st = state(p)
+    if st["isolated"]:
+        return isolated_target_mhz(d, p)
     total = unseen = weighted = 0.0
     key = st["window_first"]
     for _ in range(st["window_n"]):
@@ -777,16 +942,48 @@ def target_mhz(d, p):
     st["window_n"] = 0
     if total <= 0:
         return -1
-    f_min, f_max, step = d.sc[D_FMIN], d.sc[D_FMAX], d.sc[D_FSTEP]
     if unseen > st["unseen_share"] * total:
-        return f_max
+        return d.sc[D_FMAX]
     sensitivity = weighted / (total - unseen)
     st["last_sensitivity"] = sensitivity
+    return clock_for(d, p, sensitivity)
+
+
+@compiled_fn
+def clock_for(d, p, sensitivity):
+    """The lowest clock step at which work of frequency sensitivity S slows
+    by at most the slip: f >= f_max / (1 + slip / S), rounded up to a step
+    (rounded down, it would break the slip by up to a step)."""
+    f_min, f_max, step = d.sc[D_FMIN], d.sc[D_FMAX], d.sc[D_FSTEP]
     if sensitivity <= 0:
         return f_min
-    f = f_max / (1.0 + st["allowed_slowdown"] / sensitivity)
-    steps = int((f - f_min) // step)
+    f = f_max / (1.0 + state(p)["allowed_slowdown"] / sensitivity)
+    steps = int(math.ceil((f - f_min) / step - 1e-9))
     return max(f_min, min(f_max, f_min + steps * step))
+
+
+@compiled_fn
+def isolated_target_mhz(d, p):
+    """The clock on isolated block times: the most clock-sensitive
+    high-priority tenant's share of isolated time that scales with the clock
+    (every tenant's where none is high priority) sets it, so each keeps
+    within the slip; f_max until each of them has started a kernel."""
+    st, ds = state(p), d.st
+    n = d.sc[D_NSTREAMS]
+    any_hp = False
+    for s in range(n):
+        if ds[ST_HP, s]:
+            any_hp = True
+    worst = 0.0
+    for s in range(n):
+        if any_hp and not ds[ST_HP, s]:
+            continue
+        iso = st["iso_ns"][s]
+        if iso <= 0:
+            return d.sc[D_FMAX]
+        worst = max(worst, st["compute_ns"][s] / iso)
+    st["last_sensitivity"] = worst
+    return clock_for(d, p, worst)
 
 
 @compiled_fn
