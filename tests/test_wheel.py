@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it in a new venv
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Not part of a source distribution: version control, caches, build output.
 NOT_SOURCE = shutil.ignore_patterns(

@@ -128,6 +128,7 @@ def test_ray_missing_is_one_line_saying_how_to_install_it(tmp_path, capsys, monk
     assert len(err) == 1 and "pip install -e '.[ray]'" in err[0]
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_the_same_sweep_on_a_local_ray_gives_the_same_results(tiny_sweep, tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra malvos[ray]")
     out = tmp_path / "ray"

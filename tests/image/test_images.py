@@ -166,6 +166,7 @@ def test_a_program_the_image_does_not_hold_is_not_found_elsewhere(images, tmp_pa
     assert "no program named 'gpu-burn'" in r.stdout  # not found in an installed malvos either
 
 
+@pytest.mark.slow  # a cold compile of the sharing loop, on purpose
 def test_the_default_image_keeps_numba_s_cache_in_the_per_user_cache(images, cache, tmp_path):
     """The first GPU work of a fresh cache compiles the sharing loop (about
     two minutes of CPU), says so on stderr, and caches it per user."""
