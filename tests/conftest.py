@@ -16,9 +16,14 @@ it from the cache instead of each compiling it at the same time.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -75,34 +80,86 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # -- one numba compile, before the tests ------------------------------------------------
+#
+# A fresh clone has no numba cache, and the sharing loop takes minutes of CPU
+# to compile.  The process that runs or hands out the tests starts that
+# compile (`malv compile`'s `compile_everything`) when the cache is cold.  In
+# a plain run it compiles before the first test.  Under pytest-xdist it
+# compiles in a child of its own while the workers start on the tests; a
+# worker about to compile (warm.py's two ways in) first waits for that child,
+# then loads what it cached, so no two processes compile it at once.
+
+#: Set by the controller for its workers: the file its compile child writes when done.
+COMPILED_FLAG = "MALV_TESTS_COMPILED_FLAG"
+
+#: Where the controller keeps its compile child.
+_compile_child = pytest.StashKey[subprocess.Popen]()
+
+COMPILE_CHILD = """
+import sys
+try:
+    from drivers.vgpu import warm
+    warm.compile_everything()
+finally:
+    open(sys.argv[1], "w").close()
+"""
 
 
 def _runs_tests(config: pytest.Config) -> bool:
-    """Whether this pytest process runs or hands out tests (not a worker,
-    not --collect-only or --fixtures, which run no test)."""
-    option = config.option
-    if hasattr(config, "workerinput"):  # an xdist worker: its controller compiled
+    """Whether this process runs or hands out tests: not a worker (its
+    controller compiled), not --collect-only or --fixtures (no test runs)."""
+    if hasattr(config, "workerinput"):
         return False
-    return not any(
-        getattr(option, name, False) for name in ("collectonly", "showfixtures", "help", "version")
-    )
+    options = ("collectonly", "showfixtures", "help", "version")
+    return not any(getattr(config.option, name, False) for name in options)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile the vGPU's numba code once, here, if its cache is cold."""
-    if not _runs_tests(session.config):
+    config = session.config
+    if not _runs_tests(config):
         return
     from drivers.vgpu import warm
 
     if warm.loop_cached():
         return
-    start = time.monotonic()
-    warm.compile_everything()
     print(
-        f"\nmalvos tests: compiled the vGPU's numba code in {time.monotonic() - start:.0f} s "
-        "(cached from now on)",
-        file=sys.stderr,
+        "\nmalvos tests: the numba cache is cold: compiling the vGPU's code once", file=sys.stderr
     )
+    if not getattr(config.option, "numprocesses", None):  # a plain run
+        warm.compile_everything()
+        return
+    flag = Path(tempfile.mkdtemp(prefix="malv-compile-")) / "done"
+    child = subprocess.Popen([sys.executable, "-c", COMPILE_CHILD, str(flag)])
+    config.stash[_compile_child] = child
+    os.environ[COMPILED_FLAG] = str(flag)  # the workers, started after this, inherit it
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Wait for a compile child still running (a run with no GPU test)."""
+    child = session.config.stash.get(_compile_child, None)
+    if child is not None:
+        child.wait()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker whose controller is compiling: wait for it before compiling."""
+    flag = os.environ.get(COMPILED_FLAG)
+    if not hasattr(config, "workerinput") or not flag:
+        return
+    from drivers.vgpu import warm
+
+    def after_the_controller_s_compile(compile_now):
+        @functools.wraps(compile_now)
+        def waiting(*args, **kwargs):
+            while not os.path.exists(flag):
+                time.sleep(0.5)
+            return compile_now(*args, **kwargs)
+
+        return waiting
+
+    warm.ensure_compiled = after_the_controller_s_compile(warm.ensure_compiled)
+    warm.compile_everything = after_the_controller_s_compile(warm.compile_everything)
 
 
 @pytest.fixture
