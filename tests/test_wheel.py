@@ -58,6 +58,7 @@ def installed(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def elsewhere(tmp_path) -> Path:
+    """An empty directory outside any source tree, to run the installed CLI from."""
     work = tmp_path / "elsewhere"
     work.mkdir()
     return work

@@ -23,6 +23,7 @@ POINTS = 2 * (3 + 2) + 1  # per load: 3 tenants alone, 2 policies; DVFS at load 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
+    """The out directory of one tiny sweep (`TINY`), run once for the module."""
     out = tmp_path_factory.mktemp("sweep") / "out"
     assert malv([*TINY, "--out", str(out)]) == 0
     return out

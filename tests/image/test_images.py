@@ -23,6 +23,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
+    """The course, default and research images, built once for the module, by name."""
     out = tmp_path_factory.mktemp("images")
     return {name: build(ROOT / "image" / f"{name}.toml", out / f"{name}.pyz") for name in
             ("course", "default", "research")}  # fmt: skip
