@@ -16,6 +16,7 @@ it from the cache instead of each compiling it at the same time.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import math
 import os
@@ -152,6 +153,9 @@ def pytest_configure(config: pytest.Config) -> None:
     def after_the_controller_s_compile(compile_now):
         @functools.wraps(compile_now)
         def waiting(*args, **kwargs):
+            if not os.path.exists(flag):
+                # the compile says how it goes; the test's own hang timer is not for this wait
+                faulthandler.cancel_dump_traceback_later()
             while not os.path.exists(flag):
                 time.sleep(0.5)
             return compile_now(*args, **kwargs)
