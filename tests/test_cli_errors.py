@@ -238,7 +238,9 @@ def test_results_directories_follow_the_umask(umask, tmp_path):
 
 
 SEEDED = [["boot", "--headless", "--run", "ps"], ["serve", "--loadgen", "Server"]] + [
-    ["exp", name] for name in cli.EXPERIMENTS
+    # `exp sweep` takes about a second a seed before its work starts
+    pytest.param(["exp", name], marks=[pytest.mark.slow] * (name == "sweep"))
+    for name in cli.EXPERIMENTS
 ]
 
 

@@ -91,6 +91,7 @@ def written(hosts: dict, host: str, name: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in out.iterdir()}
 
 
+@pytest.mark.slow  # three experiments, twice, once beside CPU burners
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_seeded_results_are_the_same_on_an_idle_and_a_very_busy_host(name, hosts):
     idle, busy = written(hosts, "idle", name), written(hosts, "busy", name)

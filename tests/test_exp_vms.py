@@ -13,6 +13,7 @@ from exp import vms
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    """`malv exp vms --quick` run once for the module: (its out directory, its results.json)."""
     out = tmp_path_factory.mktemp("vms") / "out"
     assert vms.main(["--quick", "--quiet", "--out", str(out)]) == 0
     return out, json.loads((out / "results.json").read_text())

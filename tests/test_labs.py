@@ -54,7 +54,13 @@ def test_each_lab_has_a_readme_a_starter_a_grader_and_a_solution(lab):
     assert "## How it is graded" in (lab.directory / "README.md").read_text()
 
 
-@pytest.mark.parametrize("lab", LABS)
+#: The labs whose full grading runs in the fast tier; the others are slow (CI runs them).
+QUICK_LABS = ("sched",)
+
+
+@pytest.mark.parametrize(
+    "lab", [lab if lab in QUICK_LABS else pytest.param(lab, marks=pytest.mark.slow) for lab in LABS]
+)
 def test_the_starter_fails_and_the_solution_gets_full_marks(lab, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["lab", "start", lab]) == 0
@@ -199,6 +205,7 @@ def test_a_module_whose_top_level_hangs_is_graded_with_a_line_a_student_understa
     assert not re.search(r"\b\w+_\w+\(|Error\b|Traceback", "\n".join(lines)), lines
 
 
+@pytest.mark.slow  # grades the whole lab, waiting out each hang
 def test_a_bank_that_hangs_between_traps_is_stopped_and_graded(tmp_path, monkeypatch):
     monkeypatch.setattr(labs, "STEP_LIMIT_S", 0.5)
     (tmp_path / "bank.py").write_text(
@@ -311,6 +318,7 @@ def test_a_module_that_does_not_import_fails_every_test_with_one_plain_line(tmp_
     assert "exec_module" not in message and "EMODULE" not in message
 
 
+@pytest.mark.slow  # grades the whole lab, each case up to the trap count
 def test_a_bank_that_loops_over_traps_forever_is_stopped_by_a_trap_count(tmp_path):
     (tmp_path / "bank.py").write_text(
         "from kernel.traps import Yield\ndef bank(proc):\n    while True:\n        yield Yield()\n"

@@ -65,6 +65,7 @@ def run_program(k: Kernel, body, until_ns: int = 10**9) -> list[Any]:
 
 @pytest.fixture
 def k():
+    """A kernel with no shell, seed 0, one CPU; shut down after the test."""
     kernel = Kernel(seed=0, cpus=1)
     yield kernel
     kernel.shutdown()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it in a new venv
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Not part of a source distribution: version control, caches, build output.
 NOT_SOURCE = shutil.ignore_patterns(
@@ -56,6 +58,7 @@ def installed(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def elsewhere(tmp_path) -> Path:
+    """An empty directory outside any source tree, to run the installed CLI from."""
     work = tmp_path / "elsewhere"
     work.mkdir()
     return work

@@ -23,6 +23,7 @@ POINTS = 2 * (3 + 2) + 1  # per load: 3 tenants alone, 2 policies; DVFS at load 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
+    """The out directory of one tiny sweep (`TINY`), run once for the module."""
     out = tmp_path_factory.mktemp("sweep") / "out"
     assert malv([*TINY, "--out", str(out)]) == 0
     return out
@@ -128,6 +129,7 @@ def test_ray_missing_is_one_line_saying_how_to_install_it(tmp_path, capsys, monk
     assert len(err) == 1 and "pip install -e '.[ray]'" in err[0]
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_the_same_sweep_on_a_local_ray_gives_the_same_results(tiny_sweep, tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra malvos[ray]")
     out = tmp_path / "ray"

@@ -8,4 +8,5 @@ from rings import Ring
 
 @pytest.fixture
 def ring() -> Ring:
+    """A ring of 8 in fresh guest memory, with its driver and device halves (rings.py)."""
     return Ring()

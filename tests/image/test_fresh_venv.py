@@ -13,6 +13,8 @@ import pytest
 
 from image.builder import ROOT, build
 
+pytestmark = pytest.mark.slow  # installs from the package index into a new venv
+
 #: What a course image imports at run time: no numba, no numpy.
 COURSE_RUNTIME = ("attrs", "structlog", "cffi", "msgpack")
 

@@ -23,6 +23,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
+    """The course, default and research images, built once for the module, by name."""
     out = tmp_path_factory.mktemp("images")
     return {name: build(ROOT / "image" / f"{name}.toml", out / f"{name}.pyz") for name in
             ("course", "default", "research")}  # fmt: skip
@@ -166,6 +167,7 @@ def test_a_program_the_image_does_not_hold_is_not_found_elsewhere(images, tmp_pa
     assert "no program named 'gpu-burn'" in r.stdout  # not found in an installed malvos either
 
 
+@pytest.mark.slow  # a cold compile of the sharing loop, on purpose
 def test_the_default_image_keeps_numba_s_cache_in_the_per_user_cache(images, cache, tmp_path):
     """The first GPU work of a fresh cache compiles the sharing loop (about
     two minutes of CPU), says so on stderr, and caches it per user."""

@@ -3,6 +3,7 @@ query, the failures are counted by reason, and nothing hangs."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import MODEL, short_run
 
 from exp.loadgen import serve
@@ -49,6 +50,7 @@ def answered_all(data) -> dict:
     return queries
 
 
+@pytest.mark.slow  # a LoadGen run in wall time
 def test_queries_for_a_model_not_loaded_fail_and_the_rest_are_served(tmp_path):
     settings = short_run(sample_models=(MODEL, "nosuch_model"), min_queries=20, min_duration_s=1.0)
     data = serve(settings, tmp_path / "o")

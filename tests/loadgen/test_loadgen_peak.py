@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import short_run
 
 from bench import serve as bench_serve
@@ -75,6 +76,7 @@ def test_find_peak_from_the_command_line_runs_loadgen_and_prints_the_peaks(
     assert (out / "lithos" / "qps-200" / "mlperf_log_summary.txt").exists()
 
 
+@pytest.mark.slow  # LoadGen runs in wall time
 def test_bench_serve_reports_the_lag_and_wall_beside_virtual(monkeypatch):
     """One real run under each policy, shortened: every figure is there and
     consistent.  Whether the host keeps up beside the training job is the

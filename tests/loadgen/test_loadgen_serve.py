@@ -34,6 +34,7 @@ def test_a_short_server_run_is_valid_and_every_query_is_answered(tmp_path):
     assert sum(e.get("cat") == "query" for e in events) == queries["served"]
 
 
+@pytest.mark.slow  # a LoadGen run in wall time, its lag bounded
 def test_the_host_keeps_up_with_a_server_beside_a_training_job(tmp_path):
     """The booted kernel keeps pace with the wall clock while it serves
     beside `train:resnet50_b32_training`.  The bounds are loose, for a busy
@@ -68,6 +69,7 @@ def test_compare_runs_each_policy_and_prints_the_table(tmp_path, capsys):
 ORION = Path(__file__).resolve().parents[2].parent / "shared" / "workloads" / "orion"
 
 
+@pytest.mark.slow  # a LoadGen run in wall time
 @pytest.mark.skipif(
     not (ORION / "resnet50_4_fwd.csv").is_file(), reason=f"the Orion profiles are not in {ORION}"
 )

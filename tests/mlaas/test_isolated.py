@@ -455,7 +455,11 @@ def test_plain_values_cross_the_wire_unchanged(value):
     assert reader.next() == value
 
 
-@pytest.mark.parametrize("empty", [b"\x90", b"\x80"], ids=["lists", "maps"])
+@pytest.mark.parametrize(
+    "empty",
+    [pytest.param(b"\x90", marks=pytest.mark.slow), b"\x80"],  # lists: the costlier decode
+    ids=["lists", "maps"],
+)
 def test_a_message_of_millions_of_empty_containers_is_refused_not_decoded(empty):
     """16 MiB of empty lists would be about 1 GiB of Python objects: the count
     stops it after MAX_CONTAINERS, and a message of that many still decodes."""

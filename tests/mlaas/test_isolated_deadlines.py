@@ -296,6 +296,7 @@ RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # runs twice, once beside CPU burners
 def test_a_healthy_module_gives_the_same_seeded_run_on_a_busy_host(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(f"import os\n{inspect.getsource(last_in_line)}\n{RUN}")

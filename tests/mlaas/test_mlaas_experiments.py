@@ -50,6 +50,7 @@ def _lru(refs, frames):
     return faults
 
 
+@pytest.mark.slow  # a whole experiment
 def test_the_memory_experiment_reports_hit_rates_and_the_gap_closed(tmp_path):
     out = tmp_path / "memory"
     assert (

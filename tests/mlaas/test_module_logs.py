@@ -122,6 +122,7 @@ def test_a_field_of_many_empty_lists_makes_a_bounded_record(malv_kernel: Kernel,
         assert len(json.dumps(record)) < MAX_RECORD_CHARS
 
 
+@pytest.mark.slow  # 64 messages of a million lists
 def test_64_calls_of_a_million_empty_lists_leave_the_kernel_s_memory_bounded(malv_kernel: Kernel):
     """The isolated attack at the kernel's door: 1 MB on the wire, about 69 MiB
     decoded, 64 times.  The ring keeps a bounded record of each, not the lists."""

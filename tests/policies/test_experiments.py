@@ -40,6 +40,7 @@ def test_stacking_writes_results_table_plots_and_a_trace(tmp_path):
     assert "| policy | tenant |" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow  # whole experiments
 def test_hybrid_rightsizing_and_dvfs_run(tmp_path):
     assert (
         malv(["exp", "hybrid", *QUICK, "--policies", "priority", "--out", str(tmp_path / "h")]) == 0
@@ -72,6 +73,7 @@ def test_out_must_be_new_or_an_earlier_result(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # a whole experiment
 @pytest.mark.skipif(not WORKLOADS.is_dir(), reason="../shared/workloads is absent")
 def test_stacking_on_the_orion_traces_protects_hp_under_lithos_not_mps(tmp_path):
     out = tmp_path / "orion"

@@ -61,6 +61,7 @@ def _first_difference(want, got, path="results"):
     return f"{path}: {want!r} -> {got!r}"
 
 
+@pytest.mark.slow  # whole experiments, seeded
 @pytest.mark.parametrize(("experiment", "seed"), golden.EXPERIMENTS)
 def test_quick_experiment_reproduces_its_golden_results(experiment, seed, tmp_path):
     want = json.loads(golden.experiment_file(experiment, seed).read_text())

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import drivers
 from drivers.vgpu.policies import POLICY_NAMES
 
@@ -151,6 +153,7 @@ def in_copy(root: Path, args: list[str], timeout_s: int) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a cold compile of the whole loop, in a subprocess
 def test_a_new_policy_is_one_file_and_one_registry_line_and_runs_compiled(tmp_path):
     original = python_files(DRIVERS)
     root = tmp_path / "tree"

@@ -213,6 +213,7 @@ def held(scheduler: StreamScheduler) -> dict[str, int]:
 KERNELS = 20_000
 
 
+@pytest.mark.slow  # 20,000 kernels under each policy
 @pytest.mark.parametrize("policy", [None, "lithos", "timeslice"])
 def test_a_long_lived_scheduler_holds_only_the_work_in_flight(policy):
     """20,000 kernels of programs, on 3 contexts of 2 streams, beside
