@@ -7,6 +7,8 @@ is sourced), and with the effect its source documents.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,15 +89,36 @@ def test_reef_preemption_costs_nothing_when_no_best_effort_kernel_is_on_the_devi
     assert paid.streams[0].latencies_ns == free.streams[0].latencies_ns
 
 
-@pytest.mark.parametrize("n_kernels", [1, 3])
-def test_orion_decision_cost_adds_its_latency_to_every_kernel_of_a_request(n_kernels):
+def orion_alone(decision_ns: int, n_kernels: int = 3):
+    """A high-priority tenant alone under Orion: two requests of `n_kernels`
+    kernels of 30 us, which its host enqueues back to back."""
     hp = workload("hp", [kernel(f"hp{i}", SPEC.n_tpcs, 30_000) for i in range(n_kernels)])
     alone = (Tenant("hp", hp, "open", (500_000, 2_000_000)),)
-    _, free = simulate(make_policy("orion"), alone, 4_000_000)
-    _, paid = simulate(make_policy("orion", decision_ns=40_000), alone, 4_000_000)
+    return simulate(make_policy("orion", decision_ns=decision_ns), alone, 4_000_000)
+
+
+@pytest.mark.parametrize("decision_ns", [10_000, 25_000])
+def test_orion_decision_shorter_than_a_kernel_delays_a_request_once(decision_ns):
+    # The thread decides on each kernel while the one before it runs: only
+    # the request's first kernel waits for its decision.
+    _, free = orion_alone(0)
+    _, paid = orion_alone(decision_ns)
     assert len(free.streams[0].latencies_ns) == 2
     for a, b in zip(free.streams[0].latencies_ns, paid.streams[0].latencies_ns, strict=True):
-        assert b - a == n_kernels * 40_000
+        assert b - a == decision_ns
+
+
+def test_orion_decision_longer_than_a_kernel_paces_every_kernel():
+    # One thread, one decision at a time: kernels reach the device no closer
+    # together than a decision, and each request pays for all of them.
+    sim, paid = orion_alone(80_000)
+    launches = [launch for _, launch, *_ in sim.atom_log()]
+    assert len(launches) == 6
+    for request in (launches[:3], launches[3:]):
+        assert [b - a for a, b in pairwise(request)] == [80_000, 80_000]
+    _, free = orion_alone(0)
+    for a, b in zip(free.streams[0].latencies_ns, paid.streams[0].latencies_ns, strict=True):
+        assert b - a >= 3 * 80_000 - 2 * 30_000
 
 
 def test_tgs_poll_holds_a_launch_over_the_limit_for_whole_polls():

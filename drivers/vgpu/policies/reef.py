@@ -16,9 +16,9 @@ best-effort kernels already running; the engine cannot preempt a running
 block, so here they finish.  Durations and SM counts come from the
 tenants' profiles (isolated duration on the whole GPU, Orion's SM_usage).
 
-`preempt_ns` is the cost of that reset: a high-priority kernel that
-arrives while best-effort kernels are on the device reaches it that much
-later.  REEF's own repository says only that best-effort work "can be
+`preempt_ns` is the cost of that reset: the first kernel of a
+high-priority request (REEF preempts when a real-time task arrives) that
+finds best-effort kernels on the device reaches it that much later.  REEF's own repository says only that best-effort work "can be
 preempted in a few microseconds" (on an AMD MI50, the one GPU it supports:
 github.com/SJTU-IPADS/reef, README), and the NVIDIA form Orion's artifact
 runs kills nothing; no figure is sourced, so the default is 0, the
@@ -40,6 +40,7 @@ from drivers.vgpu.sharing.compiled import (
     POLICY_TIMERS,
     ST_HP,
     ST_INFLIGHT,
+    ST_POS,
     ST_READY_NS,
     Pol,
     compiled_fn,
@@ -100,7 +101,7 @@ STATE = named_state(
     batch_depth=np.int64,
     reset=np.int64,  # 1: high-priority work resets the batches
     preempt_ns=np.int64,  # the reset's cost to a high-priority kernel
-    preemptions=np.int64,  # high-priority kernels that paid it
+    preemptions=np.int64,  # high-priority requests that paid it
     padded=np.int64,
     batched=np.int64,
     batch_left=(np.int64, MAX_STREAMS),  # per best-effort stream: kernels left in its batch
@@ -123,7 +124,7 @@ def compiled_kernel_ready(d, p, s):
     if d.st[ST_HP, s]:
         if st["reset"]:
             st["batch_left"][: d.sc[D_NSTREAMS]] = 0
-        if st["preempt_ns"] > 0 and _be_on_device(d):
+        if st["preempt_ns"] > 0 and d.st[ST_POS, s] == 0 and _be_on_device(d):
             st["preemptions"] += 1
             policy_call_at(d, d.sc[D_NOW] + st["preempt_ns"], PREEMPTED, s)
             return
