@@ -12,4 +12,4 @@ class GpuMig(GpuAdvisor):
     name = "gpu_mig"
     sharing_policy = "mig"
     budget_us = 200
-    params = {"slices": ""}
+    params = {"slices": "", "reconfigure_us": 1000000}

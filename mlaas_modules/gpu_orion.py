@@ -12,4 +12,4 @@ class GpuOrion(GpuAdvisor):
     name = "gpu_orion"
     sharing_policy = "orion"
     budget_us = 200
-    params = {"duration_cap_us": 0}
+    params = {"duration_cap_us": 0, "decision_us": 0}

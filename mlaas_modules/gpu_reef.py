@@ -11,4 +11,4 @@ class GpuReef(GpuAdvisor):
     name = "gpu_reef"
     sharing_policy = "reef"
     budget_us = 200
-    params = {"batch_depth": 12}
+    params = {"batch_depth": 12, "preempt_us": 0}

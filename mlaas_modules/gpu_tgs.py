@@ -11,4 +11,4 @@ class GpuTgs(GpuAdvisor):
     name = "gpu_tgs"
     sharing_policy = "tgs"
     budget_us = 200
-    params = {"period_us": 10000, "threshold": 0.03}
+    params = {"period_us": 5000000, "threshold": 0.03, "poll_us": 10000}

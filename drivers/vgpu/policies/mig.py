@@ -10,8 +10,10 @@ partitioned: the engine has one memory system (a real 4g instance also gets
 
 Creating the instances on a running device needs them idle: launches
 stop, the running atoms drain, then the GPU is unavailable for
-`reconfigure_ns` (about a second on real devices) before the new layout
-serves the held kernels.  That is the cost of switching to MIG while the
+`reconfigure_ns` before the new layout serves the held kernels.  Its
+default, 1 s, is unsourced: NVIDIA's MIG user guide requires the GPU
+instances to be idle to be destroyed and created but gives no duration,
+and no measurement was found to cite (docs/policy-audit.md).  That is the cost of switching to MIG while the
 device runs (an `insmod gpu_mig`, a `reload` with other slices, the booted
 driver's streams changing), unless the policy in charge is MIG with the
 same layout.
@@ -41,7 +43,7 @@ from drivers.vgpu.sharing.compiled import (
     static_kernel_ready,
     static_launch,
 )
-from drivers.vgpu.sharing.policy import PRIO_NORMAL, SharingPolicy, number_list
+from drivers.vgpu.sharing.policy import PRIO_NORMAL, SharingPolicy, microseconds, number_list
 
 MIG_SLICES = 7
 
@@ -68,9 +70,16 @@ class Mig(SharingPolicy):
     summary = (
         "MIG: static GPC-aligned partitions (slices per tenant, comma-separated; empty: by quota)."
     )
-    PARAMETERS = {"slices": number_list("slices", int)}
+    PARAMETERS = {
+        "slices": number_list("slices", int),
+        "reconfigure_us": microseconds("reconfigure_ns", minimum=0),
+    }
 
     def __init__(self, slices: tuple[int, ...] | None = None, reconfigure_ns: int = 1_000_000_000):
+        if reconfigure_ns < 0:
+            raise ValueError(
+                f"mig: the reconfiguration must take 0 or more, got {reconfigure_ns} ns"
+            )
         self.slices = slices
         self.reconfigure_ns = reconfigure_ns
 

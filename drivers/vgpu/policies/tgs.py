@@ -17,6 +17,18 @@ profile, over the time it had a request in progress.  Weighting keeps a
 period's kernel mix from looking like a change of rate.  A tenant that was
 busy for less than a tenth of the period gives no signal; a drop of any
 tenant below its own recent best is a drop.
+
+The two costs of the real controller, from TGS's released code
+(github.com/pkusys/TGS, hijack/; docs/policy-audit.md quotes them):
+
+* `period_ns` (5 s): the high-priority side's `rate_watcher` reports its
+  rate to the best-effort side's `limit_manager` once per `duration = 5000`
+  ms (high_priority_hijack_call.c), and the limit changes once per report;
+* `poll_ns` (10 ms): a launch over the limit sleeps in `rate_limiter`
+  (``while (launch_test(...)) nanosleep(&g_cycle)``, ``g_cycle = TIME_TICK *
+  MILLISEC``, ``TIME_TICK 10`` in hijack.h) and checks again, so a held
+  kernel is released at the first whole poll after its token is due.
+  0: at the instant its token is due (the idealised form).
 """
 
 from __future__ import annotations
@@ -49,20 +61,27 @@ class Tgs(SharingPolicy):
     name = "tgs"
     summary = "TGS: best-effort launch rate under slow start and AIMD on the high-priority rate."
     PARAMETERS = {
-        "period_us": microseconds("period_ns"),
+        "period_us": microseconds("period_ns", minimum=1),
         "threshold": converted("threshold", float),
+        "poll_us": microseconds("poll_ns", minimum=0),
     }
 
     def __init__(
         self,
-        period_ns: int = 10_000_000,
+        period_ns: int = 5_000_000_000,
         threshold: float = 0.03,
         initial_rate_per_s: float = 200.0,
         additive_per_s: float = 200.0,
         min_rate_per_s: float = 50.0,
         reference_periods: int = 50,
+        poll_ns: int = 10_000_000,
     ) -> None:
+        if period_ns <= 0:
+            raise ValueError(f"tgs: the control period must be positive, got {period_ns} ns")
+        if poll_ns < 0:
+            raise ValueError(f"tgs: the launch poll must be 0 or more, got {poll_ns} ns")
         self.period_ns = period_ns
+        self.poll_ns = poll_ns
         self.threshold = threshold
         self.initial_rate_per_s = initial_rate_per_s
         self.additive_per_s = additive_per_s
@@ -76,6 +95,7 @@ class Tgs(SharingPolicy):
             STATE,
             0,
             period_ns=self.period_ns,
+            poll_ns=self.poll_ns,
             reference=self.reference_periods,
             threshold=self.threshold,
             rate_per_s=self.initial_rate_per_s,
@@ -104,6 +124,7 @@ class Tgs(SharingPolicy):
 # `reference_periods`).
 STATE = named_state(
     period_ns=np.int64,
+    poll_ns=np.int64,  # a held launch checks its token once per poll (0: when due)
     reference=np.int64,  # the recent rates kept per stream
     threshold=np.float64,
     rate_per_s=np.float64,
@@ -163,6 +184,8 @@ def _refill(d, p):
 def _release(d, p):
     _refill(d, p)
     st = state(p)
+    if st["poll_ns"] > 0 and st["waking"]:
+        return  # the held launches sleep until their next poll
     n = d.sc[D_NSTREAMS]
     while st["held_len"] and st["tokens"] >= 1.0:
         s = st["held"][st["held_head"]]
@@ -172,6 +195,9 @@ def _release(d, p):
         launch_whole(d, s, d.sc[D_FULL_MASK], PRIO_NORMAL, -1)
     if st["held_len"] and not st["waking"]:
         wait_ns = int((1.0 - st["tokens"]) * 1e9 / st["rate_per_s"]) + 1
+        poll = st["poll_ns"]
+        if poll > 0:  # TGS's rate_limiter: sleep a whole poll, then check again
+            wait_ns = (wait_ns + poll - 1) // poll * poll
         st["waking"] = 1
         policy_call_at(d, d.sc[D_NOW] + wait_ns, WAKE, 0)
 

@@ -121,6 +121,12 @@ def timer(d, p, kind, arg):
     if pid == 4:
         policy_4.compiled_timer(d, p, kind, arg)
         return
+    if pid == 5:
+        policy_5.compiled_timer(d, p, kind, arg)
+        return
+    if pid == 6:
+        policy_6.compiled_timer(d, p, kind, arg)
+        return
     if pid == 7:
         policy_7.compiled_timer(d, p, kind, arg)
         return

@@ -142,12 +142,21 @@ def converted(keyword: str, kind: Callable[[Any], Any]) -> Parameter:
     return Parameter(keyword, to_policy=kind)
 
 
-def microseconds(keyword: str) -> Parameter:
-    """A whole number of microseconds for a keyword in nanoseconds (None: 0)."""
+def microseconds(keyword: str, minimum: int | None = None) -> Parameter:
+    """A whole number of microseconds for a keyword in nanoseconds (None: 0).
+
+    With `minimum`, a value below it is refused (a ValueError that names the
+    parameter), before any policy is built."""
+
+    def to_policy(us: Any) -> int:
+        value = int(us)
+        if minimum is not None and value < minimum:
+            name = keyword.removesuffix("_ns") + "_us"
+            raise ValueError(f"{name} must be at least {minimum} us, got {value}")
+        return value * 1000
+
     return Parameter(
-        keyword,
-        to_policy=lambda us: int(us) * 1000,
-        to_module=lambda ns: 0 if ns is None else ns // 1000,
+        keyword, to_policy=to_policy, to_module=lambda ns: 0 if ns is None else ns // 1000
     )
 
 
