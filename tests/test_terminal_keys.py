@@ -208,7 +208,8 @@ def test_ctrl_escape_leaves_a_busy_guest(host_terminal: Terminal):
     term.wait_for(r"back on the host")
     term.prompt()
     term.type("ps" + ENTER)
-    host_tasks = term.wait_for(r"^\s+PID\s+PPID.*\n((\s+\d+ .*\n)+)")[1]
+    # The whole list: its rows up to the next prompt (they may come in pieces).
+    host_tasks = term.wait_for(r"^\s+PID\s+PPID.*\n((\s+\d+ .*\n)+)\$")[1]
     assert "sh" in host_tasks and "spin" not in host_tasks
     term.type("run echo h'x'z" + ENTER)
     term.wait_for(r"^hxz$")

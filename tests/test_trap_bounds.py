@@ -229,8 +229,8 @@ def test_a_duration_is_taken_or_refused_and_never_breaks_the_kernel(us, make):
         assert seen in ([None], [])  # a long Compute or Sleep is still going
 
 
-def test_the_readme_states_the_limits_the_code_has():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_the_docs_state_the_limits_the_code_has():
+    readme = (Path(__file__).parent.parent / "docs" / "design" / "kernel.md").read_text()
     for stated in (
         f"{MAX_TASKS:,} live tasks",
         f"{MAX_ARGS} arguments, each a string of at most {MAX_TEXT:,} characters",

@@ -273,8 +273,9 @@ def test_a_module_fills_at_most_its_share_of_the_ring_and_keeps_its_newest_recor
     assert len(log.find("again")) == share and len(log.find("later")) == 64 - share
 
 
-def test_the_readme_states_the_code_s_log_limits(malv_kernel: Kernel):
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+def test_the_docs_state_the_code_s_log_limits(malv_kernel: Kernel):
+    here = os.path.dirname(__file__)
+    readme = open(os.path.join(here, "..", "..", "docs", "design", "mlaas.md")).read()
     section = readme.split("**What a module says is text, in either mode.**")[1].split("\n\n")[0]
     text = " ".join(section.split())
     log = malv_kernel.log

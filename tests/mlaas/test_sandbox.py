@@ -1,7 +1,7 @@
 """The isolated child's sandbox is default-deny (kernel/mlaas/sandbox.py): a
 hostile module tries every call that changes a host file without writing to
 it, and more processes, threads and descriptors; each gets an error, the
-host's file is untouched, and the kernel goes on.  The README's table of
+host's file is untouched, and the kernel goes on.  The MLaaS design page's table of
 limits is the code's."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kernel.mlaas import faults, isolated, sandbox
 from kernel.mlaas.isolated import Limits, limits_table, start
 
 HERE = os.path.dirname(__file__)
-README = os.path.join(os.path.dirname(os.path.dirname(HERE)), "README.md")
+README = os.path.join(os.path.dirname(os.path.dirname(HERE)), "docs", "design", "mlaas.md")
 
 #: The raw calls the hostile module makes, by their native numbers.
 METADATA_CALLS = (
@@ -121,14 +121,16 @@ def test_every_allowed_call_is_known_to_this_libseccomp():
     assert not denied & set(sandbox._allowed_if(os.getpid()))
 
 
-# -- the README's limits are the code's -------------------------------------------------
+# -- the design page's limits are the code's -------------------------------------------------
 
 
-def test_the_readme_table_of_isolated_limits_is_generated_from_the_code():
+def test_the_docs_table_of_isolated_limits_is_generated_from_the_code():
     with open(README, encoding="utf-8") as f:
         text = f.read()
     table = limits_table()
-    assert table in text, "the README's isolated limits table is stale; it should read:\n" + table
+    assert table in text, (
+        "docs/design/mlaas.md's isolated limits table is stale; it should read:\n" + table
+    )
 
 
 def test_the_limits_the_table_shows_are_the_ones_insmod_gives(tmp_path):
